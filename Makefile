@@ -1,0 +1,41 @@
+# imagegate — the two commands a newcomer needs: `make run` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.8
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-unit lint lock clean
+
+# Create .venv and install exactly what requirements.lock pins (hash-checked), then the project.
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet "uv==$(UV_VERSION)"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --require-hashes -r requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+# Start the gateway in embedded mode (SQLite, in-process worker) on port 2407 with the demo
+# model, creating a first API key on the first run.
+run: $(STAMP)
+	$(BIN)/imagegate serve --first-key
+
+# Unit tests, lint, architecture contract, then the integration tests against real PostgreSQL,
+# Redis, Celery workers and uvicorn (they fail, not skip, when IMAGEGATE_REQUIRE_SERVICES=1).
+test: $(STAMP)
+	$(BIN)/ruff check core api worker imagegate tests
+	$(BIN)/lint-imports
+	$(BIN)/pytest -q
+
+test-unit: $(STAMP)
+	$(BIN)/pytest -q -m "not integration"
+
+# Re-resolve the lock after editing pyproject.toml dependencies.
+lock: $(STAMP)
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+		-o requirements.lock --quiet
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache

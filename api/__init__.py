@@ -1,0 +1,1 @@
+"""imagegate's HTTP service: wire dialects in, jobs submitted, answers rendered back."""

@@ -1,0 +1,1 @@
+"""OpenAI Images: ``POST /v1/images/generations`` (wire-formats §1)."""

@@ -1,0 +1,41 @@
+"""Sending image tasks to the worker by name (the API never imports worker code)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import anyio.to_thread
+from celery import Celery
+
+from core.config import Settings
+from core.queue import GENERATE_IMAGE_TASK, QUEUE, celery_config
+
+log = logging.getLogger(__name__)
+
+
+class Enqueuer:
+    """A send-only Celery client. Publishing is blocking I/O, so it runs on a worker thread."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.app = Celery("imagegate-api", set_as_current=False)
+        self.app.conf.update(celery_config(settings))
+
+    def send_sync(self, image_ids: Sequence[str]) -> None:
+        with self.app.producer_or_acquire() as producer:
+            for image_id in image_ids:
+                self.app.send_task(GENERATE_IMAGE_TASK, args=[image_id], queue=QUEUE, producer=producer)
+
+    async def send(self, image_ids: Sequence[str]) -> bool:
+        """Send one task per image. False if the broker could not be reached (the job stays
+        queued in the database and the sweeper sends it once the broker is back)."""
+        try:
+            await anyio.to_thread.run_sync(self.send_sync, list(image_ids))
+        except Exception:
+            log.warning("broker unreachable; %d image task(s) left for the sweeper", len(image_ids),
+                        exc_info=True)
+            return False
+        return True
+
+    def close(self) -> None:
+        self.app.close()

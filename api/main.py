@@ -1,0 +1,127 @@
+"""The FastAPI application: built by :func:`create_app`, resources made in its lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Any
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from api.body import BodySizeLimit
+from api.dialects.openai_images.router import router as openai_images_router
+from api.enqueue import Enqueuer
+from api.errors import install_error_handlers
+from api.routes import files, health, models
+from api.routes.jobs import build_router as build_jobs_router
+from api.state import AppState
+from api.sweeper import release_embedded_orphans, run_sweeper
+from api.wait import JobWaiter, RedisJobEvents, attach_in_process
+from core.config import Settings, get_settings
+from core.db import async_session_factory, create_async_db_engine
+from core.events import InProcessEventBus
+from core.routing import Catalogue
+from core.signing import load_or_create_signing_key
+from core.storage import LocalImageStore
+
+log = logging.getLogger(__name__)
+
+Hook = Callable[[], Any]
+
+
+def create_app(
+    settings: Settings,
+    *,
+    event_bus: InProcessEventBus | None = None,
+    worker_alive: Callable[[], bool] | None = None,
+    on_startup: Sequence[Hook] = (),
+    on_shutdown: Sequence[Hook] = (),
+) -> FastAPI:
+    """The API. Embedded mode passes the in-process event bus and the worker's start/stop hooks;
+    distributed mode passes nothing and talks to Redis."""
+    if event_bus is None and settings.redis_url is None:
+        raise ValueError("embedded mode (no IMAGEGATE_REDIS_URL) needs the in-process event bus")
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        engine = create_async_db_engine(settings.resolved_database_url)
+        sessions = async_session_factory(engine)
+        enqueuer = Enqueuer(settings)
+        waiter = JobWaiter()
+        redis_client = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+        state = AppState(
+            settings=settings,
+            engine=engine,
+            sessions=sessions,
+            catalogue=Catalogue.load(settings.models_file, default_model=settings.default_model),
+            store=LocalImageStore(settings.images_dir),
+            enqueuer=enqueuer,
+            waiter=waiter,
+            signing_key=load_or_create_signing_key(
+                settings.url_signing_key.get_secret_value() if settings.url_signing_key else None,
+                settings.data_dir,
+            ),
+            redis=redis_client,
+            worker_alive=worker_alive,
+        )
+        app.state.imagegate = state
+
+        events: RedisJobEvents | None = None
+        detach: Callable[[], None] | None = None
+        if redis_client is not None:
+            events = RedisJobEvents(redis_client, waiter)
+            events.start()
+        if event_bus is not None:
+            detach = attach_in_process(event_bus, waiter)
+        for hook in on_startup:
+            await asyncio.to_thread(hook)
+        if event_bus is not None and settings.redis_url is None:
+            await release_embedded_orphans(sessions, enqueuer)
+        sweeper = asyncio.create_task(run_sweeper(
+            sessions, enqueuer, interval_s=settings.sweep_interval_s,
+            requeue_after_s=settings.requeue_after_s), name="imagegate-sweeper")
+        log.info("imagegate API ready (%s mode)", settings.mode)
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sweeper
+            if events is not None:
+                await events.stop()
+            if detach is not None:
+                detach()
+            for hook in on_shutdown:
+                await asyncio.to_thread(hook)
+            enqueuer.close()
+            if redis_client is not None:
+                await redis_client.aclose()
+            await engine.dispose()
+
+    app = FastAPI(
+        title="imagegate",
+        summary="Queued image generation behind the OpenAI, Anthropic and Gemini wire formats.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(openai_images_router)
+    app.include_router(build_jobs_router("/v1"))
+    app.include_router(build_jobs_router(""), include_in_schema=False)
+    app.include_router(files.router)
+    app.include_router(models.router)
+    app.include_router(health.router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def create_distributed_app() -> FastAPI:
+    """Factory for ``uvicorn --factory api.main:create_distributed_app`` (distributed mode)."""
+    settings = get_settings()
+    if not settings.redis_url:
+        raise SystemExit("create_distributed_app needs IMAGEGATE_REDIS_URL; use 'imagegate serve'")
+    return create_app(settings)

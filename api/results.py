@@ -1,0 +1,172 @@
+"""Reading jobs back: ownership checks, delivered images (base64 or signed URL), the job view."""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import anyio.to_thread
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.state import AppState
+from core import signing
+from core.errors import JobWaitTimeoutError, NotFoundError
+from core.generation import DeliveredImage, Usage
+from core.jobs import ImageStatus, JobStatus
+from core.models import ApiKey, Job, JobImage
+
+
+async def get_owned_job(session: AsyncSession, job_id: str, key: ApiKey) -> Job:
+    """The job, if this key made it; anyone else's is indistinguishable from a missing one."""
+    job = await session.get(Job, job_id)
+    if job is None or job.api_key_id != key.id:
+        raise NotFoundError(f"No job found with id '{job_id}'.", param="job_id", code="job_not_found")
+    return job
+
+
+async def get_images(session: AsyncSession, job_id: str) -> list[JobImage]:
+    result = await session.scalars(
+        select(JobImage).where(JobImage.job_id == job_id).order_by(JobImage.index)
+    )
+    return list(result)
+
+
+async def job_is_terminal(state: AppState, job_id: str) -> bool:
+    async with state.sessions() as session:
+        status = await session.scalar(select(Job.status).where(Job.id == job_id))
+    return status is not None and JobStatus(status).is_terminal
+
+
+def file_url(state: AppState, image_id: str) -> str:
+    query = signing.signed_query(state.signing_key, image_id, ttl_s=state.settings.file_url_ttl_s)
+    return f"{state.settings.resolved_public_url}/v1/files/{image_id}?{query}"
+
+
+def _usage(image: JobImage) -> Usage:
+    return Usage(
+        input_tokens=image.input_tokens,
+        input_image_tokens=image.input_image_tokens,
+        input_text_tokens=max(0, image.input_tokens - image.input_image_tokens),
+        output_tokens=image.output_tokens,
+        output_image_tokens=image.output_image_tokens,
+        output_text_tokens=max(0, image.output_tokens - image.output_image_tokens),
+    )
+
+
+def _read_b64(state: AppState, keys: list[str]) -> list[str]:
+    return [base64.b64encode(state.store.get(key)).decode("ascii") for key in keys]
+
+
+async def delivered_images(
+    state: AppState, images: list[JobImage], *, as_b64: bool
+) -> list[DeliveredImage]:
+    """The succeeded images of a job, with their bytes as base64 (read off the event loop) or a
+    signed URL."""
+    done = [i for i in images if i.status == ImageStatus.SUCCEEDED and i.object_key]
+    encoded: list[str | None]
+    if as_b64:
+        encoded = list(await anyio.to_thread.run_sync(_read_b64, state, [i.object_key for i in done]))
+    else:
+        encoded = [None] * len(done)
+    return [
+        DeliveredImage(
+            id=image.id,
+            index=image.index,
+            mime_type=image.mime_type or "application/octet-stream",
+            width=image.width or 0,
+            height=image.height or 0,
+            text=image.text,
+            usage=_usage(image),
+            b64_json=b64,
+            url=None if as_b64 else file_url(state, image.id),
+        )
+        for image, b64 in zip(done, encoded, strict=True)
+    ]
+
+
+def _ts(value: Any) -> int | None:
+    return int(value.timestamp()) if value is not None else None
+
+
+async def job_view(state: AppState, job: Job, images: list[JobImage], *, include_b64: bool) -> dict[str, Any]:
+    """imagegate's own JSON view of a job (``GET /v1/jobs/{id}``)."""
+    delivered = {d.id: d for d in await delivered_images(state, images, as_b64=include_b64)}
+    image_views = []
+    for image in images:
+        view: dict[str, Any] = {
+            "id": image.id,
+            "index": image.index,
+            "status": image.status,
+            "attempts": image.attempts,
+            "error": (
+                {"code": image.error_code, "message": image.error_message}
+                if image.status == ImageStatus.FAILED else None
+            ),
+        }
+        if image.id in delivered:
+            d = delivered[image.id]
+            view.update(
+                url=file_url(state, image.id),
+                mime_type=d.mime_type,
+                width=d.width,
+                height=d.height,
+                bytes=image.bytes,
+                revised_prompt=d.text,
+                provider=image.provider,
+                upstream_model=image.upstream_model,
+                latency_ms=image.latency_ms,
+                usage=d.usage.model_dump() | {"total_tokens": d.usage.total_tokens},
+                cost_usd=_usd(image.cost_micros),
+            )
+            if include_b64:
+                view["b64_json"] = d.b64_json
+        image_views.append(view)
+    return {
+        "id": job.id,
+        "object": "job",
+        "status": job.status,
+        "model": job.model,
+        "dialect": job.dialect,
+        "created_at": _ts(job.created_at),
+        "started_at": _ts(job.started_at),
+        "finished_at": _ts(job.finished_at),
+        "progress": {
+            "total": job.n,
+            "done": job.done,
+            "succeeded": job.succeeded,
+            "failed": job.failed,
+            "canceled": job.canceled,
+        },
+        "request": job.request,
+        "applied": job.applied,
+        "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
+        "cost_usd": _usd(sum(i.cost_micros for i in images)),
+        "images": image_views,
+    }
+
+
+def _usd(micros: int) -> str:
+    """Micro-dollars as an exact decimal string (never a float)."""
+    sign = "-" if micros < 0 else ""
+    whole, frac = divmod(abs(micros), 1_000_000)
+    return f"{sign}{whole}.{frac:06d}"
+
+
+async def wait_for_job(state: AppState, job_id: str) -> None:
+    """Block this request (not a thread) until the job ends, or raise 504 naming the job."""
+    timeout = state.settings.sync_timeout_s
+    done = await state.waiter.wait(
+        job_id, is_done=lambda: job_is_terminal(state, job_id), timeout=timeout
+    )
+    if not done:
+        raise JobWaitTimeoutError(
+            f"The job '{job_id}' did not finish within {timeout:g} s. It goes on.", job_id=job_id
+        )
+
+
+def prefers_async(prefer_header: str | None) -> bool:
+    """``Prefer: respond-async`` (RFC 7240), possibly among other preferences."""
+    if not prefer_header:
+        return False
+    return any(p.split(";")[0].strip().lower() == "respond-async" for p in prefer_header.split(","))

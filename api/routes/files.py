@@ -1,0 +1,36 @@
+"""``GET /v1/files/{id}``: a stored image, by signed URL or to the key that made it."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, Response
+
+from api.auth import authenticate
+from api.deps import StateDep
+from core import signing
+from core.errors import NotFoundError
+from core.jobs import ImageStatus
+from core.models import Job, JobImage
+
+router = APIRouter(tags=["Files"])
+
+
+@router.get("/v1/files/{file_id}")
+async def get_file(file_id: str, request: Request, state: StateDep) -> Response:
+    not_found = NotFoundError(f"No file found with id '{file_id}'.", param="file_id", code="file_not_found")
+    signed = signing.verify(state.signing_key, file_id, request.query_params.get("expires"),
+                            request.query_params.get("signature"))
+    key = None if signed else await authenticate(request, state.sessions)
+    async with state.sessions() as session:
+        image = await session.get(JobImage, file_id)
+        if image is None or image.status != ImageStatus.SUCCEEDED or not image.object_key:
+            raise not_found
+        if key is not None:
+            owner = await session.get(Job, image.job_id)
+            if owner is None or owner.api_key_id != key.id:
+                raise not_found
+    path = state.store.path_for(image.object_key)
+    headers = {"Cache-Control": "private, max-age=3600"}
+    if path is not None:
+        return FileResponse(path, media_type=image.mime_type, headers=headers)
+    return Response(state.store.get(image.object_key), media_type=image.mime_type, headers=headers)

@@ -1,0 +1,43 @@
+"""``GET /health``: 200 when the database and the broker answer, 503 otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+
+from fastapi import APIRouter
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+
+from api.deps import StateDep
+
+router = APIRouter(tags=["Health"])
+
+
+@router.get("/health")
+async def health(state: StateDep) -> JSONResponse:
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(3):
+            async with state.engine.connect() as conn:
+                await conn.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except Exception as exc:
+        checks["database"] = f"unreachable: {type(exc).__name__}"
+
+    if state.redis is not None:
+        try:
+            async with asyncio.timeout(3):
+                await state.redis.ping()
+            checks["broker"] = "ok"
+        except Exception as exc:
+            checks["broker"] = f"unreachable: {type(exc).__name__}"
+    elif state.worker_alive is not None:
+        checks["broker"] = "ok" if state.worker_alive() else "embedded worker stopped"
+    else:
+        checks["broker"] = "no worker attached"
+
+    healthy = all(v == "ok" for v in checks.values())
+    return JSONResponse(
+        {"status": "ok" if healthy else "unavailable", "mode": state.settings.mode, "checks": checks},
+        status_code=200 if healthy else 503,
+    )

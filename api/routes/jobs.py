@@ -1,0 +1,116 @@
+"""imagegate's own async API: submit a job, poll it, list them, cancel it (``/v1/jobs``, ``/jobs``)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+
+from api.body import parse_json
+from api.deps import ApiKeyDep, StateDep
+from api.results import get_images, get_owned_job, job_view
+from api.submit import submit
+from core.generation import Dialect, GenerationRequest, OutputFormat
+from core.job_updates import cancel_queued_images, count_outcome, finalize_job
+from core.models import Job
+from core.models.types import utcnow
+
+
+class JobCreateRequest(BaseModel):
+    """``POST /v1/jobs``: the canonical generation fields."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    prompt: str = Field(min_length=1, max_length=32000)
+    system: str | None = None
+    model: str | None = None
+    n: int = Field(1, ge=1, le=10)
+    size: str | None = None
+    aspect_ratio: str | None = None
+    quality: str | None = None
+    output_format: OutputFormat | None = None
+    output_compression: int | None = Field(None, ge=0, le=100)
+    background: str | None = None
+    style: str | None = None
+
+
+def build_router(prefix: str) -> APIRouter:
+    router = APIRouter(prefix=prefix, tags=["Jobs"])
+
+    @router.post("/jobs", status_code=202)
+    async def create_job(request: Request, key: ApiKeyDep, state: StateDep) -> JSONResponse:
+        wire = parse_json(await request.body(), JobCreateRequest)
+        generation = GenerationRequest.model_validate(wire.model_dump(exclude_none=True))
+        async with state.sessions() as session:
+            job = await submit(session, key=key, request=generation, dialect=Dialect.JOBS,
+                               catalogue=state.catalogue, enqueuer=state.enqueuer)
+            job_id = job.id
+        async with state.sessions() as session:
+            job = await session.get_one(Job, job_id)
+            view = await job_view(state, job, await get_images(session, job_id), include_b64=False)
+        return JSONResponse(view, status_code=202, headers={"Location": f"/v1/jobs/{job_id}",
+                                                             "x-imagegate-job-id": job_id})
+
+    @router.get("/jobs/{job_id}")
+    async def get_job(
+        job_id: str, key: ApiKeyDep, state: StateDep,
+        include: Annotated[str | None, Query(description="'b64_json' to inline the images")] = None,
+    ) -> JSONResponse:
+        async with state.sessions() as session:
+            job = await get_owned_job(session, job_id, key)
+            images = await get_images(session, job_id)
+        view = await job_view(state, job, images, include_b64=include == "b64_json")
+        return JSONResponse(view)
+
+    @router.get("/jobs")
+    async def list_jobs(
+        key: ApiKeyDep, state: StateDep,
+        limit: Annotated[int, Query(ge=1, le=100)] = 20,
+        after: Annotated[str | None, Query(description="a job id: list the jobs older than it")] = None,
+        status: str | None = None,
+    ) -> JSONResponse:
+        query = select(Job).where(Job.api_key_id == key.id).order_by(Job.id.desc()).limit(limit + 1)
+        if after:
+            query = query.where(Job.id < after)
+        if status:
+            query = query.where(Job.status == status)
+        async with state.sessions() as session:
+            jobs = list(await session.scalars(query))
+        page = jobs[:limit]
+        data = [
+            {"id": j.id, "object": "job", "status": j.status, "model": j.model,
+             "created_at": int(j.created_at.timestamp()),
+             "finished_at": int(j.finished_at.timestamp()) if j.finished_at else None,
+             "progress": {"total": j.n, "done": j.done, "succeeded": j.succeeded,
+                          "failed": j.failed, "canceled": j.canceled}}
+            for j in page
+        ]
+        return JSONResponse({
+            "object": "list", "data": data, "has_more": len(jobs) > limit,
+            "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None,
+        })
+
+    @router.delete("/jobs/{job_id}")
+    async def cancel_job(job_id: str, key: ApiKeyDep, state: StateDep) -> JSONResponse:
+        """Cancel the images not yet started; those running finish (and are delivered)."""
+        now = utcnow()
+        async with state.sessions() as session:
+            await get_owned_job(session, job_id, key)
+            canceled = (await session.execute(cancel_queued_images(job_id, now=now))).rowcount
+            if canceled:
+                counts = (await session.execute(count_outcome(job_id, canceled=canceled))).one()
+                close = finalize_job(job_id, counts, now=now)
+                if close is not None:
+                    await session.execute(close)
+            await session.commit()
+        if canceled:
+            state.waiter.notify(job_id)
+        async with state.sessions() as session:
+            job = await get_owned_job(session, job_id, key)
+            view = await job_view(state, job, await get_images(session, job_id), include_b64=False)
+        return JSONResponse(view)
+
+    return router

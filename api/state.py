@@ -1,0 +1,31 @@
+"""Everything the API builds at startup, held on ``app.state.imagegate``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+
+from api.enqueue import Enqueuer
+from api.wait import JobWaiter
+from core.config import Settings
+from core.routing import Catalogue
+from core.storage import ImageStore
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[Any]
+    catalogue: Catalogue
+    store: ImageStore
+    enqueuer: Enqueuer
+    waiter: JobWaiter
+    signing_key: bytes
+    redis: aioredis.Redis | None
+    worker_alive: Callable[[], bool] | None
+    """Embedded mode: whether the in-process worker runs (the broker check of /health)."""

@@ -1,0 +1,69 @@
+"""Use case: turn a canonical request into a committed job, then enqueue its images.
+
+Route and plan first (so a bad request is refused before anything is written), then insert the
+job and its ``n`` images and COMMIT, and only then send one task per image. If the broker is
+down the job is still accepted: its images are marked for the sweeper, which sends them as soon
+as the broker answers again. Nothing accepted is lost.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from sqlalchemy import update
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from api.enqueue import Enqueuer
+from core.generation import Dialect, GenerationRequest
+from core.ids import new_id
+from core.jobs import ImageStatus, JobStatus
+from core.models import ApiKey, Job, JobImage
+from core.models.types import utcnow
+from core.routing import Catalogue, plan
+
+# an image whose task could not be sent looks as old as can be, so the next sweep sends it
+NEVER_SENT = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+async def submit(
+    session: AsyncSession,
+    *,
+    key: ApiKey,
+    request: GenerationRequest,
+    dialect: Dialect,
+    catalogue: Catalogue,
+    enqueuer: Enqueuer,
+) -> Job:
+    spec = catalogue.resolve(request.model)
+    applied = plan(request, spec)
+
+    now = utcnow()
+    job = Job(
+        id=new_id("job"),
+        api_key_id=key.id,
+        dialect=dialect,
+        request=request.model_dump(mode="json", exclude_none=True),
+        applied=applied.model_dump(mode="json"),
+        model=spec.id,
+        status=JobStatus.QUEUED,
+        n=request.n,
+        succeeded=0,
+        failed=0,
+        canceled=0,
+        created_at=now,
+    )
+    images = [
+        JobImage(id=new_id("img"), job_id=job.id, index=i, status=ImageStatus.QUEUED, enqueued_at=now)
+        for i in range(request.n)
+    ]
+    session.add(job)
+    session.add_all(images)
+    await session.commit()
+
+    image_ids = [image.id for image in images]
+    if not await enqueuer.send(image_ids):
+        await session.execute(
+            update(JobImage).where(JobImage.id.in_(image_ids)).values(enqueued_at=NEVER_SENT)
+        )
+        await session.commit()
+    return job

@@ -1,0 +1,121 @@
+"""Waiting for a job without holding a thread.
+
+A waiting request registers an :class:`asyncio.Event` for its job and sleeps on it; job events
+(Redis pub/sub in distributed mode, the in-process bus in embedded mode) set it. Every
+``recheck_s`` the database is read anyway, so a lost event delays an answer, never loses it.
+One Redis connection per API process serves every waiter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import defaultdict
+from collections.abc import Awaitable, Callable
+
+import redis.asyncio as aioredis
+
+from core.events import CHANNEL_PATTERN, CHANNEL_PREFIX, InProcessEventBus
+
+log = logging.getLogger(__name__)
+
+
+class JobWaiter:
+    def __init__(self, *, recheck_s: float = 2.0) -> None:
+        self.recheck_s = recheck_s
+        self._events: dict[str, set[asyncio.Event]] = defaultdict(set)
+
+    def notify(self, job_id: str) -> None:
+        """Wake every request waiting on ``job_id`` (call on the event loop's thread)."""
+        for event in self._events.get(job_id, ()):
+            event.set()
+
+    async def wait(
+        self, job_id: str, *, is_done: Callable[[], Awaitable[bool]], timeout: float
+    ) -> bool:
+        """Until ``is_done()`` says so (True) or ``timeout`` seconds pass (False)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        event = asyncio.Event()
+        self._events[job_id].add(event)  # registered before the first check: no event is missed
+        try:
+            while True:
+                if await is_done():
+                    return True
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    return False
+                try:
+                    await asyncio.wait_for(event.wait(), timeout=min(remaining, self.recheck_s))
+                except TimeoutError:
+                    pass
+                event.clear()
+        finally:
+            waiters = self._events.get(job_id)
+            if waiters is not None:
+                waiters.discard(event)
+                if not waiters:
+                    del self._events[job_id]
+
+    @property
+    def waiting(self) -> int:
+        return sum(len(v) for v in self._events.values())
+
+
+class RedisJobEvents:
+    """Feeds a :class:`JobWaiter` from Redis pub/sub; reconnects on its own."""
+
+    def __init__(self, client: aioredis.Redis, waiter: JobWaiter) -> None:
+        self._client = client
+        self._waiter = waiter
+        self._task: asyncio.Task[None] | None = None
+        self.connected = asyncio.Event()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="imagegate-job-events")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+
+    async def _run(self) -> None:
+        backoff = 0.5
+        while True:
+            pubsub = self._client.pubsub(ignore_subscribe_messages=True)
+            try:
+                await pubsub.psubscribe(CHANNEL_PATTERN)
+                self.connected.set()
+                backoff = 0.5
+                async for message in pubsub.listen():
+                    if message.get("type") != "pmessage":
+                        continue
+                    channel = message["channel"]
+                    if isinstance(channel, bytes):
+                        channel = channel.decode()
+                    self._waiter.notify(channel.removeprefix(CHANNEL_PREFIX))
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.connected.clear()
+                log.warning("job event subscription lost; reconnecting in %.1fs", backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+            finally:
+                try:
+                    await pubsub.aclose()
+                except Exception:
+                    pass
+
+
+def attach_in_process(bus: InProcessEventBus, waiter: JobWaiter) -> Callable[[], None]:
+    """Embedded mode: worker threads publish on ``bus``; hop onto the loop to wake waiters."""
+    loop = asyncio.get_running_loop()
+
+    def on_event(job_id: str) -> None:
+        loop.call_soon_threadsafe(waiter.notify, job_id)
+
+    return bus.subscribe(on_event)

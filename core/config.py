@@ -1,0 +1,124 @@
+"""The one typed settings object of imagegate.
+
+Every setting is read from the environment (prefix ``IMAGEGATE_``) or a ``.env`` file, once, at
+startup. Names are a public contract (see the README's settings table); the aliases accepted for
+some of them come from the CG-Image proxy that imagegate replaces.
+"""
+
+from __future__ import annotations
+
+import enum
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Mode(enum.StrEnum):
+    """How the queue runs: in this process (embedded) or over Redis (distributed)."""
+
+    EMBEDDED = "embedded"
+    DISTRIBUTED = "distributed"
+
+
+def _env(name: str, *aliases: str) -> AliasChoices:
+    return AliasChoices(f"IMAGEGATE_{name}", *aliases)
+
+
+class Settings(BaseSettings):
+    """imagegate's configuration. See ``.env.example`` for every field with a comment."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+    )
+
+    # -- where the API listens
+    host: str = Field("127.0.0.1", validation_alias=_env("HOST"))
+    port: int = Field(2407, validation_alias=_env("PORT", "IMAGE_PROXY_PORT"))
+    public_url: str | None = Field(None, validation_alias=_env("PUBLIC_URL"))
+
+    # -- storage and queue
+    data_dir: Path = Field(Path("./var"), validation_alias=_env("DATA_DIR"))
+    database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
+    redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
+
+    # -- upstream providers (secrets: never logged, echoed or stored)
+    gemini_api_key: SecretStr | None = Field(
+        None, validation_alias=_env("GEMINI_API_KEY", "GOOGLE_AI_API_KEY_IMAGE", "GEMINI_API_KEY")
+    )
+    gemini_base_url: str = Field(
+        "https://generativelanguage.googleapis.com", validation_alias=_env("GEMINI_BASE_URL")
+    )
+    openai_api_key: SecretStr | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
+    openai_base_url: str = Field("https://api.openai.com/v1", validation_alias=_env("OPENAI_BASE_URL"))
+
+    # -- models and prices
+    default_model: str | None = Field(None, validation_alias=_env("DEFAULT_MODEL", "IMAGE_PROXY_MODEL"))
+    models_file: Path | None = Field(None, validation_alias=_env("MODELS_FILE"))
+    prices_file: Path | None = Field(None, validation_alias=_env("PRICES_FILE"))
+    demo_latency_s: float = Field(0.0, ge=0, validation_alias=_env("DEMO_LATENCY_S"))
+
+    # -- operator
+    admin_key: SecretStr | None = Field(None, validation_alias=_env("ADMIN_KEY"))
+    url_signing_key: SecretStr | None = Field(None, validation_alias=_env("URL_SIGNING_KEY"))
+    file_url_ttl_s: int = Field(3600, gt=0, validation_alias=_env("FILE_URL_TTL_S"))
+
+    # -- request handling
+    sync_timeout_s: float = Field(600.0, gt=0, validation_alias=_env("SYNC_TIMEOUT_S"))
+    max_body_mb: float = Field(64.0, gt=0, validation_alias=_env("MAX_BODY_MB"))
+
+    # -- worker
+    worker_concurrency: int = Field(128, ge=1, validation_alias=_env("WORKER_CONCURRENCY"))
+    image_lease_s: float = Field(900.0, gt=0, validation_alias=_env("IMAGE_LEASE_S"))
+    requeue_after_s: float = Field(300.0, gt=0, validation_alias=_env("REQUEUE_AFTER_S"))
+    sweep_interval_s: float = Field(30.0, gt=0, validation_alias=_env("SWEEP_INTERVAL_S"))
+    broker_visibility_timeout_s: int = Field(
+        3600, gt=0, validation_alias=_env("BROKER_VISIBILITY_TIMEOUT_S")
+    )
+    log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
+
+    @field_validator("public_url")
+    @classmethod
+    def _strip_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else value
+
+    @model_validator(mode="after")
+    def _check_upstream_urls(self) -> Settings:
+        for name in ("gemini_base_url", "openai_base_url"):
+            url = getattr(self, name)
+            if not url.startswith(("http://", "https://")):
+                raise ValueError(f"{name} must be an http(s) URL, got {url!r}")
+            setattr(self, name, url.rstrip("/"))
+        return self
+
+    @cached_property
+    def mode(self) -> Mode:
+        return Mode.DISTRIBUTED if self.redis_url else Mode.EMBEDDED
+
+    @cached_property
+    def resolved_database_url(self) -> str:
+        """The database URL in force: the setting, else a SQLite file in the data dir."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'imagegate.db').resolve()}"
+
+    @cached_property
+    def resolved_public_url(self) -> str:
+        if self.public_url:
+            return self.public_url
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"http://{host}:{self.port}"
+
+    @property
+    def max_body_bytes(self) -> int:
+        return int(self.max_body_mb * 1024 * 1024)
+
+    @property
+    def images_dir(self) -> Path:
+        return self.data_dir / "images"
+
+
+def get_settings() -> Settings:
+    """Read the settings from the environment (and ``.env``). Call once at startup."""
+    return Settings()

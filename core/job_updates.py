@@ -1,0 +1,140 @@
+"""SQL statements that move jobs and images through the state machine, shared by both sides.
+
+Each is a plain SQLAlchemy Core statement, executed by the API (async) or the worker (sync).
+They are written to be safe under concurrency without explicit locks: every transition is one
+conditional ``UPDATE`` (the row lock serialises writers), job counters are incremented in the
+database, and an image's completion is fenced by its attempt number so that a worker whose lease
+expired can never overwrite the attempt that replaced it.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.sql.dml import ReturningUpdate, Update
+
+from core.jobs import ImageStatus, JobStatus, final_job_status
+from core.models import Job, JobImage
+
+TERMINAL_JOB = [s.value for s in JobStatus if s.is_terminal]
+
+
+def claim_image(image_id: str, *, now: datetime, lease_s: float) -> ReturningUpdate[Any]:
+    """Take an image to run: queued, or running on a worker whose lease has expired."""
+    return (
+        update(JobImage)
+        .where(
+            JobImage.id == image_id,
+            or_(
+                JobImage.status == ImageStatus.QUEUED,
+                and_(JobImage.status == ImageStatus.RUNNING, JobImage.lease_until < now),
+            ),
+        )
+        .values(
+            status=ImageStatus.RUNNING,
+            attempts=JobImage.attempts + 1,
+            started_at=now,
+            lease_until=now + timedelta(seconds=lease_s),
+        )
+        .returning(JobImage.job_id, JobImage.index, JobImage.attempts)
+    )
+
+
+def mark_job_running(job_id: str, *, now: datetime) -> Update:
+    return (
+        update(Job)
+        .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.RUNNING, started_at=now)
+    )
+
+
+def finish_image(image_id: str, *, attempt: int, values: dict[str, Any]) -> Update:
+    """Record an image's outcome, only if this attempt still owns it."""
+    return (
+        update(JobImage)
+        .where(
+            JobImage.id == image_id,
+            JobImage.status == ImageStatus.RUNNING,
+            JobImage.attempts == attempt,
+        )
+        .values(**values)
+    )
+
+
+def count_outcome(job_id: str, *, succeeded: int = 0, failed: int = 0, canceled: int = 0) -> ReturningUpdate[Any]:
+    return (
+        update(Job)
+        .where(Job.id == job_id)
+        .values(
+            succeeded=Job.succeeded + succeeded,
+            failed=Job.failed + failed,
+            canceled=Job.canceled + canceled,
+        )
+        .returning(Job.n, Job.succeeded, Job.failed, Job.canceled)
+    )
+
+
+def finalize_job(job_id: str, counts: Any, *, now: datetime) -> Update | None:
+    """The statement closing the job if ``counts`` (n, succeeded, failed, canceled) says it is done."""
+    n, succeeded, failed, canceled = counts
+    status = final_job_status(total=n, succeeded=succeeded, failed=failed, canceled=canceled)
+    if status is None:
+        return None
+    values: dict[str, Any] = {"status": status, "finished_at": now}
+    if status is JobStatus.FAILED:
+        values["error_code"] = "all_images_failed"
+        values["error_message"] = f"All {n} images failed."
+    return update(Job).where(Job.id == job_id, Job.status.not_in(TERMINAL_JOB)).values(**values)
+
+
+def cancel_queued_images(job_id: str, *, now: datetime) -> Update:
+    return (
+        update(JobImage)
+        .where(JobImage.job_id == job_id, JobImage.status == ImageStatus.QUEUED)
+        .values(status=ImageStatus.CANCELED, finished_at=now)
+    )
+
+
+def requeue_orphans(*, now: datetime, requeue_after_s: float, limit: int = 500) -> ReturningUpdate[Any]:
+    """Images whose task is presumed lost: queued too long, or running past an expired lease.
+
+    Marks them as enqueued now and returns their ids, so that concurrent sweepers (one per API
+    process) each send a given image at most once per window.
+    """
+    stale = now - timedelta(seconds=requeue_after_s)
+    candidates = (
+        select(JobImage.id)
+        .where(
+            or_(
+                and_(JobImage.status == ImageStatus.QUEUED, JobImage.enqueued_at < stale),
+                and_(
+                    JobImage.status == ImageStatus.RUNNING,
+                    JobImage.lease_until < now,
+                    # not re-sent since the lease expired, or re-sent long ago
+                    or_(JobImage.enqueued_at < JobImage.lease_until, JobImage.enqueued_at < stale),
+                ),
+            )
+        )
+        .limit(limit)
+        .scalar_subquery()
+    )
+    return (
+        update(JobImage)
+        .where(JobImage.id.in_(candidates))
+        .values(enqueued_at=now)
+        .returning(JobImage.id)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def release_all_running(*, now: datetime) -> ReturningUpdate[Any]:
+    """Embedded mode at startup: this process's previous worker is gone; its images go back."""
+    return (
+        update(JobImage)
+        .where(JobImage.status.in_([ImageStatus.RUNNING, ImageStatus.QUEUED]))
+        .values(status=ImageStatus.QUEUED, lease_until=None, enqueued_at=now)
+        .returning(JobImage.id)
+        .execution_options(synchronize_session=False)
+    )

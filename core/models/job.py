@@ -1,0 +1,91 @@
+"""Jobs (one client request) and their images (one task each)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from core.db import Base
+from core.jobs import ImageStatus, JobStatus
+from core.models.types import UTCDateTime, utcnow
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+    __table_args__ = (
+        # one job per (key, Idempotency-Key): a replay finds the original
+        UniqueConstraint("api_key_id", "idempotency_key", name="uq_jobs_api_key_id_idempotency_key"),
+        # GET /v1/jobs lists a key's jobs newest first (ids are time-ordered)
+        Index("ix_jobs_api_key_id_id", "api_key_id", "id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    dialect: Mapped[str] = mapped_column(String(32))
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The canonical GenerationRequest as submitted (no secrets, no image bytes)."""
+    applied: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The AppliedParams decided at submit: what is actually generated."""
+    model: Mapped[str] = mapped_column(String(200))
+    status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
+    n: Mapped[int] = mapped_column(Integer)
+    succeeded: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    canceled: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    error_code: Mapped[str | None] = mapped_column(String(64), default=None)
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
+    request_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+
+    images: Mapped[list[JobImage]] = relationship(
+        back_populates="job", order_by="JobImage.index", lazy="raise"
+    )
+
+    @property
+    def done(self) -> int:
+        return self.succeeded + self.failed + self.canceled
+
+
+class JobImage(Base):
+    __tablename__ = "job_images"
+    __table_args__ = (
+        UniqueConstraint("job_id", "index", name="uq_job_images_job_id_index"),
+        # the sweeper's scan: unfinished images by status and age
+        Index("ix_job_images_status_enqueued_at", "status", "enqueued_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default=ImageStatus.QUEUED)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    provider: Mapped[str | None] = mapped_column(String(64), default=None)
+    upstream_model: Mapped[str | None] = mapped_column(String(200), default=None)
+    object_key: Mapped[str | None] = mapped_column(String(255), default=None)
+    mime_type: Mapped[str | None] = mapped_column(String(64), default=None)
+    width: Mapped[int | None] = mapped_column(Integer, default=None)
+    height: Mapped[int | None] = mapped_column(Integer, default=None)
+    bytes: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    text: Mapped[str | None] = mapped_column(Text, default=None)
+    input_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    input_image_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    output_image_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Billed cost in micro-dollars (integer), settled when the image is delivered."""
+    error_code: Mapped[str | None] = mapped_column(String(64), default=None)
+    error_message: Mapped[str | None] = mapped_column(Text, default=None)
+    latency_ms: Mapped[int | None] = mapped_column(Integer, default=None)
+    enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    """While running: after this instant the worker is presumed dead and the image is retaken."""
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    job: Mapped[Job] = relationship(back_populates="images", lazy="raise")

@@ -1,0 +1,41 @@
+"""The cost ledger: append-only rows of money per API key, in integer micro-dollars."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from core.db import Base
+from core.models.types import BigIntPK, UTCDateTime, utcnow
+
+
+class LedgerKind(enum.StrEnum):
+    HOLD = "hold"
+    CHARGE = "charge"
+    RELEASE = "release"
+    REFUND = "refund"
+
+
+class LedgerEntry(Base):
+    __tablename__ = "ledger_entries"
+    __table_args__ = (
+        # per-key balance and usage reports scan a key's rows by time
+        Index("ix_ledger_entries_api_key_id_created_at", "api_key_id", "created_at"),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    api_key_id: Mapped[str] = mapped_column(ForeignKey("api_keys.id"))
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("jobs.id"), default=None, index=True)
+    job_image_id: Mapped[str | None] = mapped_column(ForeignKey("job_images.id"), default=None)
+    kind: Mapped[str] = mapped_column(String(16))
+    amount_micros: Mapped[int] = mapped_column(BigInteger)
+    """Billed amount in micro-dollars: positive for hold and charge, negative for release/refund."""
+    upstream_cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    model: Mapped[str | None] = mapped_column(String(200), default=None)
+    pricing: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """The unit prices and markup this row was computed with."""
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

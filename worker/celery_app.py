@@ -1,0 +1,79 @@
+"""The worker's Celery app, built from settings (never at import time)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from celery import Celery
+from celery.worker import WorkController
+
+from core.config import Settings
+from core.queue import QUEUE, celery_config
+from worker.runtime import WorkerRuntime
+from worker.tasks import register_tasks
+
+
+def create_celery_app(runtime: WorkerRuntime) -> Celery:
+    app = Celery("imagegate", set_as_current=False)
+    app.conf.update(celery_config(runtime.settings))
+    register_tasks(app, runtime)
+    return app
+
+
+def worker_argv(settings: Settings, *, hostname: str | None = None) -> list[str]:
+    """``celery worker`` arguments: a thread pool, because an image call is I/O for minutes."""
+    argv = [
+        "worker",
+        "--pool=threads",
+        f"--concurrency={settings.worker_concurrency}",
+        f"--queues={QUEUE}",
+        f"--loglevel={settings.log_level}",
+        "--without-gossip",
+        "--without-mingle",
+    ]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    return argv
+
+
+class EmbeddedWorker:
+    """A real Celery worker (thread pool) running inside the API process, for embedded mode.
+
+    It consumes the same tasks from the in-memory transport that ``imagegate worker`` consumes
+    from Redis; only the transport differs.
+    """
+
+    def __init__(self, runtime: WorkerRuntime) -> None:
+        self.app = create_celery_app(runtime)
+        self._concurrency = runtime.settings.worker_concurrency
+        self._controller: Any = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._controller = WorkController(
+            app=self.app,
+            pool_cls="threads",
+            concurrency=self._concurrency,
+            queues=[QUEUE],
+            without_heartbeat=True,
+            without_mingle=True,
+            without_gossip=True,
+            ready_callback=lambda _consumer: self._ready.set(),
+            loglevel="WARNING",
+        )
+        self._thread = threading.Thread(target=self._controller.start, name="imagegate-worker", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise RuntimeError("the embedded worker did not start")
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def stop(self) -> None:
+        if self._controller is not None:
+            self._controller.stop()
+        if self._thread is not None:
+            self._thread.join(timeout=10)

@@ -1,0 +1,1 @@
+"""Upstream providers: one module per upstream protocol, all behind :class:`base.Provider`."""

@@ -1,0 +1,99 @@
+"""The ``demo`` model: draws real images locally with Pillow. No network, no cost.
+
+The picture is the prompt's text on a background seeded by the prompt and the image's index, so
+the same request gives the same images and the n images of a job differ. It honours the applied
+size, output format, compression and background, and can be slowed down
+(``IMAGEGATE_DEMO_LATENCY_S``) to stand in for a real upstream.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import textwrap
+import time
+
+from PIL import Image, ImageDraw, ImageFont
+
+from core.generation import AppliedParams, GenerationRequest, ProviderImage
+
+
+class DemoProvider:
+    name = "demo"
+
+    def __init__(self, *, latency_s: float = 0.0) -> None:
+        self.latency_s = latency_s
+
+    def generate(
+        self, request: GenerationRequest, applied: AppliedParams, *, index: int
+    ) -> ProviderImage:
+        if self.latency_s:
+            time.sleep(self.latency_s)
+        image = draw(request.prompt, index=index, width=applied.width, height=applied.height,
+                     transparent=applied.background == "transparent")
+        data = encode(image, applied.output_format, applied.output_compression)
+        return ProviderImage(
+            data=data,
+            mime_type=applied.mime_type,
+            width=applied.width,
+            height=applied.height,
+            text=f"{request.prompt} (demo image {index + 1} of {request.n})",
+        )
+
+
+def _seed(prompt: str, index: int) -> int:
+    digest = hashlib.sha256(f"{index}\x00{prompt}".encode()).digest()
+    return int.from_bytes(digest[:8], "big")
+
+
+def draw(prompt: str, *, index: int, width: int, height: int, transparent: bool = False) -> Image.Image:
+    rng = random.Random(_seed(prompt, index))
+    top = tuple(rng.randrange(256) for _ in range(3))
+    bottom = tuple(rng.randrange(256) for _ in range(3))
+
+    # vertical gradient between two seeded colours, scaled from a 1-pixel-wide strip (fast)
+    mask = Image.linear_gradient("L").resize((width, height))
+    image = Image.composite(Image.new("RGB", (width, height), bottom),
+                            Image.new("RGB", (width, height), top), mask).convert("RGBA")
+    if transparent:
+        image.putalpha(0)
+
+    shapes = ImageDraw.Draw(image, "RGBA")
+    for _ in range(6):
+        x0, y0 = rng.randrange(width), rng.randrange(height)
+        radius = rng.randrange(max(8, min(width, height) // 10), max(9, min(width, height) // 3))
+        fill = (*[rng.randrange(256) for _ in range(3)], 150)
+        shapes.ellipse((x0 - radius, y0 - radius, x0 + radius, y0 + radius), fill=fill)
+
+    font_size = max(10, min(width, height) // 18)
+    font = ImageFont.load_default(size=font_size)
+    chars_per_line = max(8, int(width / (font_size * 0.55)))
+    lines = textwrap.wrap(prompt, width=chars_per_line)[:12] or [" "]
+    text = "\n".join(lines)
+    box = shapes.multiline_textbbox((0, 0), text, font=font, align="center")
+    text_w, text_h = box[2] - box[0], box[3] - box[1]
+    x, y = (width - text_w) / 2, (height - text_h) / 2
+    pad = font_size // 2
+    shapes.rectangle((x - pad, y - pad, x + text_w + pad, y + text_h + pad), fill=(0, 0, 0, 140))
+    shapes.multiline_text((x - box[0], y - box[1]), text, font=font, fill=(255, 255, 255, 255),
+                          align="center")
+    return image
+
+
+def encode(image: Image.Image, output_format: str, compression: int | None) -> bytes:
+    """Bytes in the requested format; ``compression`` is the 0-100 quality of jpeg and webp."""
+    buffer = io.BytesIO()
+    if output_format == "png":
+        image.save(buffer, format="PNG", compress_level=3)
+    elif output_format == "jpeg":
+        image.convert("RGB").save(buffer, format="JPEG", quality=_quality(compression))
+    elif output_format == "webp":
+        image.save(buffer, format="WEBP", quality=_quality(compression))
+    else:
+        raise ValueError(f"unsupported output format {output_format!r}")
+    return buffer.getvalue()
+
+
+def _quality(compression: int | None) -> int:
+    return 90 if compression is None else max(1, min(100, compression))

@@ -1,0 +1,50 @@
+"""What a worker needs to run images, built once at startup and handed to the tasks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import redis
+from sqlalchemy import Engine
+from sqlalchemy.orm import sessionmaker
+
+from core.config import Settings
+from core.db import create_sync_engine, sync_sessionmaker
+from core.events import EventPublisher, InProcessEventBus, RedisEventPublisher
+from core.storage import ImageStore, LocalImageStore
+from worker.providers.registry import ProviderRegistry
+
+
+@dataclass
+class WorkerRuntime:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Any]
+    store: ImageStore
+    events: EventPublisher
+    providers: ProviderRegistry
+
+    @classmethod
+    def build(cls, settings: Settings, *, events: InProcessEventBus | None = None) -> WorkerRuntime:
+        """Distributed mode publishes on Redis; embedded mode passes the process's event bus."""
+        pool = min(settings.worker_concurrency, 40)
+        engine = create_sync_engine(settings.resolved_database_url, pool_size=pool, max_overflow=pool)
+        publisher: EventPublisher
+        if events is not None:
+            publisher = events
+        elif settings.redis_url:
+            publisher = RedisEventPublisher(redis.Redis.from_url(settings.redis_url))
+        else:
+            raise ValueError("embedded mode needs the in-process event bus")
+        return cls(
+            settings=settings,
+            engine=engine,
+            sessions=sync_sessionmaker(engine),
+            store=LocalImageStore(settings.images_dir),
+            events=publisher,
+            providers=ProviderRegistry.from_settings(settings),
+        )
+
+    def close(self) -> None:
+        self.engine.dispose()

@@ -1,0 +1,32 @@
+"""Celery tasks: thin, ids only; the work is in :mod:`worker.run_job`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+import sqlalchemy.exc
+from celery import Celery
+
+from core.queue import GENERATE_IMAGE_TASK
+from worker.run_job import run_image
+from worker.runtime import WorkerRuntime
+
+# Infrastructure faults (database or Redis briefly unreachable) retry the task; anything the
+# upstream does is handled inside run_image and recorded on the image.
+INFRA_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, redis.ConnectionError)
+
+
+def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
+    @app.task(
+        name=GENERATE_IMAGE_TASK,
+        acks_late=True,
+        reject_on_worker_lost=True,
+        ignore_result=True,
+        autoretry_for=INFRA_ERRORS,
+        retry_backoff=1,
+        retry_backoff_max=30,
+        max_retries=10,
+    )
+    def generate_image(job_image_id: str) -> Any:
+        return run_image(runtime, job_image_id)
