@@ -78,11 +78,11 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         error = InvalidRequestError(
             f"Method {request.method} is not allowed on {request.url.path}.", code="method_not_allowed"
         )
-        status, body = renderer_for(request.url.path)(error)
+        _, body = renderer_for(request.url.path)(error)
         return JSONResponse(body, status_code=405, headers=dict(exc.headers or {}))
     else:
         error = InvalidRequestError(str(exc.detail), code=None)
-        status, body = renderer_for(request.url.path)(error)
+        _, body = renderer_for(request.url.path)(error)
         return JSONResponse(body, status_code=exc.status_code)
     return error_response(request, error)
 

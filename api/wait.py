@@ -9,6 +9,7 @@ One Redis connection per API process serves every waiter.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
@@ -45,10 +46,8 @@ class JobWaiter:
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return False
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), timeout=min(remaining, self.recheck_s))
-                except TimeoutError:
-                    pass
                 event.clear()
         finally:
             waiters = self._events.get(job_id)
@@ -77,10 +76,8 @@ class RedisJobEvents:
     async def stop(self) -> None:
         if self._task:
             self._task.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-            except (asyncio.CancelledError, Exception):
-                pass
 
     async def _run(self) -> None:
         backoff = 0.5
@@ -105,10 +102,8 @@ class RedisJobEvents:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
             finally:
-                try:
+                with contextlib.suppress(Exception):
                     await pubsub.aclose()
-                except Exception:
-                    pass
 
 
 def attach_in_process(bus: InProcessEventBus, waiter: JobWaiter) -> Callable[[], None]:

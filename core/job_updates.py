@@ -63,7 +63,9 @@ def finish_image(image_id: str, *, attempt: int, values: dict[str, Any]) -> Upda
     )
 
 
-def count_outcome(job_id: str, *, succeeded: int = 0, failed: int = 0, canceled: int = 0) -> ReturningUpdate[Any]:
+def count_outcome(
+    job_id: str, *, succeeded: int = 0, failed: int = 0, canceled: int = 0
+) -> ReturningUpdate[Any]:
     return (
         update(Job)
         .where(Job.id == job_id)

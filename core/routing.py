@@ -121,7 +121,7 @@ def _ratio_label(width: int, height: int) -> str:
 
 
 def _round_to(value: float, multiple: int) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
+    return max(multiple, round(value / multiple) * multiple)
 
 
 def plan(request: GenerationRequest, spec: ModelSpec) -> AppliedParams:
@@ -182,7 +182,8 @@ def plan(request: GenerationRequest, spec: ModelSpec) -> AppliedParams:
         upstream_model=spec.upstream_model,
         width=width,
         height=height,
-        aspect_ratio=_ratio_label(width, height),
+        aspect_ratio=(request.aspect_ratio.strip() if request.aspect_ratio
+                      else _ratio_label(width, height)),
         quality=quality,
         output_format=output_format,
         output_compression=compression,

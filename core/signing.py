@@ -37,7 +37,8 @@ def signed_query(key: bytes, file_id: str, *, ttl_s: int, now: float | None = No
 
 
 def verify(key: bytes, file_id: str, expires: str | None, signature: str | None) -> bool:
-    if not expires or not signature or not expires.isdigit():
+    # isascii: str.isdigit() also accepts digits such as '²' that int() refuses
+    if not expires or not signature or not (expires.isascii() and expires.isdigit()) or len(expires) > 12:
         return False
     if int(expires) < time.time():
         return False

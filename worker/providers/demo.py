@@ -59,7 +59,10 @@ def draw(prompt: str, *, index: int, width: int, height: int, transparent: bool 
     if transparent:
         image.putalpha(0)
 
-    shapes = ImageDraw.Draw(image, "RGBA")
+    # shapes and text go on an overlay composited over the background, so that their alpha
+    # blends (drawing RGBA straight onto an RGBA image would replace pixels, alpha included)
+    overlay = Image.new("RGBA", (width, height), (0, 0, 0, 0))
+    shapes = ImageDraw.Draw(overlay)
     for _ in range(6):
         x0, y0 = rng.randrange(width), rng.randrange(height)
         radius = rng.randrange(max(8, min(width, height) // 10), max(9, min(width, height) // 3))
@@ -78,7 +81,7 @@ def draw(prompt: str, *, index: int, width: int, height: int, transparent: bool 
     shapes.rectangle((x - pad, y - pad, x + text_w + pad, y + text_h + pad), fill=(0, 0, 0, 140))
     shapes.multiline_text((x - box[0], y - box[1]), text, font=font, fill=(255, 255, 255, 255),
                           align="center")
-    return image
+    return Image.alpha_composite(image, overlay)
 
 
 def encode(image: Image.Image, output_format: str, compression: int | None) -> bytes:

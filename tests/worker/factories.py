@@ -1,0 +1,86 @@
+"""Plain factories for database rows, shaped as the API's submit writes them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from core.generation import Dialect, GenerationRequest
+from core.ids import new_id
+from core.jobs import ImageStatus, JobStatus
+from core.keys import generate_key
+from core.models import ApiKey, Job, JobImage
+from core.models.types import utcnow
+from core.routing import Catalogue, plan
+
+_CATALOGUE = Catalogue.load()
+
+
+def make_api_key(session: Session, *, name: str | None = None) -> ApiKey:
+    new = generate_key()
+    key = ApiKey(
+        id=new.id, name=name or f"test-{new.id}", prefix=new.prefix, secret_hash=new.secret_hash
+    )
+    session.add(key)
+    session.flush()
+    return key
+
+
+def make_job(
+    session: Session,
+    api_key: ApiKey,
+    *,
+    prompt: str = "a lighthouse in the fog",
+    n: int = 1,
+    size: str = "96x64",
+    **request_fields: Any,
+) -> Job:
+    """A queued job whose ``applied`` is what plan() decides for the request (demo model)."""
+    request = GenerationRequest(prompt=prompt, n=n, size=size, **request_fields)
+    spec = _CATALOGUE.resolve(request.model)
+    applied = plan(request, spec)
+    job = Job(
+        id=new_id("job"),
+        api_key_id=api_key.id,
+        dialect=Dialect.OPENAI_IMAGES,
+        request=request.model_dump(mode="json", exclude_none=True),
+        applied=applied.model_dump(mode="json"),
+        model=spec.id,
+        status=JobStatus.QUEUED,
+        n=n,
+        succeeded=0,
+        failed=0,
+        canceled=0,
+        created_at=utcnow(),
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def make_image(
+    session: Session,
+    job: Job,
+    *,
+    index: int = 0,
+    status: ImageStatus = ImageStatus.QUEUED,
+    attempts: int = 0,
+    enqueued_at: datetime | None = None,
+    lease_until: datetime | None = None,
+    **fields: Any,
+) -> JobImage:
+    image = JobImage(
+        id=new_id("img"),
+        job_id=job.id,
+        index=index,
+        status=status,
+        attempts=attempts,
+        enqueued_at=enqueued_at or utcnow(),
+        lease_until=lease_until,
+        **fields,
+    )
+    session.add(image)
+    session.flush()
+    return image

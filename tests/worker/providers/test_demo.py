@@ -1,0 +1,101 @@
+"""The demo provider draws real images: the requested format and size, deterministic per
+prompt and index, and as slow as configured."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+from PIL import Image
+
+from core.generation import AppliedParams, GenerationRequest
+from worker.providers.demo import DemoProvider
+
+PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
+
+
+def applied(**overrides: object) -> AppliedParams:
+    fields: dict[str, object] = {
+        "model": "demo", "provider": "demo", "upstream_model": "demo", "width": 320,
+        "height": 200, "aspect_ratio": "8:5", "quality": "auto", "output_format": "png",
+    }
+    fields.update(overrides)
+    return AppliedParams(**fields)  # type: ignore[arg-type]
+
+
+def decode(data: bytes) -> Image.Image:
+    image = Image.open(io.BytesIO(data))
+    image.load()
+    return image
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpeg", "webp"])
+@pytest.mark.parametrize(("width", "height"), [(320, 200), (97, 211), (64, 64)])
+def test_generates_the_requested_format_and_size(fmt: str, width: int, height: int) -> None:
+    request = GenerationRequest(prompt="a small boat on a lake", n=2)
+    result = DemoProvider().generate(
+        request, applied(output_format=fmt, width=width, height=height), index=1
+    )
+    image = decode(result.data)
+    assert image.format == PIL_FORMAT[fmt]
+    assert image.size == (width, height)
+    assert (result.width, result.height) == (width, height)
+    assert result.mime_type == f"image/{fmt}"
+    assert result.text == "a small boat on a lake (demo image 2 of 2)"
+    assert result.usage.total_tokens == 0
+
+
+@pytest.mark.parametrize("fmt", ["png", "webp"])
+def test_transparent_background_has_alpha(fmt: str) -> None:
+    result = DemoProvider().generate(
+        GenerationRequest(prompt="a logo"), applied(output_format=fmt, background="transparent"),
+        index=0,
+    )
+    image = decode(result.data)
+    assert image.mode == "RGBA"
+    alpha_min, _ = image.getchannel("A").getextrema()
+    assert alpha_min == 0  # the background itself is fully transparent
+
+
+@pytest.mark.parametrize("fmt", ["png", "webp"])
+def test_opaque_background_has_no_transparent_pixel(fmt: str) -> None:
+    result = DemoProvider().generate(
+        GenerationRequest(prompt="a logo"), applied(output_format=fmt, background="opaque"), index=0
+    )
+    image = decode(result.data).convert("RGBA")
+    assert image.getchannel("A").getextrema() == (255, 255)
+
+
+def test_same_prompt_and_index_give_identical_bytes() -> None:
+    provider = DemoProvider()
+    request = GenerationRequest(prompt="deterministic cat", n=3)
+    first = provider.generate(request, applied(), index=2)
+    second = DemoProvider().generate(request, applied(), index=2)
+    assert first.data == second.data
+
+
+def test_different_index_or_prompt_gives_different_bytes() -> None:
+    provider = DemoProvider()
+    request = GenerationRequest(prompt="deterministic cat", n=3)
+    base = provider.generate(request, applied(), index=0).data
+    assert provider.generate(request, applied(), index=1).data != base
+    other = GenerationRequest(prompt="deterministic dog", n=3)
+    assert provider.generate(other, applied(), index=0).data != base
+
+
+def test_jpeg_compression_changes_the_size() -> None:
+    provider = DemoProvider()
+    request = GenerationRequest(prompt="noise and circles")
+    low = applied(output_format="jpeg", output_compression=5)
+    high = applied(output_format="jpeg", output_compression=95)
+    small = provider.generate(request, low, index=0)
+    large = provider.generate(request, high, index=0)
+    assert len(small.data) < len(large.data)
+
+
+def test_latency_is_honoured() -> None:
+    provider = DemoProvider(latency_s=0.2)
+    started = time.monotonic()
+    provider.generate(GenerationRequest(prompt="slow"), applied(width=64, height=64), index=0)
+    assert time.monotonic() - started >= 0.2
