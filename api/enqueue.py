@@ -31,9 +31,9 @@ class Enqueuer:
         queued in the database and the sweeper sends it once the broker is back)."""
         try:
             await anyio.to_thread.run_sync(self.send_sync, list(image_ids))
-        except Exception:
-            log.warning("broker unreachable; %d image task(s) left for the sweeper", len(image_ids),
-                        exc_info=True)
+        except Exception as exc:
+            log.warning("broker unreachable (%s: %s); %d image task(s) left for the sweeper",
+                        type(exc).__name__, exc, len(image_ids))
             return False
         return True
 

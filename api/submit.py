@@ -8,21 +8,16 @@ as the broker answers again. Nothing accepted is lost.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
-from sqlalchemy import update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.enqueue import Enqueuer
 from core.generation import Dialect, GenerationRequest
 from core.ids import new_id
+from core.job_updates import mark_unsent
 from core.jobs import ImageStatus, JobStatus
 from core.models import ApiKey, Job, JobImage
 from core.models.types import utcnow
 from core.routing import Catalogue, plan
-
-# an image whose task could not be sent looks as old as can be, so the next sweep sends it
-NEVER_SENT = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 async def submit(
@@ -62,8 +57,6 @@ async def submit(
 
     image_ids = [image.id for image in images]
     if not await enqueuer.send(image_ids):
-        await session.execute(
-            update(JobImage).where(JobImage.id.in_(image_ids)).values(enqueued_at=NEVER_SENT)
-        )
+        await session.execute(mark_unsent(image_ids))
         await session.commit()
     return job

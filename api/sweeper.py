@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from api.enqueue import Enqueuer
-from core.job_updates import release_all_running, requeue_orphans
+from core.job_updates import mark_unsent, release_all_running, requeue_orphans
 from core.models.types import utcnow
 
 log = logging.getLogger(__name__)
@@ -29,6 +29,9 @@ async def sweep_once(
     if ids:
         log.info("sweeper: re-sending %d image task(s)", len(ids))
         if not await enqueuer.send(ids):
+            async with sessions() as session:
+                await session.execute(mark_unsent(ids))
+                await session.commit()
             return 0
     return len(ids)
 
@@ -40,7 +43,10 @@ async def release_embedded_orphans(sessions: async_sessionmaker[Any], enqueuer: 
         await session.commit()
     if ids:
         log.info("resuming %d unfinished image(s) from the previous run", len(ids))
-        await enqueuer.send(ids)
+        if not await enqueuer.send(ids):
+            async with sessions() as session:
+                await session.execute(mark_unsent(ids))
+                await session.commit()
     return len(ids)
 
 

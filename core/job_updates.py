@@ -9,7 +9,7 @@ expired can never overwrite the attempt that replaced it.
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select, update
@@ -127,6 +127,20 @@ def requeue_orphans(*, now: datetime, requeue_after_s: float, limit: int = 500) 
         .where(JobImage.id.in_(candidates))
         .values(enqueued_at=now)
         .returning(JobImage.id)
+        .execution_options(synchronize_session=False)
+    )
+
+
+# an image whose task could not be sent looks as old as can be, so the next sweep sends it
+NEVER_SENT = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def mark_unsent(image_ids: list[str]) -> Update:
+    """The broker refused these images' tasks: leave them for the sweeper's next pass."""
+    return (
+        update(JobImage)
+        .where(JobImage.id.in_(image_ids), JobImage.status == ImageStatus.QUEUED)
+        .values(enqueued_at=NEVER_SENT)
         .execution_options(synchronize_session=False)
     )
 
