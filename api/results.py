@@ -64,9 +64,10 @@ async def delivered_images(
     """The succeeded images of a job, with their bytes as base64 (read off the event loop) or a
     signed URL."""
     done = [i for i in images if i.status == ImageStatus.SUCCEEDED and i.object_key]
+    keys = [i.object_key for i in done if i.object_key]
     encoded: list[str | None]
     if as_b64:
-        encoded = list(await anyio.to_thread.run_sync(_read_b64, state, [i.object_key for i in done]))
+        encoded = list(await anyio.to_thread.run_sync(_read_b64, state, keys))
     else:
         encoded = [None] * len(done)
     return [

@@ -21,7 +21,7 @@ from core.models import Job, JobImage
 TERMINAL_JOB = [s.value for s in JobStatus if s.is_terminal]
 
 
-def claim_image(image_id: str, *, now: datetime, lease_s: float) -> ReturningUpdate[Any]:
+def claim_image(image_id: str, *, now: datetime, lease_s: float) -> ReturningUpdate[str, int, int]:
     """Take an image to run: queued, or running on a worker whose lease has expired."""
     return (
         update(JobImage)
@@ -65,7 +65,7 @@ def finish_image(image_id: str, *, attempt: int, values: dict[str, Any]) -> Upda
 
 def count_outcome(
     job_id: str, *, succeeded: int = 0, failed: int = 0, canceled: int = 0
-) -> ReturningUpdate[Any]:
+) -> ReturningUpdate[int, int, int, int]:
     return (
         update(Job)
         .where(Job.id == job_id)
@@ -99,7 +99,7 @@ def cancel_queued_images(job_id: str, *, now: datetime) -> Update:
     )
 
 
-def requeue_orphans(*, now: datetime, requeue_after_s: float, limit: int = 500) -> ReturningUpdate[Any]:
+def requeue_orphans(*, now: datetime, requeue_after_s: float, limit: int = 500) -> ReturningUpdate[str]:
     """Images whose task is presumed lost: queued too long, or running past an expired lease.
 
     Marks them as enqueued now and returns their ids, so that concurrent sweepers (one per API
@@ -145,7 +145,7 @@ def mark_unsent(image_ids: list[str]) -> Update:
     )
 
 
-def release_all_running(*, now: datetime) -> ReturningUpdate[Any]:
+def release_all_running(*, now: datetime) -> ReturningUpdate[str]:
     """Embedded mode at startup: this process's previous worker is gone; its images go back."""
     return (
         update(JobImage)

@@ -70,9 +70,10 @@ class Catalogue:
                 if key in self._by_name:
                     raise ValueError(f"model name {name!r} appears twice in the catalogue")
                 self._by_name[key] = spec
-        self.default = self._lookup(default_model) if default_model else models[0]
-        if self.default is None:
+        default = self._lookup(default_model) if default_model else models[0]
+        if default is None:
             raise ValueError(f"IMAGEGATE_DEFAULT_MODEL names an unknown model: {default_model!r}")
+        self.default: ModelSpec = default
 
     @classmethod
     def load(cls, path: Path | None = None, *, default_model: str | None = None) -> Catalogue:
@@ -206,11 +207,8 @@ def _plan_dimensions(request: GenerationRequest, spec: ModelSpec, quality: str) 
                 param="aspect_ratio",
             )
         rw, rh = ratio
-        if rw >= rh:
-            width, height = long_side, long_side * rh / rw
-        else:
-            width, height = long_side * rw / rh, long_side
-        return _round_to(width, caps.size_multiple), _round_to(height, caps.size_multiple)
+        scale = long_side / max(rw, rh)
+        return _round_to(rw * scale, caps.size_multiple), _round_to(rh * scale, caps.size_multiple)
 
     size = (request.size or "auto").strip().lower()
     if size == "auto":

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import socket
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
+from sqlalchemy.orm import sessionmaker
 
 from core.config import Settings, get_settings
 from core.db import create_sync_engine, sync_sessionmaker
@@ -103,7 +104,7 @@ def migrate() -> None:
     upgrade_head(get_settings())
 
 
-def _sessions(settings: Settings):  # type: ignore[no-untyped-def]
+def _sessions(settings: Settings) -> sessionmaker[Any]:
     upgrade_head(settings)
     return sync_sessionmaker(create_sync_engine(settings.resolved_database_url))
 

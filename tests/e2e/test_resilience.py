@@ -112,6 +112,32 @@ def test_sync_caller_gets_504_naming_the_job_and_the_job_goes_on(slow_distribute
     assert poll(stack, key, job_id, until={"succeeded", "failed"}, timeout=60)["status"] == "succeeded"
 
 
+def test_cancel_stops_the_images_not_yet_started(slow_distributed: Stack) -> None:
+    stack = slow_distributed
+    key = stack.create_key("cancel")
+    job_id = httpx.post(f"{stack.base_url}/v1/jobs", headers=_auth(key),
+                        json={"prompt": "cancel most of me", "n": 10, "size": "64x64"}).json()["id"]
+    _wait_for(lambda: "running" in [i["status"] for i in _images(stack, job_id).values()], 30,
+              "an image running")
+    response = httpx.delete(f"{stack.base_url}/v1/jobs/{job_id}", headers=_auth(key))
+    assert response.status_code == 200
+    canceled_now = response.json()["progress"]["canceled"]
+    assert canceled_now >= 1
+
+    job = poll(stack, key, job_id, until={"succeeded", "partial", "failed", "canceled"}, timeout=60)
+    rows = _images(stack, job_id)
+    canceled = [i for i, row in rows.items() if row["status"] == "canceled"]
+    succeeded = [i for i, row in rows.items() if row["status"] == "succeeded"]
+    assert len(canceled) == canceled_now and len(canceled) + len(succeeded) == 10
+    # the images that were running when the cancel came finished and are delivered
+    assert job["status"] == "partial" and job["progress"]["succeeded"] == len(succeeded) >= 1
+    assert all(rows[i]["attempts"] == 0 for i in canceled)
+    assert len(_stored_files(stack, job_id)) == len(succeeded)
+    # cancelling a finished job changes nothing
+    again = httpx.delete(f"{stack.base_url}/v1/jobs/{job_id}", headers=_auth(key)).json()
+    assert again["status"] == "partial" and again["progress"] == job["progress"]
+
+
 def test_embedded_gateway_killed_mid_job_resumes_on_restart(make_stack: Callable[..., Stack]) -> None:
     stack = make_stack("embedded", **SLOW)
     key = stack.create_key("embedded-crash")
