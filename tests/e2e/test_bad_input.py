@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import httpx
 import openai
 import pytest
+import sqlalchemy as sa
 
 from tests.e2e.stack import Stack
 
@@ -119,3 +121,12 @@ def test_every_key_header_is_accepted_and_revoked_keys_are_refused(stack: Stack)
     assert "revoked" in response.json()["error"]["message"]
     listed = stack.cli("keys", "list")
     assert name in listed and "revoked" in listed and key not in listed
+    # only a hash of the secret is stored
+    engine = stack.db()
+    try:
+        with engine.connect() as conn:
+            row = conn.execute(sa.text("SELECT * FROM api_keys WHERE name = :n"), {"n": name}).one()
+    finally:
+        engine.dispose()
+    assert all(key not in str(value) for value in row)
+    assert row.secret_hash == hashlib.sha256(key.encode()).hexdigest()

@@ -68,10 +68,15 @@ def test_worker_killed_mid_job_the_job_still_completes_each_image_once(slow_dist
     job_id = httpx.post(f"{stack.base_url}/v1/jobs", headers=_auth(key),
                         json={"prompt": "survive a crash", "n": 10, "size": "128x128"}).json()["id"]
 
+    def running_in_parallel() -> bool:
+        return [i["status"] for i in _images(stack, job_id).values()].count("running") >= 2
+
     def some_done_some_running() -> bool:
         statuses = [i["status"] for i in _images(stack, job_id).values()]
         return statuses.count("succeeded") >= 3 and statuses.count("running") >= 1
 
+    # one task per image: the worker runs several images of the job at once
+    _wait_for(running_in_parallel, 30, "two images of the job running at once")
     _wait_for(some_done_some_running, 30, "3 images done and more running")
     worker = stack.workers[0]
     worker.kill(signal.SIGKILL)
