@@ -23,7 +23,7 @@ from api.wait import JobWaiter, RedisJobEvents, attach_in_process
 from core.config import Settings, get_settings
 from core.db import async_session_factory, create_async_db_engine
 from core.events import InProcessEventBus
-from core.routing import Catalogue
+from core.routing import load_for_settings
 from core.signing import load_or_create_signing_key
 from core.storage import LocalImageStore
 
@@ -57,7 +57,7 @@ def create_app(
             settings=settings,
             engine=engine,
             sessions=sessions,
-            catalogue=Catalogue.load(settings.models_file, default_model=settings.default_model),
+            catalogue=load_for_settings(settings),
             store=LocalImageStore(settings.images_dir),
             enqueuer=enqueuer,
             waiter=waiter,

@@ -114,6 +114,7 @@ async def job_view(state: AppState, job: Job, images: list[JobImage], *, include
                 height=d.height,
                 bytes=image.bytes,
                 revised_prompt=d.text,
+                model=image.model,
                 provider=image.provider,
                 upstream_model=image.upstream_model,
                 latency_ms=image.latency_ms,

@@ -17,7 +17,8 @@ from core.job_updates import mark_unsent
 from core.jobs import ImageStatus, JobStatus
 from core.models import ApiKey, Job, JobImage
 from core.models.types import utcnow
-from core.routing import Catalogue, plan
+from core.planning import plan
+from core.routing import Catalogue, Resolved
 
 
 async def submit(
@@ -29,8 +30,13 @@ async def submit(
     catalogue: Catalogue,
     enqueuer: Enqueuer,
 ) -> Job:
-    spec = catalogue.resolve(request.model)
-    applied = plan(request, spec)
+    resolved = catalogue.resolve(request.model)
+    spec = resolved.spec
+    # plan for the first configured route (the model itself, or its first configured fallback)
+    primary = catalogue.routes(spec)[0]
+    if primary is not spec:
+        resolved = Resolved(spec=primary, requested=request.model)
+    applied = plan(request, resolved, grids=catalogue.grids)
 
     now = utcnow()
     job = Job(

@@ -52,6 +52,23 @@ class Settings(BaseSettings):
     )
     openai_api_key: SecretStr | None = Field(None, validation_alias=_env("OPENAI_API_KEY"))
     openai_base_url: str = Field("https://api.openai.com/v1", validation_alias=_env("OPENAI_BASE_URL"))
+    vertex_project: str | None = Field(None, validation_alias=_env("VERTEX_PROJECT"))
+    vertex_location: str = Field("global", validation_alias=_env("VERTEX_LOCATION"))
+    vertex_credentials_file: Path | None = Field(
+        None, validation_alias=_env("VERTEX_CREDENTIALS_FILE", "GOOGLE_APPLICATION_CREDENTIALS")
+    )
+    vertex_base_url: str | None = Field(None, validation_alias=_env("VERTEX_BASE_URL"))
+    vertex_api_version: str = Field("v1", validation_alias=_env("VERTEX_API_VERSION"))
+    chat_upstream_base_url: str | None = Field(None, validation_alias=_env("CHAT_UPSTREAM_BASE_URL"))
+    chat_upstream_api_key: SecretStr | None = Field(None, validation_alias=_env("CHAT_UPSTREAM_API_KEY"))
+
+    # -- upstream calls: short connect, long read (an image takes 5-130 s), bounded retries
+    upstream_connect_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("UPSTREAM_CONNECT_TIMEOUT_S"))
+    upstream_timeout_s: float = Field(300.0, gt=0, validation_alias=_env("UPSTREAM_TIMEOUT_S"))
+    upstream_max_attempts: int = Field(4, ge=1, validation_alias=_env("UPSTREAM_MAX_ATTEMPTS"))
+    upstream_retry_budget_s: float = Field(600.0, gt=0, validation_alias=_env("UPSTREAM_RETRY_BUDGET_S"))
+    upstream_backoff_base_s: float = Field(1.0, ge=0, validation_alias=_env("UPSTREAM_BACKOFF_BASE_S"))
+    upstream_backoff_max_s: float = Field(30.0, ge=0, validation_alias=_env("UPSTREAM_BACKOFF_MAX_S"))
 
     # -- models and prices
     default_model: str | None = Field(None, validation_alias=_env("DEFAULT_MODEL", "IMAGE_PROXY_MODEL"))
@@ -85,8 +102,10 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_upstream_urls(self) -> Settings:
-        for name in ("gemini_base_url", "openai_base_url"):
+        for name in ("gemini_base_url", "openai_base_url", "vertex_base_url", "chat_upstream_base_url"):
             url = getattr(self, name)
+            if url is None:
+                continue
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"{name} must be an http(s) URL, got {url!r}")
             setattr(self, name, url.rstrip("/"))
@@ -109,6 +128,15 @@ class Settings(BaseSettings):
             return self.public_url
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def resolved_vertex_base_url(self) -> str:
+        """Vertex's host: global, regional, or the configured override (tests, proxies)."""
+        if self.vertex_base_url:
+            return self.vertex_base_url
+        if self.vertex_location == "global":
+            return "https://aiplatform.googleapis.com"
+        return f"https://{self.vertex_location}-aiplatform.googleapis.com"
 
     @property
     def max_body_bytes(self) -> int:

@@ -14,7 +14,8 @@
      ├── RateLimitError                 429   rate_limited      (retry_after set)
      ├── QuotaExceededError             429   insufficient_quota
      ├── UpstreamError                  502   upstream          (retryable decides retries)
-     │    └── UpstreamTimeoutError      504   upstream_timeout
+     │    ├── UpstreamTimeoutError      504   upstream_timeout
+     │    └── UpstreamOverloadedError   503   unavailable       (429/503/529 through every retry)
      ├── ServiceUnavailableError        503   unavailable
      └── JobWaitTimeoutError            504   job_timeout       (the job goes on; job_id set)
 
@@ -120,15 +121,33 @@ class UpstreamError(GatewayError):
     kind = "upstream"
     default_code = "upstream_error"
 
-    def __init__(self, message: str, *, retryable: bool = False, **kwargs: object) -> None:
+    def __init__(
+        self, message: str, *, retryable: bool = False, upstream_status: int | None = None,
+        **kwargs: object,
+    ) -> None:
         super().__init__(message, **kwargs)  # type: ignore[arg-type]
         self.retryable = retryable  # type: ignore[misc]
+        self.upstream_status = upstream_status
+
+    @property
+    def route_failed(self) -> bool:
+        """The route itself failed (retries spent, model gone, credentials refused): another
+        route of the fallback chain may still serve the request."""
+        return self.retryable or self.upstream_status in (401, 403, 404)
 
 
 class UpstreamTimeoutError(UpstreamError):
     status = 504
     kind = "upstream_timeout"
     default_code = "upstream_timeout"
+
+
+class UpstreamOverloadedError(UpstreamError):
+    """The upstream is rate-limiting or overloaded (429/503/529) and stayed so through retries."""
+
+    status = 503
+    kind = "unavailable"
+    default_code = "upstream_overloaded"
 
 
 class ServiceUnavailableError(GatewayError):
@@ -150,6 +169,7 @@ _IMAGE_ERROR_CLASSES: dict[str, type[GatewayError]] = {
     "moderation_blocked": ContentPolicyError,
     "content_policy_violation": ContentPolicyError,
     "upstream_timeout": UpstreamTimeoutError,
+    "upstream_overloaded": UpstreamOverloadedError,
 }
 
 

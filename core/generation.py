@@ -25,6 +25,17 @@ class Dialect(enum.StrEnum):
     JOBS = "jobs"
 
 
+class InputImage(BaseModel):
+    """An image the caller sent (edits): stored once in the image store, referenced by key."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    object_key: str
+    mime_type: str
+    width: int | None = None
+    height: int | None = None
+
+
 class GenerationRequest(BaseModel):
     """What the caller asked for, independent of the wire format it came in."""
 
@@ -36,35 +47,61 @@ class GenerationRequest(BaseModel):
     n: int = Field(1, ge=1, le=10)
     size: str | None = None
     aspect_ratio: str | None = None
+    image_size: str | None = None
+    """Resolution tier as Google names it: ``512``, ``1K``, ``2K``, ``4K``."""
     quality: str | None = None
     output_format: OutputFormat | None = None
     output_compression: int | None = Field(None, ge=0, le=100)
     background: Literal["transparent", "opaque", "auto"] | None = None
     style: str | None = None
     moderation: str | None = None
+    input_images: list[InputImage] = Field(default_factory=list)
+    """Images to edit or take as references; an edit when not empty."""
+    mask: InputImage | None = None
+    input_fidelity: Literal["high", "low"] | None = None
+
+    @property
+    def is_edit(self) -> bool:
+        return bool(self.input_images)
 
 
 class AppliedParams(BaseModel):
-    """What imagegate will actually ask for, decided once at submit and recorded on the job."""
+    """What imagegate will actually ask for, decided from the catalogue and recorded on the job.
+
+    ``width``/``height`` are known in advance for most models; ``None`` means the upstream picks
+    (``size: auto`` on GPT image models, no aspect ratio on Gemini). ``adjusted`` lists every value
+    that differs from what the caller sent ("7:4 -> 16:9"), ``ignored`` the fields that change
+    nothing for this model: nothing is coerced silently.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     model: str
     provider: str
     upstream_model: str
-    width: int
-    height: int
-    aspect_ratio: str
+    width: int | None = None
+    height: int | None = None
+    aspect_ratio: str | None = None
+    image_size: str | None = None
+    """Google's resolution tier sent upstream (``512``/``1K``/``2K``/``4K``), if any."""
+    upstream_size: str | None = None
+    """OpenAI's ``size`` sent upstream (``1024x1024``, ``auto``...), if any."""
     quality: str
+    upstream_quality: str | None = None
     output_format: OutputFormat
     output_compression: int | None = None
+    upstream_format: OutputFormat = "png"
+    """The format asked of the upstream; imagegate transcodes when it differs from output_format."""
     background: Literal["transparent", "opaque"] = "opaque"
+    thinking_level: str | None = None
+    n_per_call: int = 1
+    input_fidelity: str | None = None
     ignored: list[str] = Field(default_factory=list)
-    """Request fields that change nothing for this model, e.g. ``style`` (never result-changing)."""
+    adjusted: dict[str, str] = Field(default_factory=dict)
 
     @property
-    def size(self) -> str:
-        return f"{self.width}x{self.height}"
+    def size(self) -> str | None:
+        return f"{self.width}x{self.height}" if self.width and self.height else None
 
     @property
     def mime_type(self) -> str:

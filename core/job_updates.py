@@ -42,6 +42,29 @@ def claim_image(image_id: str, *, now: datetime, lease_s: float) -> ReturningUpd
     )
 
 
+def claim_group(job_id: str, indexes: list[int], *, now: datetime, lease_s: float) -> ReturningUpdate[str, int, int]:
+    """Take the other claimable images of a call group (upstreams that make n images per call)."""
+    return (
+        update(JobImage)
+        .where(
+            JobImage.job_id == job_id,
+            JobImage.index.in_(indexes),
+            or_(
+                JobImage.status == ImageStatus.QUEUED,
+                and_(JobImage.status == ImageStatus.RUNNING, JobImage.lease_until < now),
+            ),
+        )
+        .values(
+            status=ImageStatus.RUNNING,
+            attempts=JobImage.attempts + 1,
+            started_at=now,
+            lease_until=now + timedelta(seconds=lease_s),
+        )
+        .returning(JobImage.id, JobImage.index, JobImage.attempts)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def mark_job_running(job_id: str, *, now: datetime) -> Update:
     return (
         update(Job)

@@ -1,44 +1,73 @@
-"""The model catalogue and parameter planning.
+"""The model catalogue: which public model names exist, and which upstream routes serve them.
 
-A request names a model (or none, or ``auto``); :meth:`Catalogue.resolve` finds its
-:class:`ModelSpec` from the catalogue file, and :func:`plan` decides — from data, not ``elif``s —
-what will actually be generated (:class:`~core.generation.AppliedParams`). Anything that would
-change the result and that the model cannot honour is an :class:`InvalidRequestError` naming the
-field; fields that change nothing for the model are listed in ``AppliedParams.ignored``.
+A request names a model (or none, or ``auto``). :meth:`Catalogue.resolve` finds its
+:class:`ModelSpec` by id or alias (vendor prefixes stripped), and :meth:`Catalogue.routes` gives
+the chain of configured models that may serve it: the model itself, then its fallbacks. The
+catalogue is data (``core/catalogue/models.toml``, extended by ``IMAGEGATE_MODELS_FILE``); what a
+model can honour is decided by :mod:`core.planning`.
 """
 
 from __future__ import annotations
 
-import math
-import re
 import tomllib
+from collections.abc import Iterable
 from importlib import resources
 from pathlib import Path
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from core.errors import InvalidRequestError, ModelNotFoundError
-from core.generation import AppliedParams, GenerationRequest
+from core.errors import ModelNotFoundError
 
 VENDOR_PREFIXES = ("google/", "openai/", "imagegate/", "models/")
 AUTO_MODEL = "auto"
-_SIZE_RE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
-_RATIO_RE = re.compile(r"^(\d{1,3}):(\d{1,3})$")
-_QUALITIES = ("auto", "low", "medium", "high", "standard", "hd")
 
 
 class Capabilities(BaseModel):
+    """What a model honours. ``planner`` picks how sizes are decided (see core.planning)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
+    planner: Literal["ratio_grid", "size_list", "free_size"]
     max_n: int = 10
+    n_per_call: int = 1
+    """Images one upstream call can return (Gemini 1, Imagen 4, GPT image 10)."""
+    aspect_ratios: list[str] = Field(default_factory=list)
+    # ratio_grid: pixel sizes come from a grid of aspect ratio x resolution tier
+    grid: str | None = None
+    image_sizes: list[str] = Field(default_factory=list)
+    default_image_size: str = "1K"
+    quality_tiers: dict[str, str] = Field(default_factory=dict)
+    thinking_levels: list[str] = Field(default_factory=list)
+    # size_list: a fixed set of sizes
+    sizes: list[str] = Field(default_factory=list)
+    # free_size: any WxH within bounds
     size_min: int = 64
     size_max: int = 4096
-    max_pixels: int = 4096 * 4096
+    max_short_side: int | None = None
+    max_pixels: int | None = None
     size_multiple: int = 1
-    aspect_ratios: list[str] = Field(default_factory=lambda: ["1:1"])
+    max_ratio: float = 8.0
     long_side: dict[str, int] = Field(default_factory=lambda: {"auto": 1024})
-    output_formats: list[str] = Field(default_factory=lambda: ["png"])
+    # quality names accepted -> the value sent upstream (empty: any known quality, none sent)
+    qualities: dict[str, str] = Field(default_factory=dict)
+    upstream_formats: list[str] = Field(default_factory=lambda: ["png"])
+    output_formats: list[str] = Field(default_factory=lambda: ["png", "jpeg", "webp"])
     transparent_background: bool = False
+    edit: bool = False
+    mask: bool = False
+    max_input_images: int = 0
+    input_fidelity: bool = False
+
+
+class AliasSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str
+    retired: str | None = None
+    """The date the upstream shut this id down (YYYY-MM-DD); requests for it go to the model."""
+    upstream_model: str | None = None
+    thinking_level: str | None = None
 
 
 class ModelSpec(BaseModel):
@@ -48,193 +77,170 @@ class ModelSpec(BaseModel):
 
     id: str
     aliases: list[str] = Field(default_factory=list)
+    alias: list[AliasSpec] = Field(default_factory=list)
     provider: str
     upstream_model: str
     owned_by: str
     created: int
     description: str = ""
-    capabilities: Capabilities = Field(default_factory=Capabilities)
+    fallbacks: list[str] = Field(default_factory=list)
+    capabilities: Capabilities
+
+
+class Resolved(BaseModel):
+    """A model name resolved: the catalogue row, and what the alias used changes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    spec: ModelSpec
+    requested: str | None
+    alias: AliasSpec | None = None
+
+
+def _load_rows(text: str) -> dict[str, Any]:
+    return tomllib.loads(text)
+
+
+def load_catalogue_data(path: Path | None) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """The shipped rows, extended or replaced by the operator file's."""
+    shipped = _load_rows(resources.files("core.catalogue").joinpath("models.toml").read_text("utf-8"))
+    rows: list[dict[str, Any]] = list(shipped.get("models", []))
+    grids: dict[str, Any] = dict(shipped.get("grids", {}))
+    if path is not None:
+        extra = _load_rows(Path(path).read_text("utf-8"))
+        if extra.get("replace"):
+            rows, grids = [], {}
+        grids.update(extra.get("grids", {}))
+        override_ids = {row["id"].lower() for row in extra.get("models", [])}
+        kept = []
+        for row in rows:
+            if row["id"].lower() in override_ids:
+                continue
+            # an operator's model id wins over a shipped alias of the same name
+            row = dict(row)
+            row["aliases"] = [a for a in row.get("aliases", []) if a.lower() not in override_ids]
+            row["alias"] = [a for a in row.get("alias", []) if a["id"].lower() not in override_ids]
+            kept.append(row)
+        rows = kept + list(extra.get("models", []))
+    return rows, grids
 
 
 class Catalogue:
-    """Every model imagegate can route to, indexed by id and alias."""
+    """Every model imagegate knows, indexed by id and alias, and which of them are offered."""
 
-    def __init__(self, models: list[ModelSpec], *, default_model: str | None = None) -> None:
+    def __init__(
+        self,
+        models: list[ModelSpec],
+        *,
+        grids: dict[str, dict[str, dict[str, str]]] | None = None,
+        configured: Iterable[str] | None = None,
+        default_model: str | None = None,
+    ) -> None:
         if not models:
             raise ValueError("the model catalogue is empty")
-        self.models = models
-        self._by_name: dict[str, ModelSpec] = {}
+        self.all_models = models
+        self.grids = grids or {}
+        self.configured = set(configured) if configured is not None else {m.provider for m in models}
+        self._by_id: dict[str, ModelSpec] = {}
+        self._names: dict[str, tuple[ModelSpec, AliasSpec | None]] = {}
         for spec in models:
-            for name in (spec.id, *spec.aliases):
-                key = name.lower()
-                if key in self._by_name:
-                    raise ValueError(f"model name {name!r} appears twice in the catalogue")
-                self._by_name[key] = spec
-        default = self._lookup(default_model) if default_model else models[0]
-        if default is None:
-            raise ValueError(f"IMAGEGATE_DEFAULT_MODEL names an unknown model: {default_model!r}")
-        self.default: ModelSpec = default
+            self._add_name(spec.id, spec, None)
+            self._by_id[spec.id.lower()] = spec
+            for name in spec.aliases:
+                self._add_name(name, spec, None)
+            for alias in spec.alias:
+                self._add_name(alias.id, spec, alias)
+        for spec in models:
+            for fallback in spec.fallbacks:
+                if fallback.lower() not in self._by_id:
+                    raise ValueError(f"model {spec.id!r} falls back to unknown model {fallback!r}")
+            grid = spec.capabilities.grid
+            if grid is not None and grid not in self.grids:
+                raise ValueError(f"model {spec.id!r} names unknown grid {grid!r}")
+        self.models = [m for m in models if self.routes(m)]
+        """The models offered: those with at least one configured route."""
+        if not self.models:
+            raise ValueError("no model of the catalogue has a configured provider")
+        if default_model:
+            resolved = self._lookup(default_model)
+            if resolved is None or not self.routes(resolved[0]):
+                raise ValueError(f"IMAGEGATE_DEFAULT_MODEL names a model that is not offered: {default_model!r}")
+            self.default = resolved[0]
+        else:
+            self.default = self.models[0]
+
+    def _add_name(self, name: str, spec: ModelSpec, alias: AliasSpec | None) -> None:
+        key = name.lower()
+        if key in self._names:
+            raise ValueError(f"model name {name!r} appears twice in the catalogue")
+        self._names[key] = (spec, alias)
 
     @classmethod
-    def load(cls, path: Path | None = None, *, default_model: str | None = None) -> Catalogue:
-        """Read the catalogue file (the shipped one unless ``path`` is given)."""
-        if path is None:
-            text = resources.files("core.catalogue").joinpath("models.toml").read_text("utf-8")
-        else:
-            text = Path(path).read_text("utf-8")
-        rows = tomllib.loads(text).get("models", [])
-        return cls([ModelSpec.model_validate(row) for row in rows], default_model=default_model)
+    def load(
+        cls,
+        path: Path | None = None,
+        *,
+        configured: Iterable[str] | None = None,
+        default_model: str | None = None,
+    ) -> Catalogue:
+        """The shipped catalogue, extended by ``path``; only ``configured`` providers offered."""
+        rows, grids = load_catalogue_data(path)
+        return cls([ModelSpec.model_validate(row) for row in rows], grids=grids,
+                   configured=configured, default_model=default_model)
 
-    def _lookup(self, name: str) -> ModelSpec | None:
+    def _lookup(self, name: str) -> tuple[ModelSpec, AliasSpec | None] | None:
         key = name.strip().lower()
-        spec = self._by_name.get(key)
-        if spec is None:
+        found = self._names.get(key)
+        if found is None:
             for prefix in VENDOR_PREFIXES:
                 if key.startswith(prefix):
-                    spec = self._by_name.get(key[len(prefix) :])
+                    found = self._names.get(key[len(prefix):])
                     break
-        return spec
+        return found
 
-    def resolve(self, name: str | None) -> ModelSpec:
+    def get(self, model_id: str) -> ModelSpec:
+        return self._by_id[model_id.lower()]
+
+    def routes(self, spec: ModelSpec) -> list[ModelSpec]:
+        """The configured models that may serve ``spec``, in order: itself, then its fallbacks."""
+        chain = [spec, *(self._by_id[f.lower()] for f in spec.fallbacks)]
+        return [m for m in chain if m.provider in self.configured]
+
+    def resolve(self, name: str | None) -> Resolved:
         """The model a request's ``model`` field names; the default for none or ``auto``."""
         if name is None or name.strip() == "" or name.strip().lower() == AUTO_MODEL:
-            return self.default
-        spec = self._lookup(name)
-        if spec is None:
+            return Resolved(spec=self.default, requested=name)
+        found = self._lookup(name)
+        if found is None:
             raise ModelNotFoundError(
-                f"The model '{name}' does not exist or you do not have access to it.",
-                param="model",
+                f"The model '{name}' does not exist or you do not have access to it.", param="model"
             )
-        return spec
-
-
-def _parse_ratio(value: str) -> tuple[int, int] | None:
-    match = _RATIO_RE.match(value.strip())
-    if not match:
-        return None
-    w, h = int(match.group(1)), int(match.group(2))
-    return (w, h) if w > 0 and h > 0 else None
-
-
-def _ratio_label(width: int, height: int) -> str:
-    divisor = math.gcd(width, height)
-    return f"{width // divisor}:{height // divisor}"
-
-
-def _round_to(value: float, multiple: int) -> int:
-    return max(multiple, round(value / multiple) * multiple)
-
-
-def plan(request: GenerationRequest, spec: ModelSpec) -> AppliedParams:
-    """Decide what ``spec`` will generate for ``request``, or raise naming the offending field."""
-    caps = spec.capabilities
-    if request.n > caps.max_n:
-        raise InvalidRequestError(
-            f"Invalid value for 'n': {spec.id} generates at most {caps.max_n} images per request.",
-            param="n",
-            code="integer_above_max_value",
-        )
-
-    quality = (request.quality or "auto").lower()
-    if quality not in _QUALITIES:
-        raise InvalidRequestError(
-            f"Invalid value for 'quality': {request.quality!r}. Supported values are: "
-            + ", ".join(f"'{q}'" for q in _QUALITIES) + ".",
-            param="quality",
-        )
-
-    width, height = _plan_dimensions(request, spec, quality)
-
-    output_format = request.output_format or "png"
-    if output_format not in caps.output_formats:
-        raise InvalidRequestError(
-            f"Invalid value for 'output_format': {spec.id} produces "
-            + ", ".join(caps.output_formats) + ".",
-            param="output_format",
-        )
-
-    ignored: list[str] = []
-    compression = request.output_compression
-    if compression is not None and output_format == "png":
-        # PNG is lossless: a compression level changes nothing in the picture.
-        ignored.append("output_compression")
-        compression = None
-
-    background = request.background or "auto"
-    if background == "transparent":
-        if not caps.transparent_background:
-            raise InvalidRequestError(
-                f"Invalid value for 'background': {spec.id} cannot make a transparent background.",
-                param="background",
+        spec, alias = found
+        if not self.routes(spec):
+            raise ModelNotFoundError(
+                f"The model '{name}' is not available on this gateway: no provider for it is "
+                "configured.", param="model",
             )
-        if output_format == "jpeg":
-            raise InvalidRequestError(
-                "Invalid value for 'background': a transparent background needs output_format "
-                "'png' or 'webp'.",
-                param="background",
-            )
-    for name in ("style", "moderation"):
-        if getattr(request, name) is not None:
-            ignored.append(name)
+        return Resolved(spec=spec, requested=name, alias=alias)
 
-    return AppliedParams(
-        model=spec.id,
-        provider=spec.provider,
-        upstream_model=spec.upstream_model,
-        width=width,
-        height=height,
-        aspect_ratio=(request.aspect_ratio.strip() if request.aspect_ratio
-                      else _ratio_label(width, height)),
-        quality=quality,
-        output_format=output_format,
-        output_compression=compression,
-        background="transparent" if background == "transparent" else "opaque",
-        ignored=ignored,
-    )
+    def grid(self, name: str) -> dict[str, dict[str, str]]:
+        return self.grids[name]
 
 
-def _plan_dimensions(request: GenerationRequest, spec: ModelSpec, quality: str) -> tuple[int, int]:
-    caps = spec.capabilities
-    long_side = caps.long_side.get(quality, caps.long_side.get("auto", 1024))
+def configured_providers(settings: Any) -> set[str]:
+    """The provider protocols that have what they need in the settings (demo always)."""
+    configured = {"demo"}
+    if settings.gemini_api_key is not None:
+        configured |= {"gemini", "imagen"}
+    if settings.openai_api_key is not None:
+        configured.add("openai_images")
+    if settings.vertex_credentials_file is not None and settings.vertex_project:
+        configured |= {"vertex_gemini", "vertex_imagen"}
+    if settings.chat_upstream_base_url:
+        configured.add("openai_chat")
+    return configured
 
-    # The aspect ratio wins over size when both are sent (the images gateway convention).
-    if request.aspect_ratio:
-        ratio = _parse_ratio(request.aspect_ratio)
-        if ratio is None or request.aspect_ratio.strip() not in caps.aspect_ratios:
-            raise InvalidRequestError(
-                f"Invalid value for 'aspect_ratio': {request.aspect_ratio!r}. {spec.id} supports "
-                + ", ".join(caps.aspect_ratios) + ".",
-                param="aspect_ratio",
-            )
-        rw, rh = ratio
-        scale = long_side / max(rw, rh)
-        return _round_to(rw * scale, caps.size_multiple), _round_to(rh * scale, caps.size_multiple)
 
-    size = (request.size or "auto").strip().lower()
-    if size == "auto":
-        return long_side, long_side
-    match = _SIZE_RE.match(size)
-    if not match:
-        raise InvalidRequestError(
-            f"Invalid value for 'size': {request.size!r}. Use 'auto' or WIDTHxHEIGHT, "
-            "e.g. '1024x1024'.",
-            param="size",
-        )
-    width, height = int(match.group(1)), int(match.group(2))
-    if not (caps.size_min <= width <= caps.size_max and caps.size_min <= height <= caps.size_max):
-        raise InvalidRequestError(
-            f"Invalid value for 'size': {request.size!r}. {spec.id} supports sides from "
-            f"{caps.size_min} to {caps.size_max} pixels.",
-            param="size",
-        )
-    if width * height > caps.max_pixels:
-        raise InvalidRequestError(
-            f"Invalid value for 'size': {request.size!r} exceeds {caps.max_pixels} pixels.",
-            param="size",
-        )
-    if width % caps.size_multiple or height % caps.size_multiple:
-        raise InvalidRequestError(
-            f"Invalid value for 'size': both sides must be multiples of {caps.size_multiple}.",
-            param="size",
-        )
-    return width, height
+def load_for_settings(settings: Any) -> Catalogue:
+    return Catalogue.load(settings.models_file, configured=configured_providers(settings),
+                          default_model=settings.default_model)

@@ -2,98 +2,216 @@
 
 Safe to run twice for the same image (a redelivered task, a sweeper's re-send): the claim is a
 conditional update, so an image that already succeeded, is running under a live lease, or was
-canceled is left alone; and the outcome is fenced by the attempt number.
+canceled is left alone; and each outcome is fenced by the attempt number.
+
+Upstreams that make several images per call (GPT image: up to 10) get one call for the whole
+group: the first task of a group claims its claimable siblings, whose own tasks then find nothing
+to do. When a route fails as a route (retries spent, model gone, credentials refused), the next
+model of the fallback chain is tried; the model that finally served each image is recorded.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
 
-from core.errors import GatewayError
-from core.generation import AppliedParams, GenerationRequest
-from core.job_updates import claim_image, count_outcome, finalize_job, finish_image, mark_job_running
+from core.errors import GatewayError, InvalidRequestError, ServiceUnavailableError, UpstreamError
+from core.generation import AppliedParams, GenerationRequest, ProviderImage
+from core.imaging import transcode
+from core.job_updates import (
+    claim_group,
+    claim_image,
+    count_outcome,
+    finalize_job,
+    finish_image,
+    mark_job_running,
+)
 from core.jobs import ImageStatus
 from core.models import Job
 from core.models.types import utcnow
+from core.planning import plan
+from core.routing import Resolved
 from core.storage import image_object_key
+from worker.providers.base import InputBytes, ProviderCall
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
 
+@dataclass
+class Claimed:
+    image_id: str
+    index: int
+    attempt: int
+
+
+@dataclass
+class Outcome:
+    image: ProviderImage | None = None
+    applied: AppliedParams | None = None
+    error: GatewayError | None = None
+
+
 def run_image(runtime: WorkerRuntime, image_id: str) -> str:
-    """Generate, store and record one image. Returns what happened, for logs and tests."""
+    """Generate, store and record one image (and its call group). Returns what happened."""
     now = utcnow()
+    lease = runtime.settings.image_lease_s
     with runtime.sessions.begin() as session:
-        claimed = session.execute(
-            claim_image(image_id, now=now, lease_s=runtime.settings.image_lease_s)
-        ).one_or_none()
-        if claimed is None:
+        first = session.execute(claim_image(image_id, now=now, lease_s=lease)).one_or_none()
+        if first is None:
             log.info("image %s: not claimable (done, canceled, or running elsewhere)", image_id)
             return "skipped"
-        job_id, index, attempt = claimed
+        job_id, index, attempt = first
         session.execute(mark_job_running(job_id, now=now))
-        request_json, applied_json = session.execute(
-            select(Job.request, Job.applied).where(Job.id == job_id)
-        ).one()
+        request_json, applied_json, n, model = session.execute(
+            select(Job.request, Job.applied, Job.n, Job.model).where(Job.id == job_id)).one()
+        applied = AppliedParams.model_validate(applied_json)
+        claimed = [Claimed(image_id, index, attempt)]
+        size = max(1, applied.n_per_call)
+        group = [i for i in range((index // size) * size, min(n, (index // size + 1) * size)) if i != index]
+        if group:
+            claimed += [Claimed(*row) for row in session.execute(
+                claim_group(job_id, group, now=now, lease_s=lease)).all()]
+    claimed.sort(key=lambda c: c.index)
 
     request = GenerationRequest.model_validate(request_json)
-    applied = AppliedParams.model_validate(applied_json)
     started = time.monotonic()
-    values: dict[str, Any]
-    outcome: str
-    try:
-        provider = runtime.providers.get(applied.provider)
-        result = provider.generate(request, applied, index=index)
-        key = image_object_key(job_id, index, applied.output_format, attempt=attempt)
-        runtime.store.put(key, result.data)
-        values = {
-            "status": ImageStatus.SUCCEEDED,
-            "provider": applied.provider,
-            "upstream_model": applied.upstream_model,
-            "object_key": key,
-            "mime_type": result.mime_type,
-            "width": result.width,
-            "height": result.height,
-            "bytes": len(result.data),
-            "text": result.text,
-            "input_tokens": result.usage.input_tokens,
-            "input_image_tokens": result.usage.input_image_tokens,
-            "output_tokens": result.usage.output_tokens,
-            "output_image_tokens": result.usage.output_image_tokens,
-            "cost_micros": 0,
-        }
-        outcome = "succeeded"
-    except GatewayError as exc:
-        log.info("image %s failed: %s", image_id, exc.code)
-        values = {"status": ImageStatus.FAILED, "error_code": exc.code, "error_message": exc.message,
-                  "provider": applied.provider, "upstream_model": applied.upstream_model}
-        outcome = "failed"
-    except Exception:
-        log.exception("image %s: unexpected error in provider %s", image_id, applied.provider)
-        values = {"status": ImageStatus.FAILED, "error_code": "internal_error",
-                  "error_message": "The image could not be generated because of an internal error.",
-                  "provider": applied.provider, "upstream_model": applied.upstream_model}
-        outcome = "failed"
+    outcomes = generate(runtime, request, applied, [c.index for c in claimed], model=model)
+    latency_ms = int((time.monotonic() - started) * 1000)
 
+    results = [_record(runtime, job_id, c, outcomes[c.index], latency_ms) for c in claimed]
+    runtime.events.publish(job_id)
+    return results[0]
+
+
+def routes_for(runtime: WorkerRuntime, request: GenerationRequest, applied: AppliedParams, *,
+               model: str) -> list[AppliedParams]:
+    """The route planned at submit first, then the requested model's other configured routes
+    (its fallbacks), each planned for this request; those that cannot take it are skipped."""
+    chain = [applied]
+    try:
+        spec = runtime.catalogue.get(model)
+    except KeyError:
+        return chain
+    for fallback in runtime.catalogue.routes(spec):
+        if fallback.id in (applied.model, *(r.model for r in chain)):
+            continue
+        try:
+            chain.append(plan(request, Resolved(spec=fallback, requested=fallback.id),
+                              grids=runtime.catalogue.grids))
+        except InvalidRequestError as exc:
+            log.info("fallback %s cannot take this request: %s", fallback.id, exc.message)
+    return chain
+
+
+def generate(runtime: WorkerRuntime, request: GenerationRequest, applied: AppliedParams,
+             indexes: list[int], *, model: str) -> dict[int, Outcome]:
+    """Outcomes for ``indexes``, walking the fallback chain while routes fail as routes."""
+    inputs = [InputBytes(runtime.store.get(i.object_key), i.mime_type) for i in request.input_images]
+    mask = InputBytes(runtime.store.get(request.mask.object_key), request.mask.mime_type) if request.mask else None
+    outcomes: dict[int, Outcome] = {}
+    pending = list(indexes)
+    last_error: GatewayError = ServiceUnavailableError("No configured route could serve this model.")
+    for route in routes_for(runtime, request, applied, model=model):
+        if not pending:
+            break
+        retry_next: list[int] = []
+        for start in range(0, len(pending), max(1, route.n_per_call)):
+            chunk = pending[start:start + max(1, route.n_per_call)]
+            try:
+                provider = runtime.providers.get(route.provider)
+                images = provider.generate(ProviderCall(request, route, chunk, inputs, mask))
+            except GatewayError as exc:
+                if _route_failed(exc):
+                    log.warning("route %s failed for %d image(s): %s", route.model, len(chunk), exc.code)
+                    last_error = exc
+                    retry_next += chunk
+                else:
+                    outcomes.update({i: Outcome(error=exc) for i in chunk})
+                continue
+            except Exception:
+                log.exception("provider %s crashed", route.provider)
+                error = GatewayError("The image could not be generated because of an internal error.",
+                                     code="internal_error")
+                outcomes.update({i: Outcome(error=error) for i in chunk})
+                continue
+            for position, i in enumerate(chunk):
+                if position < len(images):
+                    outcomes[i] = Outcome(image=images[position], applied=route)
+                else:
+                    outcomes[i] = Outcome(error=UpstreamError(
+                        "The model returned fewer images than asked.", code="no_images_generated"))
+        pending = retry_next
+    for i in pending:
+        outcomes[i] = Outcome(error=last_error)
+    return outcomes
+
+
+def _route_failed(error: GatewayError) -> bool:
+    if isinstance(error, UpstreamError):
+        return error.route_failed
+    return isinstance(error, ServiceUnavailableError)
+
+
+def _record(runtime: WorkerRuntime, job_id: str, claimed: Claimed, outcome: Outcome, latency_ms: int) -> str:
+    values: dict[str, Any]
+    if outcome.image is not None and outcome.applied is not None:
+        try:
+            values = _store(runtime, job_id, claimed, outcome.image, outcome.applied)
+        except Exception:
+            log.exception("image %s: could not store the result", claimed.image_id)
+            values = _failure(GatewayError("The image could not be stored.", code="storage_error"))
+    else:
+        values = _failure(outcome.error or GatewayError("No outcome.", code="internal_error"))
     finished = utcnow()
-    values.update(finished_at=finished, lease_until=None,
-                  latency_ms=int((time.monotonic() - started) * 1000))
+    values.update(finished_at=finished, lease_until=None, latency_ms=latency_ms)
+    succeeded = values["status"] == ImageStatus.SUCCEEDED
     with runtime.sessions.begin() as session:
-        updated = session.execute(finish_image(image_id, attempt=attempt, values=values)).rowcount
+        updated = session.execute(finish_image(claimed.image_id, attempt=claimed.attempt, values=values)).rowcount
         if updated != 1:
             # our lease expired and another attempt took the image over: it owns the outcome
-            log.warning("image %s attempt %s lost its lease; outcome discarded", image_id, attempt)
+            log.warning("image %s attempt %s lost its lease; outcome discarded", claimed.image_id, claimed.attempt)
             return "superseded"
-        counts = session.execute(
-            count_outcome(job_id, succeeded=int(outcome == "succeeded"), failed=int(outcome == "failed"))
-        ).one()
+        counts = session.execute(count_outcome(job_id, succeeded=int(succeeded), failed=int(not succeeded))).one()
         close = finalize_job(job_id, counts, now=finished)
         if close is not None:
             session.execute(close)
-    runtime.events.publish(job_id)
-    return outcome
+    return "succeeded" if succeeded else "failed"
+
+
+def _failure(error: GatewayError) -> dict[str, Any]:
+    log.info("image failed: %s", error.code)
+    return {"status": ImageStatus.FAILED, "error_code": error.code, "error_message": error.message}
+
+
+def _store(runtime: WorkerRuntime, job_id: str, claimed: Claimed, image: ProviderImage,
+           applied: AppliedParams) -> dict[str, Any]:
+    data, mime = image.data, image.mime_type
+    wanted = applied.mime_type
+    if mime != wanted:
+        # the upstream cannot make this format (or compression): imagegate converts it
+        data, mime = transcode(data, applied.output_format, applied.output_compression), wanted
+    key = image_object_key(job_id, claimed.index, applied.output_format, attempt=claimed.attempt)
+    runtime.store.put(key, data)
+    usage = image.usage
+    return {
+        "status": ImageStatus.SUCCEEDED,
+        "model": applied.model,
+        "provider": applied.provider,
+        "upstream_model": applied.upstream_model,
+        "object_key": key,
+        "mime_type": mime,
+        "width": image.width,
+        "height": image.height,
+        "bytes": len(data),
+        "text": image.text,
+        "input_tokens": usage.input_tokens,
+        "input_image_tokens": usage.input_image_tokens,
+        "output_tokens": usage.output_tokens,
+        "output_image_tokens": usage.output_image_tokens,
+        "cost_micros": 0,
+    }

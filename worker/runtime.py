@@ -12,6 +12,7 @@ from sqlalchemy.orm import sessionmaker
 from core.config import Settings
 from core.db import create_sync_engine, sync_sessionmaker
 from core.events import EventPublisher, InProcessEventBus, RedisEventPublisher
+from core.routing import Catalogue, load_for_settings
 from core.storage import ImageStore, LocalImageStore
 from worker.providers.registry import ProviderRegistry
 
@@ -24,6 +25,7 @@ class WorkerRuntime:
     store: ImageStore
     events: EventPublisher
     providers: ProviderRegistry
+    catalogue: Catalogue
 
     @classmethod
     def build(cls, settings: Settings, *, events: InProcessEventBus | None = None) -> WorkerRuntime:
@@ -44,7 +46,9 @@ class WorkerRuntime:
             store=LocalImageStore(settings.images_dir),
             events=publisher,
             providers=ProviderRegistry.from_settings(settings),
+            catalogue=load_for_settings(settings),
         )
 
     def close(self) -> None:
+        self.providers.close()
         self.engine.dispose()

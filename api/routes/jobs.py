@@ -30,6 +30,7 @@ class JobCreateRequest(BaseModel):
     n: int = Field(1, ge=1, le=10)
     size: str | None = None
     aspect_ratio: str | None = None
+    image_size: str | None = None
     quality: str | None = None
     output_format: OutputFormat | None = None
     output_compression: int | None = Field(None, ge=0, le=100)

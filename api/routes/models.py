@@ -22,11 +22,20 @@ def model_object(spec: ModelSpec) -> dict[str, Any]:
         "owned_by": spec.owned_by,
         "description": spec.description,
         "aliases": spec.aliases,
+        "retired_aliases": [{"id": a.id, "retired": a.retired} for a in spec.alias if a.retired],
+        "fallbacks": spec.fallbacks,
         "capabilities": {
             "image_generation": True,
+            "edit": caps.edit,
+            "mask": caps.mask,
+            "max_input_images": caps.max_input_images,
             "max_n": caps.max_n,
+            "images_per_upstream_call": caps.n_per_call,
             "aspect_ratios": caps.aspect_ratios,
-            "size_range": [caps.size_min, caps.size_max],
+            "image_sizes": caps.image_sizes,
+            "sizes": caps.sizes if caps.planner == "size_list" else None,
+            "size_range": [caps.size_min, caps.size_max] if caps.planner == "free_size" else None,
+            "qualities": list(caps.qualities) or None,
             "output_formats": caps.output_formats,
             "transparent_background": caps.transparent_background,
         },
@@ -40,4 +49,4 @@ async def list_models(key: ApiKeyDep, state: StateDep) -> JSONResponse:
 
 @router.get("/v1/models/{model_id:path}")
 async def get_model(model_id: str, key: ApiKeyDep, state: StateDep) -> JSONResponse:
-    return JSONResponse(model_object(state.catalogue.resolve(model_id)))
+    return JSONResponse(model_object(state.catalogue.resolve(model_id).spec))

@@ -65,6 +65,8 @@ class JobImage(Base):
     index: Mapped[int] = mapped_column(Integer)
     status: Mapped[str] = mapped_column(String(16), default=ImageStatus.QUEUED)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    model: Mapped[str | None] = mapped_column(String(200), default=None)
+    """The catalogue model that finally served the image (a fallback's, when one was used)."""
     provider: Mapped[str | None] = mapped_column(String(64), default=None)
     upstream_model: Mapped[str | None] = mapped_column(String(200), default=None)
     object_key: Mapped[str | None] = mapped_column(String(255), default=None)

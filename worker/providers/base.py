@@ -1,23 +1,81 @@
-"""The provider interface every upstream protocol implements."""
+"""The provider interface, and the composition every HTTP upstream shares.
+
+A provider turns one :class:`ProviderCall` (a job's request, the applied parameters, which of its
+images this call makes, and the input images' bytes) into images. HTTP providers are a pure
+adapter (``build_request`` / ``parse_response`` / ``parse_error``, one module per upstream
+protocol) plus credentials, sent by :class:`worker.providers.http.UpstreamClient`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol
 
+import httpx
+
+from core.errors import GatewayError
 from core.generation import AppliedParams, GenerationRequest, ProviderImage
+from worker.providers.http import UpstreamClient
+
+
+@dataclass(frozen=True)
+class InputBytes:
+    data: bytes
+    mime_type: str
+
+
+@dataclass(frozen=True)
+class ProviderCall:
+    request: GenerationRequest
+    applied: AppliedParams
+    indices: list[int]
+    """The job's image indexes this call produces (several when the upstream makes n per call)."""
+    inputs: list[InputBytes] = field(default_factory=list)
+    mask: InputBytes | None = None
+
+    @property
+    def count(self) -> int:
+        return len(self.indices)
 
 
 class Provider(Protocol):
-    """Generates one image of a job.
-
-    ``request`` is what the caller asked; ``applied`` is what submit decided to generate (model,
-    dimensions, format); ``index`` is the image's place in the job (0-based), which providers use
-    to vary otherwise identical calls. Errors are :class:`core.errors.GatewayError` subclasses:
-    ``ContentPolicyError`` for a blocked prompt, ``UpstreamError`` for anything the upstream did.
-    """
+    """Makes up to ``call.count`` images; raises a GatewayError (ContentPolicyError for a blocked
+    prompt, UpstreamError for anything the upstream did) when it makes none."""
 
     name: str
 
-    def generate(
-        self, request: GenerationRequest, applied: AppliedParams, *, index: int
-    ) -> ProviderImage: ...
+    def generate(self, call: ProviderCall) -> list[ProviderImage]: ...
+
+
+class HttpAdapter(Protocol):
+    """Pure translation to and from one upstream protocol: no sockets, no settings."""
+
+    label: str
+
+    def build_request(self, call: ProviderCall, *, base_url: str, headers: dict[str, str]) -> httpx.Request: ...
+
+    def parse_response(self, response: httpx.Response, call: ProviderCall) -> list[ProviderImage]: ...
+
+    def parse_error(self, response: httpx.Response) -> GatewayError: ...
+
+
+@dataclass
+class HttpProvider:
+    """An upstream reached over HTTP: adapter + base URL + credentials + the shared client."""
+
+    name: str
+    adapter: HttpAdapter
+    client: UpstreamClient
+    base_url: str
+    auth_headers: Callable[[], dict[str, str]]
+    on_unauthorized: Callable[[], None] | None = None
+
+    def generate(self, call: ProviderCall) -> list[ProviderImage]:
+        return self.client.call(
+            lambda: self.adapter.build_request(call, base_url=self.base_url, headers=self.auth_headers()),
+            lambda response: self.adapter.parse_response(response, call),
+            error_from=self.adapter.parse_error,
+            on_unauthorized=self.on_unauthorized,
+            label=self.adapter.label,
+        )

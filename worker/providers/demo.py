@@ -16,7 +16,8 @@ import time
 
 from PIL import Image, ImageDraw, ImageFont
 
-from core.generation import AppliedParams, GenerationRequest, ProviderImage
+from core.generation import MIME_BY_FORMAT, ProviderImage
+from worker.providers.base import ProviderCall
 
 
 class DemoProvider:
@@ -25,21 +26,23 @@ class DemoProvider:
     def __init__(self, *, latency_s: float = 0.0) -> None:
         self.latency_s = latency_s
 
-    def generate(
-        self, request: GenerationRequest, applied: AppliedParams, *, index: int
-    ) -> ProviderImage:
+    def generate(self, call: ProviderCall) -> list[ProviderImage]:
         if self.latency_s:
             time.sleep(self.latency_s)
-        image = draw(request.prompt, index=index, width=applied.width, height=applied.height,
-                     transparent=applied.background == "transparent")
-        data = encode(image, applied.output_format, applied.output_compression)
-        return ProviderImage(
-            data=data,
-            mime_type=applied.mime_type,
-            width=applied.width,
-            height=applied.height,
-            text=f"{request.prompt} (demo image {index + 1} of {request.n})",
-        )
+        applied, request = call.applied, call.request
+        width, height = applied.width or 1024, applied.height or 1024
+        images = []
+        for index in call.indices:
+            image = draw(request.prompt, index=index, width=width, height=height,
+                         transparent=applied.background == "transparent")
+            images.append(ProviderImage(
+                data=encode(image, applied.output_format, applied.output_compression),
+                mime_type=MIME_BY_FORMAT[applied.output_format],
+                width=width,
+                height=height,
+                text=f"{request.prompt} (demo image {index + 1} of {request.n})",
+            ))
+        return images
 
 
 def _seed(prompt: str, index: int) -> int:

@@ -66,8 +66,11 @@ async def create_image(request: Request, key: ApiKeyDep, state: StateDep) -> Res
         headers={
             "x-imagegate-job-id": job_id,
             "x-imagegate-applied": json.dumps(
-                {"model": applied.model, "size": applied.size, "output_format": applied.output_format,
-                 "quality": applied.quality, "ignored": applied.ignored}, separators=(",", ":")),
+                {"model": applied.model, "size": applied.size, "aspect_ratio": applied.aspect_ratio,
+                 "image_size": applied.image_size, "output_format": applied.output_format,
+                 "quality": applied.quality, "adjusted": applied.adjusted, "ignored": applied.ignored},
+                separators=(",", ":")),
             "x-imagegate-images": f"{job.succeeded}/{job.n}",
+            "x-imagegate-served-by": ",".join(sorted({i.model for i in images if i.model})),
         },
     )

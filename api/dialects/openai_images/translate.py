@@ -75,7 +75,7 @@ def to_wire(
         data=[ImageData(b64_json=i.b64_json, url=i.url, revised_prompt=i.text) for i in images],
         background=applied.background,
         output_format=applied.output_format,
-        size=applied.size,
+        size=applied.size or (f"{images[0].width}x{images[0].height}" if images else None),
         quality=_wire_quality(applied.quality),
         usage=ImagesUsage(
             input_tokens=input_tokens,

@@ -1,0 +1,202 @@
+"""Google Gemini ``generateContent`` for the Gemini image models (wire-formats §6.1-6.3, §4.3).
+
+One image per call (``n`` images are ``n`` calls). Thought parts are skipped; text parts become
+the image's text; ``usageMetadata`` is kept. A blocked prompt (``promptFeedback.blockReason``, or
+no image with a safety finish reason) is a content-policy error, never retried. The same adapter
+serves Vertex AI (:mod:`worker.providers.vertex`): only the URL, auth and a few options differ.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
+
+from core.errors import ContentPolicyError, GatewayError, UpstreamError, UpstreamOverloadedError
+from core.generation import ProviderImage, Usage
+from worker.providers.base import ProviderCall
+from worker.providers.payload import decode_image
+
+SAFETY_FINISH = frozenset({"SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT",
+                           "BLOCKLIST", "SPII", "RECITATION", "IMAGE_RECITATION"})
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore")
+
+
+class InlineData(_Wire):
+    mime_type: str | None = None
+    data: str
+
+
+class Part(_Wire):
+    text: str | None = None
+    inline_data: InlineData | None = None
+    thought: bool | None = None
+
+
+class Content(_Wire):
+    role: str | None = None
+    parts: list[Part] = []
+
+
+class Candidate(_Wire):
+    content: Content | None = None
+    finish_reason: str | None = None
+
+
+class PromptFeedback(_Wire):
+    block_reason: str | None = None
+    block_reason_message: str | None = None
+
+
+class ModalityTokens(_Wire):
+    modality: str | None = None
+    token_count: int = 0
+
+
+class UsageMetadata(_Wire):
+    prompt_token_count: int = 0
+    candidates_token_count: int = 0
+    thoughts_token_count: int = 0
+    total_token_count: int = 0
+    prompt_tokens_details: list[ModalityTokens] = []
+    candidates_tokens_details: list[ModalityTokens] = []
+
+
+class GenerateContentResponse(_Wire):
+    candidates: list[Candidate] = []
+    prompt_feedback: PromptFeedback | None = None
+    usage_metadata: UsageMetadata | None = None
+    model_version: str | None = None
+
+
+class GoogleErrorBody(BaseModel):
+    code: int | None = None
+    message: str = ""
+    status: str | None = None
+
+
+def build_body(call: ProviderCall, *, vertex: bool = False) -> dict[str, Any]:
+    """The generateContent body for one image of ``call`` (pure)."""
+    applied = call.applied
+    parts: list[dict[str, Any]] = [{"text": call.request.prompt}]
+    for image in call.inputs:
+        parts.append({"inlineData": {"mimeType": image.mime_type,
+                                     "data": base64.b64encode(image.data).decode("ascii")}})
+    image_config: dict[str, Any] = {}
+    if applied.aspect_ratio:
+        image_config["aspectRatio"] = applied.aspect_ratio
+    if applied.image_size:
+        image_config["imageSize"] = applied.image_size
+    if vertex and applied.upstream_format == "jpeg":
+        output: dict[str, Any] = {"mimeType": "image/jpeg"}
+        if applied.output_compression is not None:
+            output["compressionQuality"] = applied.output_compression
+        image_config["imageOutputOptions"] = output
+    config: dict[str, Any] = {"responseModalities": ["TEXT", "IMAGE"]}
+    if image_config:
+        config["imageConfig"] = image_config
+    if applied.thinking_level:
+        config["thinkingConfig"] = {"thinkingLevel": applied.thinking_level}
+    body: dict[str, Any] = {"contents": [{"role": "user", "parts": parts}], "generationConfig": config}
+    if call.request.system:
+        body["systemInstruction"] = {"parts": [{"text": call.request.system}]}
+    return body
+
+
+def usage_from(metadata: UsageMetadata | None) -> Usage:
+    if metadata is None:
+        return Usage()
+    input_image = sum(d.token_count for d in metadata.prompt_tokens_details if d.modality == "IMAGE")
+    output_image = sum(d.token_count for d in metadata.candidates_tokens_details if d.modality == "IMAGE")
+    output = metadata.candidates_token_count + metadata.thoughts_token_count
+    return Usage(
+        input_tokens=metadata.prompt_token_count,
+        input_image_tokens=input_image,
+        input_text_tokens=max(0, metadata.prompt_token_count - input_image),
+        output_tokens=output,
+        output_image_tokens=output_image,
+        output_text_tokens=max(0, output - output_image),
+    )
+
+
+def parse_generate_content(response: httpx.Response, call: ProviderCall, *, label: str) -> list[ProviderImage]:
+    try:
+        wire = GenerateContentResponse.model_validate_json(response.content)
+    except ValidationError:
+        raise UpstreamError(f"The {label} answered with a body that is not a GenerateContentResponse.",
+                            code="upstream_bad_response", retryable=True) from None
+    if wire.prompt_feedback and wire.prompt_feedback.block_reason:
+        raise ContentPolicyError(
+            f"The prompt was blocked by the upstream's safety system ({wire.prompt_feedback.block_reason}).",
+            code="moderation_blocked")
+    candidate = wire.candidates[0] if wire.candidates else None
+    parts = [p for p in (candidate.content.parts if candidate and candidate.content else []) if not p.thought]
+    text = "".join(p.text for p in parts if p.text) or None
+    usage = usage_from(wire.usage_metadata)
+    images = [
+        decode_image(p.inline_data.data, declared_mime=p.inline_data.mime_type, label=label, text=text,
+                     usage=usage)
+        for p in parts if p.inline_data is not None
+    ][: call.count]
+    if images:
+        return images
+    reason = candidate.finish_reason if candidate else None
+    if reason in SAFETY_FINISH:
+        raise ContentPolicyError(f"The image was blocked by the upstream's safety system ({reason}).",
+                                 code="moderation_blocked")
+    raise UpstreamError(f"The model returned no image (finish reason {reason or 'none'}).",
+                        code="no_images_generated", retryable=True)
+
+
+def parse_google_error(response: httpx.Response, *, label: str) -> GatewayError:
+    """A Google error body ({"error": {code, message, status}}) as a GatewayError."""
+    status = response.status_code
+    try:
+        payload = json.loads(response.content or b"{}")
+        if isinstance(payload, list):
+            payload = payload[0] if payload else {}
+        error = GoogleErrorBody.model_validate(payload.get("error", {}))
+    except (ValueError, ValidationError, AttributeError):
+        error = GoogleErrorBody()
+    detail = f"{error.status or status}: {error.message}".strip().rstrip(":")
+    message = f"The {label} refused the call ({detail})."
+    if status in (429, 503, 529):
+        return UpstreamOverloadedError(f"The {label} is overloaded or rate-limited ({detail}).",
+                                       upstream_status=status)
+    if status == 404:
+        return UpstreamError(message, code="upstream_model_not_found", upstream_status=404)
+    if status in (401, 403):
+        return UpstreamError(f"The {label} refused the gateway's credentials ({error.status or status}).",
+                             code="upstream_auth_failed", upstream_status=status)
+    if status == 400:
+        return UpstreamError(message, code="upstream_invalid_request", upstream_status=400)
+    if status == 504:
+        return UpstreamError(message, code="upstream_timeout", upstream_status=504)
+    return UpstreamError(message, code="upstream_error", upstream_status=status)
+
+
+class GeminiAdapter:
+    """The Gemini API: ``{base}/v1beta/models/{model}:generateContent`` with ``x-goog-api-key``."""
+
+    label = "Gemini API"
+
+    def url(self, base_url: str, model: str) -> str:
+        return f"{base_url}/v1beta/models/{model}:generateContent"
+
+    def build_request(self, call: ProviderCall, *, base_url: str, headers: dict[str, str]) -> httpx.Request:
+        return httpx.Request("POST", self.url(base_url, call.applied.upstream_model),
+                             headers=headers, json=build_body(call, vertex=False))
+
+    def parse_response(self, response: httpx.Response, call: ProviderCall) -> list[ProviderImage]:
+        return parse_generate_content(response, call, label=self.label)
+
+    def parse_error(self, response: httpx.Response) -> GatewayError:
+        return parse_google_error(response, label=self.label)
+

@@ -1,0 +1,93 @@
+"""Vertex AI variants of Gemini and Imagen (wire-formats §6.5).
+
+Same bodies as the Gemini API (role always set, JPEG output options allowed), at
+``{base}/{version}/projects/{project}/locations/{location}/publishers/google/models/{model}:...``
+with an OAuth access token from a service-account file. google-auth signs the JWT and refreshes
+the token before it expires; a 401 forces one refresh and one more try.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import httpx
+from google.auth.transport.urllib3 import Request as Urllib3Request
+from google.oauth2 import service_account
+from urllib3 import PoolManager
+
+from core.errors import GatewayError, ServiceUnavailableError
+from core.generation import ProviderImage
+from worker.providers.base import ProviderCall
+from worker.providers.gemini import build_body as gemini_body
+from worker.providers.gemini import parse_generate_content, parse_google_error
+from worker.providers.imagen import build_body as imagen_body
+from worker.providers.imagen import parse_predict
+
+SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
+
+
+class VertexAuth:
+    """Thread-safe OAuth access tokens for a service account."""
+
+    def __init__(self, credentials_file: Path) -> None:
+        info = json.loads(Path(credentials_file).read_text("utf-8"))
+        self._credentials = service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
+        self._http = Urllib3Request(PoolManager(num_pools=2, timeout=30.0))
+        self._lock = threading.Lock()
+
+    def headers(self) -> dict[str, str]:
+        with self._lock:
+            # `valid` is False within google-auth's refresh window before expiry, so the token
+            # is renewed ahead of time, never used stale
+            if not self._credentials.valid:
+                self._refresh()
+            return {"Authorization": f"Bearer {self._credentials.token}"}
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._refresh()
+
+    def _refresh(self) -> None:
+        try:
+            self._credentials.refresh(self._http)
+        except Exception as exc:  # google.auth.exceptions.* carry the token endpoint's answer
+            raise ServiceUnavailableError(
+                f"Could not obtain a Vertex AI access token ({type(exc).__name__})."
+            ) from None
+
+
+def vertex_model_url(base_url: str, *, version: str, project: str, location: str, model: str, method: str) -> str:
+    return (f"{base_url}/{version}/projects/{project}/locations/{location}/publishers/google/models/"
+            f"{model}:{method}")
+
+
+class VertexGeminiAdapter:
+    label = "Vertex AI"
+
+    def __init__(self, *, project: str, location: str, version: str) -> None:
+        self.project, self.location, self.version = project, location, version
+
+    def build_request(self, call: ProviderCall, *, base_url: str, headers: dict[str, str]) -> httpx.Request:
+        url = vertex_model_url(base_url, version=self.version, project=self.project, location=self.location,
+                               model=call.applied.upstream_model, method="generateContent")
+        return httpx.Request("POST", url, headers=headers, json=gemini_body(call, vertex=True))
+
+    def parse_response(self, response: httpx.Response, call: ProviderCall) -> list[ProviderImage]:
+        return parse_generate_content(response, call, label=self.label)
+
+    def parse_error(self, response: httpx.Response) -> GatewayError:
+        return parse_google_error(response, label=self.label)
+
+
+class VertexImagenAdapter(VertexGeminiAdapter):
+    label = "Vertex AI Imagen"
+
+    def build_request(self, call: ProviderCall, *, base_url: str, headers: dict[str, str]) -> httpx.Request:
+        url = vertex_model_url(base_url, version=self.version, project=self.project, location=self.location,
+                               model=call.applied.upstream_model, method="predict")
+        return httpx.Request("POST", url, headers=headers, json=imagen_body(call))
+
+    def parse_response(self, response: httpx.Response, call: ProviderCall) -> list[ProviderImage]:
+        return parse_predict(response, call, label=self.label)
