@@ -225,7 +225,9 @@ def test_adjusted_parameters_are_visible(client: openai.OpenAI, fake: FakeUpstre
     assert fake.calls[-1].json and fake.calls[-1].json["generationConfig"]["imageConfig"]["aspectRatio"] == "16:9"
 
 
-def test_a_result_changing_parameter_the_model_cannot_honour_is_a_400(client: openai.OpenAI, fake: FakeUpstream) -> None:
+def test_a_result_changing_parameter_the_model_cannot_honour_is_a_400(
+    client: openai.OpenAI, fake: FakeUpstream
+) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
         client.images.generate(model="gemini-3-pro-image", prompt="x", background="transparent")
     assert isinstance(caught.value.body, dict) and caught.value.body["param"] == "background"
