@@ -16,7 +16,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from api.dialects.anthropic_messages import translate as anthropic_messages
+from api.dialects.gemini import translate as gemini
 from api.dialects.openai_images import translate as openai_images
+from api.dialects.simple import translate as simple
 from core.errors import (
     AuthenticationError,
     GatewayError,
@@ -29,7 +32,11 @@ log = logging.getLogger(__name__)
 Renderer = Callable[[GatewayError], tuple[int, dict[str, Any]]]
 
 # (path prefix, renderer), first match wins; dialects with their own error shapes add rows here
-RENDERERS: list[tuple[str, Renderer]] = []
+RENDERERS: list[tuple[str, Renderer]] = [
+    ("/v1/messages", anthropic_messages.to_wire_error),
+    ("/v1beta/", gemini.to_wire_error),
+    ("/generate", simple.to_wire_error),
+]
 DEFAULT_RENDERER: Renderer = openai_images.to_wire_error
 
 

@@ -12,7 +12,11 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from api.body import BodySizeLimit
+from api.dialects.anthropic_messages.router import router as anthropic_messages_router
+from api.dialects.gemini.router import router as gemini_router
+from api.dialects.openai_chat.router import router as openai_chat_router
 from api.dialects.openai_images.router import router as openai_images_router
+from api.dialects.simple.router import router as simple_router
 from api.enqueue import Enqueuer
 from api.errors import install_error_handlers
 from api.routes import files, health, models
@@ -110,6 +114,10 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(openai_images_router)
+    app.include_router(openai_chat_router)
+    app.include_router(anthropic_messages_router)
+    app.include_router(gemini_router)
+    app.include_router(simple_router)
     app.include_router(build_jobs_router("/v1"))
     app.include_router(build_jobs_router(""), include_in_schema=False)
     app.include_router(files.router)

@@ -8,9 +8,11 @@ as the broker answers again. Nothing accepted is lost.
 
 from __future__ import annotations
 
+import anyio.to_thread
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.enqueue import Enqueuer
+from api.inputs import PendingImage, store_pending
 from core.generation import Dialect, GenerationRequest
 from core.ids import new_id
 from core.job_updates import mark_unsent
@@ -19,6 +21,7 @@ from core.models import ApiKey, Job, JobImage
 from core.models.types import utcnow
 from core.planning import plan
 from core.routing import Catalogue, Resolved
+from core.storage import ImageStore
 
 
 async def submit(
@@ -29,6 +32,8 @@ async def submit(
     dialect: Dialect,
     catalogue: Catalogue,
     enqueuer: Enqueuer,
+    store: ImageStore | None = None,
+    inputs: list[PendingImage] | None = None,
 ) -> Job:
     resolved = catalogue.resolve(request.model)
     spec = resolved.spec
@@ -37,6 +42,11 @@ async def submit(
     if primary is not spec:
         resolved = Resolved(spec=primary, requested=request.model)
     applied = plan(request, resolved, grids=catalogue.grids)
+    if inputs:
+        if store is None:
+            raise ValueError("input images need the image store")
+        # accepted: the input images are written now (never for a refused request)
+        await anyio.to_thread.run_sync(store_pending, store, inputs)
 
     now = utcnow()
     job = Job(

@@ -10,9 +10,10 @@ from __future__ import annotations
 import enum
 from functools import cached_property
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Mode(enum.StrEnum):
@@ -81,6 +82,18 @@ class Settings(BaseSettings):
     url_signing_key: SecretStr | None = Field(None, validation_alias=_env("URL_SIGNING_KEY"))
     file_url_ttl_s: int = Field(3600, gt=0, validation_alias=_env("FILE_URL_TTL_S"))
 
+    # -- images callers send by URL (edits, chat, Anthropic, Gemini fileData)
+    fetch_allow_hosts: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, validation_alias=_env("FETCH_ALLOW_HOSTS")
+    )
+    """Hosts or networks fetched even though they are private (comma-separated)."""
+    fetch_max_mb: float = Field(50.0, gt=0, validation_alias=_env("FETCH_MAX_MB"))
+    fetch_timeout_s: float = Field(20.0, gt=0, validation_alias=_env("FETCH_TIMEOUT_S"))
+
+    # -- dialect options
+    anthropic_image_urls: bool = Field(False, validation_alias=_env("ANTHROPIC_IMAGE_URLS"))
+    """Anthropic answers: put a gateway URL in the markdown instead of megabytes of base64."""
+
     # -- request handling
     sync_timeout_s: float = Field(600.0, gt=0, validation_alias=_env("SYNC_TIMEOUT_S"))
     max_body_mb: float = Field(64.0, gt=0, validation_alias=_env("MAX_BODY_MB"))
@@ -94,6 +107,13 @@ class Settings(BaseSettings):
         3600, gt=0, validation_alias=_env("BROKER_VISIBILITY_TIMEOUT_S")
     )
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
+
+    @field_validator("fetch_allow_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
 
     @field_validator("public_url")
     @classmethod

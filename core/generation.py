@@ -22,6 +22,10 @@ class Dialect(enum.StrEnum):
     """The ingress wire format a job arrived in (its errors and results are rendered in it)."""
 
     OPENAI_IMAGES = "openai_images"
+    OPENAI_CHAT = "openai_chat"
+    ANTHROPIC_MESSAGES = "anthropic_messages"
+    GEMINI = "gemini"
+    SIMPLE = "simple"
     JOBS = "jobs"
 
 

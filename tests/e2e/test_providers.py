@@ -7,8 +7,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -23,57 +21,9 @@ from tests.fakes.upstream import FakeUpstream
 
 pytestmark = pytest.mark.integration
 
-IMAGEN_FILE = Path(__file__).resolve().parents[2] / "core" / "catalogue" / "imagen.toml"
-
-
-@pytest.fixture(scope="module")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream().start()
-    yield upstream
-    upstream.stop()
-
-
 @pytest.fixture(autouse=True)
-def _clean(fake: FakeUpstream) -> Iterator[None]:
-    fake.reset()
-    yield
-    assert fake.violations == [], "imagegate sent requests that break the upstream wire format"
-
-
-def provider_env(fake: FakeUpstream, tmp: Path) -> dict[str, str]:
-    account = tmp / "service-account.json"
-    account.write_text(json.dumps(fake.service_account_info()))
-    return {
-        "IMAGEGATE_GEMINI_API_KEY": fake.gemini_key,
-        "IMAGEGATE_GEMINI_BASE_URL": fake.gemini_base_url,
-        "IMAGEGATE_OPENAI_API_KEY": fake.openai_key,
-        "IMAGEGATE_OPENAI_BASE_URL": fake.openai_base_url,
-        "IMAGEGATE_CHAT_UPSTREAM_BASE_URL": fake.chat_base_url,
-        "IMAGEGATE_CHAT_UPSTREAM_API_KEY": fake.chat_key,
-        "IMAGEGATE_VERTEX_PROJECT": "test-project",
-        "IMAGEGATE_VERTEX_CREDENTIALS_FILE": str(account),
-        "IMAGEGATE_VERTEX_BASE_URL": fake.vertex_base_url,
-        "IMAGEGATE_MODELS_FILE": str(IMAGEN_FILE),
-        "IMAGEGATE_UPSTREAM_TIMEOUT_S": "2",
-        "IMAGEGATE_UPSTREAM_MAX_ATTEMPTS": "3",
-        "IMAGEGATE_UPSTREAM_BACKOFF_BASE_S": "0.05",
-        "IMAGEGATE_UPSTREAM_BACKOFF_MAX_S": "0.2",
-    }
-
-
-@pytest.fixture(scope="module")
-def gw(make_stack: Callable[..., Stack], fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Stack:
-    return make_stack("distributed", **provider_env(fake, tmp_path_factory.mktemp("providers")))
-
-
-@pytest.fixture(scope="module")
-def key(gw: Stack) -> str:
-    return gw.create_key("providers")
-
-
-@pytest.fixture(scope="module")
-def client(gw: Stack, key: str) -> openai.OpenAI:
-    return openai.OpenAI(base_url=gw.base_url + "/v1", api_key=key, max_retries=0, timeout=120)
+def _checked(upstream: FakeUpstream) -> None:
+    """Every test here starts with a reset fake and fails if a request broke a wire format."""
 
 
 def _image(b64: str | None) -> Image.Image:

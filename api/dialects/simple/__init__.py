@@ -1,0 +1,1 @@
+"""The CG-Image simple route: ``POST /generate`` (seed 000)."""
