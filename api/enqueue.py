@@ -9,7 +9,7 @@ import anyio.to_thread
 from celery import Celery
 
 from core.config import Settings
-from core.queue import GENERATE_IMAGE_TASK, QUEUE, celery_config
+from core.queue import GENERATE_IMAGE_TASK, celery_config
 
 log = logging.getLogger(__name__)
 
@@ -18,13 +18,14 @@ class Enqueuer:
     """A send-only Celery client. Publishing is blocking I/O, so it runs on a worker thread."""
 
     def __init__(self, settings: Settings) -> None:
+        self.queue = settings.queue
         self.app = Celery("imagegate-api", set_as_current=False)
         self.app.conf.update(celery_config(settings))
 
     def send_sync(self, image_ids: Sequence[str]) -> None:
         with self.app.producer_or_acquire() as producer:
             for image_id in image_ids:
-                self.app.send_task(GENERATE_IMAGE_TASK, args=[image_id], queue=QUEUE, producer=producer)
+                self.app.send_task(GENERATE_IMAGE_TASK, args=[image_id], queue=self.queue, producer=producer)
 
     async def send(self, image_ids: Sequence[str]) -> bool:
         """Send one task per image. False if the broker could not be reached (the job stays

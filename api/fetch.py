@@ -64,6 +64,8 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
 def address_is_public(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Whether an address may be fetched from (not internal, special-purpose or metadata)."""
     if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:  # ::ffff:a.b.c.d is a.b.c.d
+            return address_is_public(address.ipv4_mapped)
         embedded = _embedded_ipv4(address)
         if embedded is not None and not address_is_public(embedded):
             return False

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("./var"), validation_alias=_env("DATA_DIR"))
     database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
+    queue: str = Field("imagegate", min_length=1, validation_alias=_env("QUEUE"))
+    """The broker queue of image tasks; gateways that share one Redis each use their own."""
 
     # -- upstream providers (secrets: never logged, echoed or stored)
     gemini_api_key: SecretStr | None = Field(

@@ -13,7 +13,6 @@ from core.config import Settings
 GENERATE_IMAGE_TASK = "generation.run_image"
 """Args: ``(job_image_id: str)``. Generates, stores and settles one image of a job."""
 
-QUEUE = "imagegate"
 
 EMBEDDED_BROKER_URL = "memory://localhost/"
 EMBEDDED_POLLING_INTERVAL_S = 0.005
@@ -43,8 +42,8 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "broker_connection_retry_on_startup": True,
         "result_backend": None,
         "task_ignore_result": True,
-        "task_default_queue": QUEUE,
-        "task_routes": {GENERATE_IMAGE_TASK: {"queue": QUEUE}},
+        "task_default_queue": settings.queue,
+        "task_routes": {GENERATE_IMAGE_TASK: {"queue": settings.queue}},
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,

@@ -9,7 +9,7 @@ from celery import Celery
 from celery.worker import WorkController
 
 from core.config import Settings
-from core.queue import QUEUE, celery_config
+from core.queue import celery_config
 from worker.runtime import WorkerRuntime
 from worker.tasks import register_tasks
 
@@ -27,7 +27,7 @@ def worker_argv(settings: Settings, *, hostname: str | None = None) -> list[str]
         "worker",
         "--pool=threads",
         f"--concurrency={settings.worker_concurrency}",
-        f"--queues={QUEUE}",
+        f"--queues={settings.queue}",
         f"--loglevel={settings.log_level}",
         "--without-gossip",
         "--without-mingle",
@@ -47,6 +47,7 @@ class EmbeddedWorker:
     def __init__(self, runtime: WorkerRuntime) -> None:
         self.app = create_celery_app(runtime)
         self._concurrency = runtime.settings.worker_concurrency
+        self._queue = runtime.settings.queue
         self._controller: Any = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -56,7 +57,7 @@ class EmbeddedWorker:
             app=self.app,
             pool_cls="threads",
             concurrency=self._concurrency,
-            queues=[QUEUE],
+            queues=[self._queue],
             without_heartbeat=True,
             without_mingle=True,
             without_gossip=True,

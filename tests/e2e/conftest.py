@@ -4,21 +4,20 @@ Redis database number, so stacks never see each other's queues or rows."""
 
 from __future__ import annotations
 
-import itertools
 import json
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import openai
 import pytest
-import redis
 
 from tests.e2e.stack import Stack, base_env
 from tests.fakes.upstream import FakeUpstream
 
 pytestmark = pytest.mark.integration
 
-_redis_dbs = itertools.count(3)
+REDIS_DB = 3
 
 
 @pytest.fixture(scope="session")
@@ -32,11 +31,10 @@ def make_stack(
         tmp: Path = tmp_path_factory.mktemp(f"stack-{mode}")
         env = base_env(tmp, **settings)
         if mode == "distributed":
-            db_number = next(_redis_dbs)
             redis_base = request.getfixturevalue("redis_url")
-            env.setdefault("IMAGEGATE_REDIS_URL", f"{redis_base}/{db_number}")
-            if env["IMAGEGATE_REDIS_URL"].startswith(redis_base):
-                redis.Redis.from_url(env["IMAGEGATE_REDIS_URL"]).flushdb()
+            env.setdefault("IMAGEGATE_REDIS_URL", f"{redis_base}/{REDIS_DB}")
+            # a queue of its own: stacks of concurrent test runs never take each other's tasks
+            env.setdefault("IMAGEGATE_QUEUE", f"imagegate-test-{uuid.uuid4().hex[:12]}")
             env.setdefault("IMAGEGATE_DATABASE_URL", request.getfixturevalue("make_pg_database")())
         stack = Stack(tmp=tmp, env=env, mode=mode)
         stacks.append(stack)

@@ -32,9 +32,10 @@ class DemoProvider:
         applied, request = call.applied, call.request
         width, height = applied.width or 1024, applied.height or 1024
         images = []
+        base = _input_background(call.inputs[0].data, width, height) if call.inputs else None
         for index in call.indices:
             image = draw(request.prompt, index=index, width=width, height=height,
-                         transparent=applied.background == "transparent")
+                         transparent=applied.background == "transparent", base=base)
             images.append(ProviderImage(
                 data=encode(image, applied.output_format, applied.output_compression),
                 mime_type=MIME_BY_FORMAT[applied.output_format],
@@ -50,17 +51,32 @@ def _seed(prompt: str, index: int) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-def draw(prompt: str, *, index: int, width: int, height: int, transparent: bool = False) -> Image.Image:
+def _input_background(data: bytes, width: int, height: int) -> Image.Image:
+    """An edit: the first input image, scaled to cover the output and centre-cropped."""
+    with Image.open(io.BytesIO(data)) as source:
+        source = source.convert("RGBA")
+        scale = max(width / source.width, height / source.height)
+        resized = source.resize((max(1, round(source.width * scale)), max(1, round(source.height * scale))))
+    left, top = (resized.width - width) // 2, (resized.height - height) // 2
+    return resized.crop((left, top, left + width, top + height))
+
+
+def draw(prompt: str, *, index: int, width: int, height: int, transparent: bool = False,
+         base: Image.Image | None = None) -> Image.Image:
+    """The prompt's text over seeded shapes, on a seeded gradient (or on ``base`` for an edit)."""
     rng = random.Random(_seed(prompt, index))
     top = tuple(rng.randrange(256) for _ in range(3))
     bottom = tuple(rng.randrange(256) for _ in range(3))
 
-    # vertical gradient between two seeded colours, scaled from a 1-pixel-wide strip (fast)
-    mask = Image.linear_gradient("L").resize((width, height))
-    image = Image.composite(Image.new("RGB", (width, height), bottom),
-                            Image.new("RGB", (width, height), top), mask).convert("RGBA")
-    if transparent:
-        image.putalpha(0)
+    if base is not None:
+        image = base.copy()
+    else:
+        # vertical gradient between two seeded colours, scaled from a 1-pixel-wide strip (fast)
+        mask = Image.linear_gradient("L").resize((width, height))
+        image = Image.composite(Image.new("RGB", (width, height), bottom),
+                                Image.new("RGB", (width, height), top), mask).convert("RGBA")
+        if transparent:
+            image.putalpha(0)
 
     # shapes and text go on an overlay composited over the background, so that their alpha
     # blends (drawing RGBA straight onto an RGBA image would replace pixels, alpha included)

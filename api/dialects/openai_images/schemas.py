@@ -72,3 +72,37 @@ class ErrorBody(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorBody
+
+
+class ImageRef(BaseModel):
+    """An input image of a JSON edit: exactly one of ``image_url`` (https or data URL) or ``file_id``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_url: str | None = Field(None, max_length=20_971_520)
+    file_id: str | None = None
+
+
+class ImageEditRequest(BaseModel):
+    """``POST /v1/images/edits`` as JSON (openai-python ``EditImageBodyJsonParam``), or the text
+    fields of the multipart form (values arrive as strings there and are coerced)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    images: list[ImageRef] = Field(default_factory=list, max_length=16)
+    prompt: str = Field(min_length=1, max_length=32000)
+    model: str | None = None
+    mask: ImageRef | None = None
+    n: int = Field(1, ge=1, le=10)
+    size: str | None = None
+    aspect_ratio: str | None = None
+    quality: str | None = None
+    input_fidelity: Literal["high", "low"] | None = None
+    background: Literal["transparent", "opaque", "auto"] | None = None
+    response_format: Literal["url", "b64_json"] | None = None
+    output_format: Literal["png", "jpeg", "webp"] | None = None
+    output_compression: int | None = Field(None, ge=0, le=100)
+    moderation: Literal["low", "auto"] | None = None
+    user: str | None = None
+    stream: bool | None = None
+    partial_images: int | None = Field(None, ge=0, le=3)

@@ -8,6 +8,7 @@ from api.dialects.openai_images.schemas import (
     ErrorBody,
     ErrorResponse,
     ImageData,
+    ImageEditRequest,
     ImageGenerateRequest,
     ImagesResponse,
     ImagesUsage,
@@ -15,7 +16,7 @@ from api.dialects.openai_images.schemas import (
     OutputTokensDetails,
 )
 from core.errors import GatewayError, InvalidRequestError
-from core.generation import AppliedParams, DeliveredImage, GenerationRequest
+from core.generation import AppliedParams, DeliveredImage, GenerationRequest, InputImage
 
 # GatewayError.kind -> OpenAI error ``type`` (wire-formats §1.6 and §9.4)
 _ERROR_TYPES: dict[str, str] = {
@@ -37,7 +38,11 @@ _ERROR_TYPES: dict[str, str] = {
 }
 
 
-def to_generation(wire: ImageGenerateRequest) -> GenerationRequest:
+def to_generation(
+    wire: ImageGenerateRequest | ImageEditRequest, *, inputs: list[InputImage] | None = None,
+    mask: InputImage | None = None,
+) -> GenerationRequest:
+    """The canonical request; ``inputs``/``mask`` are the edit's images, already stored by key."""
     if wire.stream:
         raise InvalidRequestError(
             "Invalid value for 'stream': streaming image generation is not offered by this "
@@ -55,8 +60,11 @@ def to_generation(wire: ImageGenerateRequest) -> GenerationRequest:
         output_format=wire.output_format,
         output_compression=wire.output_compression,
         background=wire.background,
-        style=wire.style,
+        style=getattr(wire, "style", None),
         moderation=wire.moderation,
+        input_images=list(inputs or []),
+        mask=mask,
+        input_fidelity=getattr(wire, "input_fidelity", None),
     )
 
 
