@@ -49,7 +49,7 @@ def renderer_for(path: str) -> Renderer:
 
 def error_response(request: Request, error: GatewayError) -> JSONResponse:
     status, body = renderer_for(request.url.path)(error)
-    headers: dict[str, str] = {}
+    headers: dict[str, str] = dict(error.headers)
     if error.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
         headers["retry-after-ms"] = str(int(error.retry_after * 1000))

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 
+from core.billing.pricing import usd
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.inputs import PendingImage
 from api.results import get_images, job_is_terminal, job_view, wait_for_job
@@ -17,6 +20,51 @@ from core.errors import GatewayError, JobWaitTimeoutError, error_for_failed_job
 from core.generation import AppliedParams, Dialect, GenerationRequest
 from core.jobs import ImageStatus
 from core.models import ApiKey, Job, JobImage
+
+
+@dataclass
+class RequestContext:
+    idempotency_key: str | None
+    headers: dict[str, str]
+
+
+_CONTEXT: ContextVar[RequestContext | None] = ContextVar("imagegate_request", default=None)
+
+
+class RequestContextMiddleware:
+    """Per request: makes the ``Idempotency-Key`` header available to submit (every generation
+    endpoint honours it), and adds the finished job's headers (``x-imagegate-job-id``,
+    ``x-imagegate-cost``, ``x-imagegate-served-by``) to the response, whichever dialect renders it."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        value = next((v.decode("latin-1").strip() for k, v in scope.get("headers", ()) if k == b"idempotency-key"),
+                     None)
+        context = RequestContext(idempotency_key=value or None, headers={})
+        token = _CONTEXT.set(context)
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start" and context.headers:
+                present = {name.lower() for name, _ in message.get("headers", [])}
+                extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in context.headers.items()
+                         if k.encode("latin-1") not in present]
+                message = {**message, "headers": [*message.get("headers", []), *extra]}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            _CONTEXT.reset(token)
+
+
+def result_headers(result: JobResult) -> dict[str, str]:
+    return {"x-imagegate-job-id": result.job.id, "x-imagegate-cost": usd(result.job.cost_micros),
+            "x-imagegate-served-by": result.served_by, "x-imagegate-images": f"{result.job.succeeded}/{result.job.n}"}
 
 
 @dataclass
@@ -45,10 +93,12 @@ class JobResult:
 
 
 async def submit_job(state: AppState, *, key: ApiKey, generation: GenerationRequest, dialect: Dialect,
-                     inputs: list[PendingImage] | None = None) -> str:
+                     inputs: list[PendingImage] | None = None, idempotency_key: str | None = None) -> str:
+    """Submit and return the job id (the original job's, for an idempotent replay)."""
     async with state.sessions() as session:
-        job = await submit(session, key=key, request=generation, dialect=dialect, catalogue=state.catalogue,
-                           enqueuer=state.enqueuer, store=state.store, inputs=inputs)
+        context = _CONTEXT.get()
+        job = await submit(session, key=key, request=generation, dialect=dialect, state=state, inputs=inputs,
+                           idempotency_key=idempotency_key or (context.idempotency_key if context else None))
         return job.id
 
 
@@ -73,6 +123,9 @@ async def finished(state: AppState, job_id: str) -> JobResult:
     no image was delivered."""
     await wait_for_job(state, job_id)
     result = await load_result(state, job_id)
+    context = _CONTEXT.get()
+    if context is not None:
+        context.headers.update(result_headers(result))
     error = result.failure()
     if error is not None:
         raise error

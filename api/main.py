@@ -19,11 +19,14 @@ from api.dialects.openai_images.router import router as openai_images_router
 from api.dialects.simple.router import router as simple_router
 from api.enqueue import Enqueuer
 from api.errors import install_error_handlers
-from api.routes import files, health, models
+from api.flow import RequestContextMiddleware
+from api.ratelimit import limiter_for
+from api.routes import admin, files, health, models, usage
 from api.routes.jobs import build_router as build_jobs_router
 from api.state import AppState
 from api.sweeper import release_embedded_orphans, run_sweeper
 from api.wait import JobWaiter, RedisJobEvents, attach_in_process
+from core.billing.pricing import PriceTable
 from core.config import Settings, get_settings
 from core.db import async_session_factory, create_async_db_engine
 from core.events import InProcessEventBus
@@ -56,12 +59,24 @@ def create_app(
         sessions = async_session_factory(engine)
         enqueuer = Enqueuer(settings)
         waiter = JobWaiter()
-        redis_client = aioredis.Redis.from_url(settings.redis_url) if settings.redis_url else None
+        redis_client = None
+        if settings.redis_url:
+            # a blocking pool: past its size a call waits for a connection instead of failing
+            pool = aioredis.BlockingConnectionPool.from_url(settings.redis_url, max_connections=512, timeout=10)
+            redis_client = aioredis.Redis(connection_pool=pool)
+        catalogue = load_for_settings(settings)
+        prices = PriceTable.load(settings.prices_file)
+        unpriced = prices.missing([m.id for m in catalogue.all_models if catalogue.routes(m)])
+        if unpriced:
+            raise RuntimeError("no price for the offered models " + ", ".join(unpriced)
+                               + " (add them to IMAGEGATE_PRICES_FILE)")
         state = AppState(
             settings=settings,
+            prices=prices,
+            limiter=limiter_for(redis_client),
             engine=engine,
             sessions=sessions,
-            catalogue=load_for_settings(settings),
+            catalogue=catalogue,
             store=LocalImageStore(settings.images_dir),
             enqueuer=enqueuer,
             waiter=waiter,
@@ -123,6 +138,9 @@ def create_app(
     app.include_router(files.router)
     app.include_router(models.router)
     app.include_router(health.router)
+    app.include_router(usage.router)
+    app.include_router(admin.router)
+    app.add_middleware(RequestContextMiddleware)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
 

@@ -10,7 +10,9 @@ import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
 from api.enqueue import Enqueuer
+from api.ratelimit import RateLimiter
 from api.wait import JobWaiter
+from core.billing.pricing import PriceTable
 from core.config import Settings
 from core.routing import Catalogue
 from core.storage import ImageStore
@@ -19,6 +21,8 @@ from core.storage import ImageStore
 @dataclass
 class AppState:
     settings: Settings
+    prices: PriceTable
+    limiter: RateLimiter
     engine: AsyncEngine
     sessions: async_sessionmaker[Any]
     catalogue: Catalogue

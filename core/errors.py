@@ -44,6 +44,7 @@ class GatewayError(Exception):
         code: str | None = None,
         retry_after: float | None = None,
         job_id: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -51,6 +52,8 @@ class GatewayError(Exception):
         self.code = code if code is not None else self.default_code
         self.retry_after = retry_after
         self.job_id = job_id
+        self.headers = dict(headers or {})
+        """Extra response headers (x-ratelimit-* on a 429)."""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.message!r}, param={self.param!r}, code={self.code!r})"
@@ -131,9 +134,9 @@ class UpstreamError(GatewayError):
 
     @property
     def route_failed(self) -> bool:
-        """The route itself failed (retries spent, model gone, credentials refused): another
-        route of the fallback chain may still serve the request."""
-        return self.retryable or self.upstream_status in (401, 403, 404)
+        """The route itself failed (retries spent, model gone, credentials or quota refused):
+        another route of the fallback chain may still serve the request."""
+        return self.retryable or self.upstream_status in (401, 403, 404, 429)
 
 
 class UpstreamTimeoutError(UpstreamError):

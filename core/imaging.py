@@ -50,7 +50,7 @@ def declared_matches(declared_mime: str | None, info: ImageInfo) -> bool:
     if not declared_mime:
         return True
     declared = declared_mime.split(";")[0].strip().lower().replace("image/jpg", "image/jpeg")
-    return FORMAT_BY_MIME.get(declared) == info.format
+    return declared == info.mime_type or FORMAT_BY_MIME.get(declared) == info.format
 
 
 def transcode(data: bytes, output_format: str, compression: int | None) -> bytes:

@@ -114,11 +114,13 @@ def finalize_job(job_id: str, counts: Any, *, now: datetime) -> Update | None:
     return update(Job).where(Job.id == job_id, Job.status.not_in(TERMINAL_JOB)).values(**values)
 
 
-def cancel_queued_images(job_id: str, *, now: datetime) -> Update:
+def cancel_queued_images(job_id: str, *, now: datetime) -> ReturningUpdate[str]:
     return (
         update(JobImage)
         .where(JobImage.job_id == job_id, JobImage.status == ImageStatus.QUEUED)
         .values(status=ImageStatus.CANCELED, finished_at=now)
+        .returning(JobImage.id)
+        .execution_options(synchronize_session=False)
     )
 
 

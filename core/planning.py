@@ -24,7 +24,8 @@ from core.routing import Capabilities, ModelSpec, Resolved
 
 _SIZE_RE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 _RATIO_RE = re.compile(r"^(\d{1,3}):(\d{1,3})$")
-QUALITIES = ("auto", "low", "medium", "high", "standard", "hd", "xhigh", "max")
+BASIC_QUALITIES = ("auto", "low", "medium", "high", "standard", "hd")
+"""Qualities every model accepts; models list more (xhigh, max) in their ``qualities``."""
 _IMAGE_SIZE_ALIASES = {"0.5k": "512", "512": "512", "1k": "1K", "2k": "2K", "4k": "4K"}
 
 
@@ -80,8 +81,8 @@ def plan(request: GenerationRequest, resolved: Resolved | ModelSpec, *,
     _check_inputs(request, spec)
 
     quality = (request.quality or "auto").strip().lower()
-    if quality not in QUALITIES or (caps.qualities and quality not in caps.qualities):
-        allowed = list(caps.qualities) if caps.qualities else list(QUALITIES[:6])
+    allowed = list(caps.qualities) if caps.qualities else list(BASIC_QUALITIES)
+    if quality not in allowed:
         raise _invalid("quality", f"{request.quality!r}. {spec.id} supports "
                        + ", ".join(f"'{q}'" for q in allowed) + ".")
     upstream_quality = caps.qualities.get(quality) if caps.qualities else None
@@ -131,6 +132,8 @@ def plan(request: GenerationRequest, resolved: Resolved | ModelSpec, *,
         dims = _plan_size_list(request, caps, adjusted)
     else:
         dims = _plan_free_size(request, spec, quality, adjusted)
+    if request.aspect_ratio and request.size and request.size.strip().lower() != "auto":
+        ignored.append("size")  # the aspect ratio wins over the size when both are sent
     if request.image_size is not None and caps.planner != "ratio_grid":
         ignored.append("image_size")  # sizes come from `size` / `aspect_ratio` on this model
     return AppliedParams(**common, **dims, ignored=ignored, adjusted=adjusted)
@@ -144,6 +147,8 @@ def _check_inputs(request: GenerationRequest, spec: ModelSpec) -> None:
         raise _invalid("image", f"{spec.id} takes at most {caps.max_input_images} input images.")
     if request.mask is not None and not caps.mask:
         raise _invalid("mask", f"{spec.id} does not take a mask.")
+    if request.mask is not None and not request.input_images:
+        raise _invalid("mask", "a mask applies to an input image; send the image too.")
 
 
 def _plan_ratio_grid(request: GenerationRequest, spec: ModelSpec, quality: str,
@@ -243,6 +248,12 @@ def _plan_free_size(request: GenerationRequest, spec: ModelSpec, quality: str,
         scale = long_side / max(ratio)
         width = _round_to(ratio[0] * scale, caps.size_multiple)
         height = _round_to(ratio[1] * scale, caps.size_multiple)
+        # rounding the short side down can push the ratio past the model's limit: round it up
+        while max(width, height) / min(width, height) > caps.max_ratio:
+            if width < height:
+                width += caps.size_multiple
+            else:
+                height += caps.size_multiple
         label = request.aspect_ratio.strip()
     elif request.size and request.size.strip().lower() != "auto":
         parsed = parse_size(request.size)

@@ -87,6 +87,13 @@ class ModelSpec(BaseModel):
     capabilities: Capabilities
 
 
+def fallback_alias(alias: AliasSpec | None) -> AliasSpec | None:
+    """What an alias still means on a fallback model: its options, not its upstream id."""
+    if alias is None or alias.thinking_level is None:
+        return None
+    return AliasSpec(id=alias.id, thinking_level=alias.thinking_level)
+
+
 class Resolved(BaseModel):
     """A model name resolved: the catalogue row, and what the alias used changes."""
 
@@ -112,16 +119,18 @@ def load_catalogue_data(path: Path | None) -> tuple[list[dict[str, Any]], dict[s
             rows, grids = [], {}
         grids.update(extra.get("grids", {}))
         override_ids = {row["id"].lower() for row in extra.get("models", [])}
-        kept = []
+        overrides = {row["id"].lower(): row for row in extra.get("models", [])}
+        merged = []
         for row in rows:
-            if row["id"].lower() in override_ids:
+            if row["id"].lower() in overrides:
+                merged.append(overrides.pop(row["id"].lower()))  # replaced in place: order is kept
                 continue
             # an operator's model id wins over a shipped alias of the same name
             row = dict(row)
             row["aliases"] = [a for a in row.get("aliases", []) if a.lower() not in override_ids]
             row["alias"] = [a for a in row.get("alias", []) if a["id"].lower() not in override_ids]
-            kept.append(row)
-        rows = kept + list(extra.get("models", []))
+            merged.append(row)
+        rows = merged + list(overrides.values())
     return rows, grids
 
 

@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import socket
-from datetime import UTC, datetime
+import sys
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import typer
+from core.billing.pricing import usd
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
+from core.billing.reports import METRICS, parse_groups, report, rows_from, to_csv, total, usage_query
 from core.config import Settings, get_settings
 from core.db import create_sync_engine, sync_sessionmaker
+from core.errors import GatewayError
 from core.keys import generate_key
 from core.migrate import upgrade_head
 from core.models import ApiKey
+from core.routing import load_for_settings
 
 app = typer.Typer(help="imagegate: a queued image-generation gateway.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -109,16 +116,54 @@ def _sessions(settings: Settings) -> sessionmaker[Any]:
     return sync_sessionmaker(create_sync_engine(settings.resolved_database_url))
 
 
+def _micros(usd_text: str | None, option: str) -> int | None:
+    if usd_text is None:
+        return None
+    try:
+        value = Decimal(usd_text)
+    except InvalidOperation:
+        raise typer.BadParameter(f"{option} must be a number of dollars, e.g. 25 or 12.50") from None
+    if value < 0:
+        raise typer.BadParameter(f"{option} cannot be negative")
+    return int((value * 1_000_000).to_integral_value())
+
+
 @keys_app.command("create")
-def keys_create(name: Annotated[str, typer.Option("--name", help="A unique name for the key.")]) -> None:
+def keys_create(
+    name: Annotated[str, typer.Option("--name", help="A unique name for the key.")],
+    budget_usd: Annotated[str | None, typer.Option("--budget-usd", help="Hard cap on total spend.")] = None,
+    monthly_budget_usd: Annotated[str | None, typer.Option("--monthly-budget-usd",
+                                                           help="Hard cap per calendar month.")] = None,
+    rpm: Annotated[int | None, typer.Option("--rpm", min=1, help="Requests per minute.")] = None,
+    images_per_minute: Annotated[int | None, typer.Option("--images-per-minute", min=1)] = None,
+    models: Annotated[str | None, typer.Option("--models", help="Allowed model ids, comma-separated.")] = None,
+    markup: Annotated[str | None, typer.Option("--markup", help="This key's markup, e.g. 1.25.")] = None,
+) -> None:
     """Create a key; its secret is printed once, alone on the last line of stdout."""
     settings = get_settings()
     new = generate_key()
+    allowed = None
+    if models:
+        catalogue = load_for_settings(settings)
+        try:
+            allowed = [catalogue.resolve(m.strip()).spec.id for m in models.split(",") if m.strip()]
+        except GatewayError as exc:
+            raise typer.BadParameter(exc.message) from None
+    if markup is not None:
+        try:
+            if Decimal(markup) <= 0:
+                raise InvalidOperation
+        except InvalidOperation:
+            raise typer.BadParameter("--markup must be a positive number, e.g. 1.25") from None
     with _sessions(settings).begin() as session:
         if session.scalar(select(ApiKey).where(ApiKey.name == name)) is not None:
             err.print(f"[red]a key named {name!r} already exists[/red]")
             raise typer.Exit(1)
-        session.add(ApiKey(id=new.id, name=name, prefix=new.prefix, secret_hash=new.secret_hash))
+        session.add(ApiKey(id=new.id, name=name, prefix=new.prefix, secret_hash=new.secret_hash,
+                           budget_micros=_micros(budget_usd, "--budget-usd"),
+                           monthly_budget_micros=_micros(monthly_budget_usd, "--monthly-budget-usd"),
+                           rpm=rpm, images_per_minute=images_per_minute, models_allowed=allowed,
+                           markup=markup, committed_micros=0))
     err.print(f"Created key [bold]{name}[/bold] ({new.prefix}…). Store the secret now: "
               "it is not shown again.")
     print(new.secret)
@@ -130,11 +175,14 @@ def keys_list() -> None:
     settings = get_settings()
     with _sessions(settings)() as session:
         keys = list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
-    table = Table("name", "prefix", "created", "status")
+    table = Table("name", "prefix", "created", "status", "budget", "committed", "rpm", "img/min", "models")
     for key in keys:
         table.add_row(key.name, key.prefix + "…", key.created_at.strftime("%Y-%m-%d %H:%M"),
-                      "revoked" if key.revoked_at else "active")
-    Console().print(table)
+                      "revoked" if key.revoked_at else "active",
+                      f"${usd(key.budget_micros)}" if key.budget_micros is not None else "-",
+                      f"${usd(key.committed_micros)}", str(key.rpm or "-"), str(key.images_per_minute or "-"),
+                      ",".join(key.models_allowed) if key.models_allowed else "all")
+    Console(width=200).print(table)
 
 
 @keys_app.command("revoke")
@@ -149,6 +197,57 @@ def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) ->
         if key.revoked_at is None:
             key.revoked_at = datetime.now(UTC)
     err.print(f"Revoked key {name}.")
+
+
+@app.command()
+def usage(
+    key: Annotated[str | None, typer.Option("--key", help="Only this key (name).")] = None,
+    since: Annotated[str | None, typer.Option("--since", help="YYYY-MM-DD (UTC).")] = None,
+    until: Annotated[str | None, typer.Option("--until", help="YYYY-MM-DD (UTC), inclusive.")] = None,
+    group_by: Annotated[str, typer.Option("--group-by", help="key, model, size, quality, day.")] = "key,model,day",
+    fmt: Annotated[str, typer.Option("--format", help="table, csv or json.")] = "table",
+) -> None:
+    """Usage and cost per key, model, size, quality and day, from the ledger's own figures."""
+    settings = get_settings()
+    try:
+        groups = parse_groups(group_by, default=["key", "model", "day"])
+        start = _day_bound(since, end=False)
+        stop = _day_bound(until, end=True)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    if fmt not in ("table", "csv", "json"):
+        raise typer.BadParameter("--format must be table, csv or json")
+    sessions = _sessions(settings)
+    with sessions() as session:
+        key_id = None
+        if key is not None:
+            found = session.scalar(select(ApiKey).where(ApiKey.name == key))
+            if found is None:
+                err.print(f"[red]no key named {key!r}[/red]")
+                raise typer.Exit(1)
+            key_id = found.id
+        dialect = session.get_bind().dialect.name
+        rows = rows_from(session.execute(usage_query(dialect=dialect, group_by=groups, key_id=key_id,
+                                                     since=start, until=stop)).all(), groups)
+    if fmt == "csv":
+        sys.stdout.write(to_csv(rows, group_by=groups))
+    elif fmt == "json":
+        print(json.dumps(report(rows, group_by=groups, since=start, until=stop), indent=2))
+    else:
+        table = Table(*groups, *METRICS, title="imagegate usage")
+        for row in [*rows, total(rows)]:
+            data = row.as_dict()
+            table.add_row(*[str(data.get(g) if data.get(g) is not None else ("TOTAL" if not row.groups else ""))
+                            for g in groups], *[str(data[m]) for m in METRICS])
+        Console(width=220).print(table)
+
+
+def _day_bound(value: str | None, *, end: bool) -> datetime | None:
+    if not value:
+        return None
+    day = date.fromisoformat(value)
+    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+    return start + timedelta(days=1) if end else start
 
 
 def main() -> None:

@@ -15,10 +15,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
 
+from core.billing import ledger
+from core.billing.pricing import ModelPrice, actual_image_micros, billed_micros
 from core.errors import GatewayError, InvalidRequestError, ServiceUnavailableError, UpstreamError
 from core.generation import AppliedParams, GenerationRequest, ProviderImage
 from core.imaging import transcode
@@ -34,7 +38,7 @@ from core.jobs import ImageStatus
 from core.models import Job
 from core.models.types import utcnow
 from core.planning import plan
-from core.routing import Resolved
+from core.routing import Resolved, fallback_alias
 from core.storage import image_object_key
 from worker.providers.base import InputBytes, ProviderCall
 from worker.runtime import WorkerRuntime
@@ -47,6 +51,24 @@ class Claimed:
     image_id: str
     index: int
     attempt: int
+
+
+@dataclass(frozen=True)
+class JobBilling:
+    """What settlement needs from the job: whose money, the prices in force at submit, the hold."""
+
+    key_id: str
+    model: str
+    pricing: dict[str, Any]
+    hold_per_image: int
+
+    def price_for(self, model: str) -> ModelPrice | None:
+        snapshot = self.pricing.get("routes", {}).get(model)
+        return ModelPrice.from_snapshot(snapshot) if snapshot is not None else None
+
+    @property
+    def markup(self) -> Decimal:
+        return Decimal(str(self.pricing.get("markup", "1")))
 
 
 @dataclass
@@ -67,8 +89,12 @@ def run_image(runtime: WorkerRuntime, image_id: str) -> str:
             return "skipped"
         job_id, index, attempt = first
         session.execute(mark_job_running(job_id, now=now))
-        request_json, applied_json, n, model = session.execute(
-            select(Job.request, Job.applied, Job.n, Job.model).where(Job.id == job_id)).one()
+        row = session.execute(
+            select(Job.request, Job.applied, Job.n, Job.model, Job.api_key_id, Job.pricing,
+                   Job.hold_per_image_micros).where(Job.id == job_id)).one()
+        request_json, applied_json, n, model = row.request, row.applied, row.n, row.model
+        billing = JobBilling(key_id=row.api_key_id, model=model, pricing=row.pricing or {},
+                             hold_per_image=row.hold_per_image_micros)
         applied = AppliedParams.model_validate(applied_json)
         claimed = [Claimed(image_id, index, attempt)]
         size = max(1, applied.n_per_call)
@@ -80,12 +106,13 @@ def run_image(runtime: WorkerRuntime, image_id: str) -> str:
 
     request = GenerationRequest.model_validate(request_json)
     started = time.monotonic()
-    outcomes = generate(runtime, request, applied, [c.index for c in claimed], model=model)
+    outcomes = generate(runtime, request, applied, [c.index for c in claimed], model=model, billing=billing)
     latency_ms = int((time.monotonic() - started) * 1000)
 
-    results = [_record(runtime, job_id, c, outcomes[c.index], latency_ms) for c in claimed]
-    runtime.events.publish(job_id)
-    return results[0]
+    results = {c.image_id: _record(runtime, job_id, c, outcomes[c.index], latency_ms, billing) for c in claimed}
+    if any(result != "superseded" for result in results.values()):
+        runtime.events.publish(job_id)
+    return results[image_id]
 
 
 def routes_for(runtime: WorkerRuntime, request: GenerationRequest, applied: AppliedParams, *,
@@ -95,13 +122,14 @@ def routes_for(runtime: WorkerRuntime, request: GenerationRequest, applied: Appl
     chain = [applied]
     try:
         spec = runtime.catalogue.get(model)
-    except KeyError:
+        carried = fallback_alias(runtime.catalogue.resolve(request.model).alias)
+    except (KeyError, GatewayError):
         return chain
     for fallback in runtime.catalogue.routes(spec):
         if fallback.id in (applied.model, *(r.model for r in chain)):
             continue
         try:
-            chain.append(plan(request, Resolved(spec=fallback, requested=fallback.id),
+            chain.append(plan(request, Resolved(spec=fallback, requested=fallback.id, alias=carried),
                               grids=runtime.catalogue.grids))
         except InvalidRequestError as exc:
             log.info("fallback %s cannot take this request: %s", fallback.id, exc.message)
@@ -109,7 +137,7 @@ def routes_for(runtime: WorkerRuntime, request: GenerationRequest, applied: Appl
 
 
 def generate(runtime: WorkerRuntime, request: GenerationRequest, applied: AppliedParams,
-             indexes: list[int], *, model: str) -> dict[int, Outcome]:
+             indexes: list[int], *, model: str, billing: JobBilling | None = None) -> dict[int, Outcome]:
     """Outcomes for ``indexes``, walking the fallback chain while routes fail as routes."""
     inputs = [InputBytes(runtime.store.get(i.object_key), i.mime_type) for i in request.input_images]
     mask = InputBytes(runtime.store.get(request.mask.object_key), request.mask.mime_type) if request.mask else None
@@ -119,6 +147,9 @@ def generate(runtime: WorkerRuntime, request: GenerationRequest, applied: Applie
     for route in routes_for(runtime, request, applied, model=model):
         if not pending:
             break
+        if billing is not None and billing.pricing and billing.price_for(route.model) is None:
+            log.warning("route %s was not priced at submit; skipped", route.model)
+            continue
         retry_next: list[int] = []
         for start in range(0, len(pending), max(1, route.n_per_call)):
             chunk = pending[start:start + max(1, route.n_per_call)]
@@ -157,11 +188,13 @@ def _route_failed(error: GatewayError) -> bool:
     return isinstance(error, ServiceUnavailableError)
 
 
-def _record(runtime: WorkerRuntime, job_id: str, claimed: Claimed, outcome: Outcome, latency_ms: int) -> str:
+def _record(runtime: WorkerRuntime, job_id: str, claimed: Claimed, outcome: Outcome, latency_ms: int,
+            billing: JobBilling) -> str:
     values: dict[str, Any]
     if outcome.image is not None and outcome.applied is not None:
         try:
             values = _store(runtime, job_id, claimed, outcome.image, outcome.applied)
+            values.update(_cost(billing, outcome.applied, outcome.image))
         except Exception:
             log.exception("image %s: could not store the result", claimed.image_id)
             values = _failure(GatewayError("The image could not be stored.", code="storage_error"))
@@ -176,11 +209,47 @@ def _record(runtime: WorkerRuntime, job_id: str, claimed: Claimed, outcome: Outc
             # our lease expired and another attempt took the image over: it owns the outcome
             log.warning("image %s attempt %s lost its lease; outcome discarded", claimed.image_id, claimed.attempt)
             return "superseded"
+        _settle(session, job_id, claimed, values, billing, succeeded=succeeded)
         counts = session.execute(count_outcome(job_id, succeeded=int(succeeded), failed=int(not succeeded))).one()
         close = finalize_job(job_id, counts, now=finished)
         if close is not None:
             session.execute(close)
     return "succeeded" if succeeded else "failed"
+
+
+def _cost(billing: JobBilling, applied: AppliedParams, image: ProviderImage) -> dict[str, Any]:
+    """The delivered image's upstream cost (prices in force at submit) and billed amount."""
+    price = billing.price_for(applied.model)
+    if price is None:
+        return {"upstream_cost_micros": 0, "cost_micros": 0}
+    upstream = actual_image_micros(price, applied, image.usage)
+    billed = billed_micros(upstream, billing.markup)
+    if billing.hold_per_image and billed > billing.hold_per_image:
+        # the hold is an upper bound; never bill past it, so a budget can never be overrun
+        log.error("image cost %d exceeds its hold %d (model %s); billed at the hold", billed,
+                  billing.hold_per_image, applied.model)
+        billed = billing.hold_per_image
+    return {"upstream_cost_micros": upstream, "cost_micros": billed,
+            "size": applied.image_size or applied.upstream_size or applied.size, "quality": applied.quality}
+
+
+def _settle(session: Session, job_id: str, claimed: Claimed, values: dict[str, Any], billing: JobBilling, *,
+            succeeded: bool) -> None:
+    """Ledger rows for one image: its charge (if delivered) and the release of its hold share."""
+    billed = int(values.get("cost_micros", 0)) if succeeded else 0
+    model = values.get("model") or billing.model
+    if billed:
+        price = billing.price_for(model)
+        session.add(ledger.charge(
+            key_id=billing.key_id, job_id=job_id, image_id=claimed.image_id, amount=billed,
+            upstream=int(values.get("upstream_cost_micros", 0)), model=model,
+            pricing={"markup": str(billing.markup), "prices": price.snapshot() if price else None}))
+        session.execute(update(Job).where(Job.id == job_id).values(cost_micros=Job.cost_micros + billed))
+    if billing.hold_per_image:
+        session.add(ledger.release(key_id=billing.key_id, job_id=job_id, image_id=claimed.image_id,
+                                   amount=billing.hold_per_image, model=model))
+    if billed or billing.hold_per_image:
+        session.execute(ledger.adjust_committed(billing.key_id, billed - billing.hold_per_image))
 
 
 def _failure(error: GatewayError) -> dict[str, Any]:
@@ -213,5 +282,4 @@ def _store(runtime: WorkerRuntime, job_id: str, claimed: Claimed, image: Provide
         "input_image_tokens": usage.input_image_tokens,
         "output_tokens": usage.output_tokens,
         "output_image_tokens": usage.output_image_tokens,
-        "cost_micros": 0,
     }

@@ -11,8 +11,9 @@ from sqlalchemy import select
 
 from api.body import parse_json
 from api.deps import ApiKeyDep, StateDep
+from api.flow import submit_job
 from api.results import get_images, get_owned_job, job_view
-from api.submit import submit
+from core.billing import ledger
 from core.generation import Dialect, GenerationRequest, OutputFormat
 from core.job_updates import cancel_queued_images, count_outcome, finalize_job
 from core.models import Job
@@ -45,15 +46,13 @@ def build_router(prefix: str) -> APIRouter:
     async def create_job(request: Request, key: ApiKeyDep, state: StateDep) -> JSONResponse:
         wire = parse_json(await request.body(), JobCreateRequest)
         generation = GenerationRequest.model_validate(wire.model_dump(exclude_none=True))
-        async with state.sessions() as session:
-            job = await submit(session, key=key, request=generation, dialect=Dialect.JOBS,
-                               catalogue=state.catalogue, enqueuer=state.enqueuer)
-            job_id = job.id
+        job_id = await submit_job(state, key=key, generation=generation, dialect=Dialect.JOBS)
         async with state.sessions() as session:
             job = await session.get_one(Job, job_id)
             view = await job_view(state, job, await get_images(session, job_id), include_b64=False)
         return JSONResponse(view, status_code=202, headers={"Location": f"/v1/jobs/{job_id}",
-                                                             "x-imagegate-job-id": job_id})
+                                                             "x-imagegate-job-id": job_id,
+                                                             "x-imagegate-cost": view["cost_usd"]})
 
     @router.get("/jobs/{job_id}")
     async def get_job(
@@ -99,8 +98,15 @@ def build_router(prefix: str) -> APIRouter:
         """Cancel the images not yet started; those running finish (and are delivered)."""
         now = utcnow()
         async with state.sessions() as session:
-            await get_owned_job(session, job_id, key)
-            canceled = (await session.execute(cancel_queued_images(job_id, now=now))).rowcount
+            owned = await get_owned_job(session, job_id, key)
+            canceled_ids = list((await session.execute(cancel_queued_images(job_id, now=now))).scalars())
+            canceled = len(canceled_ids)
+            if canceled and owned.hold_per_image_micros:
+                # a canceled image costs nothing: its share of the hold comes back
+                session.add_all([ledger.release(key_id=key.id, job_id=job_id, image_id=image_id,
+                                                amount=owned.hold_per_image_micros, model=owned.model)
+                                 for image_id in canceled_ids])
+                await session.execute(ledger.adjust_committed(key.id, -owned.hold_per_image_micros * canceled))
             if canceled:
                 counts = (await session.execute(count_outcome(job_id, canceled=canceled))).one()
                 close = finalize_job(job_id, counts, now=now)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import JSON, BigInteger, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base
@@ -22,6 +22,22 @@ class ApiKey(Base):
     """SHA-256 of the whole secret (hex); the secret itself is never stored."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+
+    # -- limits set by the operator (None: unlimited)
+    budget_micros: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """Hard cap on everything the key may spend, in micro-dollars."""
+    monthly_budget_micros: Mapped[int | None] = mapped_column(BigInteger, default=None)
+    """Hard cap per calendar month (UTC)."""
+    rpm: Mapped[int | None] = mapped_column(Integer, default=None)
+    images_per_minute: Mapped[int | None] = mapped_column(Integer, default=None)
+    models_allowed: Mapped[list[str] | None] = mapped_column(JSON, default=None)
+    """Public model ids this key may use (None: all offered models)."""
+    markup: Mapped[str | None] = mapped_column(String(16), default=None)
+    """The key's own markup (a decimal string, e.g. "1.25"); None: the price table's."""
+
+    committed_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    """The sum of the key's ledger amounts (open holds plus charges), kept in the same transactions
+    as the ledger rows: the budget check is one conditional update of this column."""
 
     @property
     def is_active(self) -> bool:

@@ -42,6 +42,11 @@ class Job(Base):
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
     request_hash: Mapped[str | None] = mapped_column(String(64), default=None)
+    pricing: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    """The prices in force at submit (per route model), the markup, and the hold per image."""
+    hold_per_image_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    """What the delivered images were billed, in micro-dollars."""
 
     images: Mapped[list[JobImage]] = relationship(
         back_populates="job", order_by="JobImage.index", lazy="raise"
@@ -81,6 +86,11 @@ class JobImage(Base):
     output_image_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     """Billed cost in micro-dollars (integer), settled when the image is delivered."""
+    upstream_cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    """What the upstream charges for it, at list price, in micro-dollars."""
+    size: Mapped[str | None] = mapped_column(String(32), default=None)
+    """The size class billed: WxH, or Google's tier (1K, 2K...)."""
+    quality: Mapped[str | None] = mapped_column(String(16), default=None)
     error_code: Mapped[str | None] = mapped_column(String(64), default=None)
     error_message: Mapped[str | None] = mapped_column(Text, default=None)
     latency_ms: Mapped[int | None] = mapped_column(Integer, default=None)

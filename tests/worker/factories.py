@@ -13,9 +13,10 @@ from core.jobs import ImageStatus, JobStatus
 from core.keys import generate_key
 from core.models import ApiKey, Job, JobImage
 from core.models.types import utcnow
-from core.routing import Catalogue, plan
+from core.planning import plan
+from core.routing import Catalogue, Resolved
 
-_CATALOGUE = Catalogue.load()
+_CATALOGUE = Catalogue.load(configured={"demo"})
 
 
 def make_api_key(session: Session, *, name: str | None = None) -> ApiKey:
@@ -34,13 +35,20 @@ def make_job(
     *,
     prompt: str = "a lighthouse in the fog",
     n: int = 1,
-    size: str = "96x64",
+    size: str | None = "96x64",
+    catalogue: Catalogue | None = None,
     **request_fields: Any,
 ) -> Job:
-    """A queued job whose ``applied`` is what plan() decides for the request (demo model)."""
+    """A queued job whose ``applied`` is what submit plans for the request: for the first configured
+    route of the model (the demo model by default; ``catalogue`` offers others)."""
+    catalogue = catalogue or _CATALOGUE
     request = GenerationRequest(prompt=prompt, n=n, size=size, **request_fields)
-    spec = _CATALOGUE.resolve(request.model)
-    applied = plan(request, spec)
+    resolved = catalogue.resolve(request.model)
+    spec = resolved.spec
+    primary = catalogue.routes(spec)[0]
+    if primary is not spec:
+        resolved = Resolved(spec=primary, requested=request.model)
+    applied = plan(request, resolved, grids=catalogue.grids)
     job = Job(
         id=new_id("job"),
         api_key_id=api_key.id,

@@ -15,16 +15,25 @@ from PIL import Image
 from sqlalchemy import update
 
 from core.config import Settings
-from core.errors import ContentPolicyError
+from core.errors import (
+    ContentPolicyError,
+    GatewayError,
+    ServiceUnavailableError,
+    UpstreamError,
+    UpstreamOverloadedError,
+    UpstreamTimeoutError,
+)
 from core.events import InProcessEventBus
-from core.generation import AppliedParams, GenerationRequest, ProviderImage
+from core.generation import InputImage, ProviderImage
 from core.job_updates import finish_image, requeue_orphans
 from core.jobs import ImageStatus, JobStatus
 from core.migrate import upgrade_head
 from core.models import Job, JobImage
 from core.models.types import utcnow
+from core.routing import Catalogue
 from core.storage import image_object_key
 from tests.worker.factories import make_api_key, make_image, make_job
+from worker.providers.base import ProviderCall
 from worker.providers.demo import DemoProvider
 from worker.providers.registry import ProviderRegistry
 from worker.run_job import run_image
@@ -39,7 +48,8 @@ def settings(tmp_path: Path) -> Settings:
     IMAGEGATE_* variables of the machine running the tests change nothing."""
     s = Settings(
         data_dir=tmp_path, database_url=None, redis_url=None, demo_latency_s=0.0,
-        image_lease_s=900.0, _env_file=None,
+        image_lease_s=900.0, gemini_api_key=None, openai_api_key=None, vertex_credentials_file=None,
+        vertex_project=None, chat_upstream_base_url=None, models_file=None, default_model=None, _env_file=None,
     )
     upgrade_head(s)
     return s
@@ -215,9 +225,7 @@ class LeaseLostProvider:
         self.image_id = image_id
         self.other_outcome: str | None = None
 
-    def generate(
-        self, request: GenerationRequest, applied: AppliedParams, *, index: int
-    ) -> ProviderImage:
+    def generate(self, call: ProviderCall) -> list[ProviderImage]:
         with self.other.sessions.begin() as session:
             session.execute(
                 update(JobImage)
@@ -225,7 +233,7 @@ class LeaseLostProvider:
                 .values(lease_until=utcnow() - timedelta(seconds=1))
             )
         self.other_outcome = run_image(self.other, self.image_id)
-        return DemoProvider().generate(request, applied, index=index)
+        return DemoProvider().generate(call)
 
 
 def test_attempt_that_lost_its_lease_is_superseded(
@@ -242,6 +250,15 @@ def test_attempt_that_lost_its_lease_is_superseded(
     assert image.object_key == image_object_key(job_id, 0, "png", attempt=2)
     job = job_row(runtime, job_id)
     assert (job.status, job.succeeded, job.failed) == (JobStatus.SUCCEEDED, 1, 0)  # counted once
+    assert published[0] == job_id  # the attempt that owns the image published
+
+
+def test_attempt_that_lost_its_lease_does_not_publish(runtime: WorkerRuntime, published: list[str]) -> None:
+    job_id, [image_id] = new_job(runtime)
+    slow = LeaseLostProvider(runtime, image_id)
+
+    assert run_image(with_provider(runtime, slow), image_id) == "superseded"
+
     assert published == [job_id]  # only the attempt that owns the image published
 
 
@@ -270,18 +287,14 @@ def test_finish_image_with_an_old_attempt_changes_nothing(runtime: WorkerRuntime
 class BlockingProvider:
     name = "demo"
 
-    def generate(
-        self, request: GenerationRequest, applied: AppliedParams, *, index: int
-    ) -> ProviderImage:
+    def generate(self, call: ProviderCall) -> list[ProviderImage]:
         raise ContentPolicyError("Your prompt was rejected by the safety system.")
 
 
 class CrashingProvider:
     name = "demo"
 
-    def generate(
-        self, request: GenerationRequest, applied: AppliedParams, *, index: int
-    ) -> ProviderImage:
+    def generate(self, call: ProviderCall) -> list[ProviderImage]:
         raise RuntimeError("connection reset; upstream key sk-live-SECRET-123 at /srv/app.py:42")
 
 
@@ -290,12 +303,10 @@ class SecondImageBlockedProvider:
 
     name = "demo"
 
-    def generate(
-        self, request: GenerationRequest, applied: AppliedParams, *, index: int
-    ) -> ProviderImage:
-        if index == 1:
+    def generate(self, call: ProviderCall) -> list[ProviderImage]:
+        if 1 in call.indices:
             raise ContentPolicyError("Blocked.")
-        return DemoProvider().generate(request, applied, index=index)
+        return DemoProvider().generate(call)
 
 
 def test_content_policy_error_fails_the_image_and_the_job(
@@ -424,3 +435,342 @@ def test_requeue_orphans_sends_again_after_another_window(runtime: WorkerRuntime
         assert list(session.execute(requeue_orphans(now=later, requeue_after_s=300)).scalars()) == [
             image_id
         ]
+
+
+# -- upstreams that make several images per call: one call per group ------------------------
+
+
+def png(width: int = 16, height: int = 12, color: tuple[int, ...] = (200, 30, 30), mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height), color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def encoded(fmt: str, color: tuple[int, int, int] = (10, 120, 240)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (20, 10), color).save(buffer, format=fmt.upper())
+    return buffer.getvalue()
+
+
+class ScriptedProvider:
+    """An upstream at the registry seam: records every call and answers with ``answer(call)`` (images
+    or an exception); by default one distinct 16x12 PNG per index of the call."""
+
+    def __init__(self, name: str, answer: object = None) -> None:
+        self.name = name
+        self.calls: list[ProviderCall] = []
+        self.answer = answer
+
+    def generate(self, call: ProviderCall) -> list[ProviderImage]:
+        self.calls.append(call)
+        result = self.answer(call) if callable(self.answer) else None
+        if isinstance(result, BaseException):
+            raise result
+        if result is not None:
+            return result  # type: ignore[no-any-return]
+        return [ProviderImage(data=png(color=(i * 40 % 256, 90, 30)), mime_type="image/png", width=16, height=12)
+                for i in call.indices]
+
+
+def with_upstreams(runtime: WorkerRuntime, configured: set[str], *providers: ScriptedProvider) -> WorkerRuntime:
+    """The same runtime with a catalogue offering ``configured`` and these providers registered."""
+    return replace(runtime, catalogue=Catalogue.load(configured=configured | {"demo"}),
+                   providers=ProviderRegistry({p.name: p for p in providers}))  # type: ignore[misc]
+
+
+def new_model_job(rt: WorkerRuntime, model: str, *, n: int = 1, size: str | None = None,
+                  statuses: dict[int, dict[str, object]] | None = None, **request_fields: object
+                  ) -> tuple[str, list[str]]:
+    with rt.sessions.begin() as session:
+        job = make_job(session, make_api_key(session), n=n, size=size, model=model, catalogue=rt.catalogue,
+                       **request_fields)
+        ids = [make_image(session, job, index=i, **(statuses or {}).get(i, {})).id  # type: ignore[arg-type]
+               for i in range(n)]
+        return job.id, ids
+
+
+def test_a_group_is_made_by_one_call_and_recorded_per_image(runtime: WorkerRuntime, published: list[str]) -> None:
+    upstream = ScriptedProvider("openai_images")
+    rt = with_upstreams(runtime, {"openai_images"}, upstream)
+    job_id, ids = new_model_job(rt, "gpt-image-2", n=3, size="1024x1024")
+
+    assert run_image(rt, ids[0]) == "succeeded"
+
+    assert [c.indices for c in upstream.calls] == [[0, 1, 2]]
+    assert upstream.calls[0].applied.model == "gpt-image-2"
+    stored = set()
+    for index, image_id in enumerate(ids):
+        image = image_row(rt, image_id)
+        assert (image.status, image.attempts) == (ImageStatus.SUCCEEDED, 1)
+        assert image.object_key == image_object_key(job_id, index, "png", attempt=1)
+        assert (image.model, image.provider, image.upstream_model) == ("gpt-image-2", "openai_images", "gpt-image-2")
+        assert (image.width, image.height) == (16, 12)
+        stored.add(rt.store.get(image.object_key or ""))
+    assert len(stored) == 3  # each image its own bytes
+    job = job_row(rt, job_id)
+    assert (job.status, job.succeeded, job.failed) == (JobStatus.SUCCEEDED, 3, 0)
+    assert published == [job_id]
+
+    # the siblings' own tasks find nothing left to do
+    assert run_image(rt, ids[1]) == "skipped"
+    assert run_image(rt, ids[2]) == "skipped"
+    assert len(upstream.calls) == 1
+
+
+def test_any_image_of_a_group_claims_the_whole_group(runtime: WorkerRuntime) -> None:
+    upstream = ScriptedProvider("openai_images")
+    rt = with_upstreams(runtime, {"openai_images"}, upstream)
+    _, ids = new_model_job(rt, "gpt-image-1.5", n=3)
+
+    assert run_image(rt, ids[2]) == "succeeded"
+
+    assert [c.indices for c in upstream.calls] == [[0, 1, 2]]
+    assert [image_row(rt, i).status for i in ids] == [ImageStatus.SUCCEEDED] * 3
+
+
+def test_siblings_done_or_running_elsewhere_are_not_claimed(runtime: WorkerRuntime) -> None:
+    upstream = ScriptedProvider("openai_images")
+    rt = with_upstreams(runtime, {"openai_images"}, upstream)
+    live = {"status": ImageStatus.RUNNING, "attempts": 1, "lease_until": utcnow() + timedelta(minutes=5)}
+    done = {"status": ImageStatus.SUCCEEDED, "attempts": 1}
+    expired = {"status": ImageStatus.RUNNING, "attempts": 1, "lease_until": utcnow() - timedelta(seconds=1)}
+    _, ids = new_model_job(rt, "gpt-image-2", n=4, statuses={1: live, 2: done, 3: expired})
+
+    assert run_image(rt, ids[0]) == "succeeded"
+
+    assert [c.indices for c in upstream.calls] == [[0, 3]]
+    assert image_row(rt, ids[1]).status == ImageStatus.RUNNING
+    assert image_row(rt, ids[3]).attempts == 2
+
+
+def test_one_image_per_call_upstream_is_never_grouped(runtime: WorkerRuntime) -> None:
+    upstream = ScriptedProvider("gemini")
+    rt = with_upstreams(runtime, {"gemini"}, upstream)
+    _, ids = new_model_job(rt, "gemini-3-pro-image", n=2, aspect_ratio="16:9")
+
+    assert run_image(rt, ids[0]) == "succeeded"
+    assert image_row(rt, ids[1]).status == ImageStatus.QUEUED
+    assert run_image(rt, ids[1]) == "succeeded"
+
+    assert [c.indices for c in upstream.calls] == [[0], [1]]
+    assert upstream.calls[0].applied.size == "1376x768"
+
+
+def first_image_only(call: ProviderCall) -> list[ProviderImage]:
+    return [ProviderImage(data=png(), mime_type="image/png", width=16, height=12)]
+
+
+def test_fewer_images_than_asked_fails_the_missing_ones(runtime: WorkerRuntime) -> None:
+    upstream = ScriptedProvider("openai_images", first_image_only)
+    rt = with_upstreams(runtime, {"openai_images"}, upstream)
+    job_id, ids = new_model_job(rt, "gpt-image-2", n=2)
+
+    run_image(rt, ids[0])
+
+    assert image_row(rt, ids[0]).status == ImageStatus.SUCCEEDED
+    missing = image_row(rt, ids[1])
+    assert (missing.status, missing.error_code) == (ImageStatus.FAILED, "no_images_generated")
+    assert job_row(rt, job_id).status == JobStatus.PARTIAL
+
+
+def test_run_image_returns_the_outcome_of_the_image_it_was_called_for(runtime: WorkerRuntime) -> None:
+    rt = with_upstreams(runtime, {"openai_images"}, ScriptedProvider("openai_images", first_image_only))
+    _, ids = new_model_job(rt, "gpt-image-2", n=2)
+
+    outcome = run_image(rt, ids[1])
+
+    assert image_row(rt, ids[1]).status == ImageStatus.FAILED
+    assert outcome == "failed"
+
+
+# -- inputs and transcoding ------------------------------------------------------------------
+
+
+def test_input_images_and_mask_reach_the_provider_as_bytes(runtime: WorkerRuntime) -> None:
+    upstream = ScriptedProvider("openai_images")
+    rt = with_upstreams(runtime, {"openai_images"}, upstream)
+    first, second, mask = png(color=(1, 2, 3)), encoded("jpeg"), png(mode="RGBA", color=(0, 0, 0, 0))
+    rt.store.put("inputs/a.png", first)
+    rt.store.put("inputs/b.jpg", second)
+    rt.store.put("inputs/mask.png", mask)
+    _, [image_id] = new_model_job(
+        rt, "gpt-image-1.5", prompt="add a hat",
+        input_images=[InputImage(object_key="inputs/a.png", mime_type="image/png"),
+                      InputImage(object_key="inputs/b.jpg", mime_type="image/jpeg")],
+        mask=InputImage(object_key="inputs/mask.png", mime_type="image/png"), input_fidelity="high")
+
+    assert run_image(rt, image_id) == "succeeded"
+
+    [call] = upstream.calls
+    assert [(i.data, i.mime_type) for i in call.inputs] == [(first, "image/png"), (second, "image/jpeg")]
+    assert call.mask is not None and (call.mask.data, call.mask.mime_type) == (mask, "image/png")
+    assert call.request.prompt == "add a hat"
+    assert call.applied.input_fidelity == "high"
+
+
+@pytest.mark.parametrize(("fmt", "pil"), [("webp", "WEBP"), ("jpeg", "JPEG")])
+def test_a_format_the_upstream_cannot_make_is_transcoded(runtime: WorkerRuntime, fmt: str, pil: str) -> None:
+    transparent_png = png(mode="RGBA", color=(255, 0, 0, 0))
+    upstream = ScriptedProvider("gemini", lambda call: [
+        ProviderImage(data=transparent_png, mime_type="image/png", width=16, height=12)])
+    rt = with_upstreams(runtime, {"gemini"}, upstream)
+    job_id, [image_id] = new_model_job(rt, "gemini-3-pro-image", output_format=fmt, output_compression=40)
+
+    assert run_image(rt, image_id) == "succeeded"
+
+    assert upstream.calls[0].applied.upstream_format == "png"
+    image = image_row(rt, image_id)
+    assert image.object_key == image_object_key(job_id, 0, fmt, attempt=1)
+    stored = rt.store.get(image.object_key or "")
+    picture = Image.open(io.BytesIO(stored))
+    assert (picture.format, picture.size) == (pil, (16, 12))
+    assert (image.mime_type, image.bytes) == (f"image/{fmt}", len(stored))
+
+
+def test_a_format_the_upstream_makes_is_stored_as_delivered(runtime: WorkerRuntime) -> None:
+    webp = encoded("webp")
+    upstream = ScriptedProvider("openai_images", lambda call: [
+        ProviderImage(data=webp, mime_type="image/webp", width=20, height=10)])
+    rt = with_upstreams(runtime, {"openai_images"}, upstream)
+    _, [image_id] = new_model_job(rt, "gpt-image-2", output_format="webp", output_compression=40)
+
+    assert run_image(rt, image_id) == "succeeded"
+
+    assert upstream.calls[0].applied.upstream_format == "webp"
+    image = image_row(rt, image_id)
+    assert rt.store.get(image.object_key or "") == webp
+    assert image.mime_type == "image/webp"
+
+
+# -- the fallback chain ----------------------------------------------------------------------
+
+
+def failing_for(model: str, error: GatewayError) -> object:
+    def answer(call: ProviderCall) -> object:
+        return error if call.applied.model == model else None
+    return answer
+
+
+ROUTE_FAILURES = [
+    pytest.param(UpstreamError("gone", code="upstream_model_not_found", upstream_status=404), id="404"),
+    pytest.param(UpstreamError("no", code="upstream_auth_failed", upstream_status=401), id="401"),
+    pytest.param(UpstreamError("no", code="upstream_auth_failed", upstream_status=403), id="403"),
+    pytest.param(UpstreamOverloadedError("busy", upstream_status=503, retryable=True), id="overloaded"),
+    pytest.param(UpstreamTimeoutError("slow", retryable=True), id="timeout"),
+    pytest.param(UpstreamError("bad body", code="upstream_bad_response", retryable=True), id="retries-spent"),
+]
+
+
+@pytest.mark.parametrize("error", ROUTE_FAILURES)
+def test_a_failed_route_falls_back_to_the_next_model(runtime: WorkerRuntime, error: GatewayError) -> None:
+    upstream = ScriptedProvider("gemini", failing_for("gemini-2.5-flash-image", error))
+    rt = with_upstreams(runtime, {"gemini"}, upstream)
+    job_id, [image_id] = new_model_job(rt, "gemini-2.5-flash-image", aspect_ratio="21:9")
+
+    assert run_image(rt, image_id) == "succeeded"
+
+    assert [c.applied.model for c in upstream.calls] == ["gemini-2.5-flash-image", "gemini-3.1-flash-image"]
+    # the fallback is planned for its own model: its own grid and tier
+    assert upstream.calls[0].applied.size == "1536x672"
+    assert (upstream.calls[1].applied.size, upstream.calls[1].applied.image_size) == ("1584x672", "1K")
+    image = image_row(rt, image_id)
+    assert (image.model, image.provider, image.upstream_model) == (
+        "gemini-3.1-flash-image", "gemini", "gemini-3.1-flash-image")
+    assert job_row(rt, job_id).model == "gemini-2.5-flash-image"  # what was asked for stays on the job
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(ContentPolicyError("Blocked by the upstream."), id="content-policy"),
+        pytest.param(UpstreamError("bad field", code="upstream_invalid_request", upstream_status=400), id="400"),
+        pytest.param(UpstreamOverloadedError("busy", upstream_status=503), id="not-retryable"),
+    ],
+)
+def test_an_error_that_is_not_the_route_failing_does_not_fall_back(
+    runtime: WorkerRuntime, error: GatewayError
+) -> None:
+    upstream = ScriptedProvider("gemini", failing_for("gemini-2.5-flash-image", error))
+    rt = with_upstreams(runtime, {"gemini"}, upstream)
+    job_id, [image_id] = new_model_job(rt, "gemini-2.5-flash-image")
+
+    assert run_image(rt, image_id) == "failed"
+
+    assert len(upstream.calls) == 1
+    image = image_row(rt, image_id)
+    assert (image.error_code, image.error_message) == (error.code, error.message)
+    assert job_row(rt, job_id).status == JobStatus.FAILED
+
+
+def test_every_route_failing_records_the_last_error(runtime: WorkerRuntime) -> None:
+    def answer(call: ProviderCall) -> GatewayError:
+        if call.applied.model == "gemini-2.5-flash-image":
+            return UpstreamError("gone", code="upstream_model_not_found", upstream_status=404)
+        return UpstreamOverloadedError("The Gemini API is overloaded.", upstream_status=503, retryable=True)
+
+    upstream = ScriptedProvider("gemini", answer)
+    rt = with_upstreams(runtime, {"gemini"}, upstream)
+    _, [image_id] = new_model_job(rt, "gemini-2.5-flash-image")
+
+    assert run_image(rt, image_id) == "failed"
+
+    assert len(upstream.calls) == 2
+    image = image_row(rt, image_id)
+    assert (image.error_code, image.error_message) == ("upstream_overloaded", "The Gemini API is overloaded.")
+
+
+def test_a_provider_missing_on_the_worker_falls_back(runtime: WorkerRuntime) -> None:
+    # the catalogue offers vertex (configured on the API), but this worker has no vertex provider
+    gemini = ScriptedProvider("gemini")
+    rt = with_upstreams(runtime, {"gemini", "vertex_gemini"}, gemini)
+    _, [image_id] = new_model_job(rt, "vertex/gemini-2.5-flash-image")
+
+    assert run_image(rt, image_id) == "failed"  # its only fallback is vertex too
+    assert image_row(rt, image_id).error_code == ServiceUnavailableError.default_code
+
+    _, [image_id] = new_model_job(rt, "gemini-2.5-flash-image")
+    assert run_image(rt, image_id) == "succeeded"
+
+
+def test_a_group_falls_back_as_a_group(runtime: WorkerRuntime) -> None:
+    gone = UpstreamError("gone", code="upstream_model_not_found", upstream_status=404)
+    upstream = ScriptedProvider("openai_images", failing_for("gpt-image-1.5", gone))
+    rt = with_upstreams(runtime, {"openai_images"}, upstream)
+    _, ids = new_model_job(rt, "gpt-image-1.5", n=3, size="1792x1024")
+
+    assert run_image(rt, ids[0]) == "succeeded"
+
+    assert [(c.applied.model, c.indices) for c in upstream.calls] == [
+        ("gpt-image-1.5", [0, 1, 2]), ("gpt-image-2", [0, 1, 2])]
+    assert upstream.calls[0].applied.upstream_size == "1536x1024"
+    assert upstream.calls[1].applied.upstream_size == "1792x1024"  # gpt-image-2 takes the size asked
+    assert {image_row(rt, i).model for i in ids} == {"gpt-image-2"}
+
+
+def test_a_fallback_that_cannot_take_the_request_is_skipped(runtime: WorkerRuntime) -> None:
+    gone = UpstreamError("gone", code="upstream_model_not_found", upstream_status=404)
+    upstream = ScriptedProvider("openai_images", failing_for("gpt-image-1.5", gone))
+    rt = with_upstreams(runtime, {"openai_images"}, upstream)
+    # 4000x1000 maps to 1536x1024 on gpt-image-1.5 but is beyond gpt-image-2's 3840 px
+    _, [image_id] = new_model_job(rt, "gpt-image-1.5", size="4000x1000")
+
+    assert run_image(rt, image_id) == "failed"
+
+    assert [c.applied.model for c in upstream.calls] == ["gpt-image-1.5"]
+    assert image_row(rt, image_id).error_code == "upstream_model_not_found"
+
+
+def test_the_whole_chain_is_walked_when_the_model_itself_is_not_configured(runtime: WorkerRuntime) -> None:
+    vertex = ScriptedProvider("vertex_gemini", lambda call: UpstreamOverloadedError(
+        "busy", upstream_status=503, retryable=True))
+    gateway = ScriptedProvider("openai_chat")
+    rt = with_upstreams(runtime, {"vertex_gemini", "openai_chat"}, vertex, gateway)
+    _, [image_id] = new_model_job(rt, "gemini-3-pro-image", aspect_ratio="1:1")
+    assert len(vertex.calls) == 0
+
+    outcome = run_image(rt, image_id)
+
+    assert [c.applied.model for c in vertex.calls] == ["vertex/gemini-3-pro-image"]
+    assert [c.applied.model for c in gateway.calls] == ["gateway/gemini-3-pro-image"]
+    assert outcome == "succeeded"
+    assert image_row(rt, image_id).model == "gateway/gemini-3-pro-image"

@@ -53,10 +53,10 @@ def _seed(prompt: str, index: int) -> int:
 
 def _input_background(data: bytes, width: int, height: int) -> Image.Image:
     """An edit: the first input image, scaled to cover the output and centre-cropped."""
-    with Image.open(io.BytesIO(data)) as source:
-        source = source.convert("RGBA")
-        scale = max(width / source.width, height / source.height)
-        resized = source.resize((max(1, round(source.width * scale)), max(1, round(source.height * scale))))
+    with Image.open(io.BytesIO(data)) as opened:
+        source = opened.convert("RGBA")
+    scale = max(width / source.width, height / source.height)
+    resized = source.resize((max(1, round(source.width * scale)), max(1, round(source.height * scale))))
     left, top = (resized.width - width) // 2, (resized.height - height) // 2
     return resized.crop((left, top, left + width, top + height))
 

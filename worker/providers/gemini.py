@@ -80,6 +80,11 @@ class GoogleErrorBody(BaseModel):
     code: int | None = None
     message: str = ""
     status: str | None = None
+    details: list[dict[str, Any]] = []
+
+    @property
+    def reasons(self) -> set[str]:
+        return {str(d.get("reason")) for d in self.details if str(d.get("@type", "")).endswith("ErrorInfo")}
 
 
 def build_body(call: ProviderCall, *, vertex: bool = False) -> dict[str, Any]:
@@ -172,9 +177,10 @@ def parse_google_error(response: httpx.Response, *, label: str) -> GatewayError:
                                        upstream_status=status)
     if status == 404:
         return UpstreamError(message, code="upstream_model_not_found", upstream_status=404)
-    if status in (401, 403):
+    if status in (401, 403) or "API_KEY_INVALID" in error.reasons:
+        # Google answers a bad API key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID
         return UpstreamError(f"The {label} refused the gateway's credentials ({error.status or status}).",
-                             code="upstream_auth_failed", upstream_status=status)
+                             code="upstream_auth_failed", upstream_status=401 if status == 400 else status)
     if status == 400:
         return UpstreamError(message, code="upstream_invalid_request", upstream_status=400)
     if status == 504:

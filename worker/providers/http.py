@@ -222,6 +222,7 @@ class UpstreamClient:
                         continue
                     error = error_from(response)
                     error.message = self.redact(error.message)
+                    error.args = (error.message,)
                     decision = retry_decision(response)
                     if isinstance(error, ContentPolicyError) or not decision.retry:
                         raise error

@@ -75,7 +75,8 @@ def build_body(call: ProviderCall) -> dict[str, Any]:
     if applied.aspect_ratio:
         image_config["aspect_ratio"] = applied.aspect_ratio
     if applied.image_size:
-        image_config["image_size"] = applied.image_size
+        # OpenAI-compatible gateways (OpenRouter) spell Google's 512 px tier "0.5K"
+        image_config["image_size"] = "0.5K" if applied.image_size == "512" else applied.image_size
     if image_config:
         body["image_config"] = image_config
     return body

@@ -116,14 +116,11 @@ async def _render(state: AppState, result: JobResult, *, as_b64: bool) -> Respon
     return Response(
         body.model_dump_json(exclude_none=True),
         media_type="application/json",
-        headers={
-            "x-imagegate-job-id": result.job.id,
+        headers={  # the job id, cost and serving model are added by RequestContextMiddleware
             "x-imagegate-applied": json.dumps(
                 {"model": applied.model, "size": applied.size, "aspect_ratio": applied.aspect_ratio,
                  "image_size": applied.image_size, "output_format": applied.output_format,
                  "quality": applied.quality, "adjusted": applied.adjusted, "ignored": applied.ignored},
                 separators=(",", ":")),
-            "x-imagegate-images": f"{result.job.succeeded}/{result.job.n}",
-            "x-imagegate-served-by": result.served_by,
         },
     )

@@ -1,5 +1,5 @@
 """The demo provider draws real images: the requested format and size, deterministic per
-prompt and index, and as slow as configured."""
+prompt and index, one per index of the call, and as slow as configured."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import time
 import pytest
 from PIL import Image
 
-from core.generation import AppliedParams, GenerationRequest
+from core.generation import AppliedParams, GenerationRequest, ProviderImage
+from worker.providers.base import ProviderCall
 from worker.providers.demo import DemoProvider
 
 PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
@@ -24,6 +25,13 @@ def applied(**overrides: object) -> AppliedParams:
     return AppliedParams(**fields)  # type: ignore[arg-type]
 
 
+def generate_one(
+    provider: DemoProvider, request: GenerationRequest, params: AppliedParams, index: int
+) -> ProviderImage:
+    [image] = provider.generate(ProviderCall(request, params, [index]))
+    return image
+
+
 def decode(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
@@ -34,9 +42,7 @@ def decode(data: bytes) -> Image.Image:
 @pytest.mark.parametrize(("width", "height"), [(320, 200), (97, 211), (64, 64)])
 def test_generates_the_requested_format_and_size(fmt: str, width: int, height: int) -> None:
     request = GenerationRequest(prompt="a small boat on a lake", n=2)
-    result = DemoProvider().generate(
-        request, applied(output_format=fmt, width=width, height=height), index=1
-    )
+    result = generate_one(DemoProvider(), request, applied(output_format=fmt, width=width, height=height), 1)
     image = decode(result.data)
     assert image.format == PIL_FORMAT[fmt]
     assert image.size == (width, height)
@@ -46,12 +52,26 @@ def test_generates_the_requested_format_and_size(fmt: str, width: int, height: i
     assert result.usage.total_tokens == 0
 
 
+def test_size_left_to_the_upstream_gives_1024_square() -> None:
+    result = generate_one(DemoProvider(), GenerationRequest(prompt="x"), applied(width=None, height=None), 0)
+    assert decode(result.data).size == (1024, 1024)
+    assert (result.width, result.height) == (1024, 1024)
+
+
+def test_one_image_per_index_of_the_call_in_order() -> None:
+    request = GenerationRequest(prompt="three boats", n=3)
+    provider = DemoProvider()
+    images = provider.generate(ProviderCall(request, applied(width=64, height=48), [0, 1, 2]))
+    assert [i.text for i in images] == [f"three boats (demo image {k} of 3)" for k in (1, 2, 3)]
+    assert len({i.data for i in images}) == 3
+    # each is the same picture a call for that index alone would give
+    assert images[2].data == generate_one(provider, request, applied(width=64, height=48), 2).data
+
+
 @pytest.mark.parametrize("fmt", ["png", "webp"])
 def test_transparent_background_has_alpha(fmt: str) -> None:
-    result = DemoProvider().generate(
-        GenerationRequest(prompt="a logo"), applied(output_format=fmt, background="transparent"),
-        index=0,
-    )
+    result = generate_one(DemoProvider(), GenerationRequest(prompt="a logo"),
+                          applied(output_format=fmt, background="transparent"), 0)
     image = decode(result.data)
     assert image.mode == "RGBA"
     alpha_min, _ = image.getchannel("A").getextrema()
@@ -60,42 +80,38 @@ def test_transparent_background_has_alpha(fmt: str) -> None:
 
 @pytest.mark.parametrize("fmt", ["png", "webp"])
 def test_opaque_background_has_no_transparent_pixel(fmt: str) -> None:
-    result = DemoProvider().generate(
-        GenerationRequest(prompt="a logo"), applied(output_format=fmt, background="opaque"), index=0
-    )
+    result = generate_one(DemoProvider(), GenerationRequest(prompt="a logo"),
+                          applied(output_format=fmt, background="opaque"), 0)
     image = decode(result.data).convert("RGBA")
     assert image.getchannel("A").getextrema() == (255, 255)
 
 
 def test_same_prompt_and_index_give_identical_bytes() -> None:
-    provider = DemoProvider()
     request = GenerationRequest(prompt="deterministic cat", n=3)
-    first = provider.generate(request, applied(), index=2)
-    second = DemoProvider().generate(request, applied(), index=2)
+    first = generate_one(DemoProvider(), request, applied(), 2)
+    second = generate_one(DemoProvider(), request, applied(), 2)
     assert first.data == second.data
 
 
 def test_different_index_or_prompt_gives_different_bytes() -> None:
     provider = DemoProvider()
     request = GenerationRequest(prompt="deterministic cat", n=3)
-    base = provider.generate(request, applied(), index=0).data
-    assert provider.generate(request, applied(), index=1).data != base
+    base = generate_one(provider, request, applied(), 0).data
+    assert generate_one(provider, request, applied(), 1).data != base
     other = GenerationRequest(prompt="deterministic dog", n=3)
-    assert provider.generate(other, applied(), index=0).data != base
+    assert generate_one(provider, other, applied(), 0).data != base
 
 
 def test_jpeg_compression_changes_the_size() -> None:
     provider = DemoProvider()
     request = GenerationRequest(prompt="noise and circles")
-    low = applied(output_format="jpeg", output_compression=5)
-    high = applied(output_format="jpeg", output_compression=95)
-    small = provider.generate(request, low, index=0)
-    large = provider.generate(request, high, index=0)
+    small = generate_one(provider, request, applied(output_format="jpeg", output_compression=5), 0)
+    large = generate_one(provider, request, applied(output_format="jpeg", output_compression=95), 0)
     assert len(small.data) < len(large.data)
 
 
 def test_latency_is_honoured() -> None:
     provider = DemoProvider(latency_s=0.2)
     started = time.monotonic()
-    provider.generate(GenerationRequest(prompt="slow"), applied(width=64, height=64), index=0)
+    generate_one(provider, GenerationRequest(prompt="slow"), applied(width=64, height=64), 0)
     assert time.monotonic() - started >= 0.2

@@ -1,0 +1,146 @@
+"""Usage and cost reports, grouped by key, model, size, quality and day.
+
+One query serves ``GET /v1/usage``, ``GET /admin/usage`` and ``imagegate usage``. Images and tokens
+come from the job images; money comes from the same rows the ledger charges were written with
+(in the same transactions), so a report's totals equal the ledger's sums to the micro-dollar.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any, Literal
+
+from sqlalchemy import Date, Select, and_, case, cast, func, literal_column, select
+
+from core.billing.pricing import usd
+from core.jobs import ImageStatus
+from core.models import ApiKey, Job, JobImage
+
+Group = Literal["key", "model", "size", "quality", "day"]
+GROUPS: tuple[Group, ...] = ("key", "model", "size", "quality", "day")
+METRICS = ("images_succeeded", "images_failed", "input_tokens", "output_tokens", "upstream_cost_usd",
+           "billed_usd", "margin_usd")
+
+
+def _day(dialect: str) -> Any:
+    if dialect == "postgresql":
+        return cast(func.timezone("UTC", JobImage.finished_at), Date)
+    return func.date(JobImage.finished_at)
+
+
+def usage_query(*, dialect: str, group_by: Sequence[Group], key_id: str | None = None,
+                since: datetime | None = None, until: datetime | None = None) -> Select[Any]:
+    """Finished (succeeded or failed) images in ``[since, until)``, grouped as asked."""
+    columns = {"key": ApiKey.name, "model": func.coalesce(JobImage.model, Job.model), "size": JobImage.size,
+               "quality": JobImage.quality, "day": _day(dialect)}
+    chosen = [columns[g].label(g) for g in group_by]
+    succeeded = JobImage.status == ImageStatus.SUCCEEDED
+    query = (
+        select(
+            *chosen,
+            func.sum(case((succeeded, 1), else_=0)).label("images_succeeded"),
+            func.sum(case((JobImage.status == ImageStatus.FAILED, 1), else_=0)).label("images_failed"),
+            func.coalesce(func.sum(JobImage.input_tokens), 0).label("input_tokens"),
+            func.coalesce(func.sum(JobImage.output_tokens), 0).label("output_tokens"),
+            func.coalesce(func.sum(case((succeeded, JobImage.upstream_cost_micros), else_=0)), 0)
+            .label("upstream_cost_micros"),
+            func.coalesce(func.sum(case((succeeded, JobImage.cost_micros), else_=0)), 0).label("billed_micros"),
+        )
+        .select_from(JobImage)
+        .join(Job, Job.id == JobImage.job_id)
+        .join(ApiKey, ApiKey.id == Job.api_key_id)
+        .where(JobImage.status.in_([ImageStatus.SUCCEEDED, ImageStatus.FAILED]))
+    )
+    conditions = []
+    if key_id is not None:
+        conditions.append(Job.api_key_id == key_id)
+    if since is not None:
+        conditions.append(JobImage.finished_at >= since)
+    if until is not None:
+        conditions.append(JobImage.finished_at < until)
+    if conditions:
+        query = query.where(and_(*conditions))
+    if group_by:
+        query = query.group_by(*[literal_column(g) if dialect != "postgresql" else columns[g] for g in group_by])
+        query = query.order_by(*[literal_column(g) for g in group_by])
+    return query
+
+
+@dataclass
+class UsageRow:
+    groups: dict[str, Any]
+    images_succeeded: int
+    images_failed: int
+    input_tokens: int
+    output_tokens: int
+    upstream_cost_micros: int
+    billed_micros: int
+
+    @property
+    def margin_micros(self) -> int:
+        return self.billed_micros - self.upstream_cost_micros
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for name, value in self.groups.items():
+            out[name] = value.isoformat() if isinstance(value, date) else value
+        out.update(images_succeeded=self.images_succeeded, images_failed=self.images_failed,
+                   input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                   upstream_cost_usd=usd(self.upstream_cost_micros), billed_usd=usd(self.billed_micros),
+                   margin_usd=usd(self.margin_micros))
+        return out
+
+
+def rows_from(result: Sequence[Any], group_by: Sequence[Group]) -> list[UsageRow]:
+    rows = []
+    for record in result:
+        mapping = record._mapping
+        rows.append(UsageRow(
+            groups={g: mapping[g] for g in group_by},
+            images_succeeded=int(mapping["images_succeeded"] or 0),
+            images_failed=int(mapping["images_failed"] or 0),
+            input_tokens=int(mapping["input_tokens"] or 0),
+            output_tokens=int(mapping["output_tokens"] or 0),
+            upstream_cost_micros=int(mapping["upstream_cost_micros"] or 0),
+            billed_micros=int(mapping["billed_micros"] or 0),
+        ))
+    return rows
+
+
+def total(rows: Sequence[UsageRow]) -> UsageRow:
+    return UsageRow(groups={}, images_succeeded=sum(r.images_succeeded for r in rows),
+                    images_failed=sum(r.images_failed for r in rows), input_tokens=sum(r.input_tokens for r in rows),
+                    output_tokens=sum(r.output_tokens for r in rows),
+                    upstream_cost_micros=sum(r.upstream_cost_micros for r in rows),
+                    billed_micros=sum(r.billed_micros for r in rows))
+
+
+def report(rows: Sequence[UsageRow], *, group_by: Sequence[Group], since: datetime | None,
+           until: datetime | None) -> dict[str, Any]:
+    return {"object": "usage", "since": since.isoformat() if since else None,
+            "until": until.isoformat() if until else None, "group_by": list(group_by),
+            "totals": total(rows).as_dict(), "data": [r.as_dict() for r in rows]}
+
+
+def to_csv(rows: Sequence[UsageRow], *, group_by: Sequence[Group]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow([*group_by, *METRICS])
+    for row in rows:
+        data = row.as_dict()
+        writer.writerow([data[g] if data[g] is not None else "" for g in group_by] + [data[m] for m in METRICS])
+    return buffer.getvalue()
+
+
+def parse_groups(value: str | None, *, default: Sequence[Group]) -> list[Group]:
+    if not value:
+        return list(default)
+    groups = [g.strip() for g in value.split(",") if g.strip()]
+    unknown = [g for g in groups if g not in GROUPS]
+    if unknown:
+        raise ValueError(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
+    return groups  # type: ignore[return-value]

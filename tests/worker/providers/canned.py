@@ -1,0 +1,74 @@
+"""Shared pieces of the adapter tests: calls planned on the shipped catalogue, real images made
+with Pillow, canned upstream responses, and a multipart body reader."""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+import io
+import json
+from typing import Any
+
+import httpx
+from PIL import Image
+
+from core.generation import GenerationRequest
+from core.planning import plan
+from core.routing import Catalogue
+from worker.providers.base import InputBytes, ProviderCall
+
+CATALOGUE = Catalogue.load(configured={"demo", "gemini", "imagen", "openai_images", "vertex_gemini",
+                                       "vertex_imagen", "openai_chat"})
+
+
+def make_call(model: str, *, indices: list[int] | None = None, inputs: list[InputBytes] | None = None,
+              mask: InputBytes | None = None, prompt: str = "a lighthouse at dusk", **fields: Any) -> ProviderCall:
+    """A ProviderCall as run_job builds it: the request planned for ``model`` on the shipped catalogue."""
+    n = max(len(indices or [0]), fields.pop("n", 1))
+    request = GenerationRequest(prompt=prompt, model=model, n=n, **fields)
+    applied = plan(request, CATALOGUE.resolve(model), grids=CATALOGUE.grids)
+    return ProviderCall(request, applied, indices or [0], inputs or [], mask)
+
+
+def image_bytes(fmt: str = "png", width: int = 24, height: int = 16, color: tuple[int, ...] = (220, 40, 40),
+                mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, (width, height), color).save(buffer, format=fmt.upper())
+    return buffer.getvalue()
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii")
+
+
+def ok(body: Any) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.Response(200, content=content, headers={"content-type": "application/json"},
+                          request=httpx.Request("POST", "https://upstream.test/"))
+
+
+def error_response(status: int, body: Any) -> httpx.Response:
+    content = body if isinstance(body, bytes) else json.dumps(body).encode()
+    return httpx.Response(status, content=content, request=httpx.Request("POST", "https://upstream.test/"))
+
+
+def json_body(request: httpx.Request) -> Any:
+    assert request.headers["content-type"] == "application/json"
+    return json.loads(request.content)
+
+
+def multipart_parts(request: httpx.Request) -> list[tuple[str, str | None, str | None, bytes]]:
+    """(name, filename, content type, payload) of each part, parsed with the stdlib email parser."""
+    body = request.read()
+    head = f"Content-Type: {request.headers['content-type']}\r\nMIME-Version: 1.0\r\n\r\n".encode()
+    message = email.message_from_bytes(head + body, policy=email.policy.HTTP)
+    assert message.is_multipart()
+    parts = []
+    for part in message.iter_parts():
+        name = part.get_param("name", header="content-disposition")
+        filename = part.get_filename()
+        ctype = part.get_content_type() if part.get("content-type") else None
+        payload = part.get_payload(decode=True)
+        parts.append((str(name), filename, ctype, payload))
+    return parts

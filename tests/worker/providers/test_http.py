@@ -1,0 +1,658 @@
+"""UpstreamClient: what is retried and after how long (wire-formats §9), bounded by attempts and
+time; connection failures and timeouts; retryable parse errors; one credential refresh on 401;
+secrets redacted from upstream messages; exponential backoff with jitter.
+
+The upstream is an httpx.MockTransport handler and ``sleep`` records the delays instead of
+sleeping, so every wait the client decides is visible and nothing waits for real.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import random
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from core.errors import (
+    ContentPolicyError,
+    GatewayError,
+    UpstreamError,
+    UpstreamOverloadedError,
+    UpstreamTimeoutError,
+)
+from worker.providers.gemini import parse_google_error
+from worker.providers.http import (
+    RETRY_STATUSES,
+    Redactor,
+    RetryPolicy,
+    UpstreamClient,
+    retry_decision,
+)
+from worker.providers.openai_images import parse_openai_error
+
+URL = "https://upstream.test/v1/images/generations"
+Answer = httpx.Response | BaseException | Callable[[httpx.Request], httpx.Response]
+
+
+class Upstream:
+    """Serves ``answers`` in order (the last one again once they run out) and records requests."""
+
+    def __init__(self, *answers: Answer) -> None:
+        self.answers = list(answers)
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        answer = self.answers[min(len(self.requests), len(self.answers)) - 1]
+        if isinstance(answer, BaseException):
+            raise answer
+        if callable(answer):
+            return answer(request)
+        return answer
+
+
+class FakeClock:
+    """The client's clock (patched in for budget tests), moved only by its sleeps and the upstream."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+
+class Harness:
+    def __init__(self, upstream: Upstream, policy: RetryPolicy, redact: Redactor | None = None,
+                 clock: FakeClock | None = None) -> None:
+        self.upstream = upstream
+        self.sleeps: list[float] = []
+        self.clock = clock
+        self.client = UpstreamClient(connect_timeout_s=1.0, read_timeout_s=5.0, policy=policy, redact=redact,
+                                     transport=httpx.MockTransport(upstream), sleep=self.sleep)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        if self.clock is not None:
+            self.clock.now += seconds
+
+    def call(self, *, parse: Callable[[httpx.Response], Any] | None = None,
+             error_from: Callable[[httpx.Response], GatewayError] | None = None,
+             on_unauthorized: Callable[[], None] | None = None) -> Any:
+        return self.client.call(
+            lambda: httpx.Request("POST", URL, json={"prompt": "a fox"}),
+            parse or (lambda response: response.json()),
+            error_from=error_from or (lambda response: parse_openai_error(response, label="OpenAI Images API")),
+            on_unauthorized=on_unauthorized,
+            label="OpenAI Images API",
+        )
+
+    @property
+    def attempts(self) -> int:
+        return len(self.upstream.requests)
+
+
+@pytest.fixture
+def make() -> Iterator[Callable[..., Harness]]:
+    made: list[Harness] = []
+
+    def factory(*answers: Answer, redact: Redactor | None = None, **policy: Any) -> Harness:
+        harness = Harness(Upstream(*answers), RetryPolicy(**{"max_attempts": 4, "budget_s": 600.0, **policy}),
+                          redact)
+        made.append(harness)
+        return harness
+
+    yield factory
+    for harness in made:
+        harness.client.close()
+
+
+OK = httpx.Response(200, json={"created": 1, "data": []})
+
+
+def openai_error(status: int, code: str | None = None, type_: str | None = None, message: str = "failed",
+                 headers: dict[str, str] | None = None) -> httpx.Response:
+    return httpx.Response(status, headers=headers,
+                          json={"error": {"message": message, "type": type_, "param": None, "code": code}})
+
+
+def google_error(status: int, status_name: str, details: list[dict[str, Any]] | None = None,
+                 message: str = "failed") -> httpx.Response:
+    return httpx.Response(status, json={"error": {"code": status, "message": message, "status": status_name,
+                                                  "details": details or []}})
+
+
+def retry_info(delay: str) -> dict[str, Any]:
+    return {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}
+
+
+def quota_failure(quota_id: str) -> dict[str, Any]:
+    return {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+            "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_content_requests",
+                            "quotaId": quota_id}]}
+
+
+def in_jitter(delay: float, base: float) -> bool:
+    return 0.75 * base <= delay <= base
+
+
+# -- what is retried -------------------------------------------------------------------------
+
+
+def test_the_retried_statuses_are_the_documented_ones() -> None:
+    assert frozenset({408, 409, 429, 500, 502, 503, 504, 529}) == RETRY_STATUSES
+
+
+@pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504, 529])
+def test_retryable_status_is_retried_then_succeeds(make: Callable[..., Harness], status: int) -> None:
+    harness = make(openai_error(status, code="whatever"), OK)
+
+    assert harness.call() == {"created": 1, "data": []}
+
+    assert harness.attempts == 2
+    assert len(harness.sleeps) == 1
+    assert in_jitter(harness.sleeps[0], 1.0)  # first backoff: base 1 s, minus up to 25 %
+
+
+@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+def test_client_error_is_not_retried(make: Callable[..., Harness], status: int) -> None:
+    harness = make(openai_error(status, code="bad"), OK)
+
+    with pytest.raises(UpstreamError) as info:
+        harness.call()
+
+    assert harness.attempts == 1
+    assert harness.sleeps == []
+    assert info.value.upstream_status == status
+    assert info.value.retryable is False
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "code"),
+    [(503, UpstreamOverloadedError, "upstream_overloaded"), (500, UpstreamError, "upstream_error"),
+     (529, UpstreamOverloadedError, "upstream_overloaded"), (408, UpstreamError, "upstream_error")],
+)
+def test_retries_spent_raise_the_last_error_as_retryable(
+    make: Callable[..., Harness], status: int, error_type: type[UpstreamError], code: str
+) -> None:
+    harness = make(openai_error(status, message="busy"), max_attempts=3)
+
+    with pytest.raises(error_type) as info:
+        harness.call()
+
+    assert harness.attempts == 3
+    assert len(harness.sleeps) == 2
+    assert info.value.code == code
+    assert info.value.retryable is True
+    assert info.value.route_failed is True  # the fallback chain may take over
+
+
+def test_content_policy_refusal_is_never_retried(make: Callable[..., Harness]) -> None:
+    harness = make(openai_error(400, code="moderation_blocked", type_="image_generation_user_error",
+                                message="Your request was rejected by the safety system."), OK)
+
+    with pytest.raises(ContentPolicyError) as info:
+        harness.call()
+
+    assert harness.attempts == 1
+    assert info.value.code == "moderation_blocked"
+
+
+def test_content_policy_refusal_is_not_retried_even_on_a_retryable_status(make: Callable[..., Harness]) -> None:
+    harness = make(openai_error(409, code="moderation_blocked"), OK)
+    with pytest.raises(ContentPolicyError):
+        harness.call()
+    assert harness.attempts == 1
+
+
+def test_x_should_retry_false_stops_a_retryable_status(make: Callable[..., Harness]) -> None:
+    harness = make(openai_error(503, headers={"x-should-retry": "false"}), OK)
+
+    with pytest.raises(UpstreamOverloadedError) as info:
+        harness.call()
+
+    assert harness.attempts == 1
+    assert info.value.retryable is False
+
+
+def test_x_should_retry_true_retries_a_status_otherwise_final(make: Callable[..., Harness]) -> None:
+    harness = make(openai_error(400, headers={"x-should-retry": "true"}), OK)
+
+    assert harness.call() == {"created": 1, "data": []}
+    assert harness.attempts == 2
+
+
+def test_exhausted_openai_quota_is_not_retried(make: Callable[..., Harness]) -> None:
+    harness = make(openai_error(429, code="insufficient_quota", type_="insufficient_quota",
+                                message="You exceeded your current quota."), OK)
+
+    with pytest.raises(UpstreamError) as info:
+        harness.call()
+
+    assert harness.attempts == 1
+    assert info.value.retryable is False
+    assert info.value.upstream_status == 429
+
+
+def test_openai_rate_limit_is_retried(make: Callable[..., Harness]) -> None:
+    harness = make(openai_error(429, code="rate_limit_exceeded", type_="requests",
+                                headers={"retry-after": "2"}), OK)
+    assert harness.call() == {"created": 1, "data": []}
+    assert harness.sleeps == [2.0]
+
+
+def test_google_daily_quota_is_not_retried(make: Callable[..., Harness]) -> None:
+    daily = google_error(429, "RESOURCE_EXHAUSTED", [quota_failure("GenerateRequestsPerDayPerProjectPerModel-FreeTier"),
+                                                     retry_info("3600s")])
+    harness = make(daily, OK)
+
+    with pytest.raises(UpstreamOverloadedError) as info:
+        harness.call(error_from=lambda r: parse_google_error(r, label="Gemini API"))
+
+    assert harness.attempts == 1
+    assert harness.sleeps == []
+    assert info.value.retryable is False
+
+
+def test_google_daily_quota_lets_the_fallback_chain_take_over(make: Callable[..., Harness]) -> None:
+    daily = google_error(429, "RESOURCE_EXHAUSTED", [quota_failure("GenerateRequestsPerDayPerProjectPerModel")])
+    harness = make(daily)
+    with pytest.raises(UpstreamError) as info:
+        harness.call(error_from=lambda r: parse_google_error(r, label="Gemini API"))
+    assert harness.attempts == 1
+    assert info.value.route_failed is True
+
+
+def test_google_per_minute_quota_is_retried_after_its_retry_delay(make: Callable[..., Harness]) -> None:
+    per_minute = google_error(429, "RESOURCE_EXHAUSTED", [
+        quota_failure("GenerateRequestsPerMinutePerProjectPerModel"),
+        {"@type": "type.googleapis.com/google.rpc.Help", "links": []},
+        retry_info("34s")])
+    harness = make(per_minute, OK)
+
+    harness.call(error_from=lambda r: parse_google_error(r, label="Gemini API"))
+
+    assert harness.sleeps == [34.0]
+
+
+# -- how long to wait ------------------------------------------------------------------------
+
+
+def test_retry_after_seconds(make: Callable[..., Harness]) -> None:
+    harness = make(openai_error(503, headers={"retry-after": "7"}), OK)
+    harness.call()
+    assert harness.sleeps == [7.0]
+
+
+def test_retry_after_fractional_seconds(make: Callable[..., Harness]) -> None:
+    harness = make(openai_error(429, headers={"retry-after": "2.5"}), OK)
+    harness.call()
+    assert harness.sleeps == [2.5]
+
+
+def test_retry_after_http_date(make: Callable[..., Harness]) -> None:
+    when = datetime.now(UTC) + timedelta(seconds=30)
+    harness = make(openai_error(503, headers={"retry-after": email.utils.format_datetime(when, usegmt=True)}), OK)
+
+    harness.call()
+
+    [delay] = harness.sleeps
+    assert 28.0 <= delay <= 30.0  # the date has whole seconds
+
+
+def test_retry_after_http_date_in_the_past_means_now(make: Callable[..., Harness]) -> None:
+    when = datetime.now(UTC) - timedelta(minutes=5)
+    harness = make(openai_error(503, headers={"retry-after": email.utils.format_datetime(when, usegmt=True)}), OK)
+    harness.call()
+    assert harness.sleeps == [0.0]
+
+
+def test_retry_after_ms_is_preferred_over_retry_after(make: Callable[..., Harness]) -> None:
+    harness = make(openai_error(429, headers={"retry-after-ms": "250", "retry-after": "7"}), OK)
+    harness.call()
+    assert harness.sleeps == [0.25]
+
+
+def test_unreadable_retry_after_falls_back_to_backoff(make: Callable[..., Harness]) -> None:
+    harness = make(openai_error(503, headers={"retry-after": "soon", "retry-after-ms": "x"}), OK)
+    harness.call()
+    [delay] = harness.sleeps
+    assert in_jitter(delay, 1.0)
+
+
+@pytest.mark.parametrize("body_form", ["object", "streamed-array"])
+def test_google_retry_info_in_the_body(make: Callable[..., Harness], body_form: str) -> None:
+    error = {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE",
+                       "details": [retry_info("1.5s")]}}
+    body = error if body_form == "object" else [error]
+    harness = make(httpx.Response(503, json=body), OK)
+
+    harness.call(error_from=lambda r: parse_google_error(r, label="Gemini API"))
+
+    assert harness.sleeps == [1.5]
+
+
+def test_retry_after_header_wins_over_retry_info(make: Callable[..., Harness]) -> None:
+    response = google_error(429, "RESOURCE_EXHAUSTED", [retry_info("30s")])
+    response.headers["retry-after"] = "3"
+    harness = make(response, OK)
+    harness.call(error_from=lambda r: parse_google_error(r, label="Gemini API"))
+    assert harness.sleeps == [3.0]
+
+
+@pytest.mark.parametrize(
+    ("response", "retry", "delay"),
+    [
+        (openai_error(500), True, None),
+        (openai_error(400), False, None),
+        (openai_error(429, headers={"retry-after-ms": "1500"}), True, 1.5),
+        (google_error(503, "UNAVAILABLE", [retry_info("0.5s")]), True, 0.5),
+        (google_error(503, "UNAVAILABLE", [retry_info("soon")]), True, None),
+        (httpx.Response(502, content=b"<html>Bad gateway</html>"), True, None),
+        (httpx.Response(404, content=b""), False, None),
+    ],
+)
+def test_retry_decision(response: httpx.Response, retry: bool, delay: float | None) -> None:
+    decision = retry_decision(response)
+    assert (decision.retry, decision.delay_s) == (retry, delay)
+
+
+# -- bounds: attempts and total time ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("max_attempts", [1, 2, 5])
+def test_max_attempts_is_respected(make: Callable[..., Harness], max_attempts: int) -> None:
+    harness = make(openai_error(500), max_attempts=max_attempts)
+    with pytest.raises(UpstreamError):
+        harness.call()
+    assert harness.attempts == max_attempts
+    assert len(harness.sleeps) == max_attempts - 1
+
+
+def test_retry_after_beyond_the_budget_stops_at_once(make: Callable[..., Harness]) -> None:
+    harness = make(openai_error(429, headers={"retry-after": "20"}), OK, budget_s=10.0)
+
+    with pytest.raises(UpstreamOverloadedError) as info:
+        harness.call()
+
+    assert harness.attempts == 1
+    assert harness.sleeps == []
+    assert info.value.retryable is True  # retryable, just not within this call's budget
+
+
+def test_backoff_beyond_the_remaining_budget_stops(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr("worker.providers.http.time", clock)
+    harness = Harness(Upstream(openai_error(500)), RetryPolicy(max_attempts=10, budget_s=4.4, backoff_base_s=2.0),
+                      clock=clock)
+    with pytest.raises(UpstreamError) as info:
+        harness.call()
+    harness.client.close()
+
+    # attempt 1 waits 1.5-2 s; attempt 2 would wait 3-4 s more, past the 4.4 s budget: it stops
+    assert harness.attempts == 2
+    assert len(harness.sleeps) == 1 and in_jitter(harness.sleeps[0], 2.0)
+    assert info.value.retryable is True
+
+
+def test_time_spent_in_attempts_counts_against_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr("worker.providers.http.time", clock)
+
+    def slow_failure(request: httpx.Request) -> httpx.Response:
+        clock.now += 50.0  # each attempt takes 50 s upstream
+        return openai_error(503, headers={"retry-after": "1"})
+
+    harness = Harness(Upstream(slow_failure), RetryPolicy(max_attempts=10, budget_s=120.0), clock=clock)
+    with pytest.raises(UpstreamOverloadedError):
+        harness.call()
+    harness.client.close()
+
+    assert harness.attempts == 3  # 50 + 1 + 50 + 1 + 50 s: no room for another attempt within 120 s
+    assert harness.sleeps == [1.0, 1.0]
+
+
+# -- connection errors and timeouts ----------------------------------------------------------
+
+
+def connect_error() -> httpx.ConnectError:
+    return httpx.ConnectError("[Errno 111] Connection refused")
+
+
+def test_connection_error_is_retried_then_succeeds(make: Callable[..., Harness]) -> None:
+    harness = make(connect_error(), OK)
+    assert harness.call() == {"created": 1, "data": []}
+    assert harness.attempts == 2
+    assert len(harness.sleeps) == 1
+
+
+def test_connection_errors_surface_as_a_retryable_upstream_error(make: Callable[..., Harness]) -> None:
+    harness = make(connect_error(), max_attempts=3)
+
+    with pytest.raises(UpstreamError) as info:
+        harness.call()
+
+    assert type(info.value) is UpstreamError
+    assert harness.attempts == 3
+    assert info.value.retryable is True
+    assert info.value.route_failed is True
+    assert info.value.code == "upstream_unreachable"
+    assert "OpenAI Images API" in info.value.message
+    assert "111" not in info.value.message  # the socket error's text stays out of the caller's message
+
+
+@pytest.mark.parametrize("timeout", [httpx.ReadTimeout("read timed out"), httpx.ConnectTimeout("connect timed out"),
+                                     httpx.WriteTimeout("write timed out")])
+def test_timeouts_surface_as_a_retryable_timeout_error(
+    make: Callable[..., Harness], timeout: httpx.TimeoutException
+) -> None:
+    harness = make(timeout, max_attempts=2)
+
+    with pytest.raises(UpstreamTimeoutError) as info:
+        harness.call()
+
+    assert harness.attempts == 2
+    assert info.value.retryable is True
+    assert info.value.code == "upstream_timeout"
+    assert info.value.status == 504
+    assert "5 s" in info.value.message  # the read timeout
+
+
+def test_timeout_then_success(make: Callable[..., Harness]) -> None:
+    harness = make(httpx.ReadTimeout("read timed out"), OK)
+    assert harness.call() == {"created": 1, "data": []}
+
+
+def test_remote_protocol_error_is_retried(make: Callable[..., Harness]) -> None:
+    harness = make(httpx.RemoteProtocolError("peer closed connection"), OK)
+    assert harness.call() == {"created": 1, "data": []}
+    assert harness.attempts == 2
+
+
+# -- parse errors ----------------------------------------------------------------------------
+
+
+def test_retryable_parse_error_is_retried(make: Callable[..., Harness]) -> None:
+    harness = make(httpx.Response(200, json={"data": []}), httpx.Response(200, json={"data": [1]}))
+
+    def parse(response: httpx.Response) -> Any:
+        if not response.json()["data"]:
+            raise UpstreamError("The model returned no image.", code="no_images_generated", retryable=True)
+        return response.json()
+
+    assert harness.call(parse=parse) == {"data": [1]}
+    assert harness.attempts == 2
+    assert len(harness.sleeps) == 1
+
+
+def test_retryable_parse_error_every_time_raises_it(make: Callable[..., Harness]) -> None:
+    harness = make(httpx.Response(200, json={}), max_attempts=2)
+
+    def parse(response: httpx.Response) -> Any:
+        raise UpstreamError("no image", code="no_images_generated", retryable=True)
+
+    with pytest.raises(UpstreamError) as info:
+        harness.call(parse=parse)
+    assert (harness.attempts, info.value.code) == (2, "no_images_generated")
+
+
+@pytest.mark.parametrize(
+    "error",
+    [UpstreamError("broken", code="upstream_bad_response", retryable=False),
+     ContentPolicyError("blocked")],
+)
+def test_non_retryable_parse_error_is_raised_at_once(make: Callable[..., Harness], error: GatewayError) -> None:
+    harness = make(httpx.Response(200, json={}), OK)
+
+    def parse(response: httpx.Response) -> Any:
+        raise error
+
+    with pytest.raises(type(error)) as info:
+        harness.call(parse=parse)
+    assert info.value is error
+    assert harness.attempts == 1
+    assert harness.sleeps == []
+
+
+# -- credentials -----------------------------------------------------------------------------
+
+
+def test_401_refreshes_credentials_once_then_retries(make: Callable[..., Harness]) -> None:
+    tokens = iter(["old-token", "new-token"])
+    current = {"token": next(tokens)}
+    refreshed: list[int] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.headers["authorization"] == "Bearer new-token":
+            return OK
+        return google_error(401, "UNAUTHENTICATED")
+
+    def refresh() -> None:
+        refreshed.append(1)
+        current["token"] = next(tokens)
+
+    upstream = Upstream(answer)
+    harness = Harness(upstream, RetryPolicy(max_attempts=1))
+    result = harness.client.call(
+        lambda: httpx.Request("POST", URL, headers={"Authorization": f"Bearer {current['token']}"}),
+        lambda response: response.json(),
+        error_from=lambda r: parse_google_error(r, label="Vertex AI"),
+        on_unauthorized=refresh,
+    )
+    harness.client.close()
+
+    assert result == {"created": 1, "data": []}
+    assert refreshed == [1]
+    assert [r.headers["authorization"] for r in upstream.requests] == ["Bearer old-token", "Bearer new-token"]
+    assert harness.sleeps == []  # the refresh does not count as an attempt nor wait
+
+
+def test_401_twice_is_an_auth_failure_after_one_refresh(make: Callable[..., Harness]) -> None:
+    refreshed: list[int] = []
+    harness = make(google_error(401, "UNAUTHENTICATED"))
+
+    with pytest.raises(UpstreamError) as info:
+        harness.call(error_from=lambda r: parse_google_error(r, label="Vertex AI"),
+                     on_unauthorized=lambda: refreshed.append(1))
+
+    assert refreshed == [1]
+    assert harness.attempts == 2
+    assert (info.value.code, info.value.upstream_status) == ("upstream_auth_failed", 401)
+    assert info.value.route_failed is True
+
+
+def test_401_without_a_refresher_is_final(make: Callable[..., Harness]) -> None:
+    harness = make(openai_error(401, code="invalid_api_key"))
+    with pytest.raises(UpstreamError) as info:
+        harness.call()
+    assert harness.attempts == 1
+    assert info.value.code == "upstream_auth_failed"
+
+
+# -- secrets ---------------------------------------------------------------------------------
+
+
+SECRET = "sk-proj-SECRET0123456789abcdef"
+
+
+def test_a_secret_echoed_by_the_upstream_is_redacted(make: Callable[..., Harness]) -> None:
+    harness = make(openai_error(400, code="invalid_request", message=f"Malformed header value: Bearer {SECRET}."),
+                   redact=Redactor([SECRET, "AIza-other-key"]))
+
+    with pytest.raises(UpstreamError) as info:
+        harness.call()
+
+    assert SECRET not in info.value.message
+    assert SECRET not in repr(info.value)
+    assert "Malformed header value: Bearer [redacted]." in info.value.message
+
+
+def test_a_redacted_error_does_not_carry_the_secret_in_its_str(make: Callable[..., Harness]) -> None:
+    harness = make(openai_error(400, message=f"Malformed header value: Bearer {SECRET}."), redact=Redactor([SECRET]))
+    with pytest.raises(UpstreamError) as info:
+        harness.call()
+    assert SECRET not in str(info.value)
+    assert SECRET not in "".join(str(a) for a in info.value.args)
+
+
+def test_a_secret_in_a_google_error_is_redacted(make: Callable[..., Harness]) -> None:
+    key = "AIzaSyTESTKEY0123456789"
+    harness = make(google_error(400, "INVALID_ARGUMENT", message=f"API key {key} not valid."),
+                   redact=Redactor([key]))
+    with pytest.raises(UpstreamError) as info:
+        harness.call(error_from=lambda r: parse_google_error(r, label="Gemini API"))
+    assert key not in info.value.message
+    assert "API key [redacted] not valid." in info.value.message
+
+
+def test_a_secret_in_a_retryable_error_is_redacted(make: Callable[..., Harness]) -> None:
+    harness = make(openai_error(500, message=f"internal error for key {SECRET}"), max_attempts=2,
+                   redact=Redactor([SECRET]))
+    with pytest.raises(UpstreamError) as info:
+        harness.call()
+    assert SECRET not in info.value.message
+    assert "internal error for key [redacted]" in info.value.message
+
+
+def test_redactor() -> None:
+    redact = Redactor([SECRET, "AIzaKEY123", "", "abc", None])  # type: ignore[list-item]
+    assert redact(f"a {SECRET} b AIzaKEY123 c {SECRET}") == "a [redacted] b [redacted] c [redacted]"
+    assert redact("abc is too short to be a secret") == "abc is too short to be a secret"
+    assert Redactor([])("nothing to hide") == "nothing to hide"
+
+
+# -- backoff ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("attempt", range(1, 9))
+def test_backoff_grows_with_jitter_and_is_capped(attempt: int) -> None:
+    policy = RetryPolicy(backoff_base_s=1.0, backoff_max_s=30.0)
+    random.seed(attempt)
+    base = min(30.0, 2.0 ** (attempt - 1))
+    delays = [policy.backoff(attempt) for _ in range(300)]
+    assert all(in_jitter(d, base) for d in delays)
+    assert max(delays) - min(delays) > 0.1 * base  # jittered, not a constant
+    assert min(delays) < 0.8 * base and max(delays) > 0.95 * base  # spread over the whole range
+
+
+def test_backoff_through_the_client_doubles_each_attempt(make: Callable[..., Harness]) -> None:
+    harness = make(openai_error(500), max_attempts=6, backoff_base_s=0.5, backoff_max_s=4.0)
+    with pytest.raises(UpstreamError):
+        harness.call()
+    bases = [0.5, 1.0, 2.0, 4.0, 4.0]
+    assert len(harness.sleeps) == len(bases)
+    for delay, base in zip(harness.sleeps, bases, strict=True):
+        assert in_jitter(delay, base), (delay, base)
+
+
+def test_successful_call_sends_the_built_request(make: Callable[..., Harness]) -> None:
+    harness = make(OK)
+    harness.call()
+    [request] = harness.upstream.requests
+    assert (request.method, str(request.url)) == ("POST", URL)
+    assert json.loads(request.content) == {"prompt": "a fox"}
+    assert harness.sleeps == []
