@@ -86,6 +86,9 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
             f"Method {request.method} is not allowed on {request.url.path}.", code="method_not_allowed"
         )
         _, body = renderer_for(request.url.path)(error)
+        inner = body.get("error")
+        if isinstance(inner, dict) and isinstance(inner.get("code"), int):
+            inner["code"] = 405  # Google's shape repeats the HTTP status in the body
         return JSONResponse(body, status_code=405, headers=dict(exc.headers or {}))
     else:
         error = InvalidRequestError(str(exc.detail), code=None)

@@ -1,13 +1,16 @@
-"""``GET /v1/models``: the catalogue in the OpenAI list shape, capabilities as extra fields."""
+"""``GET /v1/models``: the catalogue in the OpenAI list shape, capabilities as extra fields; in the
+Anthropic shape (wire-formats §3.7, paged) when the request carries an ``anthropic-version`` header."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import ApiKeyDep, StateDep
+from api.dialects.anthropic_messages import translate as anthropic
+from core.errors import InvalidRequestError
 from core.routing import ModelSpec
 
 router = APIRouter(tags=["Models"])
@@ -42,11 +45,33 @@ def model_object(spec: ModelSpec) -> dict[str, Any]:
     }
 
 
+def _is_anthropic(request: Request) -> bool:
+    return "anthropic-version" in request.headers
+
+
+def _limit(raw: str | None) -> int:
+    if raw is None:
+        return 20
+    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+        raise InvalidRequestError(f"Invalid value for 'limit': {raw!r}; it must be an integer from 1 to 1000.",
+                                  param="limit")
+    return int(raw)
+
+
 @router.get("/v1/models")
-async def list_models(key: ApiKeyDep, state: StateDep) -> JSONResponse:
+async def list_models(request: Request, key: ApiKeyDep, state: StateDep) -> JSONResponse:
+    if _is_anthropic(request):
+        query = request.query_params
+        page = anthropic.models_page(state.catalogue.models, limit=_limit(query.get("limit")),
+                                     after_id=query.get("after_id"), before_id=query.get("before_id"),
+                                     lifecycle=query.getlist("lifecycle"))
+        return JSONResponse(page.model_dump())
     return JSONResponse({"object": "list", "data": [model_object(m) for m in state.catalogue.models]})
 
 
 @router.get("/v1/models/{model_id:path}")
-async def get_model(model_id: str, key: ApiKeyDep, state: StateDep) -> JSONResponse:
-    return JSONResponse(model_object(state.catalogue.resolve(model_id).spec))
+async def get_model(model_id: str, request: Request, key: ApiKeyDep, state: StateDep) -> JSONResponse:
+    spec = state.catalogue.resolve(model_id).spec
+    if _is_anthropic(request):
+        return JSONResponse(anthropic.model_info(spec).model_dump())
+    return JSONResponse(model_object(spec))

@@ -1,10 +1,289 @@
-"""Pure translation for this dialect (being written)."""
+"""Pure translation between the Anthropic Messages wire format and imagegate's canonical types.
 
+Request: the system prompt is the top-level ``system`` (string or text blocks) followed by every
+``role: "system"`` message (seed 000 sends it that way); the prompt is the text of the last user
+turn; every image block of the conversation (base64 or URL source) is an input image, which makes
+the request an edit. The router loads those images (:class:`ImageRef` says where each one is).
+
+Response: the Messages API has no image block, so (seed 000) each image is a markdown image in the
+one ``text`` block, and the seed's non-standard ``_images`` array repeats them. The image is a
+``data:`` URL, or the gateway's signed URL when the router delivered URLs.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
-from api.dialects.openai_images.translate import to_wire_error as _openai_error
-from core.errors import GatewayError
+from api.dialects.anthropic_messages.schemas import (
+    Base64ImageSource,
+    ContentBlock,
+    ErrorBody,
+    ErrorResponse,
+    FileImageSource,
+    ImageAttachment,
+    MessageCreateRequest,
+    MessageParam,
+    MessageResponse,
+    MessageUsage,
+    ModelInfo,
+    ModelsPage,
+    TextBlock,
+    TextContent,
+    URLImageSource,
+)
+from core.errors import GatewayError, InvalidRequestError
+from core.generation import DeliveredImage, GenerationRequest, InputImage
+from core.routing import ModelSpec
+
+CHARS_PER_TOKEN = 4
+"""count_tokens estimate: about four characters of text per token (Anthropic's rule of thumb)."""
+TOKENS_PER_IMAGE = 1600
+"""count_tokens estimate: a fixed cost per input image (Anthropic's cost of a ~1.15 MP image)."""
+DELTA_MAX_CHARS = 256 * 1024
+"""A markdown image longer than this is split over several ``text_delta`` events."""
+IMAGE_ALT = "Generated Image"
+
+# GatewayError.kind -> (HTTP status, Anthropic error type): wire-formats §3.5 and §9.4, chosen so
+# the anthropic SDK raises the matching exception class
+_ERRORS: dict[str, tuple[int, str]] = {
+    "invalid_request": (400, "invalid_request_error"),
+    "content_policy": (400, "invalid_request_error"),
+    "authentication": (401, "authentication_error"),
+    "permission": (403, "permission_error"),
+    "not_found": (404, "not_found_error"),
+    "model_not_found": (404, "not_found_error"),
+    "conflict": (409, "invalid_request_error"),
+    "payload_too_large": (413, "request_too_large"),
+    "rate_limited": (429, "rate_limit_error"),
+    "insufficient_quota": (402, "billing_error"),
+    "upstream": (500, "api_error"),
+    "upstream_timeout": (504, "timeout_error"),
+    "unavailable": (529, "overloaded_error"),
+    "job_timeout": (504, "timeout_error"),
+    "internal": (500, "api_error"),
+}
+
+
+# -- wire -> canonical -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image block of the request, and the parameter path that names it in errors."""
+
+    param: str
+    source: Base64ImageSource | URLImageSource
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """What a Messages body asks for, before its images are loaded."""
+
+    prompt: str
+    system: str | None
+    images: list[ImageRef]
+
+
+def _text_of(blocks: Sequence[TextBlock | ContentBlock]) -> str:
+    return "\n".join(block.text for block in blocks if block.type == "text" and block.text is not None)
+
+
+def _images_of(index: int, message: MessageParam) -> list[ImageRef]:
+    refs = []
+    for j, block in enumerate(message.content):
+        if block.type != "image" or block.source is None:
+            continue
+        param = f"messages[{index}].content[{j}].source"
+        if isinstance(block.source, FileImageSource):
+            raise InvalidRequestError(
+                f"Invalid value for '{param}': image sources of type 'file' need the Files API, which "
+                "this gateway does not offer; send the image as a 'base64' or 'url' source.",
+                param=param, code="unsupported_value")
+        refs.append(ImageRef(param=param, source=block.source))
+    return refs
+
+
+def read_conversation(wire: MessageCreateRequest) -> Conversation:
+    """The prompt (last user turn's text), the system prompt and the image blocks, in order."""
+    system_parts = [] if wire.system is None else [_text_of(wire.system)]
+    system_parts += [_text_of(m.content) for m in wire.messages if m.role == "system"]
+    system = "\n\n".join(p.strip() for p in system_parts if p.strip()) or None
+
+    images = [ref for i, m in enumerate(wire.messages) if m.role != "system" for ref in _images_of(i, m)]
+    user_turns = [m for m in wire.messages if m.role == "user"]
+    prompt = _text_of(user_turns[-1].content).strip() if user_turns else ""
+    if not prompt:
+        raise InvalidRequestError(
+            "messages: the last user message must contain text; it is the image prompt.",
+            param="messages", code="missing_required_parameter")
+    return Conversation(prompt=prompt, system=system, images=images)
+
+
+def to_generation(
+    wire: MessageCreateRequest, conversation: Conversation, *, input_images: Sequence[InputImage] = ()
+) -> GenerationRequest:
+    config = wire.image_config
+    return GenerationRequest(
+        prompt=conversation.prompt,
+        system=conversation.system,
+        model=wire.model,
+        n=wire.n,
+        aspect_ratio=config.aspect_ratio if config else None,
+        image_size=config.image_size if config else None,
+        input_images=list(input_images),
+    )
+
+
+def estimate_input_tokens(wire: MessageCreateRequest) -> int:
+    """``count_tokens``: ceil(characters of system and message text / CHARS_PER_TOKEN) plus
+    TOKENS_PER_IMAGE per image block. An estimate: the upstream image models count differently."""
+    chars = len(_text_of(wire.system)) if wire.system is not None else 0
+    images = 0
+    for message in wire.messages:
+        chars += len(_text_of(message.content))
+        images += sum(block.type == "image" for block in message.content)
+    return math.ceil(chars / CHARS_PER_TOKEN) + images * TOKENS_PER_IMAGE
+
+
+# -- canonical -> wire -----------------------------------------------------------------------
+
+
+def message_id(job_id: str) -> str:
+    """The message id of a job: ``msg_`` and the job id's random part (so either finds the other)."""
+    return "msg_" + job_id.removeprefix("job_")
+
+
+def image_source(image: DeliveredImage) -> str:
+    """A data URL of the image, or its gateway URL when it was delivered as one."""
+    if image.url is not None:
+        return image.url
+    return f"data:{image.mime_type};base64,{image.b64_json or ''}"
+
+
+def caption(count: int) -> str:
+    return "Here's your image:" if count == 1 else f"Here are your {count} images:"
+
+
+def text_parts(images: Sequence[DeliveredImage]) -> list[str]:
+    """The text block in pieces: the caption, then per image its upstream text (revised prompt,
+    model commentary) if any and its markdown image. Joined, they are the block's text."""
+    parts = [caption(len(images))]
+    for image in images:
+        words = f"{image.text.strip()}\n\n" if image.text and image.text.strip() else ""
+        parts.append(f"\n\n{words}![{IMAGE_ALT}]({image_source(image)})")
+    return parts
+
+
+def to_wire(*, message_id: str, model: str, images: Sequence[DeliveredImage]) -> MessageResponse:
+    return MessageResponse(
+        id=message_id,
+        model=model,
+        content=[TextContent(text="".join(text_parts(images)))],
+        stop_reason="end_turn",
+        stop_sequence=None,
+        usage=MessageUsage(input_tokens=sum(i.usage.input_tokens for i in images),
+                           output_tokens=sum(i.usage.output_tokens for i in images)),
+        images=[ImageAttachment(mime_type=i.mime_type, data=image_source(i)) for i in images],
+    )
+
+
+def dump(response: MessageResponse) -> bytes:
+    return response.model_dump_json(by_alias=True).encode()
+
+
+# -- SSE (§3.4) ------------------------------------------------------------------------------
+
+
+def sse(event: str, data: dict[str, Any]) -> bytes:
+    """One named SSE event; its name equals the JSON ``type``."""
+    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n".encode()
+
+
+PING = sse("ping", {"type": "ping"})
+
+
+def message_start(*, message_id: str, model: str, input_tokens: int) -> bytes:
+    """The first event: the Message with no content yet (sent before the image exists)."""
+    return sse("message_start", {"type": "message_start", "message": {
+        "id": message_id, "type": "message", "role": "assistant", "content": [], "model": model,
+        "stop_reason": None, "stop_sequence": None,
+        "usage": {"input_tokens": input_tokens, "output_tokens": 0}}})
+
+
+def finish_events(images: Sequence[DeliveredImage], *, max_delta_chars: int = DELTA_MAX_CHARS) -> list[bytes]:
+    """Everything after ``message_start`` for a finished job: the text block (caption, then each
+    markdown image, long ones split), ``message_delta`` with the stop reason and usage,
+    ``message_stop``."""
+    events = [sse("content_block_start", {"type": "content_block_start", "index": 0,
+                                          "content_block": {"type": "text", "text": ""}})]
+    for part in text_parts(images):
+        for start in range(0, len(part), max_delta_chars):
+            events.append(sse("content_block_delta", {
+                "type": "content_block_delta", "index": 0,
+                "delta": {"type": "text_delta", "text": part[start:start + max_delta_chars]}}))
+    events.append(sse("content_block_stop", {"type": "content_block_stop", "index": 0}))
+    events.append(sse("message_delta", {
+        "type": "message_delta", "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+        "usage": {"input_tokens": sum(i.usage.input_tokens for i in images),
+                  "output_tokens": sum(i.usage.output_tokens for i in images)}}))
+    events.append(sse("message_stop", {"type": "message_stop"}))
+    return events
+
+
+def error_event(error: GatewayError) -> bytes:
+    """An error after the 200 status line: ``event: error`` with the error body."""
+    return sse("error", to_wire_error(error)[1])
+
+
+# -- errors (§3.5) ---------------------------------------------------------------------------
 
 
 def to_wire_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
-    return _openai_error(error)
+    status, kind = _ERRORS.get(
+        error.kind, (error.status, "api_error" if error.status >= 500 else "invalid_request_error"))
+    message = error.message
+    if error.job_id and error.kind == "job_timeout":
+        message = f"{message} Poll GET /v1/jobs/{error.job_id} for its result."
+    body = ErrorResponse(error=ErrorBody(type=kind, message=message, job_id=error.job_id))
+    return status, body.model_dump(exclude_none=True)
+
+
+# -- models list (§3.7) ----------------------------------------------------------------------
+
+_WORDS = {"gpt": "GPT", "chatgpt": "ChatGPT"}
+
+
+def display_name(model_id: str) -> str:
+    """``gemini-3-pro-image`` -> ``Gemini 3 Pro Image``; ``gpt-image-2`` -> ``GPT Image 2``."""
+    words = model_id.replace("/", " ").replace("-", " ").split()
+    return " ".join(_WORDS.get(w, w[:1].upper() + w[1:]) for w in words)
+
+
+def model_info(spec: ModelSpec) -> ModelInfo:
+    created = datetime.fromtimestamp(spec.created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return ModelInfo(id=spec.id, display_name=display_name(spec.id), created_at=created)
+
+
+def models_page(
+    specs: Sequence[ModelSpec], *, limit: int = 20, after_id: str | None = None, before_id: str | None = None,
+    lifecycle: Sequence[str] = (),
+) -> ModelsPage:
+    """One page of the offered models (all ``active``), paged by ``after_id``/``before_id``; an
+    unknown cursor gives an empty page."""
+    ids = [] if lifecycle and "active" not in lifecycle else [s.id for s in specs]
+    by_id = {s.id: s for s in specs}
+    if after_id is not None:
+        start = ids.index(after_id) + 1 if after_id in ids else len(ids)
+        window, has_more = ids[start:start + limit], start + limit < len(ids)
+    elif before_id is not None:
+        end = ids.index(before_id) if before_id in ids else 0
+        window, has_more = ids[max(0, end - limit):end], end - limit > 0
+    else:
+        window, has_more = ids[:limit], limit < len(ids)
+    return ModelsPage(data=[model_info(by_id[i]) for i in window], has_more=has_more,
+                      first_id=window[0] if window else None, last_id=window[-1] if window else None)
