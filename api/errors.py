@@ -26,6 +26,7 @@ from core.errors import (
     InvalidRequestError,
     NotFoundError,
 )
+from core.ids import new_id
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +41,10 @@ RENDERERS: list[tuple[str, Renderer]] = [
 DEFAULT_RENDERER: Renderer = openai_images.to_wire_error
 
 
-def renderer_for(path: str) -> Renderer:
+def renderer_for(request: Request) -> Renderer:
+    path = request.url.path
+    if path.startswith("/v1/models") and "anthropic-version" in request.headers:
+        return anthropic_messages.to_wire_error  # the Anthropic SDK's model list
     for prefix, renderer in RENDERERS:
         if path.startswith(prefix):
             return renderer
@@ -48,7 +52,7 @@ def renderer_for(path: str) -> Renderer:
 
 
 def error_response(request: Request, error: GatewayError) -> JSONResponse:
-    status, body = renderer_for(request.url.path)(error)
+    status, body = renderer_for(request)(error)
     headers: dict[str, str] = dict(error.headers)
     if error.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
@@ -57,6 +61,8 @@ def error_response(request: Request, error: GatewayError) -> JSONResponse:
         headers["WWW-Authenticate"] = "Bearer"
     if error.job_id:
         headers["x-imagegate-job-id"] = error.job_id
+    if request.url.path.startswith(("/v1/messages", "/generate")):
+        headers["request-id"] = new_id("req")  # Anthropic clients log it with every error
     return JSONResponse(body, status_code=status, headers=headers)
 
 
@@ -85,14 +91,14 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
         error = InvalidRequestError(
             f"Method {request.method} is not allowed on {request.url.path}.", code="method_not_allowed"
         )
-        _, body = renderer_for(request.url.path)(error)
+        _, body = renderer_for(request)(error)
         inner = body.get("error")
         if isinstance(inner, dict) and isinstance(inner.get("code"), int):
             inner["code"] = 405  # Google's shape repeats the HTTP status in the body
         return JSONResponse(body, status_code=405, headers=dict(exc.headers or {}))
     else:
         error = InvalidRequestError(str(exc.detail), code=None)
-        _, body = renderer_for(request.url.path)(error)
+        _, body = renderer_for(request)(error)
         return JSONResponse(body, status_code=exc.status_code)
     return error_response(request, error)
 
