@@ -1,10 +1,289 @@
-"""Pure translation for this dialect (being written)."""
+"""Pure translation between OpenAI Chat Completions (with image output) and imagegate's canonical
+types: no settings, no network, no database. The decisions this dialect makes are written in the
+router's module docstring; the functions below implement them."""
 
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from api.dialects.openai_chat.schemas import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionChunk,
+    ChatCompletionRequest,
+    ChatMessage,
+    Choice,
+    ChunkChoice,
+    ChunkDelta,
+    CompletionTokensDetails,
+    CompletionUsage,
+    FinishReason,
+    ImageOut,
+    ImageUrlOut,
+    ImageUrlPart,
+    RefusalPart,
+    TextPart,
+)
 from api.dialects.openai_images.translate import to_wire_error as _openai_error
-from core.errors import GatewayError
+from core.errors import ContentPolicyError, GatewayError, InvalidRequestError, error_for_failed_job
+from core.generation import DeliveredImage, GenerationRequest, InputImage
+
+KEEP_ALIVE = b": keep-alive\n\n"
+DONE = b"data: [DONE]\n\n"
+
+PRIOR_TURNS = 6
+"""How many earlier user/assistant messages the prompt's transcript keeps (the latest ones)."""
+PRIOR_TURN_CHARS = 500
+"""Each earlier message is cut to this many characters in the transcript."""
+
+_SYSTEM_ROLES = ("system", "developer")
+_TRANSCRIPT_ROLES = {"user": "User", "assistant": "Assistant"}
+
+# canonical parameter names (core.planning's) -> where this dialect's caller set them
+_WIRE_PARAMS = {
+    "aspect_ratio": "image_config.aspect_ratio",
+    "image_size": "image_config.image_size",
+    "image": "messages",
+    "prompt": "messages",
+}
+
+
+# -- wire -> canonical -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An ``image_url`` part of a user message: its URL (data: or http(s):) and where it was."""
+
+    url: str
+    param: str
+
+
+def image_inputs(wire: ChatCompletionRequest) -> list[ImageRef]:
+    """The images to edit: every ``image_url`` part of the user messages, in order. Images
+    anywhere else (a system message...) are refused rather than silently dropped."""
+    refs: list[ImageRef] = []
+    for i, message in enumerate(wire.messages):
+        if not isinstance(message.content, list):
+            continue
+        for j, part in enumerate(message.content):
+            if not isinstance(part, ImageUrlPart):
+                continue
+            param = f"messages[{i}].content[{j}].image_url"
+            if message.role != "user":
+                raise InvalidRequestError(
+                    f"Invalid content in 'messages[{i}]': image_url parts are taken from user messages "
+                    f"only, not from a {message.role} message.", param=param)
+            refs.append(ImageRef(url=part.image_url.url, param=param))
+    return refs
+
+
+def to_generation(wire: ChatCompletionRequest, *, inputs: Sequence[InputImage] = ()) -> GenerationRequest:
+    """The canonical request. ``inputs`` are the :func:`image_inputs` once fetched and checked."""
+    _check_modalities(wire.modalities)
+    system = "\n\n".join(t for m in wire.messages if m.role in _SYSTEM_ROLES if (t := _text(m)))
+    config = wire.image_config
+    return GenerationRequest(
+        prompt=prompt_of(wire.messages),
+        system=system or None,
+        model=wire.model,
+        n=wire.n,
+        aspect_ratio=config.aspect_ratio if config else None,
+        image_size=config.image_size if config else None,
+        input_images=list(inputs),
+    )
+
+
+def _check_modalities(modalities: Sequence[str] | None) -> None:
+    if modalities is None:
+        return  # every model imagegate serves is an image model: ["image", "text"] is assumed
+    if "image" not in modalities:
+        raise InvalidRequestError(
+            "Invalid value for 'modalities': imagegate serves image models only; include \"image\", "
+            "e.g. [\"image\", \"text\"].", param="modalities")
+    if "audio" in modalities:
+        raise InvalidRequestError(
+            "Invalid value for 'modalities': audio output is not offered; use [\"image\", \"text\"].",
+            param="modalities", code="unsupported_value")
+
+
+def _text(message: ChatMessage) -> str:
+    content = message.content
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content.strip()
+    texts = [p.text if isinstance(p, TextPart) else p.refusal for p in content
+             if isinstance(p, TextPart | RefusalPart)]
+    return "\n".join(t.strip() for t in texts if t.strip())
+
+
+def _has_image(message: ChatMessage) -> bool:
+    return isinstance(message.content, list) and any(isinstance(p, ImageUrlPart) for p in message.content)
+
+
+def prompt_of(messages: Sequence[ChatMessage]) -> str:
+    """The text of the last user message; when user/assistant turns came before it, a compact
+    transcript of the latest :data:`PRIOR_TURNS` of them goes first, so "now make it blue" keeps
+    its meaning. System, developer and tool messages are not part of it."""
+    last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
+    if last is None:
+        raise InvalidRequestError("Invalid value for 'messages': there is no user message; put the prompt in one.",
+                                  param="messages")
+    request = _text(messages[last])
+    if not request:
+        raise InvalidRequestError(
+            f"Invalid value for 'messages[{last}]': the last user message has no text; say what to make.",
+            param=f"messages[{last}].content")
+    lines = []
+    for message in [m for m in messages[:last] if m.role in _TRANSCRIPT_ROLES][-PRIOR_TURNS:]:
+        text = _text(message)
+        if len(text) > PRIOR_TURN_CHARS:
+            text = text[: PRIOR_TURN_CHARS - 1].rstrip() + "…"
+        if not text:
+            text = "(an image)" if _has_image(message) or message.role == "assistant" else ""
+        if text:
+            lines.append(f"{_TRANSCRIPT_ROLES[message.role]}: {text}")
+    if not lines:
+        return request
+    return "Earlier in this conversation:\n" + "\n".join(lines) + "\n\nNow: " + request
+
+
+def wants_urls(wire: ChatCompletionRequest, header: str | None) -> bool:
+    """Signed gateway URLs instead of data URLs: ``image_output: "url"`` in the body, or the
+    ``X-Imagegate-Image-Output: url`` header (for clients whose body cannot be changed)."""
+    if wire.image_output is not None:
+        return wire.image_output == "url"
+    return (header or "").strip().lower() == "url"
+
+
+def wire_param(param: str | None) -> str | None:
+    """A canonical parameter name (as core.planning names it) as this dialect's caller wrote it."""
+    return _WIRE_PARAMS.get(param, param) if param is not None else None
+
+
+# -- canonical -> wire -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ImageFailure:
+    """An image of the job that was not delivered: its index, error code and message."""
+
+    index: int
+    code: str | None
+    message: str | None
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    index: int
+    finish_reason: FinishReason
+    content: str | None
+    images: list[ImageOut]
+
+
+def completion_id(job_id: str) -> str:
+    return f"chatcmpl-{job_id}"
+
+
+def _image_out(image: DeliveredImage) -> ImageOut:
+    url = f"data:{image.mime_type};base64,{image.b64_json}" if image.b64_json is not None else image.url
+    if url is None:
+        raise ValueError(f"image {image.id} has neither base64 nor a URL")
+    return ImageOut(image_url=ImageUrlOut(url=url))
+
+
+def is_blocked(failure: ImageFailure) -> bool:
+    """Whether the upstream's safety system refused this image (rendered as ``content_filter``)."""
+    return isinstance(error_for_failed_job(failure.code, failure.message, job_id=""), ContentPolicyError)
+
+
+def _outcomes(images: Sequence[DeliveredImage], failures: Sequence[ImageFailure]) -> list[_Outcome]:
+    """One choice per image of the job, by its index: a delivered image, or why there is none."""
+    outcomes = [_Outcome(i.index, "stop", i.text, [_image_out(i)]) for i in images]
+    for failure in failures:
+        blocked = is_blocked(failure)
+        message = failure.message or ("The image was blocked by the safety system." if blocked
+                                      else "The model returned no image.")
+        outcomes.append(_Outcome(failure.index, "content_filter" if blocked else "stop", message, []))
+    return sorted(outcomes, key=lambda o: o.index)
+
+
+def usage_of(images: Sequence[DeliveredImage]) -> CompletionUsage:
+    prompt = sum(i.usage.input_tokens for i in images)
+    completion = sum(i.usage.output_tokens for i in images)
+    return CompletionUsage(
+        prompt_tokens=prompt,
+        completion_tokens=completion,
+        total_tokens=prompt + completion,
+        completion_tokens_details=CompletionTokensDetails(
+            image_tokens=sum(i.usage.output_image_tokens for i in images), reasoning_tokens=0),
+    )
+
+
+def to_wire(*, id: str, created: int, model: str, images: Sequence[DeliveredImage],
+            failures: Sequence[ImageFailure] = ()) -> ChatCompletion:
+    """The ``chat.completion``: choice ``k`` holds image ``k`` of the job (``n`` choices)."""
+    return ChatCompletion(
+        id=id, created=created, model=model,
+        choices=[
+            Choice(index=o.index, finish_reason=o.finish_reason,
+                   message=AssistantMessage(content=o.content, images=o.images))
+            for o in _outcomes(images, failures)
+        ],
+        usage=usage_of(images),
+    )
+
+
+# -- streaming (wire-formats §2.3) -----------------------------------------------------------
+
+
+def sse(data: ChatCompletionChunk | dict[str, Any]) -> bytes:
+    """One ``data:`` event."""
+    if isinstance(data, ChatCompletionChunk):
+        return b"data: " + data.model_dump_json().encode() + b"\n\n"
+    return b"data: " + json.dumps(data, separators=(",", ":"), ensure_ascii=False).encode() + b"\n\n"
+
+
+def role_chunks(*, id: str, created: int, model: str, n: int) -> bytes:
+    """The opening chunks, sent before the image is made: the assistant role of every choice."""
+    return b"".join(
+        sse(ChatCompletionChunk(id=id, created=created, model=model,
+                                choices=[ChunkChoice(index=k, delta=ChunkDelta(role="assistant"))]))
+        for k in range(n)
+    )
+
+
+def result_chunks(*, id: str, created: int, model: str, images: Sequence[DeliveredImage],
+                  failures: Sequence[ImageFailure] = ()) -> bytes:
+    """Everything after the wait: each choice's images (whole) and text, each choice's finish
+    chunk, the usage chunk (``choices: []``), then ``[DONE]``."""
+    outcomes = _outcomes(images, failures)
+
+    def chunk(choices: list[ChunkChoice], usage: CompletionUsage | None = None) -> bytes:
+        return sse(ChatCompletionChunk(id=id, created=created, model=model, choices=choices, usage=usage))
+
+    out = [
+        chunk([ChunkChoice(index=o.index, delta=ChunkDelta(content=o.content, images=o.images or None))])
+        for o in outcomes if o.content is not None or o.images
+    ]
+    out += [chunk([ChunkChoice(index=o.index, delta=ChunkDelta(), finish_reason=o.finish_reason)])
+            for o in outcomes]
+    out.append(chunk([], usage_of(images)))
+    out.append(DONE)
+    return b"".join(out)
+
+
+def error_chunk(error: GatewayError) -> bytes:
+    """A failure after the stream began: the OpenAI error object as an event, then ``[DONE]``
+    (the openai SDK raises ``APIError`` on it)."""
+    _, body = to_wire_error(error)
+    return sse(body) + DONE
 
 
 def to_wire_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
+    """Errors on ``/v1/chat/completions`` are OpenAI error objects (§1.6), as for images."""
     return _openai_error(error)
