@@ -55,7 +55,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_async_db_engine(settings.resolved_database_url)
+        engine = create_async_db_engine(settings.resolved_database_url, pool_size=settings.db_pool_size,
+                                        max_overflow=settings.db_max_overflow)
         sessions = async_session_factory(engine)
         enqueuer = Enqueuer(settings)
         waiter = JobWaiter()

@@ -67,7 +67,7 @@ def serve(
 
 
 def _create_first_key(settings: Settings) -> None:
-    sessions = sync_sessionmaker(create_sync_engine(settings.resolved_database_url))
+    sessions = sync_sessionmaker(create_sync_engine(settings.resolved_database_url, pool_size=1, max_overflow=1))
     with sessions.begin() as session:
         if session.scalar(select(ApiKey.id).limit(1)) is not None:
             err.print("API keys exist already; 'imagegate keys create --name NAME' makes another.")
@@ -113,7 +113,7 @@ def migrate() -> None:
 
 def _sessions(settings: Settings) -> sessionmaker[Any]:
     upgrade_head(settings)
-    return sync_sessionmaker(create_sync_engine(settings.resolved_database_url))
+    return sync_sessionmaker(create_sync_engine(settings.resolved_database_url, pool_size=1, max_overflow=1))
 
 
 def _micros(usd_text: str | None, option: str) -> int | None:

@@ -29,7 +29,7 @@ def run_migrations_offline() -> None:
 
 def run_migrations_online() -> None:
     url = _url()
-    engine = create_sync_engine(url)
+    engine = create_sync_engine(url, pool_size=1, max_overflow=0)
     with engine.connect() as connection:
         if not is_sqlite(url):
             connection.execute(text(f"SELECT pg_advisory_lock({_MIGRATION_LOCK_ID})"))

@@ -27,13 +27,20 @@ def _diff(url: str) -> list[object]:
         engine.dispose()
 
 
+def _tables(url: str) -> set[str]:
+    engine = create_sync_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
 @pytest.mark.integration
 def test_upgrade_head_on_empty_postgres_gives_the_models_schema(make_pg_database: Callable[[], str]) -> None:
     url = make_pg_database()
     upgrade_head(Settings(database_url=url, _env_file=None))  # type: ignore[call-arg]
     assert _diff(url) == []
-    tables = sa.inspect(create_sync_engine(url)).get_table_names()
-    assert {"api_keys", "jobs", "job_images", "ledger_entries", "alembic_version"} <= set(tables)
+    assert {"api_keys", "jobs", "job_images", "ledger_entries", "alembic_version"} <= _tables(url)
 
 
 @pytest.mark.integration
@@ -42,7 +49,7 @@ def test_downgrade_to_base_and_back(make_pg_database: Callable[[], str]) -> None
     config = alembic_config(url)
     command.upgrade(config, "head")
     command.downgrade(config, "base")
-    assert set(sa.inspect(create_sync_engine(url)).get_table_names()) == {"alembic_version"}
+    assert _tables(url) == {"alembic_version"}
     command.upgrade(config, "head")
     assert _diff(url) == []
 

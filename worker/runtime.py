@@ -30,8 +30,10 @@ class WorkerRuntime:
     @classmethod
     def build(cls, settings: Settings, *, events: InProcessEventBus | None = None) -> WorkerRuntime:
         """Distributed mode publishes on Redis; embedded mode passes the process's event bus."""
-        pool = min(settings.worker_concurrency, 40)
-        engine = create_sync_engine(settings.resolved_database_url, pool_size=pool, max_overflow=pool)
+        # a worker thread holds a connection only around its short transactions, never across an
+        # upstream call, so a pool far smaller than the concurrency serves it
+        engine = create_sync_engine(settings.resolved_database_url, pool_size=settings.db_pool_size,
+                                    max_overflow=settings.db_max_overflow)
         publisher: EventPublisher
         if events is not None:
             publisher = events

@@ -104,7 +104,6 @@ def provider_env(fake: FakeUpstream, tmp: Path) -> dict[str, str]:
         "IMAGEGATE_UPSTREAM_MAX_ATTEMPTS": "3",
         "IMAGEGATE_UPSTREAM_BACKOFF_BASE_S": "0.05",
         "IMAGEGATE_UPSTREAM_BACKOFF_MAX_S": "0.2",
-        "IMAGEGATE_ADMIN_KEY": "test-admin-key",
     }
 
 

@@ -16,6 +16,7 @@ import httpx
 import sqlalchemy as sa
 
 BIN = Path(sys.executable).parent
+ADMIN_KEY = "test-admin-key"
 
 
 def free_port() -> int:
@@ -81,8 +82,14 @@ class Stack:
             raise RuntimeError(f"imagegate {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}")
         return done.stdout
 
-    def create_key(self, name: str) -> str:
-        return self.cli("keys", "create", "--name", name).strip().splitlines()[-1]
+    def create_key(self, name: str, **limits: object) -> str:
+        """A new API key, made through the running gateway's admin API (or the CLI when it is down)."""
+        if self.api is None or self.api.popen.poll() is not None:
+            return self.cli("keys", "create", "--name", name).strip().splitlines()[-1]
+        response = httpx.post(f"{self.base_url}/admin/keys", json={"name": name, **limits}, timeout=30,
+                              headers={"Authorization": f"Bearer {self.env['IMAGEGATE_ADMIN_KEY']}"})
+        response.raise_for_status()
+        return str(response.json()["secret"])
 
     def start_api(self) -> None:
         self.api = self._spawn("api", "serve")
@@ -141,6 +148,10 @@ def base_env(tmp: Path, **extra: str) -> dict[str, str]:
     env.update({
         "IMAGEGATE_DATA_DIR": str(tmp / "data"),
         "IMAGEGATE_LOG_LEVEL": "INFO",
+        "IMAGEGATE_ADMIN_KEY": ADMIN_KEY,
+        # many stacks share one PostgreSQL during a test session: keep their pools small
+        "IMAGEGATE_DB_POOL_SIZE": "3",
+        "IMAGEGATE_DB_MAX_OVERFLOW": "12",
         "PYTHONUNBUFFERED": "1",
     })
     env.update(extra)

@@ -241,6 +241,7 @@ def test_stream_keep_alives_do_not_break_the_sdk(make_stack: Callable[..., Stack
     assert raw.startswith(b"\r\ndata: {")  # one blank-line keep-alive, then the image
     client = sdk(slow, key)
     chunks = list(client.models.generate_content_stream(model="demo", contents="slow fox"))
+    slow.stop()
     assert len(images_of(chunks[-1])) == 1
 
 

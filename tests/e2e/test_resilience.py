@@ -7,7 +7,7 @@ import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -58,8 +58,10 @@ def _stored_files(stack: Stack, job_id: str) -> list[Path]:
 
 
 @pytest.fixture(scope="module")
-def slow_distributed(make_stack: Callable[..., Stack]) -> Stack:
-    return make_stack("distributed", **SLOW, IMAGEGATE_SYNC_TIMEOUT_S="1")
+def slow_distributed(make_stack: Callable[..., Stack]) -> Iterator[Stack]:
+    stack = make_stack("distributed", **SLOW, IMAGEGATE_SYNC_TIMEOUT_S="1")
+    yield stack
+    stack.stop()
 
 
 def test_worker_killed_mid_job_the_job_still_completes_each_image_once(slow_distributed: Stack) -> None:
@@ -156,6 +158,7 @@ def test_embedded_gateway_killed_mid_job_resumes_on_restart(make_stack: Callable
 
     stack.start_api()
     job = poll(stack, key, job_id, until={"succeeded", "partial", "failed"}, timeout=90)
+    stack.stop()
     assert job["status"] == "succeeded", job
     assert len(_stored_files(stack, job_id)) == 6
 
@@ -199,5 +202,6 @@ def test_broker_down_at_submit_the_job_is_accepted_and_runs_when_it_is_back(
         job = poll(stack, key, job_id, until={"succeeded", "failed"}, timeout=90)
         assert job["status"] == "succeeded", job
         assert httpx.get(f"{stack.base_url}/health").status_code == 200
+        stack.stop()
     finally:
         stop_redis()
