@@ -21,48 +21,30 @@ from core.models import Job, JobImage
 TERMINAL_JOB = [s.value for s in JobStatus if s.is_terminal]
 
 
-def claim_image(image_id: str, *, now: datetime, lease_s: float) -> ReturningUpdate[str, int, int]:
-    """Take an image to run: queued, or running on a worker whose lease has expired."""
+def _claim(*conditions: Any, now: datetime, lease_s: float) -> Update:
+    """Images matching ``conditions`` that are queued, or running under an expired lease, become
+    running under a new lease, one attempt more."""
+    claimable = or_(JobImage.status == ImageStatus.QUEUED,
+                    and_(JobImage.status == ImageStatus.RUNNING, JobImage.lease_until < now))
     return (
         update(JobImage)
-        .where(
-            JobImage.id == image_id,
-            or_(
-                JobImage.status == ImageStatus.QUEUED,
-                and_(JobImage.status == ImageStatus.RUNNING, JobImage.lease_until < now),
-            ),
-        )
-        .values(
-            status=ImageStatus.RUNNING,
-            attempts=JobImage.attempts + 1,
-            started_at=now,
-            lease_until=now + timedelta(seconds=lease_s),
-        )
-        .returning(JobImage.job_id, JobImage.index, JobImage.attempts)
+        .where(*conditions, claimable)
+        .values(status=ImageStatus.RUNNING, attempts=JobImage.attempts + 1, started_at=now,
+                lease_until=now + timedelta(seconds=lease_s))
+        .execution_options(synchronize_session=False)
     )
+
+
+def claim_image(image_id: str, *, now: datetime, lease_s: float) -> ReturningUpdate[str, int, int]:
+    """Take an image to run: queued, or running on a worker whose lease has expired."""
+    return _claim(JobImage.id == image_id, now=now, lease_s=lease_s).returning(
+        JobImage.job_id, JobImage.index, JobImage.attempts)
 
 
 def claim_group(job_id: str, indexes: list[int], *, now: datetime, lease_s: float) -> ReturningUpdate[str, int, int]:
     """Take the other claimable images of a call group (upstreams that make n images per call)."""
-    return (
-        update(JobImage)
-        .where(
-            JobImage.job_id == job_id,
-            JobImage.index.in_(indexes),
-            or_(
-                JobImage.status == ImageStatus.QUEUED,
-                and_(JobImage.status == ImageStatus.RUNNING, JobImage.lease_until < now),
-            ),
-        )
-        .values(
-            status=ImageStatus.RUNNING,
-            attempts=JobImage.attempts + 1,
-            started_at=now,
-            lease_until=now + timedelta(seconds=lease_s),
-        )
-        .returning(JobImage.id, JobImage.index, JobImage.attempts)
-        .execution_options(synchronize_session=False)
-    )
+    return _claim(JobImage.job_id == job_id, JobImage.index.in_(indexes), now=now, lease_s=lease_s).returning(
+        JobImage.id, JobImage.index, JobImage.attempts)
 
 
 def mark_job_running(job_id: str, *, now: datetime) -> Update:
