@@ -12,11 +12,11 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from core.billing.pricing import PriceTable, billed_micros, estimate_image_micros, markup_for, usd
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.billing import ledger
+from core.billing.pricing import PriceTable, billed_micros, estimate_image_micros, markup_for, usd
 from core.errors import PermissionDeniedError, QuotaExceededError, ServiceUnavailableError
 from core.generation import AppliedParams, GenerationRequest
 from core.models import ApiKey, LedgerEntry, LedgerKind

@@ -8,7 +8,6 @@ from collections.abc import AsyncIterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 
-from core.billing.pricing import usd
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -16,6 +15,7 @@ from api.inputs import PendingImage
 from api.results import get_images, job_is_terminal, job_view, wait_for_job
 from api.state import AppState
 from api.submit import submit
+from core.billing.pricing import usd
 from core.errors import GatewayError, JobWaitTimeoutError, error_for_failed_job
 from core.generation import AppliedParams, Dialect, GenerationRequest
 from core.jobs import ImageStatus

@@ -11,12 +11,12 @@ from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
 
 import typer
-from core.billing.pricing import usd
 from rich.console import Console
 from rich.table import Table
 from sqlalchemy import select
 from sqlalchemy.orm import sessionmaker
 
+from core.billing.pricing import usd
 from core.billing.reports import METRICS, parse_groups, report, rows_from, to_csv, total, usage_query
 from core.config import Settings, get_settings
 from core.db import create_sync_engine, sync_sessionmaker

@@ -9,7 +9,6 @@ import hmac
 from decimal import Decimal
 from typing import Annotated, Any
 
-from core.billing.pricing import usd
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from api.body import parse_json
 from api.deps import StateDep
 from api.routes.usage import run_report
+from core.billing.pricing import usd
 from core.errors import AuthenticationError, ConflictError, NotFoundError
 from core.keys import extract_key, generate_key
 from core.models import ApiKey
