@@ -69,8 +69,13 @@ def finish_image(image_id: str, *, attempt: int, values: dict[str, Any]) -> Upda
 
 
 def count_outcome(
-    job_id: str, *, succeeded: int = 0, failed: int = 0, canceled: int = 0
+    job_id: str, *, succeeded: int = 0, failed: int = 0, canceled: int = 0, cost_micros: int = 0
 ) -> ReturningUpdate[int, int, int, int]:
+    """Count finished images (and add what they were billed) on the job, in one statement.
+
+    Lock order, everywhere: image rows, then the job row (this statement), then the key row (the
+    ledger's committed spend). Keeping to it is what lets concurrent settlements never deadlock.
+    """
     return (
         update(Job)
         .where(Job.id == job_id)
@@ -78,6 +83,7 @@ def count_outcome(
             succeeded=Job.succeeded + succeeded,
             failed=Job.failed + failed,
             canceled=Job.canceled + canceled,
+            cost_micros=Job.cost_micros + cost_micros,
         )
         .returning(Job.n, Job.succeeded, Job.failed, Job.canceled)
     )

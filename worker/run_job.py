@@ -15,10 +15,12 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import select, update
+import sqlalchemy.exc
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.billing import ledger
@@ -44,6 +46,8 @@ from worker.providers.base import InputBytes, ProviderCall
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
+
+RECORD_ATTEMPTS = 5
 
 
 @dataclass
@@ -203,17 +207,35 @@ def _record(runtime: WorkerRuntime, job_id: str, claimed: Claimed, outcome: Outc
     finished = utcnow()
     values.update(finished_at=finished, lease_until=None, latency_ms=latency_ms)
     succeeded = values["status"] == ImageStatus.SUCCEEDED
+    for attempt in range(1, RECORD_ATTEMPTS + 1):
+        try:
+            return _record_once(runtime, job_id, claimed, values, billing, succeeded=succeeded, now=finished)
+        except sqlalchemy.exc.OperationalError:
+            # a transient database error (deadlock, failover): the image is made and stored, so
+            # retry this transaction here; re-running the task would find the image leased to us
+            if attempt == RECORD_ATTEMPTS:
+                raise
+            log.warning("image %s: recording failed (attempt %d), retrying", claimed.image_id, attempt)
+            time.sleep(0.05 * 2 ** attempt)
+    raise AssertionError("unreachable")
+
+
+def _record_once(runtime: WorkerRuntime, job_id: str, claimed: Claimed, values: dict[str, Any],
+                 billing: JobBilling, *, succeeded: bool, now: datetime) -> str:
+    """One transaction, locking in the order image row -> job row -> key row (see count_outcome)."""
+    billed = int(values.get("cost_micros", 0)) if succeeded else 0
     with runtime.sessions.begin() as session:
         updated = session.execute(finish_image(claimed.image_id, attempt=claimed.attempt, values=values)).rowcount
         if updated != 1:
             # our lease expired and another attempt took the image over: it owns the outcome
             log.warning("image %s attempt %s lost its lease; outcome discarded", claimed.image_id, claimed.attempt)
             return "superseded"
-        _settle(session, job_id, claimed, values, billing, succeeded=succeeded)
-        counts = session.execute(count_outcome(job_id, succeeded=int(succeeded), failed=int(not succeeded))).one()
-        close = finalize_job(job_id, counts, now=finished)
+        counts = session.execute(count_outcome(job_id, succeeded=int(succeeded), failed=int(not succeeded),
+                                               cost_micros=billed)).one()
+        close = finalize_job(job_id, counts, now=now)
         if close is not None:
             session.execute(close)
+        _settle(session, job_id, claimed, values, billing, billed=billed)
     return "succeeded" if succeeded else "failed"
 
 
@@ -234,9 +256,8 @@ def _cost(billing: JobBilling, applied: AppliedParams, image: ProviderImage) -> 
 
 
 def _settle(session: Session, job_id: str, claimed: Claimed, values: dict[str, Any], billing: JobBilling, *,
-            succeeded: bool) -> None:
+            billed: int) -> None:
     """Ledger rows for one image: its charge (if delivered) and the release of its hold share."""
-    billed = int(values.get("cost_micros", 0)) if succeeded else 0
     model = values.get("model") or billing.model
     if billed:
         price = billing.price_for(model)
@@ -244,7 +265,6 @@ def _settle(session: Session, job_id: str, claimed: Claimed, values: dict[str, A
             key_id=billing.key_id, job_id=job_id, image_id=claimed.image_id, amount=billed,
             upstream=int(values.get("upstream_cost_micros", 0)), model=model,
             pricing={"markup": str(billing.markup), "prices": price.snapshot() if price else None}))
-        session.execute(update(Job).where(Job.id == job_id).values(cost_micros=Job.cost_micros + billed))
     if billing.hold_per_image:
         session.add(ledger.release(key_id=billing.key_id, job_id=job_id, image_id=claimed.image_id,
                                    amount=billing.hold_per_image, model=model))

@@ -99,19 +99,20 @@ def build_router(prefix: str) -> APIRouter:
         now = utcnow()
         async with state.sessions() as session:
             owned = await get_owned_job(session, job_id, key)
+            # lock order as in the worker: image rows, then the job row, then the key row
             canceled_ids = list((await session.execute(cancel_queued_images(job_id, now=now))).scalars())
             canceled = len(canceled_ids)
+            if canceled:
+                counts = (await session.execute(count_outcome(job_id, canceled=canceled))).one()
+                close = finalize_job(job_id, counts, now=now)
+                if close is not None:
+                    await session.execute(close)
             if canceled and owned.hold_per_image_micros:
                 # a canceled image costs nothing: its share of the hold comes back
                 session.add_all([ledger.release(key_id=key.id, job_id=job_id, image_id=image_id,
                                                 amount=owned.hold_per_image_micros, model=owned.model)
                                  for image_id in canceled_ids])
                 await session.execute(ledger.adjust_committed(key.id, -owned.hold_per_image_micros * canceled))
-            if canceled:
-                counts = (await session.execute(count_outcome(job_id, canceled=canceled))).one()
-                close = finalize_job(job_id, counts, now=now)
-                if close is not None:
-                    await session.execute(close)
             await session.commit()
         if canceled:
             state.waiter.notify(job_id)

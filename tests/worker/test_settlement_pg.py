@@ -1,0 +1,95 @@
+"""Concurrent settlement on PostgreSQL: the images of one job finish at the same instant, some
+delivered, some failed, and every ledger row, job counter and key balance comes out exact — with
+no deadlock (each transaction locks image row, then job row, then key row)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import func, select
+
+from core.billing.pricing import ModelPrice, usd
+from core.config import Settings
+from core.errors import ContentPolicyError
+from core.events import InProcessEventBus
+from core.generation import ProviderImage
+from core.migrate import upgrade_head
+from core.models import ApiKey, Job, JobImage, LedgerEntry
+from tests.worker.factories import make_api_key, make_image, make_job
+from worker.providers.base import ProviderCall
+from worker.providers.demo import DemoProvider
+from worker.providers.registry import ProviderRegistry
+from worker.run_job import run_image
+from worker.runtime import WorkerRuntime
+
+pytestmark = pytest.mark.integration
+
+N = 10
+HOLD = 50_000  # micro-dollars held per image
+PRICE = ModelPrice(id="demo", source="test: a paid demo", effective=date(2026, 11, 21),
+                   per_image={"*": {"*": Decimal("0.04")}})  # $0.04 upstream, billed at 1.25x
+
+
+class Rendezvous:
+    """Every image of the job is made at the same moment; odd ones are refused by the upstream."""
+
+    name = "demo"
+
+    def __init__(self, parties: int) -> None:
+        self.barrier = threading.Barrier(parties, timeout=30)
+        self.demo = DemoProvider()
+
+    def generate(self, call: ProviderCall) -> list[ProviderImage]:
+        self.barrier.wait()
+        if call.indices[0] % 2:
+            raise ContentPolicyError("blocked", code="moderation_blocked")
+        return self.demo.generate(call)
+
+
+@pytest.fixture
+def runtime(make_pg_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerRuntime]:
+    settings = Settings(database_url=make_pg_database(), data_dir=tmp_path_factory.mktemp("pg-data"),
+                        db_pool_size=N, db_max_overflow=N, _env_file=None)  # type: ignore[call-arg]
+    upgrade_head(settings)
+    built = WorkerRuntime.build(settings, events=InProcessEventBus())
+    yield built
+    built.close()
+
+
+def test_simultaneous_outcomes_settle_exactly_without_deadlock(runtime: WorkerRuntime) -> None:
+    for round_ in range(5):
+        provider = Rendezvous(N)
+        runtime.providers = ProviderRegistry({"demo": provider})
+        with runtime.sessions.begin() as session:
+            key = make_api_key(session, name=f"settle-{round_}")
+            key.committed_micros = HOLD * N
+            job = make_job(session, key, n=N, size="64x64")
+            job.hold_per_image_micros = HOLD
+            job.pricing = {"markup": "1.25", "hold_per_image_micros": HOLD, "routes": {"demo": PRICE.snapshot()}}
+            images = [make_image(session, job, index=i) for i in range(N)]
+            session.add(LedgerEntry(api_key_id=key.id, job_id=job.id, kind="hold", amount_micros=HOLD * N,
+                                    upstream_cost_micros=0, model="demo"))
+            key_id, job_id, image_ids = key.id, job.id, [i.id for i in images]
+
+        with ThreadPoolExecutor(N) as pool:
+            outcomes = list(pool.map(lambda image_id: run_image(runtime, image_id), image_ids))
+
+        assert sorted(outcomes) == ["failed"] * 5 + ["succeeded"] * 5
+        with runtime.sessions() as session:
+            job = session.get_one(Job, job_id)
+            assert (job.status, job.succeeded, job.failed) == ("partial", 5, 5)
+            ledger_total = session.scalar(select(func.sum(LedgerEntry.amount_micros))
+                                          .where(LedgerEntry.api_key_id == key_id))
+            released = session.scalar(select(func.count()).where(LedgerEntry.job_id == job_id,
+                                                                 LedgerEntry.kind == "release"))
+            billed = session.scalar(select(func.sum(JobImage.cost_micros)).where(JobImage.job_id == job_id))
+            committed = session.get_one(ApiKey, key_id).committed_micros
+        # five delivered at $0.04 x 1.25 = $0.05 each; every hold came back; the key's balance is its ledger
+        assert released == N and ledger_total == billed == job.cost_micros == 5 * 50_000
+        assert committed == ledger_total
+        assert usd(committed) == "0.250000"
