@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Date, Select, and_, case, cast, func, literal_column, select
+from sqlalchemy import Date, Select, and_, case, cast, func, select
 
 from core.billing.pricing import usd
 from core.jobs import ImageStatus
@@ -65,8 +65,9 @@ def usage_query(*, dialect: str, group_by: Sequence[Group], key_id: str | None =
     if conditions:
         query = query.where(and_(*conditions))
     if group_by:
-        query = query.group_by(*[literal_column(g) if dialect != "postgresql" else columns[g] for g in group_by])
-        query = query.order_by(*[literal_column(g) for g in group_by])
+        # by the expressions, not the labels: "model", "size" and "quality" are also column names,
+        # which makes a label ambiguous in GROUP BY on SQLite and PostgreSQL alike
+        query = query.group_by(*[columns[g] for g in group_by]).order_by(*[columns[g] for g in group_by])
     return query
 
 

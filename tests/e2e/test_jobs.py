@@ -95,6 +95,20 @@ def test_a_key_sees_only_its_own_jobs_and_files(stack: Stack) -> None:
     assert httpx.get(f"{stack.base_url}/v1/files/{file_id}", headers=_auth(owner)).status_code == 200
 
 
+def test_usage_report_of_the_calling_key(stack: Stack) -> None:
+    key = stack.create_key(f"usage-{stack.mode}")
+    for n in (2, 1):
+        response = httpx.post(f"{stack.base_url}/v1/images/generations", headers=_auth(key), timeout=60,
+                              json={"model": "demo", "prompt": "count me", "n": n, "size": "64x64"})
+        assert response.status_code == 200 and response.headers["x-imagegate-cost"] == "0.000000"
+    report = httpx.get(f"{stack.base_url}/v1/usage", headers=_auth(key)).json()
+    assert report["totals"]["images_succeeded"] == 3 and report["totals"]["billed_usd"] == "0.000000"
+    assert [(r["model"], r["images_succeeded"]) for r in report["data"]] == [("demo", 3)]
+    grouped = httpx.get(f"{stack.base_url}/v1/usage", headers=_auth(key),
+                        params={"group_by": "model,size,quality", "format": "csv"})
+    assert grouped.status_code == 200 and grouped.text.splitlines()[1].startswith("demo,64x64,auto,3,0,")
+
+
 def test_unknown_job_is_404(stack: Stack) -> None:
     key = stack.create_key(f"unknown-{stack.mode}")
     response = httpx.get(f"{stack.base_url}/v1/jobs/job_doesnotexist", headers=_auth(key))
