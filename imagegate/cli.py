@@ -235,10 +235,12 @@ def usage(
         print(json.dumps(report(rows, group_by=groups, since=start, until=stop), indent=2))
     else:
         table = Table(*groups, *METRICS, title="imagegate usage")
-        for row in [*rows, total(rows)]:
+        for row in rows:
             data = row.as_dict()
-            table.add_row(*[str(data.get(g) if data.get(g) is not None else ("TOTAL" if not row.groups else ""))
-                            for g in groups], *[str(data[m]) for m in METRICS])
+            cells = [str(data[g]) if data[g] is not None else "" for g in groups]
+            table.add_row(*cells, *[str(data[m]) for m in METRICS])
+        totals = total(rows).as_dict()
+        table.add_row("TOTAL", *[""] * (len(groups) - 1), *[str(totals[m]) for m in METRICS], style="bold")
         Console(width=220).print(table)
 
 
