@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
     db_pool_size: int = Field(10, ge=1, validation_alias=_env("DB_POOL_SIZE"))
     """Database connections kept open per process (API or worker); more open under load."""
-    db_max_overflow: int = Field(20, ge=0, validation_alias=_env("DB_MAX_OVERFLOW"))
+    db_max_overflow: int = Field(10, ge=0, validation_alias=_env("DB_MAX_OVERFLOW"))
     queue: str = Field("imagegate", min_length=1, validation_alias=_env("QUEUE"))
     """The broker queue of image tasks; gateways that share one Redis each use their own."""
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import Select, and_, or_, select, update
 from sqlalchemy.sql.dml import ReturningUpdate, Update
 
 from core.jobs import ImageStatus, JobStatus, final_job_status
@@ -21,14 +21,17 @@ from core.models import Job, JobImage
 TERMINAL_JOB = [s.value for s in JobStatus if s.is_terminal]
 
 
+def _claimable(now: datetime) -> Any:
+    return or_(JobImage.status == ImageStatus.QUEUED,
+               and_(JobImage.status == ImageStatus.RUNNING, JobImage.lease_until < now))
+
+
 def _claim(*conditions: Any, now: datetime, lease_s: float) -> Update:
     """Images matching ``conditions`` that are queued, or running under an expired lease, become
     running under a new lease, one attempt more."""
-    claimable = or_(JobImage.status == ImageStatus.QUEUED,
-                    and_(JobImage.status == ImageStatus.RUNNING, JobImage.lease_until < now))
     return (
         update(JobImage)
-        .where(*conditions, claimable)
+        .where(*conditions, _claimable(now))
         .values(status=ImageStatus.RUNNING, attempts=JobImage.attempts + 1, started_at=now,
                 lease_until=now + timedelta(seconds=lease_s))
         .execution_options(synchronize_session=False)
@@ -41,9 +44,20 @@ def claim_image(image_id: str, *, now: datetime, lease_s: float) -> ReturningUpd
         JobImage.job_id, JobImage.index, JobImage.attempts)
 
 
-def claim_group(job_id: str, indexes: list[int], *, now: datetime, lease_s: float) -> ReturningUpdate[str, int, int]:
-    """Take the other claimable images of a call group (upstreams that make n images per call)."""
-    return _claim(JobImage.job_id == job_id, JobImage.index.in_(indexes), now=now, lease_s=lease_s).returning(
+def lock_group(job_id: str, indexes: list[int], *, now: datetime) -> Select[str]:
+    """The claimable images of a call group that no other transaction holds (SKIP LOCKED): the
+    siblings' own tasks claim theirs at the same moment, and nobody may wait on anybody."""
+    return (
+        select(JobImage.id)
+        .where(JobImage.job_id == job_id, JobImage.index.in_(indexes), _claimable(now))
+        .order_by(JobImage.index)
+        .with_for_update(skip_locked=True)
+    )
+
+
+def claim_group(image_ids: list[str], *, now: datetime, lease_s: float) -> ReturningUpdate[str, int, int]:
+    """Take the siblings :func:`lock_group` locked (upstreams that make n images per call)."""
+    return _claim(JobImage.id.in_(image_ids), now=now, lease_s=lease_s).returning(
         JobImage.id, JobImage.index, JobImage.attempts)
 
 

@@ -34,6 +34,7 @@ from core.job_updates import (
     count_outcome,
     finalize_job,
     finish_image,
+    lock_group,
     mark_job_running,
 )
 from core.jobs import ImageStatus
@@ -92,7 +93,7 @@ def run_image(runtime: WorkerRuntime, image_id: str) -> str:
             log.info("image %s: not claimable (done, canceled, or running elsewhere)", image_id)
             return "skipped"
         job_id, index, attempt = first
-        session.execute(mark_job_running(job_id, now=now))
+        # a plain read of the job (no lock); image rows are locked before the job row, always
         row = session.execute(
             select(Job.request, Job.applied, Job.n, Job.model, Job.api_key_id, Job.pricing,
                    Job.hold_per_image_micros).where(Job.id == job_id)).one()
@@ -104,8 +105,11 @@ def run_image(runtime: WorkerRuntime, image_id: str) -> str:
         size = max(1, applied.n_per_call)
         group = [i for i in range((index // size) * size, min(n, (index // size + 1) * size)) if i != index]
         if group:
-            claimed += [Claimed(*row) for row in session.execute(
-                claim_group(job_id, group, now=now, lease_s=lease)).all()]
+            siblings = list(session.execute(lock_group(job_id, group, now=now)).scalars())
+            if siblings:
+                claimed += [Claimed(*row) for row in session.execute(
+                    claim_group(siblings, now=now, lease_s=lease)).all()]
+        session.execute(mark_job_running(job_id, now=now))
     claimed.sort(key=lambda c: c.index)
 
     request = GenerationRequest.model_validate(request_json)

@@ -93,3 +93,41 @@ def test_simultaneous_outcomes_settle_exactly_without_deadlock(runtime: WorkerRu
         assert released == N and ledger_total == billed == job.cost_micros == 5 * 50_000
         assert committed == ledger_total
         assert usd(committed) == "0.250000"
+
+
+class CountingDemo:
+    """The demo model making every image of a call at once, counting its calls."""
+
+    name = "demo"
+
+    def __init__(self) -> None:
+        self.calls: list[list[int]] = []
+        self.lock = threading.Lock()
+        self.demo = DemoProvider()
+
+    def generate(self, call: ProviderCall) -> list[ProviderImage]:
+        with self.lock:
+            self.calls.append(list(call.indices))
+        return self.demo.generate(call)
+
+
+def test_sibling_tasks_of_a_group_claim_without_waiting_on_each_other(runtime: WorkerRuntime) -> None:
+    """An upstream making 10 images per call: the 10 tasks of the job start together; whoever
+    claims first takes the siblings nobody holds (SKIP LOCKED), the others find theirs taken."""
+    for round_ in range(5):
+        provider = CountingDemo()
+        runtime.providers = ProviderRegistry({"demo": provider})
+        with runtime.sessions.begin() as session:
+            key = make_api_key(session, name=f"group-{round_}")
+            job = make_job(session, key, n=N, size="64x64")
+            job.applied = {**job.applied, "n_per_call": N}
+            image_ids = [make_image(session, job, index=i).id for i in range(N)]
+            job_id = job.id
+        with ThreadPoolExecutor(N) as pool:
+            outcomes = list(pool.map(lambda image_id: run_image(runtime, image_id), image_ids))
+        made = sorted(i for call in provider.calls for i in call)
+        assert made == list(range(N)), "every image made exactly once"
+        assert set(outcomes) <= {"succeeded", "skipped"} and "succeeded" in outcomes
+        with runtime.sessions() as session:
+            job = session.get_one(Job, job_id)
+            assert (job.status, job.succeeded) == ("succeeded", N)
