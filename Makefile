@@ -40,3 +40,9 @@ lock: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache .mypy_cache
+
+# Benchmarks (bench/README.md): imagegate against direct calls to a fake upstream, both modes;
+# needs PostgreSQL and Redis on 127.0.0.1 for distributed mode. BENCH_ARGS=--quick for a smoke run.
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python -m bench.run --mode both --wait-quiet 120 $(BENCH_ARGS)
