@@ -6,9 +6,10 @@
 3. the key's allowed models and rate limits;
 4. price the job and hold its estimate against the key's budgets (api/billing.py);
 5. insert the job, its n images and the hold, and COMMIT;
-6. only then send one task per image. If the broker is down the job is still accepted: its images
-   are marked for the sweeper, which sends them as soon as the broker answers. Nothing accepted
-   is lost.
+6. only then send one task per upstream call (per image, or per group of images for upstreams
+   that make several per call). If the broker is down the job is still accepted: its images are
+   marked for the sweeper, which sends them as soon as the broker answers. Nothing accepted is
+   lost.
 """
 
 from __future__ import annotations
@@ -148,8 +149,11 @@ async def submit(
                 return existing
         raise
 
-    image_ids = [image.id for image in images]
+    # one task per upstream call: an upstream making n images per call (GPT image) gets the first
+    # image of each group, whose task claims the group; the sweeper still watches every image
+    per_call = max(1, routes[0].n_per_call)
+    image_ids = [image.id for image in images if image.index % per_call == 0]
     if not await state.enqueuer.send(image_ids):
-        await session.execute(mark_unsent(image_ids))
+        await session.execute(mark_unsent([image.id for image in images]))
         await session.commit()
     return job
