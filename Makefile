@@ -25,7 +25,7 @@ run: $(STAMP)
 # Unit tests, lint, architecture contract, then the integration tests against real PostgreSQL,
 # Redis, Celery workers and uvicorn (they fail, not skip, when IMAGEGATE_REQUIRE_SERVICES=1).
 test: $(STAMP)
-	$(BIN)/ruff check core api worker imagegate tests
+	$(BIN)/ruff check core api worker imagegate migrations tests bench
 	$(BIN)/lint-imports
 	$(BIN)/mypy
 	$(BIN)/pytest -q

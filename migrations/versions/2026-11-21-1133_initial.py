@@ -103,7 +103,8 @@ def upgrade() -> None:
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['api_key_id'], ['api_keys.id'], name=op.f('fk_ledger_entries_api_key_id_api_keys')),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], name=op.f('fk_ledger_entries_job_id_jobs')),
-    sa.ForeignKeyConstraint(['job_image_id'], ['job_images.id'], name=op.f('fk_ledger_entries_job_image_id_job_images')),
+    sa.ForeignKeyConstraint(['job_image_id'], ['job_images.id'],
+                            name=op.f('fk_ledger_entries_job_image_id_job_images')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_ledger_entries'))
     )
     with op.batch_alter_table('ledger_entries', schema=None) as batch_op:

@@ -5,17 +5,16 @@ Revises: 74a34c03ac5c
 Create Date: 2026-11-21 11:56:13.290599
 
 """
-from typing import Sequence, Union
+from collections.abc import Sequence
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = '9f436600e02d'
-down_revision: Union[str, Sequence[str], None] = '74a34c03ac5c'
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | Sequence[str] | None = '74a34c03ac5c'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:

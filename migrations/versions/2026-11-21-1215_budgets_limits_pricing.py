@@ -5,17 +5,16 @@ Revises: 9f436600e02d
 Create Date: 2026-11-21 12:12:00.008315
 
 """
-from typing import Sequence, Union
+from collections.abc import Sequence
 
-from alembic import op
 import sqlalchemy as sa
-
+from alembic import op
 
 # revision identifiers, used by Alembic.
 revision: str = 'a45c7f8fff1f'
-down_revision: Union[str, Sequence[str], None] = '9f436600e02d'
-branch_labels: Union[str, Sequence[str], None] = None
-depends_on: Union[str, Sequence[str], None] = None
+down_revision: str | Sequence[str] | None = '9f436600e02d'
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
 
 
 def upgrade() -> None:
@@ -28,16 +27,19 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('images_per_minute', sa.Integer(), nullable=True))
         batch_op.add_column(sa.Column('models_allowed', sa.JSON(), nullable=True))
         batch_op.add_column(sa.Column('markup', sa.String(length=16), nullable=True))
-        batch_op.add_column(sa.Column('committed_micros', sa.BigInteger(), nullable=False, server_default=sa.text('0')))
+        batch_op.add_column(sa.Column('committed_micros', sa.BigInteger(), nullable=False,
+                                      server_default=sa.text('0')))
 
     with op.batch_alter_table('job_images', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('upstream_cost_micros', sa.BigInteger(), nullable=False, server_default=sa.text('0')))
+        batch_op.add_column(sa.Column('upstream_cost_micros', sa.BigInteger(), nullable=False,
+                                      server_default=sa.text('0')))
         batch_op.add_column(sa.Column('size', sa.String(length=32), nullable=True))
         batch_op.add_column(sa.Column('quality', sa.String(length=16), nullable=True))
 
     with op.batch_alter_table('jobs', schema=None) as batch_op:
         batch_op.add_column(sa.Column('pricing', sa.JSON(), nullable=True))
-        batch_op.add_column(sa.Column('hold_per_image_micros', sa.BigInteger(), nullable=False, server_default=sa.text('0')))
+        batch_op.add_column(sa.Column('hold_per_image_micros', sa.BigInteger(), nullable=False,
+                                      server_default=sa.text('0')))
         batch_op.add_column(sa.Column('cost_micros', sa.BigInteger(), nullable=False, server_default=sa.text('0')))
 
     # ### end Alembic commands ###
