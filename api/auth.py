@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from starlette.requests import Request
 
 from core.errors import AuthenticationError
 from core.keys import extract_key, hash_secret
 from core.models import ApiKey
+from core.repo import keys
 
 
 async def authenticate(request: Request, sessions: async_sessionmaker[Any]) -> ApiKey:
@@ -27,7 +27,7 @@ async def authenticate(request: Request, sessions: async_sessionmaker[Any]) -> A
             code="missing_api_key",
         )
     async with sessions() as session:
-        key = await session.scalar(select(ApiKey).where(ApiKey.secret_hash == hash_secret(secret)))
+        key = await session.scalar(keys.by_secret_hash(hash_secret(secret)))
     if key is None:
         # never echo the secret back
         raise AuthenticationError("Incorrect API key provided.", code="invalid_api_key")

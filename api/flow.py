@@ -15,11 +15,12 @@ from api.inputs import PendingImage
 from api.results import get_images, job_is_terminal, job_view, wait_for_job
 from api.state import AppState
 from api.submit import submit
-from core.billing.pricing import usd
+from core.billing.money import format_usd
 from core.errors import GatewayError, JobWaitTimeoutError, error_for_failed_job
 from core.generation import AppliedParams, Dialect, GenerationRequest
 from core.jobs import ImageStatus
 from core.models import ApiKey, Job, JobImage
+from core.repo import jobs
 
 
 @dataclass
@@ -63,7 +64,7 @@ class RequestContextMiddleware:
 
 
 def result_headers(result: JobResult) -> dict[str, str]:
-    return {"x-imagegate-job-id": result.job.id, "x-imagegate-cost": usd(result.job.cost_micros),
+    return {"x-imagegate-job-id": result.job.id, "x-imagegate-cost": format_usd(result.job.cost_micros),
             "x-imagegate-served-by": result.served_by, "x-imagegate-images": f"{result.job.succeeded}/{result.job.n}"}
 
 
@@ -97,15 +98,15 @@ async def submit_job(state: AppState, *, key: ApiKey, generation: GenerationRequ
     """Submit and return the job id (the original job's, for an idempotent replay)."""
     async with state.sessions() as session:
         context = _CONTEXT.get()
-        job = await submit(session, key=key, request=generation, dialect=dialect, state=state, inputs=inputs,
-                           idempotency_key=idempotency_key or (context.idempotency_key if context else None))
-        return job.id
+        return await submit(session, key=key, request=generation, dialect=dialect, state=state, inputs=inputs,
+                            idempotency_key=idempotency_key or (context.idempotency_key if context else None))
 
 
 async def accepted(state: AppState, job_id: str) -> JSONResponse:
     """``202 Accepted`` with the job view, for ``Prefer: respond-async``."""
     async with state.sessions() as session:
-        job = await session.get_one(Job, job_id)
+        job = await session.scalar(jobs.by_id(job_id))
+        assert job is not None
         view = await job_view(state, job, await get_images(session, job_id), include_b64=False)
     return JSONResponse(view, status_code=202, headers={
         "Location": f"/v1/jobs/{job_id}", "Preference-Applied": "respond-async", "x-imagegate-job-id": job_id})
@@ -113,7 +114,8 @@ async def accepted(state: AppState, job_id: str) -> JSONResponse:
 
 async def load_result(state: AppState, job_id: str) -> JobResult:
     async with state.sessions() as session:
-        job = await session.get_one(Job, job_id)
+        job = await session.scalar(jobs.by_id(job_id))
+        assert job is not None
         images = await get_images(session, job_id)
     return JobResult(job=job, images=images, applied=AppliedParams.model_validate(job.applied))
 

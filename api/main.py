@@ -26,7 +26,7 @@ from api.routes.jobs import build_router as build_jobs_router
 from api.state import AppState
 from api.sweeper import release_embedded_orphans, run_sweeper
 from api.wait import JobWaiter, RedisJobEvents, attach_in_process
-from core.billing.pricing import PriceTable
+from core.billing.prices import PriceTable
 from core.config import Settings, get_settings
 from core.db import async_session_factory, create_async_db_engine
 from core.events import InProcessEventBus

@@ -6,35 +6,33 @@ import base64
 from typing import Any
 
 import anyio.to_thread
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.state import AppState
 from core import signing
+from core.billing.money import format_usd
 from core.errors import JobWaitTimeoutError, NotFoundError
 from core.generation import DeliveredImage, Usage
 from core.jobs import ImageStatus, JobStatus
 from core.models import ApiKey, Job, JobImage
+from core.repo import jobs
 
 
 async def get_owned_job(session: AsyncSession, job_id: str, key: ApiKey) -> Job:
     """The job, if this key made it; anyone else's is indistinguishable from a missing one."""
-    job = await session.get(Job, job_id)
-    if job is None or job.api_key_id != key.id:
+    job = await session.scalar(jobs.owned(job_id, key.id))
+    if job is None:
         raise NotFoundError(f"No job found with id '{job_id}'.", param="job_id", code="job_not_found")
     return job
 
 
 async def get_images(session: AsyncSession, job_id: str) -> list[JobImage]:
-    result = await session.scalars(
-        select(JobImage).where(JobImage.job_id == job_id).order_by(JobImage.index)
-    )
-    return list(result)
+    return list(await session.scalars(jobs.images_of(job_id)))
 
 
 async def job_is_terminal(state: AppState, job_id: str) -> bool:
     async with state.sessions() as session:
-        status = await session.scalar(select(Job.status).where(Job.id == job_id))
+        status = await session.scalar(jobs.status_of(job_id))
     return status is not None and JobStatus(status).is_terminal
 
 
@@ -119,7 +117,7 @@ async def job_view(state: AppState, job: Job, images: list[JobImage], *, include
                 upstream_model=image.upstream_model,
                 latency_ms=image.latency_ms,
                 usage=d.usage.model_dump() | {"total_tokens": d.usage.total_tokens},
-                cost_usd=_usd(image.cost_micros),
+                cost_usd=format_usd(image.cost_micros),
             )
             if include_b64:
                 view["b64_json"] = d.b64_json
@@ -143,16 +141,9 @@ async def job_view(state: AppState, job: Job, images: list[JobImage], *, include
         "request": job.request,
         "applied": job.applied,
         "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
-        "cost_usd": _usd(sum(i.cost_micros for i in images)),
+        "cost_usd": format_usd(sum(i.cost_micros for i in images)),
         "images": image_views,
     }
-
-
-def _usd(micros: int) -> str:
-    """Micro-dollars as an exact decimal string (never a float)."""
-    sign = "-" if micros < 0 else ""
-    whole, frac = divmod(abs(micros), 1_000_000)
-    return f"{sign}{whole}.{frac:06d}"
 
 
 async def wait_for_job(state: AppState, job_id: str) -> None:

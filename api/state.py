@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from api.enqueue import Enqueuer
 from api.ratelimit import RateLimiter
 from api.wait import JobWaiter
-from core.billing.pricing import PriceTable
+from core.billing.prices import PriceTable
 from core.config import Settings
 from core.routing import Catalogue
 from core.storage import ImageStore

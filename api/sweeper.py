@@ -1,6 +1,6 @@
 """Re-sends image tasks that were lost: never sent (broker down at submit), or taken by a worker
 that died (lease expired). Runs in every API process; the conditional update in
-:func:`core.job_updates.requeue_orphans` keeps concurrent sweepers from sending the same image
+:func:`core.repo.jobs.requeue_orphans` keeps concurrent sweepers from sending the same image
 twice in one window, and a duplicate delivery is harmless anyway (the claim is idempotent)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from api.enqueue import Enqueuer
-from core.job_updates import mark_unsent, release_all_running, requeue_orphans
 from core.models.types import utcnow
+from core.repo.jobs import mark_unsent, release_all_running, requeue_orphans
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,10 @@
-"""Parameter planning: what a model will actually generate for a request, from the catalogue.
+"""Planning: which routes a request will take, and what each will actually generate.
 
-:func:`plan` turns a canonical request and a resolved model into :class:`AppliedParams`. The
-rules are table-driven (each model's ``capabilities``), and every decision is visible:
+:func:`plan_routes` is the one place a job's fallback chain is decided: at submit, once; the job
+stores every route it plans (``jobs.routes``) and the worker executes them in order, without
+looking at the catalogue again. :func:`plan` turns a canonical request and a resolved model into
+:class:`AppliedParams` (one route). The rules are table-driven (each model's ``capabilities``),
+and every decision is visible:
 
 - a value the model supports is passed on;
 - a value it cannot take but that has a near equivalent is mapped and recorded in
@@ -17,10 +20,11 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 
 from core.errors import InvalidRequestError
 from core.generation import AppliedParams, GenerationRequest
-from core.routing import Capabilities, ModelSpec, Resolved
+from core.routing import Capabilities, Catalogue, ModelSpec, Resolved, fallback_alias
 
 _SIZE_RE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 _RATIO_RE = re.compile(r"^(\d{1,3}):(\d{1,3})$")
@@ -137,6 +141,33 @@ def plan(request: GenerationRequest, resolved: Resolved | ModelSpec, *,
     if request.image_size is not None and caps.planner != "ratio_grid":
         ignored.append("image_size")  # sizes come from `size` / `aspect_ratio` on this model
     return AppliedParams(**common, **dims, ignored=ignored, adjusted=adjusted)
+
+
+@dataclass(frozen=True)
+class RoutePlan:
+    """The requested model's catalogue id, and the routes a job for it tries, in order."""
+
+    model: str
+    routes: list[AppliedParams]
+
+
+def plan_routes(catalogue: Catalogue, request: GenerationRequest) -> RoutePlan:
+    """The plan of each configured route that can take the request: the model's first configured
+    route (the model itself, or its first configured fallback), then its other fallbacks. A
+    fallback that cannot take the request (too many images, a size it cannot make) is left out;
+    when the first route cannot, its error is the answer (a 400 naming the field)."""
+    resolved = catalogue.resolve(request.model)
+    chain = catalogue.routes(resolved.spec)
+    carried = fallback_alias(resolved.alias)
+    first = resolved if chain[0] is resolved.spec else Resolved(spec=chain[0], requested=request.model, alias=carried)
+    routes = [plan(request, first, grids=catalogue.grids)]
+    for fallback in chain[1:]:
+        try:
+            routes.append(plan(request, Resolved(spec=fallback, requested=fallback.id, alias=carried),
+                               grids=catalogue.grids))
+        except InvalidRequestError:
+            continue
+    return RoutePlan(model=resolved.spec.id, routes=routes)
 
 
 def _check_inputs(request: GenerationRequest, spec: ModelSpec) -> None:

@@ -2,29 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import socket
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal, InvalidOperation
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
+from pydantic import BaseModel, ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
-from sqlalchemy import select
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from core.billing.pricing import usd
-from core.billing.reports import METRICS, parse_groups, report, rows_from, to_csv, total, usage_query
+from core import key_service
+from core.billing.reports import METRICS, UsageRow, parse_groups, report, rows_from, to_csv, total
 from core.config import Settings, get_settings
-from core.db import create_sync_engine, sync_sessionmaker
+from core.db import async_session_factory, create_async_db_engine
 from core.errors import GatewayError
-from core.keys import generate_key
+from core.key_service import KeyCreate, key_view
 from core.migrate import upgrade_head
-from core.models import ApiKey
+from core.repo.usage import usage_query
 from core.routing import load_for_settings
+
+T = TypeVar("T")
+M = TypeVar("M", bound=BaseModel)
 
 app = typer.Typer(help="imagegate: a queued image-generation gateway.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
@@ -67,19 +72,24 @@ def serve(
 
 
 def _create_first_key(settings: Settings) -> None:
-    sessions = sync_sessionmaker(create_sync_engine(settings.resolved_database_url, pool_size=1, max_overflow=1))
-    with sessions.begin() as session:
-        if session.scalar(select(ApiKey.id).limit(1)) is not None:
-            err.print("API keys exist already; 'imagegate keys create --name NAME' makes another.")
-            return
-        new = generate_key()
-        session.add(ApiKey(id=new.id, name="default", prefix=new.prefix, secret_hash=new.secret_hash))
+    catalogue = load_for_settings(settings)
+
+    async def first(session: AsyncSession) -> str | None:
+        if await key_service.any_key(session):
+            return None
+        _, secret = await key_service.create_key(session, KeyCreate(name="default"), catalogue=catalogue)
+        return secret
+
+    secret = _run(settings, first)
+    if secret is None:
+        err.print("API keys exist already; 'imagegate keys create --name NAME' makes another.")
+        return
     url = settings.resolved_public_url
     err.print(
         "\n[bold]Your first API key[/bold] (named 'default'; shown once, keep it):\n\n"
-        f"    {new.secret}\n\n"
+        f"    {secret}\n\n"
         "Try it:\n"
-        f"    curl {url}/v1/images/generations -H 'Authorization: Bearer {new.secret}' \\\n"
+        f"    curl {url}/v1/images/generations -H 'Authorization: Bearer {secret}' \\\n"
         "         -H 'Content-Type: application/json' -d '{\"prompt\": \"a lighthouse at dusk\"}'\n",
         highlight=False, soft_wrap=True,
     )
@@ -111,21 +121,35 @@ def migrate() -> None:
     upgrade_head(get_settings())
 
 
-def _sessions(settings: Settings) -> sessionmaker[Any]:
+def _run(settings: Settings, work: Callable[[AsyncSession], Awaitable[T]]) -> T:
+    """Migrate, then run ``work`` with a database session (the same async code the API runs)."""
     upgrade_head(settings)
-    return sync_sessionmaker(create_sync_engine(settings.resolved_database_url, pool_size=1, max_overflow=1))
+
+    async def main() -> T:
+        engine = create_async_db_engine(settings.resolved_database_url, pool_size=1, max_overflow=1)
+        try:
+            async with async_session_factory(engine)() as session:
+                return await work(session)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(main())
 
 
-def _micros(usd_text: str | None, option: str) -> int | None:
-    if usd_text is None:
-        return None
+def _fail(message: str) -> NoReturn:
+    err.print(f"[red]{escape(message)}[/red]")
+    raise typer.Exit(1)
+
+
+def _validated(model: type[M], values: dict[str, Any]) -> M:
+    """The key service's own validation (the admin API's), as the CLI's option names."""
     try:
-        value = Decimal(usd_text)
-    except InvalidOperation:
-        raise typer.BadParameter(f"{option} must be a number of dollars, e.g. 25 or 12.50") from None
-    if value < 0:
-        raise typer.BadParameter(f"{option} cannot be negative")
-    return int((value * 1_000_000).to_integral_value())
+        return model.model_validate({k: v for k, v in values.items() if v is not None})
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        field = str(first["loc"][0]) if first.get("loc") else ""
+        option = "--" + field.replace("_", "-") if field else "a value"
+        raise typer.BadParameter(f"{option}: {first['msg']}") from None
 
 
 @keys_app.command("create")
@@ -134,69 +158,52 @@ def keys_create(
     budget_usd: Annotated[str | None, typer.Option("--budget-usd", help="Hard cap on total spend.")] = None,
     monthly_budget_usd: Annotated[str | None, typer.Option("--monthly-budget-usd",
                                                            help="Hard cap per calendar month.")] = None,
-    rpm: Annotated[int | None, typer.Option("--rpm", min=1, help="Requests per minute.")] = None,
-    images_per_minute: Annotated[int | None, typer.Option("--images-per-minute", min=1)] = None,
+    rpm: Annotated[int | None, typer.Option("--rpm", help="Requests per minute.")] = None,
+    images_per_minute: Annotated[int | None, typer.Option("--images-per-minute")] = None,
     models: Annotated[str | None, typer.Option("--models", help="Allowed model ids, comma-separated.")] = None,
     markup: Annotated[str | None, typer.Option("--markup", help="This key's markup, e.g. 1.25.")] = None,
 ) -> None:
     """Create a key; its secret is printed once, alone on the last line of stdout."""
     settings = get_settings()
-    new = generate_key()
-    allowed = None
-    if models:
-        catalogue = load_for_settings(settings)
-        try:
-            allowed = [catalogue.resolve(m.strip()).spec.id for m in models.split(",") if m.strip()]
-        except GatewayError as exc:
-            raise typer.BadParameter(exc.message) from None
-    if markup is not None:
-        try:
-            if Decimal(markup) <= 0:
-                raise InvalidOperation
-        except InvalidOperation:
-            raise typer.BadParameter("--markup must be a positive number, e.g. 1.25") from None
-    with _sessions(settings).begin() as session:
-        if session.scalar(select(ApiKey).where(ApiKey.name == name)) is not None:
-            err.print(f"[red]a key named {name!r} already exists[/red]")
-            raise typer.Exit(1)
-        session.add(ApiKey(id=new.id, name=name, prefix=new.prefix, secret_hash=new.secret_hash,
-                           budget_micros=_micros(budget_usd, "--budget-usd"),
-                           monthly_budget_micros=_micros(monthly_budget_usd, "--monthly-budget-usd"),
-                           rpm=rpm, images_per_minute=images_per_minute, models_allowed=allowed,
-                           markup=markup, committed_micros=0))
-    err.print(f"Created key [bold]{name}[/bold] ({new.prefix}…). Store the secret now: "
+    spec = _validated(KeyCreate, {
+        "name": name, "budget_usd": budget_usd, "monthly_budget_usd": monthly_budget_usd, "rpm": rpm,
+        "images_per_minute": images_per_minute, "markup": markup,
+        "models": [m.strip() for m in models.split(",") if m.strip()] if models else None})
+    catalogue = load_for_settings(settings)
+    try:
+        key, secret = _run(settings, lambda session: key_service.create_key(session, spec, catalogue=catalogue))
+    except GatewayError as exc:
+        _fail(exc.message)
+    err.print(f"Created key [bold]{escape(key.name)}[/bold] ({key.prefix}…). Store the secret now: "
               "it is not shown again.")
-    print(new.secret)
+    print(secret)
 
 
 @keys_app.command("list")
 def keys_list() -> None:
     """List keys (never their secrets)."""
     settings = get_settings()
-    with _sessions(settings)() as session:
-        keys = list(session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
+    found = _run(settings, key_service.list_keys)
     table = Table("name", "prefix", "created", "status", "budget", "committed", "rpm", "img/min", "models")
-    for key in keys:
-        table.add_row(key.name, key.prefix + "…", key.created_at.strftime("%Y-%m-%d %H:%M"),
+    for key in found:
+        view = key_view(key)
+        table.add_row(escape(key.name), key.prefix + "…", key.created_at.strftime("%Y-%m-%d %H:%M"),
                       "revoked" if key.revoked_at else "active",
-                      f"${usd(key.budget_micros)}" if key.budget_micros is not None else "-",
-                      f"${usd(key.committed_micros)}", str(key.rpm or "-"), str(key.images_per_minute or "-"),
+                      f"${view['budget_usd']}" if view["budget_usd"] is not None else "-",
+                      f"${view['committed_usd']}", str(key.rpm or "-"), str(key.images_per_minute or "-"),
                       ",".join(key.models_allowed) if key.models_allowed else "all")
     Console(width=200).print(table)
 
 
 @keys_app.command("revoke")
-def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name.")]) -> None:
+def keys_revoke(name: Annotated[str, typer.Argument(help="The key's name (or id).")]) -> None:
     """Revoke a key: it is refused from the next request on."""
     settings = get_settings()
-    with _sessions(settings).begin() as session:
-        key = session.scalar(select(ApiKey).where(ApiKey.name == name))
-        if key is None:
-            err.print(f"[red]no key named {name!r}[/red]")
-            raise typer.Exit(1)
-        if key.revoked_at is None:
-            key.revoked_at = datetime.now(UTC)
-    err.print(f"Revoked key {name}.")
+    try:
+        _run(settings, lambda session: key_service.revoke_key(session, name))
+    except GatewayError as exc:
+        _fail(exc.message)
+    err.print(f"Revoked key {escape(name)}.")
 
 
 @app.command()
@@ -217,18 +224,17 @@ def usage(
         raise typer.BadParameter(str(exc)) from None
     if fmt not in ("table", "csv", "json"):
         raise typer.BadParameter("--format must be table, csv or json")
-    sessions = _sessions(settings)
-    with sessions() as session:
-        key_id = None
-        if key is not None:
-            found = session.scalar(select(ApiKey).where(ApiKey.name == key))
-            if found is None:
-                err.print(f"[red]no key named {key!r}[/red]")
-                raise typer.Exit(1)
-            key_id = found.id
+
+    async def load(session: AsyncSession) -> list[UsageRow]:
+        key_id = (await key_service.find_key(session, key)).id if key is not None else None
         dialect = session.get_bind().dialect.name
-        rows = rows_from(session.execute(usage_query(dialect=dialect, group_by=groups, key_id=key_id,
-                                                     since=start, until=stop)).all(), groups)
+        query = usage_query(dialect=dialect, group_by=groups, key_id=key_id, since=start, until=stop)
+        return rows_from((await session.execute(query)).all(), groups)
+
+    try:
+        rows = _run(settings, load)
+    except GatewayError as exc:
+        _fail(exc.message)
     if fmt == "csv":
         sys.stdout.write(to_csv(rows, group_by=groups))
     elif fmt == "json":
@@ -237,7 +243,7 @@ def usage(
         table = Table(*groups, *METRICS, title="imagegate usage")
         for row in rows:
             data = row.as_dict()
-            cells = [str(data[g]) if data[g] is not None else "" for g in groups]
+            cells = [escape(str(data[g])) if data[g] is not None else "" for g in groups]
             table.add_row(*cells, *[str(data[m]) for m in METRICS])
         totals = total(rows).as_dict()
         table.add_row("TOTAL", *[""] * (len(groups) - 1), *[str(totals[m]) for m in METRICS], style="bold")

@@ -5,7 +5,8 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import text
 
-import core.models  # noqa: F401  (registers every table on Base.metadata)
+import core.models
+import core.models.ledger  # noqa: F401
 from core.config import get_settings
 from core.db import Base, create_sync_engine, is_sqlite
 

@@ -11,7 +11,8 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 
-import core.models  # noqa: F401
+import core.models
+import core.models.ledger  # noqa: F401
 from core.config import Settings
 from core.db import Base, create_sync_engine
 from core.migrate import alembic_config, upgrade_head

@@ -16,32 +16,18 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy.exc
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from core.billing import ledger
-from core.billing.pricing import ModelPrice, actual_image_micros, billed_micros
-from core.errors import GatewayError, InvalidRequestError, ServiceUnavailableError, UpstreamError
+from core.billing.ledger import Charge, JobBilling
+from core.errors import GatewayError, ServiceUnavailableError, UpstreamError
 from core.generation import AppliedParams, GenerationRequest, ProviderImage
 from core.imaging import transcode
-from core.job_updates import (
-    claim_group,
-    claim_image,
-    count_outcome,
-    finalize_job,
-    finish_image,
-    lock_group,
-    mark_job_running,
-)
 from core.jobs import ImageStatus
-from core.models import Job
 from core.models.types import utcnow
-from core.planning import plan
-from core.routing import Resolved, fallback_alias
+from core.repo import jobs
 from core.storage import image_object_key
 from worker.providers.base import InputBytes, ProviderCall
 from worker.runtime import WorkerRuntime
@@ -58,24 +44,6 @@ class Claimed:
     attempt: int
 
 
-@dataclass(frozen=True)
-class JobBilling:
-    """What settlement needs from the job: whose money, the prices in force at submit, the hold."""
-
-    key_id: str
-    model: str
-    pricing: dict[str, Any]
-    hold_per_image: int
-
-    def price_for(self, model: str) -> ModelPrice | None:
-        snapshot = self.pricing.get("routes", {}).get(model)
-        return ModelPrice.from_snapshot(snapshot) if snapshot is not None else None
-
-    @property
-    def markup(self) -> Decimal:
-        return Decimal(str(self.pricing.get("markup", "1")))
-
-
 @dataclass
 class Outcome:
     image: ProviderImage | None = None
@@ -88,33 +56,31 @@ def run_image(runtime: WorkerRuntime, image_id: str) -> str:
     now = utcnow()
     lease = runtime.settings.image_lease_s
     with runtime.sessions.begin() as session:
-        first = session.execute(claim_image(image_id, now=now, lease_s=lease)).one_or_none()
+        first = session.execute(jobs.claim_image(image_id, now=now, lease_s=lease)).one_or_none()
         if first is None:
             log.info("image %s: not claimable (done, canceled, or running elsewhere)", image_id)
             return "skipped"
         job_id, index, attempt = first
         # a plain read of the job (no lock); image rows are locked before the job row, always
-        row = session.execute(
-            select(Job.request, Job.applied, Job.n, Job.model, Job.api_key_id, Job.pricing,
-                   Job.hold_per_image_micros).where(Job.id == job_id)).one()
-        request_json, applied_json, n, model = row.request, row.applied, row.n, row.model
-        billing = JobBilling(key_id=row.api_key_id, model=model, pricing=row.pricing or {},
-                             hold_per_image=row.hold_per_image_micros)
-        applied = AppliedParams.model_validate(applied_json)
+        row = session.execute(jobs.run_context(job_id)).one()
+        billing = JobBilling.of(key_id=row.api_key_id, job_id=job_id, model=row.model,
+                                hold_per_image=row.hold_per_image_micros, pricing=row.pricing)
+        routes = [AppliedParams.model_validate(route) for route in row.routes]
         claimed = [Claimed(image_id, index, attempt)]
-        size = max(1, applied.n_per_call)
+        n = row.n
+        size = max(1, routes[0].n_per_call)
         group = [i for i in range((index // size) * size, min(n, (index // size + 1) * size)) if i != index]
         if group:
-            siblings = list(session.execute(lock_group(job_id, group, now=now)).scalars())
+            siblings = list(session.execute(jobs.lock_group(job_id, group, now=now)).scalars())
             if siblings:
                 claimed += [Claimed(*row) for row in session.execute(
-                    claim_group(siblings, now=now, lease_s=lease)).all()]
-        session.execute(mark_job_running(job_id, now=now))
+                    jobs.claim_group(siblings, now=now, lease_s=lease)).all()]
+        session.execute(jobs.mark_job_running(job_id, now=now))
     claimed.sort(key=lambda c: c.index)
 
-    request = GenerationRequest.model_validate(request_json)
+    request = GenerationRequest.model_validate(row.request)
     started = time.monotonic()
-    outcomes = generate(runtime, request, applied, [c.index for c in claimed], model=model, billing=billing)
+    outcomes = generate(runtime, request, routes, [c.index for c in claimed])
     latency_ms = int((time.monotonic() - started) * 1000)
 
     results = {c.image_id: _record(runtime, job_id, c, outcomes[c.index], latency_ms, billing) for c in claimed}
@@ -123,41 +89,17 @@ def run_image(runtime: WorkerRuntime, image_id: str) -> str:
     return results[image_id]
 
 
-def routes_for(runtime: WorkerRuntime, request: GenerationRequest, applied: AppliedParams, *,
-               model: str) -> list[AppliedParams]:
-    """The route planned at submit first, then the requested model's other configured routes
-    (its fallbacks), each planned for this request; those that cannot take it are skipped."""
-    chain = [applied]
-    try:
-        spec = runtime.catalogue.get(model)
-        carried = fallback_alias(runtime.catalogue.resolve(request.model).alias)
-    except (KeyError, GatewayError):
-        return chain
-    for fallback in runtime.catalogue.routes(spec):
-        if fallback.id in (applied.model, *(r.model for r in chain)):
-            continue
-        try:
-            chain.append(plan(request, Resolved(spec=fallback, requested=fallback.id, alias=carried),
-                              grids=runtime.catalogue.grids))
-        except InvalidRequestError as exc:
-            log.info("fallback %s cannot take this request: %s", fallback.id, exc.message)
-    return chain
-
-
-def generate(runtime: WorkerRuntime, request: GenerationRequest, applied: AppliedParams,
-             indexes: list[int], *, model: str, billing: JobBilling | None = None) -> dict[int, Outcome]:
-    """Outcomes for ``indexes``, walking the fallback chain while routes fail as routes."""
+def generate(runtime: WorkerRuntime, request: GenerationRequest, routes: list[AppliedParams],
+             indexes: list[int]) -> dict[int, Outcome]:
+    """Outcomes for ``indexes``, walking the job's planned routes while they fail as routes."""
     inputs = [InputBytes(runtime.store.get(i.object_key), i.mime_type) for i in request.input_images]
     mask = InputBytes(runtime.store.get(request.mask.object_key), request.mask.mime_type) if request.mask else None
     outcomes: dict[int, Outcome] = {}
     pending = list(indexes)
     last_error: GatewayError = ServiceUnavailableError("No configured route could serve this model.")
-    for route in routes_for(runtime, request, applied, model=model):
+    for route in routes:
         if not pending:
             break
-        if billing is not None and billing.pricing and billing.price_for(route.model) is None:
-            log.warning("route %s was not priced at submit; skipped", route.model)
-            continue
         retry_next: list[int] = []
         for start in range(0, len(pending), max(1, route.n_per_call)):
             chunk = pending[start:start + max(1, route.n_per_call)]
@@ -199,10 +141,12 @@ def _route_failed(error: GatewayError) -> bool:
 def _record(runtime: WorkerRuntime, job_id: str, claimed: Claimed, outcome: Outcome, latency_ms: int,
             billing: JobBilling) -> str:
     values: dict[str, Any]
+    charge: Charge | None = None
     if outcome.image is not None and outcome.applied is not None:
         try:
             values = _store(runtime, job_id, claimed, outcome.image, outcome.applied)
-            values.update(_cost(billing, outcome.applied, outcome.image))
+            charge = ledger.charge_for(billing, outcome.applied, outcome.image.usage)
+            values.update(upstream_cost_micros=charge.upstream_micros, cost_micros=charge.billed_micros)
         except Exception:
             log.exception("image %s: could not store the result", claimed.image_id)
             values = _failure(GatewayError("The image could not be stored.", code="storage_error"))
@@ -213,7 +157,8 @@ def _record(runtime: WorkerRuntime, job_id: str, claimed: Claimed, outcome: Outc
     succeeded = values["status"] == ImageStatus.SUCCEEDED
     for attempt in range(1, RECORD_ATTEMPTS + 1):
         try:
-            return _record_once(runtime, job_id, claimed, values, billing, succeeded=succeeded, now=finished)
+            return _record_once(runtime, job_id, claimed, values, billing, charge=charge if succeeded else None,
+                                now=finished)
         except sqlalchemy.exc.OperationalError:
             # a transient database error (deadlock, failover): the image is made and stored, so
             # retry this transaction here; re-running the task would find the image leased to us
@@ -225,55 +170,25 @@ def _record(runtime: WorkerRuntime, job_id: str, claimed: Claimed, outcome: Outc
 
 
 def _record_once(runtime: WorkerRuntime, job_id: str, claimed: Claimed, values: dict[str, Any],
-                 billing: JobBilling, *, succeeded: bool, now: datetime) -> str:
+                 billing: JobBilling, *, charge: Charge | None, now: datetime) -> str:
     """One transaction, locking in the order image row -> job row -> key row (see count_outcome)."""
-    billed = int(values.get("cost_micros", 0)) if succeeded else 0
+    succeeded = charge is not None
+    billed = charge.billed_micros if charge is not None else 0
     with runtime.sessions.begin() as session:
-        updated = session.execute(finish_image(claimed.image_id, attempt=claimed.attempt, values=values)).rowcount
+        updated = session.execute(jobs.finish_image(claimed.image_id, attempt=claimed.attempt,
+                                                    values=values)).rowcount
         if updated != 1:
             # our lease expired and another attempt took the image over: it owns the outcome
             log.warning("image %s attempt %s lost its lease; outcome discarded", claimed.image_id, claimed.attempt)
             return "superseded"
-        counts = session.execute(count_outcome(job_id, succeeded=int(succeeded), failed=int(not succeeded),
-                                               cost_micros=billed)).one()
-        close = finalize_job(job_id, counts, now=now)
+        counts = session.execute(jobs.count_outcome(job_id, succeeded=int(succeeded), failed=int(not succeeded),
+                                                    cost_micros=billed)).one()
+        close = jobs.finalize_job(job_id, counts, now=now)
         if close is not None:
             session.execute(close)
-        _settle(session, job_id, claimed, values, billing, billed=billed)
+        for statement in ledger.settle_image(billing, claimed.image_id, charge=charge, model=values.get("model")):
+            session.execute(statement)
     return "succeeded" if succeeded else "failed"
-
-
-def _cost(billing: JobBilling, applied: AppliedParams, image: ProviderImage) -> dict[str, Any]:
-    """The delivered image's upstream cost (prices in force at submit) and billed amount."""
-    price = billing.price_for(applied.model)
-    if price is None:
-        return {"upstream_cost_micros": 0, "cost_micros": 0}
-    upstream = actual_image_micros(price, applied, image.usage)
-    billed = billed_micros(upstream, billing.markup)
-    if billing.hold_per_image and billed > billing.hold_per_image:
-        # the hold is an upper bound; never bill past it, so a budget can never be overrun
-        log.error("image cost %d exceeds its hold %d (model %s); billed at the hold", billed,
-                  billing.hold_per_image, applied.model)
-        billed = billing.hold_per_image
-    return {"upstream_cost_micros": upstream, "cost_micros": billed,
-            "size": applied.image_size or applied.upstream_size or applied.size, "quality": applied.quality}
-
-
-def _settle(session: Session, job_id: str, claimed: Claimed, values: dict[str, Any], billing: JobBilling, *,
-            billed: int) -> None:
-    """Ledger rows for one image: its charge (if delivered) and the release of its hold share."""
-    model = values.get("model") or billing.model
-    if billed:
-        price = billing.price_for(model)
-        session.add(ledger.charge(
-            key_id=billing.key_id, job_id=job_id, image_id=claimed.image_id, amount=billed,
-            upstream=int(values.get("upstream_cost_micros", 0)), model=model,
-            pricing={"markup": str(billing.markup), "prices": price.snapshot() if price else None}))
-    if billing.hold_per_image:
-        session.add(ledger.release(key_id=billing.key_id, job_id=job_id, image_id=claimed.image_id,
-                                   amount=billing.hold_per_image, model=model))
-    if billed or billing.hold_per_image:
-        session.execute(ledger.adjust_committed(billing.key_id, billed - billing.hold_per_image))
 
 
 def _failure(error: GatewayError) -> dict[str, Any]:
@@ -306,4 +221,7 @@ def _store(runtime: WorkerRuntime, job_id: str, claimed: Claimed, image: Provide
         "input_image_tokens": usage.input_image_tokens,
         "output_tokens": usage.output_tokens,
         "output_image_tokens": usage.output_image_tokens,
+        # the size class and quality the image is billed and reported by
+        "size": applied.image_size or applied.upstream_size or applied.size,
+        "quality": applied.quality,
     }

@@ -12,7 +12,6 @@ from sqlalchemy.orm import sessionmaker
 from core.config import Settings
 from core.db import create_sync_engine, sync_sessionmaker
 from core.events import EventPublisher, InProcessEventBus, RedisEventPublisher
-from core.routing import Catalogue, load_for_settings
 from core.storage import ImageStore, LocalImageStore
 from worker.providers.registry import ProviderRegistry
 
@@ -25,7 +24,6 @@ class WorkerRuntime:
     store: ImageStore
     events: EventPublisher
     providers: ProviderRegistry
-    catalogue: Catalogue
 
     @classmethod
     def build(cls, settings: Settings, *, events: InProcessEventBus | None = None) -> WorkerRuntime:
@@ -48,7 +46,6 @@ class WorkerRuntime:
             store=LocalImageStore(settings.images_dir),
             events=publisher,
             providers=ProviderRegistry.from_settings(settings),
-            catalogue=load_for_settings(settings),
         )
 
     def close(self) -> None:

@@ -6,23 +6,18 @@
 from __future__ import annotations
 
 import hmac
-from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import or_, select
-from sqlalchemy.exc import IntegrityError
 
 from api.body import parse_json
 from api.deps import StateDep
 from api.routes.usage import run_report
-from core.billing.pricing import usd
-from core.errors import AuthenticationError, ConflictError, NotFoundError
-from core.keys import extract_key, generate_key
-from core.models import ApiKey
-from core.models.types import utcnow
+from core import key_service
+from core.errors import AuthenticationError, NotFoundError
+from core.key_service import KeyCreate, KeyLimits, key_view
+from core.keys import extract_key
 
 
 def require_admin(request: Request, state: StateDep) -> None:
@@ -38,111 +33,39 @@ def require_admin(request: Request, state: StateDep) -> None:
 router = APIRouter(prefix="/admin", tags=["Admin"], dependencies=[Depends(require_admin)])
 
 
-class KeyLimits(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    budget_usd: Decimal | None = Field(None, ge=0)
-    monthly_budget_usd: Decimal | None = Field(None, ge=0)
-    rpm: int | None = Field(None, ge=1)
-    images_per_minute: int | None = Field(None, ge=1)
-    models: list[str] | None = None
-    markup: Decimal | None = Field(None, gt=0, le=100)
-
-
-class KeyCreate(KeyLimits):
-    name: str = Field(min_length=1, max_length=200)
-
-
-def micros(value: Decimal | None) -> int | None:
-    return None if value is None else int((value * 1_000_000).to_integral_value())
-
-
-def key_view(key: ApiKey) -> dict[str, Any]:
-    return {
-        "id": key.id, "object": "api_key", "name": key.name, "prefix": key.prefix,
-        "created_at": int(key.created_at.timestamp()),
-        "revoked_at": int(key.revoked_at.timestamp()) if key.revoked_at else None,
-        "budget_usd": usd(key.budget_micros) if key.budget_micros is not None else None,
-        "monthly_budget_usd": usd(key.monthly_budget_micros) if key.monthly_budget_micros is not None else None,
-        "rpm": key.rpm, "images_per_minute": key.images_per_minute, "models": key.models_allowed,
-        "markup": key.markup, "committed_usd": usd(key.committed_micros),
-    }
-
-
-def apply_limits(key: ApiKey, limits: KeyLimits, state: Any) -> None:
-    fields = limits.model_fields_set
-    if "models" in fields and limits.models is not None:
-        for model in limits.models:
-            state.catalogue.resolve(model)  # 404 naming an unknown model
-        key.models_allowed = [state.catalogue.resolve(m).spec.id for m in limits.models]
-    elif "models" in fields:
-        key.models_allowed = None
-    if "budget_usd" in fields:
-        key.budget_micros = micros(limits.budget_usd)
-    if "monthly_budget_usd" in fields:
-        key.monthly_budget_micros = micros(limits.monthly_budget_usd)
-    if "rpm" in fields:
-        key.rpm = limits.rpm
-    if "images_per_minute" in fields:
-        key.images_per_minute = limits.images_per_minute
-    if "markup" in fields:
-        key.markup = str(limits.markup) if limits.markup is not None else None
-
-
-async def _find(session: Any, ident: str) -> ApiKey:
-    key = await session.scalar(select(ApiKey).where(or_(ApiKey.id == ident, ApiKey.name == ident)))
-    if key is None:
-        raise NotFoundError(f"No API key '{ident}'.", param="key", code="key_not_found")
-    return key
-
-
 @router.post("/keys", status_code=201)
 async def create_key(request: Request, state: StateDep) -> JSONResponse:
-    body = parse_json(await request.body(), KeyCreate)
-    new = generate_key()
-    key = ApiKey(id=new.id, name=body.name, prefix=new.prefix, secret_hash=new.secret_hash, committed_micros=0)
-    apply_limits(key, body, state)
+    spec = parse_json(await request.body(), KeyCreate)
     async with state.sessions() as session:
-        session.add(key)
-        try:
-            await session.commit()
-        except IntegrityError:
-            raise ConflictError(f"A key named '{body.name}' exists already.", param="name") from None
-    return JSONResponse({**key_view(key), "secret": new.secret}, status_code=201)
+        key, secret = await key_service.create_key(session, spec, catalogue=state.catalogue)
+    return JSONResponse({**key_view(key), "secret": secret}, status_code=201)
 
 
 @router.get("/keys")
 async def list_keys(state: StateDep) -> JSONResponse:
     async with state.sessions() as session:
-        keys = list(await session.scalars(select(ApiKey).order_by(ApiKey.created_at)))
-    return JSONResponse({"object": "list", "data": [key_view(k) for k in keys]})
+        found = await key_service.list_keys(session)
+    return JSONResponse({"object": "list", "data": [key_view(k) for k in found]})
 
 
 @router.get("/keys/{ident}")
 async def get_key(ident: str, state: StateDep) -> JSONResponse:
     async with state.sessions() as session:
-        return JSONResponse(key_view(await _find(session, ident)))
+        return JSONResponse(key_view(await key_service.find_key(session, ident)))
 
 
 @router.patch("/keys/{ident}")
 async def update_key(ident: str, request: Request, state: StateDep) -> JSONResponse:
-    body = parse_json(await request.body(), KeyLimits)
+    limits = parse_json(await request.body(), KeyLimits)
     async with state.sessions() as session:
-        key = await _find(session, ident)
-        apply_limits(key, body, state)
-        await session.commit()
-        return JSONResponse(key_view(key))
+        return JSONResponse(key_view(await key_service.update_key(session, ident, limits, catalogue=state.catalogue)))
 
 
 @router.post("/keys/{ident}/revoke")
 @router.delete("/keys/{ident}")
 async def revoke_key(ident: str, state: StateDep) -> JSONResponse:
     async with state.sessions() as session:
-        key = await _find(session, ident)
-        if key.revoked_at is None:
-            key.revoked_at = utcnow()
-        await session.commit()
-        return JSONResponse(key_view(key))
+        return JSONResponse(key_view(await key_service.revoke_key(session, ident)))
 
 
 @router.get("/usage")
@@ -156,7 +79,7 @@ async def usage(
     key_id = None
     if key is not None:
         async with state.sessions() as session:
-            key_id = (await _find(session, key)).id
+            key_id = (await key_service.find_key(session, key)).id
     return await run_report(state, key_id=key_id, since=since, until=until, group_by=group_by,
                             default=["key", "model", "size", "quality", "day"], fmt=format)
 

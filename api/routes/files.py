@@ -10,7 +10,7 @@ from api.deps import StateDep
 from core import signing
 from core.errors import NotFoundError
 from core.jobs import ImageStatus
-from core.models import Job, JobImage
+from core.repo import jobs
 
 router = APIRouter(tags=["Files"])
 
@@ -22,12 +22,12 @@ async def get_file(file_id: str, request: Request, state: StateDep) -> Response:
                             request.query_params.get("signature"))
     key = None if signed else await authenticate(request, state.sessions)
     async with state.sessions() as session:
-        image = await session.get(JobImage, file_id)
+        image = await session.scalar(jobs.image_by_id(file_id))
         if image is None or image.status != ImageStatus.SUCCEEDED or not image.object_key:
             raise not_found
         if key is not None:
-            owner = await session.get(Job, image.job_id)
-            if owner is None or owner.api_key_id != key.id:
+            owner = await session.scalar(jobs.owned(image.job_id, key.id))
+            if owner is None:
                 raise not_found
     path = state.store.path_for(image.object_key)
     headers = {"Cache-Control": "private, max-age=3600"}

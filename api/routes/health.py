@@ -6,9 +6,9 @@ import asyncio
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
-from sqlalchemy import text
 
 from api.deps import StateDep
+from core.repo import health as health_repo
 
 router = APIRouter(tags=["Health"])
 
@@ -19,7 +19,7 @@ async def health(state: StateDep) -> JSONResponse:
     try:
         async with asyncio.timeout(3):
             async with state.engine.connect() as conn:
-                await conn.execute(text("SELECT 1"))
+                await conn.execute(health_repo.ping())
         checks["database"] = "ok"
     except Exception as exc:
         checks["database"] = f"unreachable: {type(exc).__name__}"

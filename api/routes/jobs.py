@@ -7,17 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select
 
 from api.body import parse_json
 from api.deps import ApiKeyDep, StateDep
 from api.flow import submit_job
 from api.results import get_images, get_owned_job, job_view
 from core.billing import ledger
+from core.billing.ledger import JobBilling
 from core.generation import Dialect, GenerationRequest, OutputFormat
-from core.job_updates import cancel_queued_images, count_outcome, finalize_job
-from core.models import Job
 from core.models.types import utcnow
+from core.repo import jobs
 
 
 class JobCreateRequest(BaseModel):
@@ -48,7 +47,7 @@ def build_router(prefix: str) -> APIRouter:
         generation = GenerationRequest.model_validate(wire.model_dump(exclude_none=True))
         job_id = await submit_job(state, key=key, generation=generation, dialect=Dialect.JOBS)
         async with state.sessions() as session:
-            job = await session.get_one(Job, job_id)
+            job = await get_owned_job(session, job_id, key)
             view = await job_view(state, job, await get_images(session, job_id), include_b64=False)
         return JSONResponse(view, status_code=202, headers={"Location": f"/v1/jobs/{job_id}",
                                                              "x-imagegate-job-id": job_id,
@@ -72,14 +71,9 @@ def build_router(prefix: str) -> APIRouter:
         after: Annotated[str | None, Query(description="a job id: list the jobs older than it")] = None,
         status: str | None = None,
     ) -> JSONResponse:
-        query = select(Job).where(Job.api_key_id == key.id).order_by(Job.id.desc()).limit(limit + 1)
-        if after:
-            query = query.where(Job.id < after)
-        if status:
-            query = query.where(Job.status == status)
         async with state.sessions() as session:
-            jobs = list(await session.scalars(query))
-        page = jobs[:limit]
+            found = list(await session.scalars(jobs.list_for_key(key.id, limit=limit, before=after, status=status)))
+        page = found[:limit]
         data = [
             {"id": j.id, "object": "job", "status": j.status, "model": j.model,
              "created_at": int(j.created_at.timestamp()),
@@ -89,7 +83,7 @@ def build_router(prefix: str) -> APIRouter:
             for j in page
         ]
         return JSONResponse({
-            "object": "list", "data": data, "has_more": len(jobs) > limit,
+            "object": "list", "data": data, "has_more": len(found) > limit,
             "first_id": page[0].id if page else None, "last_id": page[-1].id if page else None,
         })
 
@@ -100,19 +94,18 @@ def build_router(prefix: str) -> APIRouter:
         async with state.sessions() as session:
             owned = await get_owned_job(session, job_id, key)
             # lock order as in the worker: image rows, then the job row, then the key row
-            canceled_ids = list((await session.execute(cancel_queued_images(job_id, now=now))).scalars())
+            canceled_ids = list((await session.execute(jobs.cancel_queued_images(job_id, now=now))).scalars())
             canceled = len(canceled_ids)
             if canceled:
-                counts = (await session.execute(count_outcome(job_id, canceled=canceled))).one()
-                close = finalize_job(job_id, counts, now=now)
+                counts = (await session.execute(jobs.count_outcome(job_id, canceled=canceled))).one()
+                close = jobs.finalize_job(job_id, counts, now=now)
                 if close is not None:
                     await session.execute(close)
-            if canceled and owned.hold_per_image_micros:
                 # a canceled image costs nothing: its share of the hold comes back
-                session.add_all([ledger.release(key_id=key.id, job_id=job_id, image_id=image_id,
-                                                amount=owned.hold_per_image_micros, model=owned.model)
-                                 for image_id in canceled_ids])
-                await session.execute(ledger.adjust_committed(key.id, -owned.hold_per_image_micros * canceled))
+                billing = JobBilling.of(key_id=key.id, job_id=job_id, model=owned.model,
+                                        hold_per_image=owned.hold_per_image_micros, pricing=None)
+                for statement in ledger.release_images(billing, canceled_ids):
+                    await session.execute(statement)
             await session.commit()
         if canceled:
             state.waiter.notify(job_id)

@@ -10,8 +10,9 @@ from fastapi.responses import JSONResponse, Response
 
 from api.deps import ApiKeyDep, StateDep
 from api.state import AppState
-from core.billing.reports import Group, parse_groups, report, rows_from, to_csv, usage_query
+from core.billing.reports import Group, parse_groups, report, rows_from, to_csv
 from core.errors import InvalidRequestError
+from core.repo.usage import usage_query
 
 router = APIRouter(tags=["Usage"])
 

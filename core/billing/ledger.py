@@ -1,65 +1,229 @@
-"""The cost ledger's rows and the statements that keep a key's budget exact.
+"""The billing module: where a hold is taken, where an image is charged, where a hold is released.
 
-Money moves in three kinds of append-only rows, all integer micro-dollars:
+Money moves in three kinds of append-only ledger rows per API key, all integer micro-dollars:
 
-- ``hold``   at submit: the upper-bound estimate for the job's n images (n x hold per image);
-- ``charge`` per delivered image: what it actually costs (with the upstream's list cost beside it),
-  together with a ``release`` of that image's share of the hold;
-- ``release`` per image not delivered (failed, canceled): its share of the hold comes back.
+- **hold**, at submit (:func:`take_hold`): the most one image of the request can cost over every
+  route that may serve it, at the markup in force, times n;
+- **charge**, per delivered image (:func:`settle_image`): what it actually costs, with the
+  upstream's list cost beside it, and a **release** of that image's share of the hold;
+- **release**, per image not delivered (:func:`settle_image` for a failure,
+  :func:`release_images` for a cancel): its share of the hold comes back.
 
 When a job has ended its holds are all released, and the sum of its rows is exactly what its
-delivered images cost. ``api_keys.committed_micros`` is the running sum of a key's rows, updated in
-the same transaction as the rows themselves; the budget check is one conditional update of it, so
-concurrent submits cannot overspend (the update takes the key's row lock).
+delivered images cost. ``api_keys.committed_micros`` is the running sum of a key's rows, changed in
+the same transaction as the rows: the budget check is one conditional update of it.
+
+The prices and markup in force at submit are a :class:`PricingSnapshot`, stored on the job and on
+each ledger row; settlement prices an image with the job's snapshot, never with a later price.
+
+Who calls what: ``api/submit.py`` calls :func:`quote` and :func:`take_hold` inside the submit
+transaction; the worker calls :func:`charge_for` and executes :func:`settle_image`'s statements in
+the transaction that records the image; a cancel executes :func:`release_images`'s. The builders
+return plain statements, so the async API and the sync worker run the very same ones.
 """
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import Select, func, or_, select, update
-from sqlalchemy.sql.dml import ReturningUpdate, Update
+from pydantic import BaseModel, ConfigDict
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import Executable
 
-from core.models import ApiKey, LedgerEntry, LedgerKind
+from core.billing import repo
+from core.billing.costs import actual_image_micros, billed_micros, estimate_image_micros, markup_for
+from core.billing.money import format_usd
+from core.billing.prices import Amount, ModelPrice, PriceTable
+from core.errors import QuotaExceededError, ServiceUnavailableError
+from core.generation import AppliedParams, GenerationRequest, Usage
+from core.models import ApiKey
+from core.models.ledger import LedgerKind
+from core.models.types import utcnow
 
+log = logging.getLogger(__name__)
 
-def hold(*, key_id: str, job_id: str, amount: int, pricing: dict[str, Any], model: str) -> LedgerEntry:
-    return LedgerEntry(api_key_id=key_id, job_id=job_id, kind=LedgerKind.HOLD, amount_micros=amount,
-                       upstream_cost_micros=0, model=model, pricing=pricing)
-
-
-def charge(*, key_id: str, job_id: str, image_id: str, amount: int, upstream: int, model: str,
-           pricing: dict[str, Any]) -> LedgerEntry:
-    return LedgerEntry(api_key_id=key_id, job_id=job_id, job_image_id=image_id, kind=LedgerKind.CHARGE,
-                       amount_micros=amount, upstream_cost_micros=upstream, model=model, pricing=pricing)
-
-
-def release(*, key_id: str, job_id: str, image_id: str | None, amount: int, model: str) -> LedgerEntry:
-    return LedgerEntry(api_key_id=key_id, job_id=job_id, job_image_id=image_id, kind=LedgerKind.RELEASE,
-                       amount_micros=-amount, upstream_cost_micros=0, model=model)
+TIER_WINDOW = timedelta(days=90)
+"""Markup tiers look at what a key was billed over this window."""
 
 
-def reserve(key_id: str, amount: int) -> ReturningUpdate[int]:
-    """Add ``amount`` to the key's committed spend if it stays within the key's budget."""
-    return (
-        update(ApiKey)
-        .where(ApiKey.id == key_id,
-               or_(ApiKey.budget_micros.is_(None), ApiKey.committed_micros + amount <= ApiKey.budget_micros))
-        .values(committed_micros=ApiKey.committed_micros + amount)
-        .returning(ApiKey.committed_micros)
-    )
+class PricingSnapshot(BaseModel):
+    """The prices in force at submit: the markup, and the price of every route the job may take."""
+
+    # rows written by earlier versions also carried the hold per image (now a column of the job)
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    markup: Amount
+    routes: dict[str, ModelPrice]
+    """Catalogue model id -> its price."""
+
+    def price_for(self, model: str) -> ModelPrice | None:
+        return self.routes.get(model)
+
+    def only(self, model: str) -> PricingSnapshot:
+        """The snapshot narrowed to the one model an image was charged at (a charge row's)."""
+        price = self.routes.get(model)
+        return PricingSnapshot(markup=self.markup, routes={model: price} if price else {})
+
+    def as_json(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude_none=True)
 
 
-def adjust_committed(key_id: str, delta: int) -> Update:
-    return update(ApiKey).where(ApiKey.id == key_id).values(committed_micros=ApiKey.committed_micros + delta)
+@dataclass(frozen=True)
+class Quote:
+    """What a request costs at most, decided at submit: the routes it may take that are priced,
+    the snapshot of their prices, and the hold per image."""
+
+    routes: list[AppliedParams]
+    pricing: PricingSnapshot
+    per_image_micros: int
+
+
+def quote(request: GenerationRequest, routes: Sequence[AppliedParams], *, prices: PriceTable,
+          markup: Decimal) -> Quote:
+    """Price every planned route; the hold per image is the dearest route's estimate, marked up.
+
+    The first route must have a price (a 503 otherwise); a fallback without one is dropped from
+    the plan, so that no image is ever made at a price nobody set.
+    """
+    priced: list[AppliedParams] = []
+    route_prices: dict[str, ModelPrice] = {}
+    for position, route in enumerate(routes):
+        price = prices.get(route.model)
+        if price is None:
+            if position == 0:
+                raise ServiceUnavailableError(f"The model '{route.model}' has no price configured.",
+                                              code="model_not_priced")
+            log.warning("fallback %s has no price; it is left out of the plan", route.model)
+            continue
+        priced.append(route)
+        route_prices[route.model] = price
+    estimate = max(estimate_image_micros(route_prices[r.model], r, request) for r in priced)
+    return Quote(routes=priced, pricing=PricingSnapshot(markup=markup, routes=route_prices),
+                 per_image_micros=billed_micros(estimate, markup))
+
+
+async def markup_in_force(session: AsyncSession, *, key: ApiKey, prices: PriceTable) -> Decimal:
+    """The key's own markup, else the spend tier its last 90 days of charges reach, else the default."""
+    if key.markup is not None:
+        return Decimal(key.markup)
+    spend = 0
+    if prices.markup.tiers:
+        spend = int(await session.scalar(repo.charges_since(key.id, utcnow() - TIER_WINDOW)) or 0)
+    return markup_for(key_markup=None, table=prices, spend_90d_micros=spend)
+
+
+async def take_hold(session: AsyncSession, *, key: ApiKey, job_id: str, quote: Quote, n: int, model: str) -> None:
+    """Reserve ``n`` images' hold within the key's budgets and append the hold row (the caller
+    commits). Raises QuotaExceededError when the hold does not fit the total or monthly budget."""
+    total = quote.per_image_micros * n
+    if total > 0 or key.budget_micros is not None:
+        reserved = (await session.execute(repo.reserve(key.id, total))).scalar_one_or_none()
+        if reserved is None:
+            raise _over_budget("budget", key.budget_micros, total)
+    # the reserve above holds the key's row lock: concurrent submits of this key wait here
+    monthly = key.monthly_budget_micros
+    if monthly is not None and await _month_spend(session, key.id, month_start(utcnow())) > monthly:
+        raise _over_budget("monthly budget", key.monthly_budget_micros, total)
+    if total > 0:
+        await session.execute(repo.insert_rows([repo.row(
+            kind=LedgerKind.HOLD, key_id=key.id, job_id=job_id, amount=total, model=model,
+            pricing=quote.pricing.as_json())]))
 
 
 def month_start(now: datetime) -> datetime:
     return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
 
 
-def charges_since(key_id: str, since: datetime) -> Select[int]:
-    """What the key was billed since ``since`` (spend-based markup tiers)."""
-    return select(func.coalesce(func.sum(LedgerEntry.amount_micros), 0)).where(
-        LedgerEntry.api_key_id == key_id, LedgerEntry.kind == LedgerKind.CHARGE, LedgerEntry.created_at >= since)
+async def _month_spend(session: AsyncSession, key_id: str, since: datetime) -> int:
+    """This month's charges plus every hold still open (committed includes the new hold)."""
+    committed = int(await session.scalar(repo.committed(key_id)) or 0)
+    charges_all = int(await session.scalar(repo.charges_total(key_id)) or 0)
+    charges_month = int(await session.scalar(repo.charges_since(key_id, since)) or 0)
+    return charges_month + (committed - charges_all)
+
+
+def _over_budget(which: str, limit: int | None, needed: int) -> QuotaExceededError:
+    return QuotaExceededError(
+        f"This request would exceed the API key's {which} of ${format_usd(limit or 0)} "
+        f"(it holds up to ${format_usd(needed)} until its images are delivered).",
+        code="insufficient_quota")
+
+
+# -- settlement -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class JobBilling:
+    """What settlement needs from a job: whose money, the prices in force at submit, the hold."""
+
+    key_id: str
+    job_id: str
+    model: str
+    hold_per_image: int
+    pricing: PricingSnapshot | None
+
+    @classmethod
+    def of(cls, *, key_id: str, job_id: str, model: str, hold_per_image: int,
+           pricing: dict[str, Any] | None) -> JobBilling:
+        return cls(key_id=key_id, job_id=job_id, model=model, hold_per_image=hold_per_image,
+                   pricing=PricingSnapshot.model_validate(pricing) if pricing else None)
+
+
+@dataclass(frozen=True)
+class Charge:
+    """A delivered image's cost: the upstream's list cost and what the key is billed."""
+
+    upstream_micros: int
+    billed_micros: int
+
+
+def charge_for(billing: JobBilling, applied: AppliedParams, usage: Usage) -> Charge:
+    """The cost of an image delivered by ``applied``'s route, at the prices of the job's snapshot.
+
+    The hold is an upper bound, so a bill is never more than the hold: should the upstream report
+    more than the estimate allowed for, the excess is logged and not billed, and a budget can never
+    be overrun.
+    """
+    price = billing.pricing.price_for(applied.model) if billing.pricing else None
+    if price is None or billing.pricing is None:
+        return Charge(upstream_micros=0, billed_micros=0)
+    upstream = actual_image_micros(price, applied, usage)
+    billed = billed_micros(upstream, billing.pricing.markup)
+    if billing.hold_per_image and billed > billing.hold_per_image:
+        log.error("image cost %d exceeds its hold %d (model %s); billed at the hold", billed,
+                  billing.hold_per_image, applied.model)
+        billed = billing.hold_per_image
+    return Charge(upstream_micros=upstream, billed_micros=billed)
+
+
+def settle_image(billing: JobBilling, image_id: str, *, charge: Charge | None, model: str | None) -> list[Executable]:
+    """The statements settling one image: its charge (when delivered) and the release of its share
+    of the hold, and the key's committed spend moved by their sum."""
+    model = model or billing.model
+    rows = []
+    billed = charge.billed_micros if charge is not None else 0
+    if charge is not None and billed:
+        rows.append(repo.row(
+            kind=LedgerKind.CHARGE, key_id=billing.key_id, job_id=billing.job_id, image_id=image_id,
+            amount=billed, upstream=charge.upstream_micros, model=model,
+            pricing=billing.pricing.only(model).as_json() if billing.pricing else None))
+    if billing.hold_per_image:
+        rows.append(repo.row(kind=LedgerKind.RELEASE, key_id=billing.key_id, job_id=billing.job_id,
+                             image_id=image_id, amount=-billing.hold_per_image, model=model))
+    if not rows:
+        return []
+    return [repo.insert_rows(rows), repo.adjust_committed(billing.key_id, billed - billing.hold_per_image)]
+
+
+def release_images(billing: JobBilling, image_ids: Sequence[str]) -> list[Executable]:
+    """The statements giving back the hold of images that will never be delivered (canceled)."""
+    if not billing.hold_per_image or not image_ids:
+        return []
+    rows = [repo.row(kind=LedgerKind.RELEASE, key_id=billing.key_id, job_id=billing.job_id, image_id=image_id,
+                     amount=-billing.hold_per_image, model=billing.model) for image_id in image_ids]
+    return [repo.insert_rows(rows), repo.adjust_committed(billing.key_id, -billing.hold_per_image * len(image_ids))]

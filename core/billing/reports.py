@@ -1,8 +1,9 @@
 """Usage and cost reports, grouped by key, model, size, quality and day.
 
-One query serves ``GET /v1/usage``, ``GET /admin/usage`` and ``imagegate usage``. Images and tokens
-come from the job images; money comes from the same rows the ledger charges were written with
-(in the same transactions), so a report's totals equal the ledger's sums to the micro-dollar.
+One query (:func:`core.repo.usage.usage_query`) serves ``GET /v1/usage``, ``GET /admin/usage``
+and ``imagegate usage``; this module shapes its rows. Images and tokens come from the job images;
+money comes from the same rows the ledger charges were written with (in the same transactions), so
+a report's totals equal the ledger's sums to the micro-dollar.
 """
 
 from __future__ import annotations
@@ -14,61 +15,12 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Date, Select, and_, case, cast, func, select
-
-from core.billing.pricing import usd
-from core.jobs import ImageStatus
-from core.models import ApiKey, Job, JobImage
+from core.billing.money import format_usd
 
 Group = Literal["key", "model", "size", "quality", "day"]
 GROUPS: tuple[Group, ...] = ("key", "model", "size", "quality", "day")
 METRICS = ("images_succeeded", "images_failed", "input_tokens", "output_tokens", "upstream_cost_usd",
            "billed_usd", "margin_usd")
-
-
-def _day(dialect: str) -> Any:
-    if dialect == "postgresql":
-        return cast(func.timezone("UTC", JobImage.finished_at), Date)
-    return func.date(JobImage.finished_at)
-
-
-def usage_query(*, dialect: str, group_by: Sequence[Group], key_id: str | None = None,
-                since: datetime | None = None, until: datetime | None = None) -> Select[Any]:
-    """Finished (succeeded or failed) images in ``[since, until)``, grouped as asked."""
-    columns = {"key": ApiKey.name, "model": func.coalesce(JobImage.model, Job.model), "size": JobImage.size,
-               "quality": JobImage.quality, "day": _day(dialect)}
-    chosen = [columns[g].label(g) for g in group_by]
-    succeeded = JobImage.status == ImageStatus.SUCCEEDED
-    query = (
-        select(
-            *chosen,
-            func.sum(case((succeeded, 1), else_=0)).label("images_succeeded"),
-            func.sum(case((JobImage.status == ImageStatus.FAILED, 1), else_=0)).label("images_failed"),
-            func.coalesce(func.sum(JobImage.input_tokens), 0).label("input_tokens"),
-            func.coalesce(func.sum(JobImage.output_tokens), 0).label("output_tokens"),
-            func.coalesce(func.sum(case((succeeded, JobImage.upstream_cost_micros), else_=0)), 0)
-            .label("upstream_cost_micros"),
-            func.coalesce(func.sum(case((succeeded, JobImage.cost_micros), else_=0)), 0).label("billed_micros"),
-        )
-        .select_from(JobImage)
-        .join(Job, Job.id == JobImage.job_id)
-        .join(ApiKey, ApiKey.id == Job.api_key_id)
-        .where(JobImage.status.in_([ImageStatus.SUCCEEDED, ImageStatus.FAILED]))
-    )
-    conditions = []
-    if key_id is not None:
-        conditions.append(Job.api_key_id == key_id)
-    if since is not None:
-        conditions.append(JobImage.finished_at >= since)
-    if until is not None:
-        conditions.append(JobImage.finished_at < until)
-    if conditions:
-        query = query.where(and_(*conditions))
-    if group_by:
-        # by the expressions, not the labels: "model", "size" and "quality" are also column names,
-        # which makes a label ambiguous in GROUP BY on SQLite and PostgreSQL alike
-        query = query.group_by(*[columns[g] for g in group_by]).order_by(*[columns[g] for g in group_by])
-    return query
 
 
 @dataclass
@@ -91,8 +43,8 @@ class UsageRow:
             out[name] = value.isoformat() if isinstance(value, date) else value
         out.update(images_succeeded=self.images_succeeded, images_failed=self.images_failed,
                    input_tokens=self.input_tokens, output_tokens=self.output_tokens,
-                   upstream_cost_usd=usd(self.upstream_cost_micros), billed_usd=usd(self.billed_micros),
-                   margin_usd=usd(self.margin_micros))
+                   upstream_cost_usd=format_usd(self.upstream_cost_micros), billed_usd=format_usd(self.billed_micros),
+                   margin_usd=format_usd(self.margin_micros))
         return out
 
 

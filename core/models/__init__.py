@@ -1,7 +1,7 @@
-"""Every table, re-exported so that Alembic sees the whole schema."""
+"""The tables of jobs and keys. The ledger's table (:mod:`core.models.ledger`) is imported by the
+billing module alone (``core/billing``) and by the migrations, which see every table."""
 
 from core.models.api_key import ApiKey
 from core.models.job import Job, JobImage
-from core.models.ledger import LedgerEntry, LedgerKind
 
-__all__ = ["ApiKey", "Job", "JobImage", "LedgerEntry", "LedgerKind"]
+__all__ = ["ApiKey", "Job", "JobImage"]

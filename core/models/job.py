@@ -27,8 +27,10 @@ class Job(Base):
     dialect: Mapped[str] = mapped_column(String(32))
     request: Mapped[dict[str, Any]] = mapped_column(JSON)
     """The canonical GenerationRequest as submitted (no secrets, no image bytes)."""
-    applied: Mapped[dict[str, Any]] = mapped_column(JSON)
-    """The AppliedParams decided at submit: what is actually generated."""
+    routes: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    """Every route this job may take, planned at submit (core.planning.plan_routes), in the order
+    the worker tries them: the model's first configured route, then its fallbacks. Each is an
+    AppliedParams: what that route will actually generate."""
     model: Mapped[str] = mapped_column(String(200))
     status: Mapped[str] = mapped_column(String(16), default=JobStatus.QUEUED)
     n: Mapped[int] = mapped_column(Integer)
@@ -43,8 +45,10 @@ class Job(Base):
     idempotency_key: Mapped[str | None] = mapped_column(String(255), default=None)
     request_hash: Mapped[str | None] = mapped_column(String(64), default=None)
     pricing: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
-    """The prices in force at submit (per route model), the markup, and the hold per image."""
+    """The prices in force at submit, a core.billing.ledger.PricingSnapshot: the markup and the
+    price of every route."""
     hold_per_image_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Each image's share of the job's hold."""
     cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     """What the delivered images were billed, in micro-dollars."""
 
@@ -55,6 +59,11 @@ class Job(Base):
     @property
     def done(self) -> int:
         return self.succeeded + self.failed + self.canceled
+
+    @property
+    def applied(self) -> dict[str, Any]:
+        """The first planned route: what the job generates unless it has to fall back."""
+        return self.routes[0]
 
 
 class JobImage(Base):

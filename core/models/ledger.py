@@ -1,4 +1,7 @@
-"""The cost ledger: append-only rows of money per API key, in integer micro-dollars."""
+"""The cost ledger: append-only rows of money per API key, in integer micro-dollars.
+
+Only the billing module (``core/billing``) reads or writes it (an import-linter contract).
+"""
 
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ class LedgerKind(enum.StrEnum):
     HOLD = "hold"
     CHARGE = "charge"
     RELEASE = "release"
-    REFUND = "refund"
 
 
 class LedgerEntry(Base):
@@ -33,9 +35,9 @@ class LedgerEntry(Base):
     job_image_id: Mapped[str | None] = mapped_column(ForeignKey("job_images.id"), default=None)
     kind: Mapped[str] = mapped_column(String(16))
     amount_micros: Mapped[int] = mapped_column(BigInteger)
-    """Billed amount in micro-dollars: positive for hold and charge, negative for release/refund."""
+    """Billed amount in micro-dollars: positive for hold and charge, negative for release."""
     upstream_cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     model: Mapped[str | None] = mapped_column(String(200), default=None)
     pricing: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
-    """The unit prices and markup this row was computed with."""
+    """The unit prices and markup this row was computed with (a PricingSnapshot)."""
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)

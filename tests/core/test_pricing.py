@@ -12,17 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from core.billing.pricing import (
-    ModelPrice,
-    PriceTable,
-    PriceTableError,
+from core.billing.costs import (
     actual_image_micros,
     billed_micros,
     estimate_image_micros,
     markup_for,
     output_image_tokens,
-    usd,
 )
+from core.billing.ledger import PricingSnapshot
+from core.billing.money import format_usd as usd
+from core.billing.prices import PriceTable, PriceTableError
 from core.generation import AppliedParams, GenerationRequest, InputImage, Usage
 from core.planning import plan
 from core.routing import Catalogue, ModelSpec
@@ -485,17 +484,19 @@ def test_markup_default_when_no_tier_is_reached(table: PriceTable, tmp_path: Pat
 
 
 def test_snapshot_round_trips_every_row_through_json(table: PriceTable) -> None:
-    for price in table.models.values():
-        snapshot = price.snapshot()
-        stored = json.loads(json.dumps(snapshot))
-        assert ModelPrice.from_snapshot(stored) == price
-    per_token = table.models["gpt-image-2"].snapshot()["per_token"]
+    snapshot = PricingSnapshot(markup=Decimal("1.25"), routes=dict(table.models))
+    stored = json.loads(json.dumps(snapshot.as_json()))
+    assert PricingSnapshot.model_validate(stored) == snapshot
+    per_token = stored["routes"]["gpt-image-2"]["per_token"]
     assert per_token["image_out"] == "30" and per_token["cached_in"] == "1.25"
+    assert stored["markup"] == "1.25"
 
 
 def test_a_price_change_never_reprices_a_running_job(table: PriceTable, full: Catalogue, tmp_path: Path) -> None:
     applied, _ = applied_for(full, "gemini-2.5-flash-image")
-    stored = json.loads(json.dumps(table.models["gemini-2.5-flash-image"].snapshot()))  # at submit
+    at_submit = PricingSnapshot(markup=Decimal(1),
+                                routes={"gemini-2.5-flash-image": table.models["gemini-2.5-flash-image"]})
+    stored = PricingSnapshot.model_validate(json.loads(json.dumps(at_submit.as_json())))
     path = tmp_path / "prices.toml"
     path.write_text("""
 [[models]]
@@ -508,7 +509,7 @@ output_image_tokens = { "*" = { "*" = 1290 } }
 """)
     later = PriceTable.load(path)
     usage = Usage(output_tokens=1290, output_image_tokens=1290)
-    assert actual_image_micros(ModelPrice.from_snapshot(stored), applied, usage) == 38_700
+    assert actual_image_micros(stored.routes["gemini-2.5-flash-image"], applied, usage) == 38_700
     assert actual_image_micros(later.models["gemini-2.5-flash-image"], applied, usage) == 77_400
 
 

@@ -89,7 +89,7 @@ def test_a_gemini_image_is_billed_exactly_from_its_usage(
     assert response.headers["x-imagegate-cost"] == f"{Decimal(billed_micros) / MICRO:.6f}"
     charge = rows(gw, "SELECT * FROM ledger_entries WHERE job_id = :j AND kind = 'charge'", j=job_id)[0]
     pricing = charge["pricing"] if isinstance(charge["pricing"], dict) else json.loads(charge["pricing"])
-    assert pricing["markup"] == "1.25" and pricing["prices"]
+    assert pricing["markup"] == "1.25" and set(pricing["routes"]) == {"gemini-3-pro-image"}
     assert charge["upstream_cost_micros"] == upstream_micros
 
 

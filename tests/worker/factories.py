@@ -13,8 +13,8 @@ from core.jobs import ImageStatus, JobStatus
 from core.keys import generate_key
 from core.models import ApiKey, Job, JobImage
 from core.models.types import utcnow
-from core.planning import plan
-from core.routing import Catalogue, Resolved
+from core.planning import plan_routes
+from core.routing import Catalogue
 
 _CATALOGUE = Catalogue.load(configured={"demo"})
 
@@ -39,23 +39,17 @@ def make_job(
     catalogue: Catalogue | None = None,
     **request_fields: Any,
 ) -> Job:
-    """A queued job whose ``applied`` is what submit plans for the request: for the first configured
-    route of the model (the demo model by default; ``catalogue`` offers others)."""
-    catalogue = catalogue or _CATALOGUE
+    """A queued job whose routes are what submit plans for the request (core.planning.plan_routes)
+    with the demo model by default (``catalogue`` offers others)."""
     request = GenerationRequest(prompt=prompt, n=n, size=size, **request_fields)
-    resolved = catalogue.resolve(request.model)
-    spec = resolved.spec
-    primary = catalogue.routes(spec)[0]
-    if primary is not spec:
-        resolved = Resolved(spec=primary, requested=request.model)
-    applied = plan(request, resolved, grids=catalogue.grids)
+    route_plan = plan_routes(catalogue or _CATALOGUE, request)
     job = Job(
         id=new_id("job"),
         api_key_id=api_key.id,
         dialect=Dialect.OPENAI_IMAGES,
         request=request.model_dump(mode="json", exclude_none=True),
-        applied=applied.model_dump(mode="json"),
-        model=spec.id,
+        routes=[route.model_dump(mode="json") for route in route_plan.routes],
+        model=route_plan.model,
         status=JobStatus.QUEUED,
         n=n,
         succeeded=0,

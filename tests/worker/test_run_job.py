@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -25,11 +25,11 @@ from core.errors import (
 )
 from core.events import InProcessEventBus
 from core.generation import InputImage, ProviderImage
-from core.job_updates import finish_image, requeue_orphans
 from core.jobs import ImageStatus, JobStatus
 from core.migrate import upgrade_head
 from core.models import Job, JobImage
 from core.models.types import utcnow
+from core.repo.jobs import finish_image, requeue_orphans
 from core.routing import Catalogue
 from core.storage import image_object_key
 from tests.worker.factories import make_api_key, make_image, make_job
@@ -472,13 +472,22 @@ class ScriptedProvider:
                 for i in call.indices]
 
 
-def with_upstreams(runtime: WorkerRuntime, configured: set[str], *providers: ScriptedProvider) -> WorkerRuntime:
-    """The same runtime with a catalogue offering ``configured`` and these providers registered."""
-    return replace(runtime, catalogue=Catalogue.load(configured=configured | {"demo"}),
-                   providers=ProviderRegistry({p.name: p for p in providers}))  # type: ignore[misc]
+@dataclass
+class PlanningRuntime(WorkerRuntime):
+    """A worker runtime, and the catalogue that the API plans this test's jobs with."""
+
+    catalogue: Catalogue = field(default_factory=lambda: Catalogue.load(configured={"demo"}))
 
 
-def new_model_job(rt: WorkerRuntime, model: str, *, n: int = 1, size: str | None = None,
+def with_upstreams(runtime: WorkerRuntime, configured: set[str], *providers: ScriptedProvider) -> PlanningRuntime:
+    """The same runtime with these providers registered; jobs planned by a catalogue offering
+    ``configured``."""
+    shared = {f.name: getattr(runtime, f.name) for f in fields(WorkerRuntime)}
+    shared["providers"] = ProviderRegistry({p.name: p for p in providers})  # type: ignore[misc]
+    return PlanningRuntime(**shared, catalogue=Catalogue.load(configured=configured | {"demo"}))
+
+
+def new_model_job(rt: PlanningRuntime, model: str, *, n: int = 1, size: str | None = None,
                   statuses: dict[int, dict[str, object]] | None = None, **request_fields: object
                   ) -> tuple[str, list[str]]:
     with rt.sessions.begin() as session:

@@ -13,13 +13,16 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import func, select
 
-from core.billing.pricing import ModelPrice, usd
+from core.billing.ledger import PricingSnapshot
+from core.billing.money import format_usd
+from core.billing.prices import ModelPrice
 from core.config import Settings
 from core.errors import ContentPolicyError
 from core.events import InProcessEventBus
 from core.generation import ProviderImage
 from core.migrate import upgrade_head
-from core.models import ApiKey, Job, JobImage, LedgerEntry
+from core.models import ApiKey, Job, JobImage
+from core.models.ledger import LedgerEntry
 from tests.worker.factories import make_api_key, make_image, make_job
 from worker.providers.base import ProviderCall
 from worker.providers.demo import DemoProvider
@@ -70,7 +73,7 @@ def test_simultaneous_outcomes_settle_exactly_without_deadlock(runtime: WorkerRu
             key.committed_micros = HOLD * N
             job = make_job(session, key, n=N, size="64x64")
             job.hold_per_image_micros = HOLD
-            job.pricing = {"markup": "1.25", "hold_per_image_micros": HOLD, "routes": {"demo": PRICE.snapshot()}}
+            job.pricing = PricingSnapshot(markup=Decimal("1.25"), routes={"demo": PRICE}).as_json()
             images = [make_image(session, job, index=i) for i in range(N)]
             session.add(LedgerEntry(api_key_id=key.id, job_id=job.id, kind="hold", amount_micros=HOLD * N,
                                     upstream_cost_micros=0, model="demo"))
@@ -92,7 +95,7 @@ def test_simultaneous_outcomes_settle_exactly_without_deadlock(runtime: WorkerRu
         # five delivered at $0.04 x 1.25 = $0.05 each; every hold came back; the key's balance is its ledger
         assert released == N and ledger_total == billed == job.cost_micros == 5 * 50_000
         assert committed == ledger_total
-        assert usd(committed) == "0.250000"
+        assert format_usd(committed) == "0.250000"
 
 
 class CountingDemo:
@@ -120,7 +123,7 @@ def test_sibling_tasks_of_a_group_claim_without_waiting_on_each_other(runtime: W
         with runtime.sessions.begin() as session:
             key = make_api_key(session, name=f"group-{round_}")
             job = make_job(session, key, n=N, size="64x64")
-            job.applied = {**job.applied, "n_per_call": N}
+            job.routes = [{**job.routes[0], "n_per_call": N}]
             image_ids = [make_image(session, job, index=i).id for i in range(N)]
             job_id = job.id
         with ThreadPoolExecutor(N) as pool:

@@ -1,10 +1,10 @@
-"""SQL statements that move jobs and images through the state machine, shared by both sides.
+"""The jobs repository: every statement that reads or writes jobs and their images.
 
-Each is a plain SQLAlchemy Core statement, executed by the API (async) or the worker (sync).
-They are written to be safe under concurrency without explicit locks: every transition is one
-conditional ``UPDATE`` (the row lock serialises writers), job counters are incremented in the
-database, and an image's completion is fenced by its attempt number so that a worker whose lease
-expired can never overwrite the attempt that replaced it.
+Each is a plain SQLAlchemy statement, executed by the API (async) or the worker (sync). Those that
+move jobs and images through the state machine are written to be safe under concurrency without
+explicit locks: every transition is one conditional ``UPDATE`` (the row lock serialises writers),
+job counters are incremented in the database, and an image's completion is fenced by its attempt
+number so that a worker whose lease expired can never overwrite the attempt that replaced it.
 """
 
 from __future__ import annotations
@@ -12,13 +12,75 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select, update
+from sqlalchemy import Insert, Select, and_, insert, or_, select, update
 from sqlalchemy.sql.dml import ReturningUpdate, Update
 
 from core.jobs import ImageStatus, JobStatus, final_job_status
 from core.models import Job, JobImage
 
 TERMINAL_JOB = [s.value for s in JobStatus if s.is_terminal]
+
+
+# -- submit and read --------------------------------------------------------------------------
+
+
+def insert_job(values: dict[str, Any]) -> Insert:
+    return insert(Job).values(values)
+
+
+def insert_images(rows: list[dict[str, Any]]) -> Insert:
+    """A job's n images, in one statement."""
+    return insert(JobImage).values(rows)
+
+
+def by_id(job_id: str) -> Select[Job]:
+    return select(Job).where(Job.id == job_id)
+
+
+def owned(job_id: str, key_id: str) -> Select[Job]:
+    """The job, if this key made it."""
+    return select(Job).where(Job.id == job_id, Job.api_key_id == key_id)
+
+
+def by_idempotency_key(key_id: str, idempotency_key: str) -> Select[Job]:
+    return select(Job).where(Job.api_key_id == key_id, Job.idempotency_key == idempotency_key)
+
+
+def forget_idempotency_key(job_id: str) -> Update:
+    """An Idempotency-Key older than its window may be used again: the old job lets go of it."""
+    return update(Job).where(Job.id == job_id).values(idempotency_key=None)
+
+
+def status_of(job_id: str) -> Select[str]:
+    return select(Job.status).where(Job.id == job_id)
+
+
+def images_of(job_id: str) -> Select[JobImage]:
+    return select(JobImage).where(JobImage.job_id == job_id).order_by(JobImage.index)
+
+
+def image_by_id(image_id: str) -> Select[JobImage]:
+    return select(JobImage).where(JobImage.id == image_id)
+
+
+def list_for_key(key_id: str, *, limit: int, before: str | None, status: str | None) -> Select[Job]:
+    """A key's jobs, newest first (ids are time-ordered), older than ``before``; one more than
+    ``limit``, so the caller knows whether there are more."""
+    query = select(Job).where(Job.api_key_id == key_id).order_by(Job.id.desc()).limit(limit + 1)
+    if before:
+        query = query.where(Job.id < before)
+    if status:
+        query = query.where(Job.status == status)
+    return query
+
+
+def run_context(job_id: str) -> Select[Any]:
+    """What a worker needs of a job to run its images (a plain read, no lock)."""
+    return select(Job.request, Job.routes, Job.n, Job.model, Job.api_key_id, Job.pricing,
+                  Job.hold_per_image_micros).where(Job.id == job_id)
+
+
+# -- the state machine ------------------------------------------------------------------------
 
 
 def _claimable(now: datetime) -> Any:
