@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 UV_VERSION := 0.13.8
 STAMP := $(VENV)/.installed
 
-.PHONY: run test test-unit lint lock clean
+.PHONY: install run test test-unit lock clean
 
 # Create .venv and install exactly what requirements.lock pins (hash-checked), then the project.
 $(STAMP): requirements.lock pyproject.toml

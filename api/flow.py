@@ -1,152 +1,185 @@
-"""The path every dialect router shares: submit a canonical request, then either answer 202 with
-the job (``Prefer: respond-async``), wait for it, or stream while waiting."""
+"""The one flow every dialect's generation route shares: :func:`respond`.
+
+A route parses and translates its body into a :class:`api.submit.Submission`, then calls
+``respond`` with two things of its own: how to render a finished job (``render``) and, for a
+streamed answer, how to stream one (``stream``). ``respond`` then
+
+1. submits (:func:`api.submit.submit_job`, with the request's ``Idempotency-Key``);
+2. answers ``202 Accepted`` with the job for ``Prefer: respond-async``;
+3. streams, or waits for the job (a ``504`` naming the job after ``IMAGEGATE_SYNC_TIMEOUT_S``) and
+   renders it;
+4. sets the job's headers on the answer, the same for every dialect: ``x-imagegate-job-id``,
+   ``x-imagegate-cost``, ``x-imagegate-served-by``, ``x-imagegate-images`` and
+   ``x-imagegate-applied`` (a stream, whose headers leave before the job ends, carries the id and
+   the applied parameters). An error about a finished job carries the same headers.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextvars import ContextVar
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
-from fastapi.responses import JSONResponse
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from fastapi.responses import JSONResponse, StreamingResponse
+from starlette.requests import Request
+from starlette.responses import Response
 
-from api.inputs import PendingImage
-from api.results import get_images, job_is_terminal, job_view, wait_for_job
+from api.results import delivered_images, get_images, job_is_terminal, job_view, prefers_async, wait_for_job
 from api.state import AppState
-from api.submit import submit
+from api.submit import Submission, submit_job
 from core.billing.money import format_usd
-from core.errors import GatewayError, JobWaitTimeoutError, error_for_failed_job
-from core.generation import AppliedParams, Dialect, GenerationRequest
+from core.errors import ContentPolicyError, GatewayError, JobWaitTimeoutError, error_for_failed_job
+from core.generation import AppliedParams, DeliveredImage
 from core.jobs import ImageStatus
 from core.models import ApiKey, Job, JobImage
 from core.repo import jobs
 
-
-@dataclass
-class RequestContext:
-    idempotency_key: str | None
-    headers: dict[str, str]
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
-_CONTEXT: ContextVar[RequestContext | None] = ContextVar("imagegate_request", default=None)
-
-
-class RequestContextMiddleware:
-    """Per request: makes the ``Idempotency-Key`` header available to submit (every generation
-    endpoint honours it), and adds the finished job's headers (``x-imagegate-job-id``,
-    ``x-imagegate-cost``, ``x-imagegate-served-by``) to the response, whichever dialect renders it."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        value = next((v.decode("latin-1").strip() for k, v in scope.get("headers", ()) if k == b"idempotency-key"),
-                     None)
-        context = RequestContext(idempotency_key=value or None, headers={})
-        token = _CONTEXT.set(context)
-
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start" and context.headers:
-                present = {name.lower() for name, _ in message.get("headers", [])}
-                extra = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in context.headers.items()
-                         if k.encode("latin-1") not in present]
-                message = {**message, "headers": [*message.get("headers", []), *extra]}
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_with_headers)
-        finally:
-            _CONTEXT.reset(token)
-
-
-def result_headers(result: JobResult) -> dict[str, str]:
-    return {"x-imagegate-job-id": result.job.id, "x-imagegate-cost": format_usd(result.job.cost_micros),
-            "x-imagegate-served-by": result.served_by, "x-imagegate-images": f"{result.job.succeeded}/{result.job.n}"}
+def applied_header(applied: AppliedParams) -> str:
+    """``x-imagegate-applied``: what is actually generated, and what was adjusted or ignored."""
+    return json.dumps({"model": applied.model, "size": applied.size, "aspect_ratio": applied.aspect_ratio,
+                       "image_size": applied.image_size, "output_format": applied.output_format,
+                       "quality": applied.quality, "adjusted": applied.adjusted, "ignored": applied.ignored},
+                      separators=(",", ":"))
 
 
 @dataclass
 class JobResult:
-    """A finished job as the renderers need it."""
+    """A job as the renderers need it (read once it has ended, or at the start of a stream)."""
 
+    state: AppState
     job: Job
     images: list[JobImage]
-    applied: AppliedParams
+
+    @property
+    def applied(self) -> AppliedParams:
+        return AppliedParams.model_validate(self.job.applied)
 
     @property
     def delivered(self) -> list[JobImage]:
         return [i for i in self.images if i.status == ImageStatus.SUCCEEDED and i.object_key]
 
-    def failure(self) -> GatewayError | None:
-        """The error to answer with when no image was delivered."""
-        if self.delivered:
-            return None
-        first = next((i for i in self.images if i.error_code), None)
-        return error_for_failed_job(first.error_code if first else None,
-                                    first.error_message if first else None, job_id=self.job.id)
-
     @property
     def served_by(self) -> str:
         return ",".join(sorted({i.model for i in self.images if i.model}))
 
+    def served_model(self, *, otherwise: str | None = None) -> str:
+        """The catalogue model that served the first delivered image (a fallback's id when one
+        did); when none was delivered, ``otherwise``, or the first planned route's model."""
+        return next((i.model for i in self.delivered if i.model), None) or otherwise or self.applied.model
 
-async def submit_job(state: AppState, *, key: ApiKey, generation: GenerationRequest, dialect: Dialect,
-                     inputs: list[PendingImage] | None = None, idempotency_key: str | None = None) -> str:
-    """Submit and return the job id (the original job's, for an idempotent replay)."""
-    async with state.sessions() as session:
-        context = _CONTEXT.get()
-        return await submit(session, key=key, request=generation, dialect=dialect, state=state, inputs=inputs,
-                            idempotency_key=idempotency_key or (context.idempotency_key if context else None))
+    @property
+    def headers(self) -> dict[str, str]:
+        """The job's headers, on every answer about it."""
+        return {"x-imagegate-job-id": self.job.id, "x-imagegate-cost": format_usd(self.job.cost_micros),
+                "x-imagegate-served-by": self.served_by, "x-imagegate-images": f"{self.job.succeeded}/{self.job.n}",
+                "x-imagegate-applied": applied_header(self.applied)}
 
+    def failure(self, *, blocked_is_an_answer: bool = False) -> GatewayError | None:
+        """The error to answer with when no image was delivered (with the job's headers). A
+        dialect that answers a blocked prompt with a 200 (chat, Gemini) passes
+        ``blocked_is_an_answer``."""
+        if self.delivered:
+            return None
+        first = next((i for i in self.images if i.error_code), None)
+        error = error_for_failed_job(first.error_code if first else None, first.error_message if first else None,
+                                     job_id=self.job.id, headers=self.headers)
+        if blocked_is_an_answer and isinstance(error, ContentPolicyError):
+            return None
+        return error
 
-async def accepted(state: AppState, job_id: str) -> JSONResponse:
-    """``202 Accepted`` with the job view, for ``Prefer: respond-async``."""
-    async with state.sessions() as session:
-        job = await session.scalar(jobs.by_id(job_id))
-        assert job is not None
-        view = await job_view(state, job, await get_images(session, job_id), include_b64=False)
-    return JSONResponse(view, status_code=202, headers={
-        "Location": f"/v1/jobs/{job_id}", "Preference-Applied": "respond-async", "x-imagegate-job-id": job_id})
+    def blocked(self) -> ContentPolicyError | None:
+        """The safety system's refusal, when that is why no image was delivered."""
+        if self.delivered:
+            return None
+        error = self.failure()
+        return error if isinstance(error, ContentPolicyError) else None
+
+    async def delivered_images(self, *, as_b64: bool) -> list[DeliveredImage]:
+        return await delivered_images(self.state, self.images, as_b64=as_b64)
 
 
 async def load_result(state: AppState, job_id: str) -> JobResult:
     async with state.sessions() as session:
         job = await session.scalar(jobs.by_id(job_id))
-        assert job is not None
+        if job is None:
+            raise GatewayError(f"The job '{job_id}' vanished.", job_id=job_id)
         images = await get_images(session, job_id)
-    return JobResult(job=job, images=images, applied=AppliedParams.model_validate(job.applied))
+    return JobResult(state=state, job=job, images=images)
 
 
-async def finished(state: AppState, job_id: str) -> JobResult:
-    """Wait for the job (504 naming it after the sync timeout) and load it; raise its error when
-    no image was delivered."""
+@dataclass
+class JobStream:
+    """What a streaming renderer works with: the job as it was submitted, keep-alive ticks while
+    it runs, then its result."""
+
+    state: AppState
+    start: JobResult
+
+    @property
+    def job(self) -> Job:
+        return self.start.job
+
+    async def ticks(self, *, every_s: float) -> AsyncIterator[None]:
+        """Yields every ``every_s`` seconds while the job runs (time to send a keep-alive),
+        returns when it has ended; raises JobWaitTimeoutError after the sync timeout."""
+        state, job_id = self.state, self.job.id
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + state.settings.sync_timeout_s
+        while True:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise JobWaitTimeoutError(
+                    f"The job '{job_id}' did not finish within {state.settings.sync_timeout_s:g} s. It goes on.",
+                    job_id=job_id)
+            if await state.waiter.wait(job_id, is_done=lambda: job_is_terminal(state, job_id),
+                                       timeout=min(every_s, remaining)):
+                return
+            yield
+
+    async def result(self) -> JobResult:
+        return await load_result(self.state, self.job.id)
+
+
+Render = Callable[[JobResult], Awaitable[Response]]
+Stream = Callable[[JobStream], AsyncIterator[bytes]]
+
+
+def idempotency_key(request: Request) -> str | None:
+    value = request.headers.get("idempotency-key", "").strip()
+    return value or None
+
+
+async def respond(request: Request, state: AppState, *, key: ApiKey, submission: Submission, render: Render,
+                  stream: Stream | None = None, stream_media_type: str = "text/event-stream",
+                  stream_headers: Callable[[str], dict[str, str]] | None = None) -> Response:
+    """Submit, then answer 202, stream, or wait and render (see the module docstring).
+    ``stream_headers`` gives a stream's own headers from its job's id."""
+    job_id = await submit_job(state, key=key, submission=submission, idempotency_key=idempotency_key(request))
+    if prefers_async(request.headers.get("prefer")):
+        return await accepted(state, job_id)
+    if stream is not None:
+        start = await load_result(state, job_id)
+        headers = {**STREAM_HEADERS, **(stream_headers(job_id) if stream_headers else {}),
+                   "x-imagegate-job-id": job_id, "x-imagegate-applied": applied_header(start.applied)}
+        return StreamingResponse(stream(JobStream(state, start)), media_type=stream_media_type, headers=headers)
     await wait_for_job(state, job_id)
     result = await load_result(state, job_id)
-    context = _CONTEXT.get()
-    if context is not None:
-        context.headers.update(result_headers(result))
-    error = result.failure()
-    if error is not None:
-        raise error
-    return result
+    response = await render(result)
+    response.headers.update(result.headers)
+    return response
 
 
-async def ticks(state: AppState, job_id: str, *, every_s: float) -> AsyncIterator[None]:
-    """For streaming answers: yields every ``every_s`` seconds while the job runs (time to send a
-    keep-alive), returns when it has ended; raises JobWaitTimeoutError after the sync timeout."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + state.settings.sync_timeout_s
-    while True:
-        remaining = deadline - loop.time()
-        if remaining <= 0:
-            raise JobWaitTimeoutError(
-                f"The job '{job_id}' did not finish within {state.settings.sync_timeout_s:g} s. It goes on.",
-                job_id=job_id)
-        done = await state.waiter.wait(job_id, is_done=lambda: job_is_terminal(state, job_id),
-                                       timeout=min(every_s, remaining))
-        if done:
-            return
-        yield
+async def accepted(state: AppState, job_id: str, *, preferred: bool = True) -> JSONResponse:
+    """``202 Accepted`` with the job view: for ``Prefer: respond-async`` (``preferred``), and for
+    ``POST /v1/jobs``."""
+    result = await load_result(state, job_id)
+    view: dict[str, Any] = await job_view(state, result.job, result.images, include_b64=False)
+    headers = {"Location": f"/v1/jobs/{job_id}", **result.headers}
+    if preferred:
+        headers["Preference-Applied"] = "respond-async"
+    return JSONResponse(view, status_code=202, headers=headers)

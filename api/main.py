@@ -12,14 +12,9 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from api.body import BodySizeLimit
-from api.dialects.anthropic_messages.router import router as anthropic_messages_router
-from api.dialects.gemini.router import router as gemini_router
-from api.dialects.openai_chat.router import router as openai_chat_router
-from api.dialects.openai_images.router import router as openai_images_router
-from api.dialects.simple.router import router as simple_router
+from api.dialects import DialectPackage, anthropic_messages, gemini, openai_chat, openai_images, simple
 from api.enqueue import Enqueuer
 from api.errors import install_error_handlers
-from api.flow import RequestContextMiddleware
 from api.ratelimit import limiter_for
 from api.routes import admin, files, health, models, usage
 from api.routes.jobs import build_router as build_jobs_router
@@ -37,6 +32,15 @@ from core.storage import LocalImageStore
 log = logging.getLogger(__name__)
 
 Hook = Callable[[], Any]
+
+DIALECTS: list[DialectPackage] = [
+    anthropic_messages.package,  # first: it also claims the Anthropic SDK's GET /v1/models
+    openai_images.package,
+    openai_chat.package,
+    gemini.package,
+    simple.package,
+]
+"""The ingress dialects, each with its routes and error shape (see api/dialects/__init__.py)."""
 
 
 def create_app(
@@ -128,12 +132,9 @@ def create_app(
         version="0.1.0",
         lifespan=lifespan,
     )
-    install_error_handlers(app)
-    app.include_router(openai_images_router)
-    app.include_router(openai_chat_router)
-    app.include_router(anthropic_messages_router)
-    app.include_router(gemini_router)
-    app.include_router(simple_router)
+    install_error_handlers(app, DIALECTS, default=openai_images.package.render_error)
+    for dialect in DIALECTS:
+        app.include_router(dialect.router)
     app.include_router(build_jobs_router("/v1"))
     app.include_router(build_jobs_router(""), include_in_schema=False)
     app.include_router(files.router)
@@ -141,7 +142,6 @@ def create_app(
     app.include_router(health.router)
     app.include_router(usage.router)
     app.include_router(admin.router)
-    app.add_middleware(RequestContextMiddleware)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
 

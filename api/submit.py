@@ -1,11 +1,15 @@
-"""Use case: turn a canonical request into a committed job, then enqueue its images.
+"""Use case: turn a request a dialect has parsed into a committed job, then enqueue its images.
 
-1. plan its routes (core.planning: a bad request is refused before anything is written);
-2. an ``Idempotency-Key`` seen in the last 24 h with the same body returns the original job
-   (no new job, no charge); with another body it is a 409;
-3. the key's allowed models and rate limits;
-4. price the routes and hold the estimate against the key's budgets (core.billing.ledger);
-5. insert the job, its n images and the hold, and COMMIT;
+Everything that costs nothing is checked before anything that costs something:
+
+1. plan its routes (core.planning: a bad request is refused before anything is written), with
+   the model's input-image limit, and the key's allowed models;
+2. an ``Idempotency-Key`` seen in the last 24 h with the same request returns the original job
+   (no new job, no charge, no image fetched); with another request it is a 409;
+3. the key's budget can hold the request (core.billing.ledger.check_budget), then its rate limits;
+4. only then are the caller's images loaded (api.inputs: URLs fetched, within the request's caps);
+5. price the routes and hold the estimate against the key's budgets (core.billing.ledger),
+   insert the job, its n images and the hold, and COMMIT;
 6. only then send one task per upstream call (per image, or per group of images for upstreams
    that make several per call). If the broker is down the job is still accepted: its images are
    marked for the sweeper, which sends them as soon as the broker answers. Nothing accepted is
@@ -16,32 +20,66 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import timedelta
+from decimal import Decimal
 
 import anyio.to_thread
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from api.inputs import PendingImage, store_pending
+from api.inputs import ImageRef, InputLimits, PendingImage, load_images, store_pending
 from api.ratelimit import RateLimits
 from api.state import AppState
 from core.billing import ledger
 from core.errors import ConflictError, InvalidRequestError, PermissionDeniedError, RateLimitError
-from core.generation import Dialect, GenerationRequest
+from core.generation import Dialect, GenerationRequest, InputImage
 from core.ids import new_id
 from core.jobs import ImageStatus, JobStatus
 from core.models import ApiKey, Job
 from core.models.types import utcnow
-from core.planning import plan_routes
+from core.planning import RoutePlan, plan_routes
 from core.repo import jobs
+from core.routing import Catalogue
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 MAX_IDEMPOTENCY_KEY = 255
 
 
-def request_hash(dialect: Dialect, request: GenerationRequest) -> str:
-    body = json.dumps({"dialect": dialect, "request": request.model_dump(mode="json")}, sort_keys=True)
-    return hashlib.sha256(body.encode()).hexdigest()
+@dataclass(frozen=True)
+class Submission:
+    """A request as its dialect parsed it: the canonical request (its input images not loaded
+    yet), where those images are, and the dialect's names for the canonical fields."""
+
+    dialect: Dialect
+    generation: GenerationRequest
+    images: Sequence[ImageRef] = ()
+    mask: ImageRef | None = None
+    wire_params: Mapping[str, str] = field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """The hash an Idempotency-Key's request is compared by: the request as sent (an image
+        URL as written, inline images by their bytes), so a replay is recognised before any
+        image is fetched."""
+        body = json.dumps({"dialect": self.dialect, "request": self.generation.model_dump(mode="json"),
+                           "images": [ref.fingerprint() for ref in self.images],
+                           "mask": self.mask.fingerprint() if self.mask else None}, sort_keys=True)
+        return hashlib.sha256(body.encode()).hexdigest()
+
+    def sized(self) -> GenerationRequest:
+        """The request with stand-ins for its images: enough to plan it (their number counts, not
+        their bytes) before loading them."""
+        stand_in = InputImage(object_key="", mime_type="application/octet-stream")
+        return self.generation.model_copy(update={"input_images": [stand_in] * len(self.images),
+                                                  "mask": stand_in if self.mask else None})
+
+
+def _plan(catalogue: Catalogue, request: GenerationRequest, wire_params: Mapping[str, str]) -> RoutePlan:
+    try:
+        return plan_routes(catalogue, request)
+    except InvalidRequestError as error:
+        raise error.with_param(dict(wire_params)) from None
 
 
 def check_model_allowed(key: ApiKey, model: str) -> None:
@@ -63,30 +101,47 @@ async def _replay(session: AsyncSession, key: ApiKey, idempotency_key: str, dige
     return job
 
 
-async def submit(
-    session: AsyncSession,
-    *,
-    key: ApiKey,
-    request: GenerationRequest,
-    dialect: Dialect,
-    state: AppState,
-    inputs: list[PendingImage] | None = None,
-    idempotency_key: str | None = None,
-) -> str:
-    """Commit a job for ``request`` and enqueue its images; returns its id (the original job's,
-    for an idempotent replay)."""
-    route_plan = plan_routes(state.catalogue, request)
+async def submit_job(state: AppState, *, key: ApiKey, submission: Submission,
+                     idempotency_key: str | None = None) -> str:
+    """Run the whole use case (see the module docstring); returns the job's id (the original
+    job's, for an idempotent replay)."""
+    if idempotency_key is not None and len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
+        raise InvalidRequestError(f"The Idempotency-Key header is longer than {MAX_IDEMPOTENCY_KEY} characters.",
+                                  param="Idempotency-Key")
+    digest = submission.fingerprint()
+    sized = submission.sized()
+    route_plan = _plan(state.catalogue, sized, submission.wire_params)
     check_model_allowed(key, route_plan.model)
-    digest = request_hash(dialect, request)
-    if idempotency_key:
-        if len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
-            raise InvalidRequestError(
-                f"The Idempotency-Key header is longer than {MAX_IDEMPOTENCY_KEY} characters.",
-                param="Idempotency-Key")
-        existing = await _replay(session, key, idempotency_key, digest)
-        if existing is not None:
-            return existing.id
+    async with state.sessions() as session:
+        if idempotency_key:
+            existing = await _replay(session, key, idempotency_key, digest)
+            await session.commit()
+            if existing is not None:
+                return existing.id
+        markup = await ledger.markup_in_force(session, key=key, prices=state.prices)
+    # the bound without the images' sizes is below the final hold: a key that cannot hold it is
+    # refused before its images are fetched, and before it spends rate-limit allowance
+    ledger.check_budget(key, ledger.quote(sized, route_plan.routes, prices=state.prices, markup=markup), n=sized.n)
+    await _admit(state, key, sized)
 
+    refs = [*submission.images, *([submission.mask] if submission.mask else [])]
+    pending = await load_images(refs, limits=InputLimits.from_settings(state.settings)) if refs else []
+    images, mask = (pending[:-1], pending[-1]) if submission.mask else (pending, None)
+    if mask is not None and submission.mask is not None and images and (
+            (mask.info.width, mask.info.height) != (images[0].info.width, images[0].info.height)):
+        param = submission.mask.param
+        raise InvalidRequestError(
+            f"Invalid value for '{param}': it is {mask.info.width}x{mask.info.height}, the first image is "
+            f"{images[0].info.width}x{images[0].info.height}; they must match.", param=param)
+    request = submission.generation.model_copy(update={"input_images": [p.as_input() for p in images],
+                                                       "mask": mask.as_input() if mask else None})
+    async with state.sessions() as session:
+        return await submit(session, key=key, request=request, dialect=submission.dialect, state=state,
+                            route_plan=_plan(state.catalogue, request, submission.wire_params), markup=markup,
+                            digest=digest, inputs=pending, idempotency_key=idempotency_key)
+
+
+async def _admit(state: AppState, key: ApiKey, request: GenerationRequest) -> None:
     decision = await state.limiter.check(key.id, images=request.n,
                                          limits=RateLimits(rpm=key.rpm, images_per_minute=key.images_per_minute))
     if not decision.allowed and decision.retry_after_s is None:
@@ -97,9 +152,23 @@ async def submit(
         raise RateLimitError("Rate limit reached for this API key; retry after the indicated delay.",
                              retry_after=decision.retry_after_s, headers=decision.headers)
 
+
+async def submit(
+    session: AsyncSession,
+    *,
+    key: ApiKey,
+    request: GenerationRequest,
+    dialect: Dialect,
+    state: AppState,
+    route_plan: RoutePlan,
+    markup: Decimal,
+    digest: str,
+    inputs: Sequence[PendingImage] = (),
+    idempotency_key: str | None = None,
+) -> str:
+    """Price, hold, insert and commit the job, then enqueue its images; returns its id."""
     now = utcnow()
     job_id = new_id("job")
-    markup = await ledger.markup_in_force(session, key=key, prices=state.prices)
     quote = ledger.quote(request, route_plan.routes, prices=state.prices, markup=markup)
     image_ids = [new_id("img") for _ in range(request.n)]
     try:

@@ -68,7 +68,6 @@ class RedisJobEvents:
         self._client = client
         self._waiter = waiter
         self._task: asyncio.Task[None] | None = None
-        self.connected = asyncio.Event()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="imagegate-job-events")
@@ -85,7 +84,6 @@ class RedisJobEvents:
             pubsub = self._client.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.psubscribe(CHANNEL_PATTERN)
-                self.connected.set()
                 backoff = 0.5
                 async for message in pubsub.listen():
                     if message.get("type") != "pmessage":
@@ -97,7 +95,6 @@ class RedisJobEvents:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                self.connected.clear()
                 log.warning("job event subscription lost; reconnecting in %.1fs", backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)

@@ -8,6 +8,7 @@ some of them come from the CG-Image proxy that imagegate replaces.
 from __future__ import annotations
 
 import enum
+import warnings
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated
@@ -23,6 +24,17 @@ class Mode(enum.StrEnum):
     DISTRIBUTED = "distributed"
 
 
+class Environment(enum.StrEnum):
+    """Where imagegate runs. Outside development, placeholder secrets are refused at startup."""
+
+    DEVELOPMENT = "development"
+    PRODUCTION = "production"
+
+
+PLACEHOLDER_SECRETS = frozenset({"changeme", "changethis", "change-me", "secret", "password"})
+"""Values that mean "fill this in" (as in ``.env.example``), never a real secret."""
+
+
 def _env(name: str, *aliases: str) -> AliasChoices:
     return AliasChoices(f"IMAGEGATE_{name}", *aliases)
 
@@ -33,6 +45,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
     )
+
+    environment: Environment = Field(Environment.DEVELOPMENT, validation_alias=_env("ENVIRONMENT"))
 
     # -- where the API listens
     host: str = Field("127.0.0.1", validation_alias=_env("HOST"))
@@ -93,7 +107,15 @@ class Settings(BaseSettings):
     )
     """Hosts or networks fetched even though they are private (comma-separated)."""
     fetch_max_mb: float = Field(50.0, gt=0, validation_alias=_env("FETCH_MAX_MB"))
+    """The largest single input image, fetched or sent inline."""
     fetch_timeout_s: float = Field(20.0, gt=0, validation_alias=_env("FETCH_TIMEOUT_S"))
+    """How long one image URL may take to fetch."""
+    fetch_total_timeout_s: float = Field(60.0, gt=0, validation_alias=_env("FETCH_TOTAL_TIMEOUT_S"))
+    """How long all the image URLs of one request may take to fetch, together."""
+    max_input_images: int = Field(16, ge=1, le=64, validation_alias=_env("MAX_INPUT_IMAGES"))
+    """The most input images one request may carry (a model may take fewer)."""
+    max_input_mb: float = Field(100.0, gt=0, validation_alias=_env("MAX_INPUT_MB"))
+    """The most bytes of input images one request may carry, in all."""
 
     # -- dialect options
     anthropic_image_urls: bool = Field(False, validation_alias=_env("ANTHROPIC_IMAGE_URLS"))
@@ -134,6 +156,20 @@ class Settings(BaseSettings):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"{name} must be an http(s) URL, got {url!r}")
             setattr(self, name, url.rstrip("/"))
+        return self
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        for name in ("admin_key", "url_signing_key"):
+            secret = getattr(self, name)
+            if secret is None or secret.get_secret_value().strip().lower() not in PLACEHOLDER_SECRETS:
+                continue
+            message = (f"IMAGEGATE_{name.upper()} is a placeholder ({secret.get_secret_value()!r}); "
+                       "set a real secret")
+            if self.environment is Environment.DEVELOPMENT:
+                warnings.warn(message + " before running outside development.", stacklevel=2)
+            else:
+                raise ValueError(message + f" (IMAGEGATE_ENVIRONMENT={self.environment}).")
         return self
 
     @cached_property

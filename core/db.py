@@ -58,7 +58,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_sync_engine(url: str, *, pool_size: int = 10, max_overflow: int = 30) -> Engine:
+def create_sync_engine(url: str, *, pool_size: int, max_overflow: int) -> Engine:
+    """The worker's engine; the pool sizes are the settings' (``IMAGEGATE_DB_POOL_SIZE`` and
+    ``IMAGEGATE_DB_MAX_OVERFLOW``), or one connection for a command."""
     if is_sqlite(url):
         engine = create_engine(sync_url(url), connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -68,7 +70,8 @@ def create_sync_engine(url: str, *, pool_size: int = 10, max_overflow: int = 30)
     )
 
 
-def create_async_db_engine(url: str, *, pool_size: int = 20, max_overflow: int = 30) -> AsyncEngine:
+def create_async_db_engine(url: str, *, pool_size: int, max_overflow: int) -> AsyncEngine:
+    """The API's engine, sized like :func:`create_sync_engine`."""
     if is_sqlite(url):
         engine = create_async_engine(async_url(url), connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

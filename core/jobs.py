@@ -6,7 +6,9 @@
     image:  queued -> running -> succeeded | failed | canceled
 
 A job is one request holding ``n`` images; each image is its own task and succeeds or fails
-alone. The job's final status is derived from its images' by :func:`final_job_status`.
+alone. The job's final status is derived from its images' by :func:`final_job_status`. The
+transitions themselves are the conditional updates of :mod:`core.repo.jobs` (a running image may be
+claimed again once its lease has expired, and go back to queued when an embedded gateway restarts).
 """
 
 from __future__ import annotations
@@ -41,35 +43,6 @@ class ImageStatus(enum.StrEnum):
 
 _TERMINAL_JOB = frozenset({JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELED})
 _TERMINAL_IMAGE = frozenset({ImageStatus.SUCCEEDED, ImageStatus.FAILED, ImageStatus.CANCELED})
-
-IMAGE_TRANSITIONS: dict[ImageStatus, frozenset[ImageStatus]] = {
-    ImageStatus.QUEUED: frozenset({ImageStatus.RUNNING, ImageStatus.CANCELED}),
-    # running -> running: a lease that expired (its worker died) is claimed again
-    ImageStatus.RUNNING: frozenset(
-        {ImageStatus.RUNNING, ImageStatus.SUCCEEDED, ImageStatus.FAILED, ImageStatus.QUEUED}
-    ),
-    ImageStatus.SUCCEEDED: frozenset(),
-    ImageStatus.FAILED: frozenset(),
-    ImageStatus.CANCELED: frozenset(),
-}
-
-JOB_TRANSITIONS: dict[JobStatus, frozenset[JobStatus]] = {
-    JobStatus.QUEUED: frozenset({JobStatus.RUNNING, *_TERMINAL_JOB}),
-    JobStatus.RUNNING: _TERMINAL_JOB,
-    JobStatus.SUCCEEDED: frozenset(),
-    JobStatus.PARTIAL: frozenset(),
-    JobStatus.FAILED: frozenset(),
-    JobStatus.CANCELED: frozenset(),
-}
-
-
-def can_transition_image(current: ImageStatus, new: ImageStatus) -> bool:
-    return new in IMAGE_TRANSITIONS[current]
-
-
-def can_transition_job(current: JobStatus, new: JobStatus) -> bool:
-    return new in JOB_TRANSITIONS[current]
-
 
 def final_job_status(*, total: int, succeeded: int, failed: int, canceled: int) -> JobStatus | None:
     """The job's terminal status once every image is terminal; ``None`` while some still run."""

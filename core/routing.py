@@ -232,9 +232,6 @@ class Catalogue:
             )
         return Resolved(spec=spec, requested=name, alias=alias)
 
-    def grid(self, name: str) -> dict[str, dict[str, str]]:
-        return self.grids[name]
-
 
 def configured_providers(settings: Any) -> set[str]:
     """The provider protocols that have what they need in the settings (demo always)."""

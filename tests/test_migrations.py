@@ -19,7 +19,7 @@ from core.migrate import alembic_config, upgrade_head
 
 
 def _diff(url: str) -> list[object]:
-    engine = create_sync_engine(url)
+    engine = create_sync_engine(url, pool_size=1, max_overflow=0)
     try:
         with engine.connect() as conn:
             context = MigrationContext.configure(conn, opts={"compare_type": True})
@@ -29,7 +29,7 @@ def _diff(url: str) -> list[object]:
 
 
 def _tables(url: str) -> set[str]:
-    engine = create_sync_engine(url)
+    engine = create_sync_engine(url, pool_size=1, max_overflow=0)
     try:
         return set(sa.inspect(engine).get_table_names())
     finally:

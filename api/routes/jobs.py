@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.body import parse_json
 from api.deps import ApiKeyDep, StateDep
-from api.flow import submit_job
+from api.flow import accepted, idempotency_key
 from api.results import get_images, get_owned_job, job_view
+from api.submit import Submission, submit_job
 from core.billing import ledger
 from core.billing.ledger import JobBilling
 from core.generation import Dialect, GenerationRequest, OutputFormat
@@ -45,13 +46,9 @@ def build_router(prefix: str) -> APIRouter:
     async def create_job(request: Request, key: ApiKeyDep, state: StateDep) -> JSONResponse:
         wire = parse_json(await request.body(), JobCreateRequest)
         generation = GenerationRequest.model_validate(wire.model_dump(exclude_none=True))
-        job_id = await submit_job(state, key=key, generation=generation, dialect=Dialect.JOBS)
-        async with state.sessions() as session:
-            job = await get_owned_job(session, job_id, key)
-            view = await job_view(state, job, await get_images(session, job_id), include_b64=False)
-        return JSONResponse(view, status_code=202, headers={"Location": f"/v1/jobs/{job_id}",
-                                                             "x-imagegate-job-id": job_id,
-                                                             "x-imagegate-cost": view["cost_usd"]})
+        job_id = await submit_job(state, key=key, submission=Submission(Dialect.JOBS, generation),
+                                  idempotency_key=idempotency_key(request))
+        return await accepted(state, job_id, preferred=False)
 
     @router.get("/jobs/{job_id}")
     async def get_job(

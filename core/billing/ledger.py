@@ -117,6 +117,14 @@ async def markup_in_force(session: AsyncSession, *, key: ApiKey, prices: PriceTa
     return markup_for(key_markup=None, table=prices, spend_90d_micros=spend)
 
 
+def check_budget(key: ApiKey, quote: Quote, *, n: int) -> None:
+    """Refuse, before anything is loaded or counted, a request whose hold cannot fit the key's
+    total budget as it stood when the key was read. :func:`take_hold` decides for good."""
+    total = quote.per_image_micros * n
+    if key.budget_micros is not None and key.committed_micros + total > key.budget_micros:
+        raise _over_budget("budget", key.budget_micros, total)
+
+
 async def take_hold(session: AsyncSession, *, key: ApiKey, job_id: str, quote: Quote, n: int, model: str) -> None:
     """Reserve ``n`` images' hold within the key's budgets and append the hold row (the caller
     commits). Raises QuotaExceededError when the hold does not fit the total or monthly budget."""

@@ -38,7 +38,3 @@ class ApiKey(Base):
     committed_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     """The sum of the key's ledger amounts (open holds plus charges), kept in the same transactions
     as the ledger rows: the budget check is one conditional update of this column."""
-
-    @property
-    def is_active(self) -> bool:
-        return self.revoked_at is None

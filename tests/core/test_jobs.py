@@ -4,13 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from core.jobs import (
-    ImageStatus,
-    JobStatus,
-    can_transition_image,
-    can_transition_job,
-    final_job_status,
-)
+from core.jobs import ImageStatus, JobStatus, final_job_status
 
 
 @pytest.mark.parametrize(
@@ -41,59 +35,8 @@ def test_final_job_status(
     assert status is expected
 
 
-ALLOWED_IMAGE = {
-    (ImageStatus.QUEUED, ImageStatus.RUNNING),
-    (ImageStatus.QUEUED, ImageStatus.CANCELED),
-    (ImageStatus.RUNNING, ImageStatus.RUNNING),  # an expired lease is taken over
-    (ImageStatus.RUNNING, ImageStatus.SUCCEEDED),
-    (ImageStatus.RUNNING, ImageStatus.FAILED),
-    (ImageStatus.RUNNING, ImageStatus.QUEUED),
-}
-
-
-@pytest.mark.parametrize("current", list(ImageStatus))
-@pytest.mark.parametrize("new", list(ImageStatus))
-def test_image_transitions(current: ImageStatus, new: ImageStatus) -> None:
-    """Exactly the listed image transitions are allowed; nothing leaves a terminal state."""
-    assert can_transition_image(current, new) is ((current, new) in ALLOWED_IMAGE)
-
-
-TERMINAL_JOB = {JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED, JobStatus.CANCELED}
-ALLOWED_JOB = (
-    {(JobStatus.QUEUED, JobStatus.RUNNING)}
-    | {(JobStatus.QUEUED, t) for t in TERMINAL_JOB}
-    | {(JobStatus.RUNNING, t) for t in TERMINAL_JOB}
-)
-
-
-@pytest.mark.parametrize("current", list(JobStatus))
-@pytest.mark.parametrize("new", list(JobStatus))
-def test_job_transitions(current: JobStatus, new: JobStatus) -> None:
-    """A job goes queued -> running -> terminal (or straight to terminal); never back."""
-    assert can_transition_job(current, new) is ((current, new) in ALLOWED_JOB)
-
-
-def test_named_transitions() -> None:
-    assert can_transition_image(ImageStatus.QUEUED, ImageStatus.RUNNING)
-    assert can_transition_image(ImageStatus.RUNNING, ImageStatus.RUNNING)
-    assert not can_transition_image(ImageStatus.SUCCEEDED, ImageStatus.RUNNING)
-    assert not can_transition_image(ImageStatus.CANCELED, ImageStatus.QUEUED)
-    assert can_transition_job(JobStatus.QUEUED, JobStatus.RUNNING)
-    assert not can_transition_job(JobStatus.RUNNING, JobStatus.RUNNING)
-    assert not can_transition_job(JobStatus.SUCCEEDED, JobStatus.FAILED)
-    assert not can_transition_job(JobStatus.RUNNING, JobStatus.QUEUED)
-
-
-def test_is_terminal() -> None:
-    assert {s for s in JobStatus if s.is_terminal} == TERMINAL_JOB
-    assert {s for s in ImageStatus if s.is_terminal} == {
-        ImageStatus.SUCCEEDED, ImageStatus.FAILED, ImageStatus.CANCELED
-    }
-    assert not JobStatus.QUEUED.is_terminal
-    assert not ImageStatus.RUNNING.is_terminal
-
-
-def test_statuses_are_their_stored_strings() -> None:
-    """The database stores the plain strings; the enums compare equal to them."""
-    assert JobStatus("partial") is JobStatus.PARTIAL
-    assert ImageStatus.RUNNING == "running"
+def test_terminal_statuses() -> None:
+    assert {s for s in JobStatus if s.is_terminal} == {JobStatus.SUCCEEDED, JobStatus.PARTIAL, JobStatus.FAILED,
+                                                      JobStatus.CANCELED}
+    assert {s for s in ImageStatus if s.is_terminal} == {ImageStatus.SUCCEEDED, ImageStatus.FAILED,
+                                                        ImageStatus.CANCELED}

@@ -226,7 +226,7 @@ class UpstreamClient:
                     decision = retry_decision(response)
                     if isinstance(error, ContentPolicyError) or not decision.retry:
                         raise error
-                    error.retryable = True  # type: ignore[misc]
+                    error.retryable = True
                     delay = decision.delay_s
             log.info("%s attempt %d failed: %s", label, attempt, error.code)
             if attempt >= policy.max_attempts:

@@ -5,24 +5,18 @@ query strings (Claude Code's ``?beta=true``) are ignored."""
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse
 
 from api.body import parse_json
 from api.deps import ApiKeyDep, StateDep
 from api.dialects.anthropic_messages import translate
-from api.dialects.anthropic_messages.schemas import (
-    Base64ImageSource,
-    CountTokensResponse,
-    MessageCreateRequest,
-    MessageResponse,
-)
-from api.flow import accepted, finished, load_result, submit_job, ticks
-from api.inputs import PendingImage, from_base64, from_url
-from api.results import delivered_images, prefers_async
+from api.dialects.anthropic_messages.schemas import CountTokensResponse, MessageCreateRequest, MessageResponse
+from api.flow import JobResult, JobStream, Render, Stream, respond
 from api.state import AppState
+from api.submit import Submission
 from core.errors import GatewayError
 from core.generation import Dialect
 
@@ -38,69 +32,65 @@ _BODY_SCHEMA = {"requestBody": {"content": {"application/json": {
     "schema": MessageCreateRequest.model_json_schema()}}, "required": True}}
 
 
-async def _load_image(ref: translate.ImageRef, state: AppState) -> PendingImage:
-    if isinstance(ref.source, Base64ImageSource):
-        return from_base64(ref.source.data, param=ref.param, declared_mime=ref.source.media_type,
-                           max_bytes=int(state.settings.fetch_max_mb * 1024 * 1024))
-    return await from_url(ref.source.url, param=ref.param, settings=state.settings)
-
-
-def _request_id(job_id: str) -> str:
-    return "req_" + job_id.removeprefix("job_")
-
-
 @router.post("/v1/messages", response_model=MessageResponse, openapi_extra=_BODY_SCHEMA)
 async def create_message(request: Request, key: ApiKeyDep, state: StateDep) -> Response:
     wire = parse_json(await request.body(), MessageCreateRequest)
     conversation = translate.read_conversation(wire)
-    model = state.catalogue.resolve(wire.model).spec.id  # an unknown model is refused before any fetch
-    pending = [await _load_image(ref, state) for ref in conversation.images]
-    generation = translate.to_generation(wire, conversation, input_images=[p.as_input() for p in pending])
-    job_id = await submit_job(state, key=key, generation=generation, dialect=Dialect.ANTHROPIC_MESSAGES,
-                              inputs=pending)
-    if prefers_async(request.headers.get("prefer")):
-        return await accepted(state, job_id)
-
-    message_id = translate.message_id(job_id)
-    headers = {"request-id": _request_id(job_id), "x-imagegate-job-id": job_id}
+    submission = Submission(Dialect.ANTHROPIC_MESSAGES, translate.to_generation(wire, conversation),
+                            images=conversation.images)
     if wire.stream:
-        events = _events(state, job_id, message_id=message_id, model=model,
-                         input_tokens=translate.estimate_input_tokens(wire))
-        return StreamingResponse(events, media_type="text/event-stream",
-                                 headers=headers | {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
-
-    result = await finished(state, job_id)
-    images = await delivered_images(state, result.images, as_b64=not state.settings.anthropic_image_urls)
-    body = translate.to_wire(message_id=message_id, model=result.job.model, images=images)
-    return Response(translate.dump(body), media_type="application/json",
-                    headers=headers | {"x-imagegate-images": f"{result.job.succeeded}/{result.job.n}",
-                                       "x-imagegate-served-by": result.served_by})
+        model = state.catalogue.resolve(wire.model).spec.id
+        return await respond(request, state, key=key, submission=submission, render=_render(state),
+                             stream=_streamer(state, model=model, input_tokens=translate.estimate_input_tokens(wire)),
+                             stream_headers=lambda job_id: {"request-id": translate.request_id(job_id)})
+    return await respond(request, state, key=key, submission=submission, render=_render(state))
 
 
-async def _events(state: AppState, job_id: str, *, message_id: str, model: str,
-                  input_tokens: int) -> AsyncIterator[bytes]:
-    """message_start and a ping at once, a ping every PING_INTERVAL_S while the job runs, then the
-    text block and the closing events; a failure after the 200 is an ``error`` event."""
-    yield translate.message_start(message_id=message_id, model=model, input_tokens=input_tokens)
-    yield translate.PING
-    try:
-        async for _ in ticks(state, job_id, every_s=PING_INTERVAL_S):
-            yield translate.PING
-        result = await load_result(state, job_id)
+def message_renderer(state: AppState, *, message_id: Callable[[str], str],
+                     headers: Callable[[str], dict[str, str]]) -> Render:
+    """A finished job as a Message (``/v1/messages``, and CG-Image's ``/generate``, which answers
+    the same body under its own ids)."""
+    async def render(result: JobResult) -> Response:
         failure = result.failure()
         if failure is not None:
             raise failure
-        images = await delivered_images(state, result.images, as_b64=not state.settings.anthropic_image_urls)
-    except GatewayError as error:
-        yield translate.error_event(error)
-        return
-    except Exception:
-        log.exception("streaming job %s failed", job_id)
-        yield translate.error_event(GatewayError("The server had an error while processing your request.",
-                                                 job_id=job_id))
-        return
-    for event in translate.finish_events(images):
-        yield event
+        images = await result.delivered_images(as_b64=not state.settings.anthropic_image_urls)
+        body = translate.to_wire(message_id=message_id(result.job.id), model=result.job.model, images=images)
+        return Response(translate.dump(body), media_type="application/json", headers=headers(result.job.id))
+    return render
+
+
+def _render(state: AppState) -> Render:
+    return message_renderer(state, message_id=translate.message_id,
+                            headers=lambda job_id: {"request-id": translate.request_id(job_id)})
+
+
+def _streamer(state: AppState, *, model: str, input_tokens: int) -> Stream:
+    async def stream(job: JobStream) -> AsyncIterator[bytes]:
+        """message_start and a ping at once, a ping every PING_INTERVAL_S while the job runs, then
+        the text block and the closing events; a failure after the 200 is an ``error`` event."""
+        yield translate.message_start(message_id=translate.message_id(job.job.id), model=model,
+                                      input_tokens=input_tokens)
+        yield translate.PING
+        try:
+            async for _ in job.ticks(every_s=PING_INTERVAL_S):
+                yield translate.PING
+            result = await job.result()
+            failure = result.failure()
+            if failure is not None:
+                raise failure
+            images = await result.delivered_images(as_b64=not state.settings.anthropic_image_urls)
+        except GatewayError as error:
+            yield translate.error_event(error)
+            return
+        except Exception:
+            log.exception("streaming job %s failed", job.job.id)
+            yield translate.error_event(GatewayError("The server had an error while processing your request.",
+                                                     job_id=job.job.id))
+            return
+        for event in translate.finish_events(images):
+            yield event
+    return stream
 
 
 @router.post("/v1/messages/count_tokens", response_model=CountTokensResponse, openapi_extra=_BODY_SCHEMA)

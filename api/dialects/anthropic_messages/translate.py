@@ -3,7 +3,8 @@
 Request: the system prompt is the top-level ``system`` (string or text blocks) followed by every
 ``role: "system"`` message (seed 000 sends it that way); the prompt is the text of the last user
 turn; every image block of the conversation (base64 or URL source) is an input image, which makes
-the request an edit. The router loads those images (:class:`ImageRef` says where each one is).
+the request an edit. The shared flow loads those images (:class:`api.inputs.ImageRef` says where
+each one is).
 
 Response: the Messages API has no image block, so (seed 000) each image is a markdown image in the
 one ``text`` block, and the seed's non-standard ``_images`` array repeats them. The image is a
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from api.dialects import WireError
 from api.dialects.anthropic_messages.schemas import (
     Base64ImageSource,
     ContentBlock,
@@ -34,10 +36,11 @@ from api.dialects.anthropic_messages.schemas import (
     ModelsPage,
     TextBlock,
     TextContent,
-    URLImageSource,
 )
-from core.errors import GatewayError, InvalidRequestError
-from core.generation import DeliveredImage, GenerationRequest, InputImage
+from api.inputs import ImageRef
+from core.errors import ErrorKind, GatewayError, InvalidRequestError
+from core.generation import DeliveredImage, GenerationRequest
+from core.ids import new_id
 from core.routing import ModelSpec
 
 CHARS_PER_TOKEN = 4
@@ -48,36 +51,29 @@ DELTA_MAX_CHARS = 256 * 1024
 """A markdown image longer than this is split over several ``text_delta`` events."""
 IMAGE_ALT = "Generated Image"
 
-# GatewayError.kind -> (HTTP status, Anthropic error type): wire-formats §3.5 and §9.4, chosen so
-# the anthropic SDK raises the matching exception class
-_ERRORS: dict[str, tuple[int, str]] = {
-    "invalid_request": (400, "invalid_request_error"),
-    "content_policy": (400, "invalid_request_error"),
-    "authentication": (401, "authentication_error"),
-    "permission": (403, "permission_error"),
-    "not_found": (404, "not_found_error"),
-    "model_not_found": (404, "not_found_error"),
-    "conflict": (409, "invalid_request_error"),
-    "payload_too_large": (413, "request_too_large"),
-    "rate_limited": (429, "rate_limit_error"),
-    "insufficient_quota": (402, "billing_error"),
-    "upstream": (500, "api_error"),
-    "upstream_timeout": (504, "timeout_error"),
-    "unavailable": (529, "overloaded_error"),
-    "job_timeout": (504, "timeout_error"),
-    "internal": (500, "api_error"),
+# ErrorKind -> (HTTP status, Anthropic error type), as the Anthropic API reference's errors page
+# lists them (https://docs.anthropic.com/en/api/errors), chosen so that the anthropic SDK raises
+# the matching exception class
+ERRORS: dict[ErrorKind, tuple[int, str]] = {
+    ErrorKind.INVALID_REQUEST: (400, "invalid_request_error"),
+    ErrorKind.CONTENT_POLICY: (400, "invalid_request_error"),
+    ErrorKind.AUTHENTICATION: (401, "authentication_error"),
+    ErrorKind.PERMISSION: (403, "permission_error"),
+    ErrorKind.NOT_FOUND: (404, "not_found_error"),
+    ErrorKind.MODEL_NOT_FOUND: (404, "not_found_error"),
+    ErrorKind.CONFLICT: (409, "invalid_request_error"),
+    ErrorKind.PAYLOAD_TOO_LARGE: (413, "request_too_large"),
+    ErrorKind.RATE_LIMITED: (429, "rate_limit_error"),
+    ErrorKind.INSUFFICIENT_QUOTA: (402, "billing_error"),
+    ErrorKind.UPSTREAM: (500, "api_error"),
+    ErrorKind.UPSTREAM_TIMEOUT: (504, "timeout_error"),
+    ErrorKind.UNAVAILABLE: (529, "overloaded_error"),
+    ErrorKind.JOB_TIMEOUT: (504, "timeout_error"),
+    ErrorKind.INTERNAL: (500, "api_error"),
 }
 
 
 # -- wire -> canonical -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """An image block of the request, and the parameter path that names it in errors."""
-
-    param: str
-    source: Base64ImageSource | URLImageSource
 
 
 @dataclass(frozen=True)
@@ -104,7 +100,11 @@ def _images_of(index: int, message: MessageParam) -> list[ImageRef]:
                 f"Invalid value for '{param}': image sources of type 'file' need the Files API, which "
                 "this gateway does not offer; send the image as a 'base64' or 'url' source.",
                 param=param, code="unsupported_value")
-        refs.append(ImageRef(param=param, source=block.source))
+        source = block.source
+        if isinstance(source, Base64ImageSource):
+            refs.append(ImageRef(param=param, data=source.data, mime_type=source.media_type))
+        else:
+            refs.append(ImageRef(param=param, url=source.url))
     return refs
 
 
@@ -124,9 +124,8 @@ def read_conversation(wire: MessageCreateRequest) -> Conversation:
     return Conversation(prompt=prompt, system=system, images=images)
 
 
-def to_generation(
-    wire: MessageCreateRequest, conversation: Conversation, *, input_images: Sequence[InputImage] = ()
-) -> GenerationRequest:
+def to_generation(wire: MessageCreateRequest, conversation: Conversation) -> GenerationRequest:
+    """The canonical request (the conversation's images are loaded by the shared flow)."""
     config = wire.image_config
     return GenerationRequest(
         prompt=conversation.prompt,
@@ -135,7 +134,6 @@ def to_generation(
         n=wire.n,
         aspect_ratio=config.aspect_ratio if config else None,
         image_size=config.image_size if config else None,
-        input_images=list(input_images),
     )
 
 
@@ -151,6 +149,11 @@ def estimate_input_tokens(wire: MessageCreateRequest) -> int:
 
 
 # -- canonical -> wire -----------------------------------------------------------------------
+
+
+def request_id(job_id: str) -> str:
+    """The ``request-id`` header of an answer about a job (Anthropic clients log it)."""
+    return "req_" + job_id.removeprefix("job_")
 
 
 def message_id(job_id: str) -> str:
@@ -237,20 +240,22 @@ def finish_events(images: Sequence[DeliveredImage], *, max_delta_chars: int = DE
 
 def error_event(error: GatewayError) -> bytes:
     """An error after the 200 status line: ``event: error`` with the error body."""
-    return sse("error", to_wire_error(error)[1])
+    return sse("error", to_wire_error(error).body)
 
 
 # -- errors (§3.5) ---------------------------------------------------------------------------
 
 
-def to_wire_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
-    status, kind = _ERRORS.get(
-        error.kind, (error.status, "api_error" if error.status >= 500 else "invalid_request_error"))
+def to_wire_error(error: GatewayError) -> WireError:
+    """``{"type": "error", "error": {"type", "message"}}`` with a ``request-id`` header, which
+    Anthropic clients log with every error."""
+    status, kind = ERRORS[error.kind]
     message = error.message
-    if error.job_id and error.kind == "job_timeout":
+    if error.job_id and error.kind is ErrorKind.JOB_TIMEOUT:
         message = f"{message} Poll GET /v1/jobs/{error.job_id} for its result."
     body = ErrorResponse(error=ErrorBody(type=kind, message=message, job_id=error.job_id))
-    return status, body.model_dump(exclude_none=True)
+    rid = request_id(error.job_id) if error.job_id else new_id("req")
+    return WireError(status=status, body=body.model_dump(exclude_none=True), headers={"request-id": rid})
 
 
 # -- models list (§3.7) ----------------------------------------------------------------------

@@ -40,19 +40,15 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Request, Response
-from fastapi.responses import StreamingResponse
 
 from api.body import parse_json
 from api.deps import ApiKeyDep, StateDep
 from api.dialects.openai_chat import translate
 from api.dialects.openai_chat.schemas import ChatCompletion, ChatCompletionRequest
-from api.flow import JobResult, accepted, finished, load_result, result_headers, submit_job, ticks
-from api.inputs import from_url
-from api.results import delivered_images, prefers_async
-from api.state import AppState
-from core.errors import ContentPolicyError, GatewayError, InvalidRequestError
+from api.flow import JobResult, JobStream, Render, Stream, respond
+from api.submit import Submission
+from core.errors import GatewayError
 from core.generation import DeliveredImage, Dialect
-from core.jobs import ImageStatus
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["OpenAI Chat Completions"])
@@ -68,63 +64,53 @@ KEEP_ALIVE_S = 5.0
 )
 async def create_chat_completion(request: Request, key: ApiKeyDep, state: StateDep) -> Response:
     wire = parse_json(await request.body(), ChatCompletionRequest)
-    refs = translate.image_inputs(wire)
-    pending = [await from_url(ref.url, param=ref.param, settings=state.settings) for ref in refs]
-    generation = translate.to_generation(wire, inputs=[p.as_input() for p in pending])
-    try:
-        job_id = await submit_job(state, key=key, generation=generation, dialect=Dialect.OPENAI_CHAT,
-                                  inputs=pending)
-    except InvalidRequestError as error:
-        error.param = translate.wire_param(error.param)
-        raise
-
-    if prefers_async(request.headers.get("prefer")):
-        return await accepted(state, job_id)
+    submission = Submission(Dialect.OPENAI_CHAT, translate.to_generation(wire), images=translate.image_inputs(wire),
+                            wire_params=translate.WIRE_PARAMS)
     as_url = translate.wants_urls(wire, request.headers.get("x-imagegate-image-output"))
     if wire.stream:
-        start = await load_result(state, job_id)
-        return StreamingResponse(
-            _stream(state, start, as_url=as_url), media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", "x-imagegate-job-id": job_id})
-
-    try:
-        result = await finished(state, job_id)
-    except ContentPolicyError:
-        result = await load_result(state, job_id)  # a block is an answer in chat (content_filter)
-    images, failures = await _outcome(state, result, as_url=as_url)
-    served = next((i.model for i in result.images if i.model and i.status == ImageStatus.SUCCEEDED), None)
-    body = translate.to_wire(id=translate.completion_id(job_id), created=int(result.job.created_at.timestamp()),
-                             model=served or result.job.model, images=images, failures=failures)
-    return Response(body.model_dump_json(), media_type="application/json", headers=result_headers(result))
+        return await respond(request, state, key=key, submission=submission, render=_render(as_url=as_url),
+                             stream=_streamer(as_url=as_url))
+    return await respond(request, state, key=key, submission=submission, render=_render(as_url=as_url))
 
 
-async def _outcome(state: AppState, result: JobResult, *, as_url: bool
-                   ) -> tuple[list[DeliveredImage], list[translate.ImageFailure]]:
+async def _outcome(result: JobResult, *, as_url: bool) -> tuple[list[DeliveredImage], list[translate.ImageFailure]]:
     """The delivered images and the failed ones; raises the job's error when none was delivered
     and the safety system blocked none (a block is an answer in chat, not an error)."""
-    error = result.failure()
-    if error is not None and not isinstance(error, ContentPolicyError):
+    error = result.failure(blocked_is_an_answer=True)
+    if error is not None:
         raise error
-    images = await delivered_images(state, result.images, as_b64=not as_url)
+    images = await result.delivered_images(as_b64=not as_url)
     delivered = {i.id for i in images}
     failures = [translate.ImageFailure(index=i.index, code=i.error_code, message=i.error_message)
                 for i in result.images if i.id not in delivered]
     return images, failures
 
 
-async def _stream(state: AppState, start: JobResult, *, as_url: bool) -> AsyncIterator[bytes]:
-    job = start.job
-    cid, created = translate.completion_id(job.id), int(job.created_at.timestamp())
-    yield translate.role_chunks(id=cid, created=created, model=job.model, n=job.n)
-    try:
-        async for _ in ticks(state, job.id, every_s=KEEP_ALIVE_S):
-            yield translate.KEEP_ALIVE
-        result = await load_result(state, job.id)
-        images, failures = await _outcome(state, result, as_url=as_url)
-        yield translate.result_chunks(id=cid, created=created, model=job.model, images=images, failures=failures)
-    except GatewayError as error:
-        yield translate.error_chunk(error)
-    except Exception:
-        log.exception("chat completion stream of job %s failed", job.id)
-        yield translate.error_chunk(GatewayError("The server had an error while processing your request.",
-                                                 job_id=job.id))
+def _render(*, as_url: bool) -> Render:
+    async def render(result: JobResult) -> Response:
+        images, failures = await _outcome(result, as_url=as_url)
+        body = translate.to_wire(id=translate.completion_id(result.job.id),
+                                 created=int(result.job.created_at.timestamp()),
+                                 model=result.served_model(otherwise=result.job.model), images=images,
+                                 failures=failures)
+        return Response(body.model_dump_json(), media_type="application/json")
+    return render
+
+
+def _streamer(*, as_url: bool) -> Stream:
+    async def stream(job: JobStream) -> AsyncIterator[bytes]:
+        cid, created = translate.completion_id(job.job.id), int(job.job.created_at.timestamp())
+        yield translate.role_chunks(id=cid, created=created, model=job.job.model, n=job.job.n)
+        try:
+            async for _ in job.ticks(every_s=KEEP_ALIVE_S):
+                yield translate.KEEP_ALIVE
+            images, failures = await _outcome(await job.result(), as_url=as_url)
+            yield translate.result_chunks(id=cid, created=created, model=job.job.model, images=images,
+                                          failures=failures)
+        except GatewayError as error:
+            yield translate.error_chunk(error)
+        except Exception:
+            log.exception("chat completion stream of job %s failed", job.job.id)
+            yield translate.error_chunk(GatewayError("The server had an error while processing your request.",
+                                                     job_id=job.job.id))
+    return stream

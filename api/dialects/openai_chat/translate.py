@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from api.dialects import WireError
 from api.dialects.openai_chat.schemas import (
     AssistantMessage,
     ChatCompletion,
@@ -28,8 +29,9 @@ from api.dialects.openai_chat.schemas import (
     TextPart,
 )
 from api.dialects.openai_images.translate import to_wire_error as _openai_error
+from api.inputs import ImageRef
 from core.errors import ContentPolicyError, GatewayError, InvalidRequestError, error_for_failed_job
-from core.generation import DeliveredImage, GenerationRequest, InputImage
+from core.generation import DeliveredImage, GenerationRequest
 
 KEEP_ALIVE = b": keep-alive\n\n"
 DONE = b"data: [DONE]\n\n"
@@ -42,8 +44,8 @@ PRIOR_TURN_CHARS = 500
 _SYSTEM_ROLES = ("system", "developer")
 _TRANSCRIPT_ROLES = {"user": "User", "assistant": "Assistant"}
 
-# canonical parameter names (core.planning's) -> where this dialect's caller set them
-_WIRE_PARAMS = {
+WIRE_PARAMS = {
+    # canonical parameter names (core.planning's) -> where this dialect's caller set them
     "aspect_ratio": "image_config.aspect_ratio",
     "image_size": "image_config.image_size",
     "image": "messages",
@@ -52,14 +54,6 @@ _WIRE_PARAMS = {
 
 
 # -- wire -> canonical -----------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ImageRef:
-    """An ``image_url`` part of a user message: its URL (data: or http(s):) and where it was."""
-
-    url: str
-    param: str
 
 
 def image_inputs(wire: ChatCompletionRequest) -> list[ImageRef]:
@@ -81,8 +75,8 @@ def image_inputs(wire: ChatCompletionRequest) -> list[ImageRef]:
     return refs
 
 
-def to_generation(wire: ChatCompletionRequest, *, inputs: Sequence[InputImage] = ()) -> GenerationRequest:
-    """The canonical request. ``inputs`` are the :func:`image_inputs` once fetched and checked."""
+def to_generation(wire: ChatCompletionRequest) -> GenerationRequest:
+    """The canonical request (its images, :func:`image_inputs`, are loaded by the shared flow)."""
     _check_modalities(wire.modalities)
     system = "\n\n".join(t for m in wire.messages if m.role in _SYSTEM_ROLES if (t := _text(m)))
     config = wire.image_config
@@ -93,7 +87,6 @@ def to_generation(wire: ChatCompletionRequest, *, inputs: Sequence[InputImage] =
         n=wire.n,
         aspect_ratio=config.aspect_ratio if config else None,
         image_size=config.image_size if config else None,
-        input_images=list(inputs),
     )
 
 
@@ -158,11 +151,6 @@ def wants_urls(wire: ChatCompletionRequest, header: str | None) -> bool:
     if wire.image_output is not None:
         return wire.image_output == "url"
     return (header or "").strip().lower() == "url"
-
-
-def wire_param(param: str | None) -> str | None:
-    """A canonical parameter name (as core.planning names it) as this dialect's caller wrote it."""
-    return _WIRE_PARAMS.get(param, param) if param is not None else None
 
 
 # -- canonical -> wire -----------------------------------------------------------------------
@@ -280,10 +268,9 @@ def result_chunks(*, id: str, created: int, model: str, images: Sequence[Deliver
 def error_chunk(error: GatewayError) -> bytes:
     """A failure after the stream began: the OpenAI error object as an event, then ``[DONE]``
     (the openai SDK raises ``APIError`` on it)."""
-    _, body = to_wire_error(error)
-    return sse(body) + DONE
+    return sse(to_wire_error(error).body) + DONE
 
 
-def to_wire_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
-    """Errors on ``/v1/chat/completions`` are OpenAI error objects (§1.6), as for images."""
+def to_wire_error(error: GatewayError) -> WireError:
+    """Errors on ``/v1/chat/completions`` are OpenAI error objects, as for images."""
     return _openai_error(error)

@@ -74,7 +74,7 @@ class ErrorResponse(BaseModel):
     error: ErrorBody
 
 
-class ImageRef(BaseModel):
+class ImageInputReference(BaseModel):
     """An input image of a JSON edit: exactly one of ``image_url`` (https or data URL) or ``file_id``."""
 
     model_config = ConfigDict(extra="forbid")
@@ -89,10 +89,10 @@ class ImageEditRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
 
-    images: list[ImageRef] = Field(default_factory=list, max_length=16)
+    images: list[ImageInputReference] = Field(default_factory=list, max_length=16)
     prompt: str = Field(min_length=1, max_length=32000)
     model: str | None = None
-    mask: ImageRef | None = None
+    mask: ImageInputReference | None = None
     n: int = Field(1, ge=1, le=10)
     size: str | None = None
     aspect_ratio: str | None = None

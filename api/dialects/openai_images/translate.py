@@ -4,45 +4,60 @@ from __future__ import annotations
 
 from typing import Any
 
+from api.dialects import WireError
 from api.dialects.openai_images.schemas import (
     ErrorBody,
     ErrorResponse,
     ImageData,
     ImageEditRequest,
     ImageGenerateRequest,
+    ImageInputReference,
     ImagesResponse,
     ImagesUsage,
     InputTokensDetails,
     OutputTokensDetails,
 )
-from core.errors import GatewayError, InvalidRequestError
-from core.generation import AppliedParams, DeliveredImage, GenerationRequest, InputImage
+from api.inputs import ImageRef
+from core.errors import ErrorKind, GatewayError, InvalidRequestError
+from core.generation import AppliedParams, DeliveredImage, GenerationRequest
 
-# GatewayError.kind -> OpenAI error ``type`` (wire-formats §1.6 and §9.4)
-_ERROR_TYPES: dict[str, str] = {
-    "invalid_request": "invalid_request_error",
-    "content_policy": "image_generation_user_error",
-    "authentication": "invalid_request_error",
-    "permission": "invalid_request_error",
-    "not_found": "invalid_request_error",
-    "model_not_found": "invalid_request_error",
-    "conflict": "invalid_request_error",
-    "payload_too_large": "invalid_request_error",
-    "rate_limited": "requests",
-    "insufficient_quota": "insufficient_quota",
-    "upstream": "server_error",
-    "upstream_timeout": "server_error",
-    "unavailable": "server_error",
-    "job_timeout": "server_error",
-    "internal": "server_error",
+# ErrorKind -> the OpenAI error ``type``, as the OpenAI API reference's error codes and the
+# openai SDK's exception classes (chosen by HTTP status) expect them
+ERROR_TYPES: dict[ErrorKind, str] = {
+    ErrorKind.INVALID_REQUEST: "invalid_request_error",
+    ErrorKind.CONTENT_POLICY: "image_generation_user_error",
+    ErrorKind.AUTHENTICATION: "invalid_request_error",
+    ErrorKind.PERMISSION: "invalid_request_error",
+    ErrorKind.NOT_FOUND: "invalid_request_error",
+    ErrorKind.MODEL_NOT_FOUND: "invalid_request_error",
+    ErrorKind.CONFLICT: "invalid_request_error",
+    ErrorKind.PAYLOAD_TOO_LARGE: "invalid_request_error",
+    ErrorKind.RATE_LIMITED: "requests",
+    ErrorKind.INSUFFICIENT_QUOTA: "insufficient_quota",
+    ErrorKind.UPSTREAM: "server_error",
+    ErrorKind.UPSTREAM_TIMEOUT: "server_error",
+    ErrorKind.UNAVAILABLE: "server_error",
+    ErrorKind.JOB_TIMEOUT: "server_error",
+    ErrorKind.INTERNAL: "server_error",
 }
 
 
-def to_generation(
-    wire: ImageGenerateRequest | ImageEditRequest, *, inputs: list[InputImage] | None = None,
-    mask: InputImage | None = None,
-) -> GenerationRequest:
-    """The canonical request; ``inputs``/``mask`` are the edit's images, already stored by key."""
+def _image_ref(item: ImageInputReference, param: str) -> ImageRef:
+    if item.file_id is not None or not item.image_url:
+        raise InvalidRequestError(
+            f"Invalid value for '{param}': send an image_url (https or data URL); file_id is not supported here.",
+            param=param, code="invalid_value")
+    return ImageRef(param=param, url=item.image_url)
+
+
+def json_image_refs(wire: ImageEditRequest) -> tuple[list[ImageRef], ImageRef | None]:
+    """Where a JSON edit's images and mask are (``images[].image_url``, ``mask.image_url``)."""
+    images = [_image_ref(item, f"images[{i}]") for i, item in enumerate(wire.images)]
+    return images, _image_ref(wire.mask, "mask") if wire.mask else None
+
+
+def to_generation(wire: ImageGenerateRequest | ImageEditRequest) -> GenerationRequest:
+    """The canonical request (an edit's images are loaded by the shared flow)."""
     if wire.stream:
         raise InvalidRequestError(
             "Invalid value for 'stream': streaming image generation is not offered by this "
@@ -62,8 +77,6 @@ def to_generation(
         background=wire.background,
         style=getattr(wire, "style", None),
         moderation=wire.moderation,
-        input_images=list(inputs or []),
-        mask=mask,
         input_fidelity=getattr(wire, "input_fidelity", None),
     )
 
@@ -99,19 +112,15 @@ def _wire_quality(quality: str) -> str | None:
     return {"standard": "medium", "hd": "high"}.get(quality, quality)
 
 
-def to_wire_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
+def to_wire_error(error: GatewayError) -> WireError:
+    """``{"error": {"message", "type", "param", "code"}}`` with the error's own status; the job's
+    id rides along when the error is about a job."""
     message = error.message
-    if error.job_id and error.kind == "job_timeout":
+    if error.job_id and error.kind is ErrorKind.JOB_TIMEOUT:
         message = f"{message} Poll GET /v1/jobs/{error.job_id} for its result."
-    body = ErrorResponse(
-        error=ErrorBody(
-            message=message,
-            type=_ERROR_TYPES.get(error.kind, "server_error"),
-            param=error.param,
-            code=error.code,
-        )
-    )
-    data = body.model_dump()
+    body = ErrorResponse(error=ErrorBody(message=message, type=ERROR_TYPES[error.kind], param=error.param,
+                                         code=error.code))
+    data: dict[str, Any] = body.model_dump()
     if error.job_id:
         data["error"]["job_id"] = error.job_id
-    return error.status, data
+    return WireError(status=error.status, body=data)

@@ -8,8 +8,8 @@ parse the Anthropic shapes (``{"type": "error", "error": {"type", "message"}}`` 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
+from api.dialects import WireError
 from api.dialects.anthropic_messages import translate as anthropic
 from api.dialects.simple.schemas import GenerateRequest, MessageResponse
 from core.errors import GatewayError
@@ -34,5 +34,5 @@ def dump(response: MessageResponse) -> bytes:
     return anthropic.dump(response)
 
 
-def to_wire_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
+def to_wire_error(error: GatewayError) -> WireError:
     return anthropic.to_wire_error(error)

@@ -11,10 +11,9 @@ import pytest
 from api.body import parse_json
 from api.dialects.anthropic_messages import translate
 from api.dialects.anthropic_messages.schemas import (
-    Base64ImageSource,
     MessageCreateRequest,
-    URLImageSource,
 )
+from api.inputs import ImageRef
 from core.errors import (
     AuthenticationError,
     ConflictError,
@@ -33,8 +32,14 @@ from core.errors import (
     UpstreamOverloadedError,
     UpstreamTimeoutError,
 )
-from core.generation import DeliveredImage, GenerationRequest, InputImage, Usage
+from core.generation import DeliveredImage, GenerationRequest, Usage
 from core.routing import Catalogue
+
+
+def to_wire_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
+    """The renderer's answer as (status, body)."""
+    wire = translate.to_wire_error(error)
+    return wire.status, wire.body
 
 PNG_SOURCE = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
 
@@ -93,17 +98,12 @@ def test_last_user_turn_is_the_prompt_and_every_image_is_an_input() -> None:
     assert conversation == translate.Conversation(
         prompt="make it blue\nand smaller", system=None,
         images=[
-            translate.ImageRef(param="messages[0].content[1].source",
-                               source=URLImageSource(type="url", url="https://example.com/cat.jpg")),
-            translate.ImageRef(param="messages[2].content[1].source",
-                               source=Base64ImageSource(type="base64", media_type="image/png", data="iVBORw0KGgo=")),
+            ImageRef(param="messages[0].content[1].source", url="https://example.com/cat.jpg"),
+            ImageRef(param="messages[2].content[1].source", data="iVBORw0KGgo=", mime_type="image/png"),
         ])
-    inputs = [InputImage(object_key="inputs/aa/a.jpg", mime_type="image/jpeg"),
-              InputImage(object_key="inputs/bb/b.png", mime_type="image/png")]
-    generation = translate.to_generation(wire, conversation, input_images=inputs)
+    generation = translate.to_generation(wire, conversation)  # its images are loaded by the shared flow
     assert generation == GenerationRequest(prompt="make it blue\nand smaller", model="gpt-image-2", n=2,
-                                           aspect_ratio="16:9", image_size="2K", input_images=inputs)
-    assert generation.is_edit
+                                           aspect_ratio="16:9", image_size="2K")
 
 
 @pytest.mark.parametrize("messages", [
@@ -249,13 +249,13 @@ def test_error_event_after_the_stream_started() -> None:
     (GatewayError("Oops."), 500, "api_error"),
 ])
 def test_error_per_kind(error: GatewayError, status: int, kind: str) -> None:
-    assert translate.to_wire_error(error) == (
+    assert to_wire_error(error) == (
         status, {"type": "error", "error": {"type": kind, "message": error.message}})
 
 
 def test_job_timeout_names_the_job() -> None:
     error = JobWaitTimeoutError("The job 'job_9' did not finish within 600 s. It goes on.", job_id="job_9")
-    assert translate.to_wire_error(error) == (504, {"type": "error", "error": {
+    assert to_wire_error(error) == (504, {"type": "error", "error": {
         "type": "timeout_error",
         "message": "The job 'job_9' did not finish within 600 s. It goes on. Poll GET /v1/jobs/job_9 for its result.",
         "job_id": "job_9"}})

@@ -10,32 +10,24 @@ from typing import Any
 import pytest
 
 from api.body import parse_json
+from api.dialects.gemini.errors import retry_delay
+from api.dialects.gemini.errors import to_wire_error as wire_error
+from api.dialects.gemini.models import list_models, model_resource
+from api.dialects.gemini.predict import PREDICT_PARAMS, predict_blocked, predict_to_generation, to_predict_wire
 from api.dialects.gemini.schemas import GenerateContentRequest, PredictRequest
+from api.dialects.gemini.stream import SSE_KEEPALIVE, json_array_item, sse_event
 from api.dialects.gemini.translate import (
     GENERATE_PARAMS,
-    PREDICT_PARAMS,
-    SSE_KEEPALIVE,
-    ImageRef,
     blocked,
     dump,
     input_refs,
-    json_array_item,
-    list_models,
-    model_resource,
-    predict_blocked,
-    predict_to_generation,
-    rename_params,
     response_modalities,
-    retry_delay,
     split_model_action,
-    sse_event,
-    standard_base64,
     to_generation,
-    to_predict_wire,
     to_stream_chunks,
     to_wire,
-    to_wire_error,
 )
+from api.inputs import ImageRef, standard_base64
 from core.errors import (
     AuthenticationError,
     ConflictError,
@@ -56,6 +48,13 @@ from core.errors import (
 )
 from core.generation import DeliveredImage, GenerationRequest, InputImage, Usage
 from core.routing import Catalogue
+
+
+def to_wire_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
+    """The renderer's answer as (status, body)."""
+    wire = wire_error(error)
+    return wire.status, wire.body
+
 
 
 def gen_request(body: dict[str, Any]) -> GenerateContentRequest:
@@ -154,28 +153,28 @@ EXPECTED = GenerationRequest(
 @pytest.mark.parametrize("body", [CAMEL, SNAKE], ids=["camelCase", "snake_case"])
 def test_to_generation_maps_every_field(body: dict[str, Any]) -> None:
     wire = gen_request(body)
-    assert to_generation(wire, model="google/gemini-3-pro-image", inputs=[PNG_INPUT]) == EXPECTED
+    assert to_generation(wire, model="google/gemini-3-pro-image") == EXPECTED.model_copy(update={"input_images": []})
     assert response_modalities(wire) == ("TEXT", "IMAGE")
 
 
 @pytest.mark.parametrize("body", [CAMEL, SNAKE], ids=["camelCase", "snake_case"])
 def test_input_refs_of_the_last_user_turn(body: dict[str, Any]) -> None:
     assert input_refs(gen_request(body)) == [
-        ImageRef("contents[2].parts[2].inlineData.data", "image/png", data="iVBORw0KGgo="),
-        ImageRef("contents[2].parts[3].fileData.fileUri", "image/jpeg", uri="https://example.com/a.jpg"),
+        ImageRef(param="contents[2].parts[2].inlineData.data", data="iVBORw0KGgo=", mime_type="image/png"),
+        ImageRef(param="contents[2].parts[3].fileData.fileUri", url="https://example.com/a.jpg"),
     ]
 
 
 def test_minimal_request_defaults() -> None:
     wire = gen_request({"contents": [{"parts": [{"text": " a cat "}]}]})
-    assert to_generation(wire, model="demo", inputs=[]) == GenerationRequest(prompt="a cat", model="demo")
+    assert to_generation(wire, model="demo") == GenerationRequest(prompt="a cat", model="demo")
     assert response_modalities(wire) == ("TEXT", "IMAGE")  # seed 004: both when absent
     assert input_refs(wire) == []
 
 
 def test_system_instruction_as_a_plain_string() -> None:
     wire = gen_request({"contents": [{"parts": [{"text": "x"}]}], "systemInstruction": "Draw kindly."})
-    assert to_generation(wire, model="demo", inputs=[]).system == "Draw kindly."
+    assert to_generation(wire, model="demo").system == "Draw kindly."
 
 
 def test_image_only_modality_and_flat_output_mime() -> None:
@@ -183,14 +182,14 @@ def test_image_only_modality_and_flat_output_mime() -> None:
         "responseModalities": ["IMAGE"], "imageConfig": {"outputMimeType": "image/webp",
                                                          "outputCompressionQuality": 40}}})
     assert response_modalities(wire) == ("IMAGE",)
-    generation = to_generation(wire, model="demo", inputs=[])
+    generation = to_generation(wire, model="demo")
     assert (generation.output_format, generation.output_compression) == ("webp", 40)
 
 
 def test_url_safe_unpadded_base64_is_made_standard() -> None:
     wire = gen_request({"contents": [{"parts": [
         {"text": "x"}, {"inlineData": {"mimeType": "image/png", "data": "-_8\n"}}]}]})
-    assert input_refs(wire)[0].data == "+/8="
+    assert standard_base64(input_refs(wire)[0].data or "") == "+/8="
     assert standard_base64("iVBORw0KGgo=") == "iVBORw0KGgo="
 
 
@@ -201,8 +200,9 @@ def test_conversational_edit_takes_the_latest_image() -> None:
                                     {"inlineData": {"mimeType": "image/png", "data": "CCCC"}}]},
         {"role": "user", "parts": [{"text": "make it red"}]},
     ]})
-    assert input_refs(wire) == [ImageRef("contents[1].parts[1].inlineData.data", "image/png", data="CCCC")]
-    assert to_generation(wire, model="demo", inputs=[]).prompt == "make it red"
+    assert input_refs(wire) == [ImageRef(param="contents[1].parts[1].inlineData.data", data="CCCC",
+                                         mime_type="image/png")]
+    assert to_generation(wire, model="demo").prompt == "make it red"
 
 
 @pytest.mark.parametrize(
@@ -217,7 +217,7 @@ def test_conversational_edit_takes_the_latest_image() -> None:
 def test_refused_generation_config_names_the_field(config: dict[str, Any], param: str) -> None:
     wire = gen_request({"contents": [{"parts": [{"text": "x"}]}], "generationConfig": config})
     with pytest.raises(InvalidRequestError) as info:
-        to_generation(wire, model="demo", inputs=[])
+        to_generation(wire, model="demo")
     assert info.value.param == param
     assert param in info.value.message
 
@@ -253,7 +253,7 @@ def test_invalid_bodies_name_the_field(body: dict[str, Any], param: str) -> None
 )
 def test_prompt_problems_name_the_field(contents: list[dict[str, Any]], param: str) -> None:
     with pytest.raises(InvalidRequestError) as info:
-        to_generation(gen_request({"contents": contents}), model="demo", inputs=[])
+        to_generation(gen_request({"contents": contents}), model="demo")
     assert info.value.param == param
 
 
@@ -265,15 +265,15 @@ def test_file_uri_must_be_a_url() -> None:
     assert info.value.param == "contents[0].parts[1].fileData.fileUri"
 
 
-def test_rename_params_says_the_gemini_field() -> None:
-    error = rename_params(InvalidRequestError("Invalid value for 'aspect_ratio': '7:1'.", param="aspect_ratio"),
-                          GENERATE_PARAMS)
+def test_with_param_says_the_gemini_field() -> None:
+    error = InvalidRequestError("Invalid value for 'aspect_ratio': '7:1'.", param="aspect_ratio").with_param(
+        GENERATE_PARAMS)
     assert error.param == "generationConfig.imageConfig.aspectRatio"
     assert error.message == "Invalid value for 'generationConfig.imageConfig.aspectRatio': '7:1'."
-    predict = rename_params(InvalidRequestError("Invalid value for 'n': too many.", param="n"), PREDICT_PARAMS)
+    predict = InvalidRequestError("Invalid value for 'n': too many.", param="n").with_param(PREDICT_PARAMS)
     assert (predict.param, predict.message) == ("parameters.sampleCount", "Invalid value for "
                                                 "'parameters.sampleCount': too many.")
-    untouched = rename_params(InvalidRequestError("No.", param="model"), GENERATE_PARAMS)
+    untouched = InvalidRequestError("No.", param="model").with_param(GENERATE_PARAMS)
     assert (untouched.param, untouched.message) == ("model", "No.")
 
 
@@ -468,6 +468,7 @@ def info(reason: str, **extra: Any) -> dict[str, Any]:
         (GatewayError("Oops."), 500, "INTERNAL", None),
     ],
 )
+
 def test_error_rendering(error: GatewayError, code: int, status: str, details: list[Any] | None) -> None:
     http, body = to_wire_error(error)
     assert http == code

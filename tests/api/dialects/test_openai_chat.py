@@ -11,8 +11,8 @@ import pytest
 from api.body import parse_json
 from api.dialects.openai_chat.schemas import ChatCompletionRequest
 from api.dialects.openai_chat.translate import (
+    WIRE_PARAMS,
     ImageFailure,
-    ImageRef,
     completion_id,
     error_chunk,
     image_inputs,
@@ -21,10 +21,12 @@ from api.dialects.openai_chat.translate import (
     role_chunks,
     to_generation,
     to_wire,
-    to_wire_error,
     wants_urls,
-    wire_param,
 )
+from api.dialects.openai_chat.translate import (
+    to_wire_error as _render_error,
+)
+from api.inputs import ImageRef
 from core.errors import (
     AuthenticationError,
     GatewayError,
@@ -32,7 +34,13 @@ from core.errors import (
     ModelNotFoundError,
     UpstreamError,
 )
-from core.generation import DeliveredImage, GenerationRequest, InputImage, Usage
+from core.generation import DeliveredImage, GenerationRequest, Usage
+
+
+def to_wire_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
+    """The renderer's answer as (status, body)."""
+    wire = _render_error(error)
+    return wire.status, wire.body
 
 
 def parse(body: dict[str, Any]) -> ChatCompletionRequest:
@@ -164,9 +172,7 @@ def test_image_url_parts_of_user_messages_are_the_inputs() -> None:
         ImageRef(url="https://example.com/a.png", param="messages[1].content[0].image_url"),
         ImageRef(url="data:image/png;base64,iVBORw0KGgo=", param="messages[3].content[1].image_url"),
     ]
-    inputs = [InputImage(object_key="inputs/ab/ab.png", mime_type="image/png", width=8, height=8)]
-    generation = to_generation(wire, inputs=inputs)
-    assert generation.input_images == inputs and generation.is_edit
+    assert to_generation(wire).input_images == []  # loaded by the shared flow
 
 
 def test_image_url_in_a_system_message_is_refused() -> None:
@@ -205,11 +211,14 @@ def test_image_output_body_field_wins_over_the_header() -> None:
 
 
 def test_planner_params_are_renamed_to_the_chat_fields() -> None:
-    assert wire_param("aspect_ratio") == "image_config.aspect_ratio"
-    assert wire_param("image_size") == "image_config.image_size"
-    assert wire_param("image") == "messages"
-    assert wire_param("model") == "model"
-    assert wire_param(None) is None
+    def said(param: str | None) -> str | None:
+        return InvalidRequestError(f"Invalid value for '{param}'.", param=param).with_param(dict(WIRE_PARAMS)).param
+
+    assert said("aspect_ratio") == "image_config.aspect_ratio"
+    assert said("image_size") == "image_config.image_size"
+    assert said("image") == "messages"
+    assert said("model") == "model"
+    assert said(None) is None
 
 
 # -- canonical -> wire -----------------------------------------------------------------------

@@ -3,11 +3,14 @@ the exact wire shapes of results and errors."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from api.body import parse_json
 from api.dialects.openai_images.schemas import ImageGenerateRequest
-from api.dialects.openai_images.translate import to_generation, to_wire, to_wire_error
+from api.dialects.openai_images.translate import to_generation, to_wire
+from api.dialects.openai_images.translate import to_wire_error as _render_error
 from core.errors import (
     AuthenticationError,
     ContentPolicyError,
@@ -23,6 +26,13 @@ from core.errors import (
 from core.generation import AppliedParams, DeliveredImage, GenerationRequest, Usage
 
 # -- to_generation ---------------------------------------------------------------------------
+
+
+def to_wire_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
+    """The renderer's answer as (status, body)."""
+    wire = _render_error(error)
+    return wire.status, wire.body
+
 
 
 def test_to_generation_maps_every_field() -> None:
@@ -280,6 +290,7 @@ def test_empty_prompt() -> None:
 @pytest.mark.parametrize(
     ("n", "code"), [(0, "integer_below_min_value"), (11, "integer_above_max_value")]
 )
+
 def test_n_out_of_range(n: int, code: str) -> None:
     error = parse_error(b'{"prompt": "x", "n": %d}' % n)
     assert (error.param, error.code) == ("n", code)

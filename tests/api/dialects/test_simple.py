@@ -24,6 +24,12 @@ from core.errors import (
 from core.generation import DeliveredImage, GenerationRequest, Usage
 
 
+def to_wire_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
+    """The renderer's answer as (status, body)."""
+    wire = translate.to_wire_error(error)
+    return wire.status, wire.body
+
+
 def parse(body: dict[str, Any]) -> GenerateRequest:
     return parse_json(json.dumps(body).encode(), GenerateRequest)
 
@@ -72,11 +78,11 @@ def test_to_wire_seed_000_shape() -> None:
     (GatewayError("Oops."), 500, "api_error"),
 ])
 def test_errors_in_the_anthropic_shape(error: GatewayError, status: int, kind: str) -> None:
-    assert translate.to_wire_error(error) == (status, {"type": "error", "error": {"type": kind,
+    assert to_wire_error(error) == (status, {"type": "error", "error": {"type": kind,
                                                                                   "message": error.message}})
 
 
 def test_job_timeout_names_the_job() -> None:
-    status, body = translate.to_wire_error(JobWaitTimeoutError("The job 'job_1' did not finish.", job_id="job_1"))
+    status, body = to_wire_error(JobWaitTimeoutError("The job 'job_1' did not finish.", job_id="job_1"))
     assert status == 504 and body["error"]["type"] == "timeout_error" and body["error"]["job_id"] == "job_1"
     assert "job_1" in body["error"]["message"]
