@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 
 from core.errors import AuthenticationError
@@ -13,7 +11,7 @@ from core.models import ApiKey
 from core.repo import keys
 
 
-async def authenticate(request: Request, sessions: async_sessionmaker[Any]) -> ApiKey:
+async def authenticate(request: Request, sessions: async_sessionmaker[AsyncSession]) -> ApiKey:
     secret = extract_key(
         authorization=request.headers.get("authorization"),
         x_api_key=request.headers.get("x-api-key"),

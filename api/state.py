@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import redis.asyncio as aioredis
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from api.enqueue import Enqueuer
 from api.ratelimit import RateLimiter
@@ -24,7 +23,7 @@ class AppState:
     prices: PriceTable
     limiter: RateLimiter
     engine: AsyncEngine
-    sessions: async_sessionmaker[Any]
+    sessions: async_sessionmaker[AsyncSession]
     catalogue: Catalogue
     store: ImageStore
     enqueuer: Enqueuer

@@ -7,9 +7,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
-from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from api.enqueue import Enqueuer
 from core.models.types import utcnow
@@ -19,7 +18,7 @@ log = logging.getLogger(__name__)
 
 
 async def sweep_once(
-    sessions: async_sessionmaker[Any], enqueuer: Enqueuer, *, requeue_after_s: float
+    sessions: async_sessionmaker[AsyncSession], enqueuer: Enqueuer, *, requeue_after_s: float
 ) -> int:
     async with sessions() as session:
         ids = list((await session.execute(
@@ -36,7 +35,7 @@ async def sweep_once(
     return len(ids)
 
 
-async def release_embedded_orphans(sessions: async_sessionmaker[Any], enqueuer: Enqueuer) -> int:
+async def release_embedded_orphans(sessions: async_sessionmaker[AsyncSession], enqueuer: Enqueuer) -> int:
     """Embedded mode at startup: every unfinished image belongs to no living worker."""
     async with sessions() as session:
         ids = list((await session.execute(release_all_running(now=utcnow()))).scalars())
@@ -51,7 +50,7 @@ async def release_embedded_orphans(sessions: async_sessionmaker[Any], enqueuer: 
 
 
 async def run_sweeper(
-    sessions: async_sessionmaker[Any], enqueuer: Enqueuer, *, interval_s: float, requeue_after_s: float
+    sessions: async_sessionmaker[AsyncSession], enqueuer: Enqueuer, *, interval_s: float, requeue_after_s: float
 ) -> None:
     while True:
         try:

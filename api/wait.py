@@ -100,7 +100,7 @@ class RedisJobEvents:
                 backoff = min(backoff * 2, 10.0)
             finally:
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # redis-py leaves it unannotated
 
 
 def attach_in_process(bus: InProcessEventBus, waiter: JobWaiter) -> Callable[[], None]:

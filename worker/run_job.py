@@ -175,9 +175,9 @@ def _record_once(runtime: WorkerRuntime, job_id: str, claimed: Claimed, values: 
     succeeded = charge is not None
     billed = charge.billed_micros if charge is not None else 0
     with runtime.sessions.begin() as session:
-        updated = session.execute(jobs.finish_image(claimed.image_id, attempt=claimed.attempt,
-                                                    values=values)).rowcount
-        if updated != 1:
+        owned = session.execute(jobs.finish_image(claimed.image_id, attempt=claimed.attempt,
+                                                  values=values)).scalar_one_or_none()
+        if owned is None:
             # our lease expired and another attempt took the image over: it owns the outcome
             log.warning("image %s attempt %s lost its lease; outcome discarded", claimed.image_id, claimed.attempt)
             return "superseded"

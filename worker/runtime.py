@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import redis
 from sqlalchemy import Engine
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
 from core.db import create_sync_engine, sync_sessionmaker
@@ -20,7 +19,7 @@ from worker.providers.registry import ProviderRegistry
 class WorkerRuntime:
     settings: Settings
     engine: Engine
-    sessions: sessionmaker[Any]
+    sessions: sessionmaker[Session]
     store: ImageStore
     events: EventPublisher
     providers: ProviderRegistry

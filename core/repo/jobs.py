@@ -131,8 +131,8 @@ def mark_job_running(job_id: str, *, now: datetime) -> Update:
     )
 
 
-def finish_image(image_id: str, *, attempt: int, values: dict[str, Any]) -> Update:
-    """Record an image's outcome, only if this attempt still owns it."""
+def finish_image(image_id: str, *, attempt: int, values: dict[str, Any]) -> ReturningUpdate[str]:
+    """Record an image's outcome, only if this attempt still owns it; returns its id if it did."""
     return (
         update(JobImage)
         .where(
@@ -141,6 +141,7 @@ def finish_image(image_id: str, *, attempt: int, values: dict[str, Any]) -> Upda
             JobImage.attempts == attempt,
         )
         .values(**values)
+        .returning(JobImage.id)
     )
 
 

@@ -269,15 +269,15 @@ def test_finish_image_with_an_old_attempt_changes_nothing(runtime: WorkerRuntime
     with runtime.sessions.begin() as session:
         stale = session.execute(
             finish_image(image_id, attempt=1, values={"status": ImageStatus.FAILED})
-        )
-        assert stale.rowcount == 0
+        ).scalar_one_or_none()
+        assert stale is None
     assert image_row(runtime, image_id).status == ImageStatus.RUNNING
 
     with runtime.sessions.begin() as session:
         current = session.execute(
             finish_image(image_id, attempt=2, values={"status": ImageStatus.FAILED})
-        )
-        assert current.rowcount == 1
+        ).scalar_one_or_none()
+        assert current == image_id
     assert image_row(runtime, image_id).status == ImageStatus.FAILED
 
 

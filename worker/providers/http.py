@@ -41,7 +41,7 @@ class RetryPolicy:
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: base x 2^(attempt-1), capped, minus up to 25 %."""
         delay = min(self.backoff_max_s, self.backoff_base_s * (2 ** (attempt - 1)))
-        return delay * random.uniform(0.75, 1.0)
+        return float(delay * random.uniform(0.75, 1.0))
 
 
 @dataclass(frozen=True)
