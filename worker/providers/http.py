@@ -14,7 +14,6 @@ import email.utils
 import json
 import logging
 import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -23,6 +22,7 @@ from typing import TypeVar
 import httpx
 
 from core.errors import ContentPolicyError, GatewayError, UpstreamError, UpstreamTimeoutError
+from worker.providers.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: base x 2^(attempt-1), capped, minus up to 25 %."""
-        delay = min(self.backoff_max_s, self.backoff_base_s * (2 ** (attempt - 1)))
+        delay = min(self.backoff_max_s, self.backoff_base_s * (2.0 ** (attempt - 1)))
         return delay * random.uniform(0.75, 1.0)
 
 
@@ -51,7 +51,8 @@ class RetryDecision:
     reason: str = ""
 
 
-def _header_delay(headers: httpx.Headers) -> float | None:
+def _header_delay(headers: httpx.Headers, *, now: datetime) -> float | None:
+    """The wait ``retry-after-ms`` or ``Retry-After`` asks for; an HTTP date counts from ``now``."""
     ms = headers.get("retry-after-ms")
     if ms:
         try:
@@ -71,7 +72,7 @@ def _header_delay(headers: httpx.Headers) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return max(0.0, (when - now).total_seconds())
 
 
 def _body(response: httpx.Response) -> dict[str, object]:
@@ -115,7 +116,7 @@ def _google_daily_quota(body: dict[str, object]) -> bool:
     return False
 
 
-def retry_decision(response: httpx.Response) -> RetryDecision:
+def retry_decision(response: httpx.Response, *, now: datetime) -> RetryDecision:
     """Whether a non-2xx answer is worth another attempt, and after how long (wire-formats §9.1)."""
     status = response.status_code
     should = response.headers.get("x-should-retry", "").lower()
@@ -129,7 +130,7 @@ def retry_decision(response: httpx.Response) -> RetryDecision:
     if status == 429 and _google_daily_quota(body):
         return RetryDecision(False, reason="upstream daily quota exhausted")
     if status in RETRY_STATUSES or should == "true":
-        delay = _header_delay(response.headers)
+        delay = _header_delay(response.headers, now=now)
         if delay is None:
             delay = _google_retry_delay(body)
         return RetryDecision(True, delay, reason=f"HTTP {status}")
@@ -160,12 +161,12 @@ class UpstreamClient:
         max_connections: int = 200,
         redact: Redactor | None = None,
         transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.policy = policy
         self.read_timeout_s = read_timeout_s
         self.redact = redact or Redactor([])
-        self._sleep = sleep
+        self.clock = clock
         self._client = httpx.Client(
             timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s, write=60.0, pool=30.0),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
@@ -191,8 +192,8 @@ class UpstreamClient:
         shape); ``parse`` may itself raise a retryable UpstreamError (no image, broken body).
         ``on_unauthorized`` refreshes credentials once on a 401 (Vertex OAuth tokens).
         """
-        policy = self.policy
-        deadline = time.monotonic() + policy.budget_s
+        policy, clock = self.policy, self.clock
+        deadline = clock.monotonic() + policy.budget_s
         refreshed = False
         attempt = 0
         while True:
@@ -223,7 +224,7 @@ class UpstreamClient:
                     error = error_from(response)
                     error.message = self.redact(error.message)
                     error.args = (error.message,)
-                    decision = retry_decision(response)
+                    decision = retry_decision(response, now=clock.now())
                     if isinstance(error, ContentPolicyError) or not decision.retry:
                         raise error
                     error.retryable = True  # type: ignore[misc]
@@ -232,6 +233,6 @@ class UpstreamClient:
             if attempt >= policy.max_attempts:
                 raise error
             wait = delay if delay is not None else policy.backoff(attempt)
-            if time.monotonic() + wait > deadline:
+            if clock.monotonic() + wait > deadline:
                 raise error
-            self._sleep(wait)
+            clock.sleep(wait)

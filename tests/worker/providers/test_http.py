@@ -2,8 +2,9 @@
 time; connection failures and timeouts; retryable parse errors; one credential refresh on 401;
 secrets redacted from upstream messages; exponential backoff with jitter.
 
-The upstream is an httpx.MockTransport handler and ``sleep`` records the delays instead of
-sleeping, so every wait the client decides is visible and nothing waits for real.
+The upstream is an httpx.MockTransport handler and the client gets a :class:`FakeClock`, which
+records the delays instead of sleeping, so every wait the client decides is visible and nothing
+waits for real.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from core.errors import (
     UpstreamOverloadedError,
     UpstreamTimeoutError,
 )
+from worker.providers.clock import SystemClock
 from worker.providers.gemini import parse_google_error
 from worker.providers.http import (
     RETRY_STATUSES,
@@ -56,29 +58,43 @@ class Upstream:
         return answer
 
 
-class FakeClock:
-    """The client's clock (patched in for budget tests), moved only by its sleeps and the upstream."""
+START = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
+"""The fake clock's date: far from the real one, so a client reading the system clock fails."""
 
-    def __init__(self) -> None:
-        self.now = 1000.0
+
+class FakeClock:
+    """The client's clock, moved only by the client's sleeps and by the upstream (``advance``)."""
+
+    def __init__(self, start: datetime = START) -> None:
+        self.start = start
+        self.elapsed = 0.0
+        self.sleeps: list[float] = []
 
     def monotonic(self) -> float:
-        return self.now
+        return 1000.0 + self.elapsed
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self.elapsed)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.elapsed += seconds
+
+    def advance(self, seconds: float) -> None:
+        self.elapsed += seconds
 
 
 class Harness:
     def __init__(self, upstream: Upstream, policy: RetryPolicy, redact: Redactor | None = None,
                  clock: FakeClock | None = None) -> None:
         self.upstream = upstream
-        self.sleeps: list[float] = []
-        self.clock = clock
+        self.clock = clock or FakeClock()
         self.client = UpstreamClient(connect_timeout_s=1.0, read_timeout_s=5.0, policy=policy, redact=redact,
-                                     transport=httpx.MockTransport(upstream), sleep=self.sleep)
+                                     transport=httpx.MockTransport(upstream), clock=self.clock)
 
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        if self.clock is not None:
-            self.clock.now += seconds
+    @property
+    def sleeps(self) -> list[float]:
+        return self.clock.sleeps
 
     def call(self, *, parse: Callable[[httpx.Response], Any] | None = None,
              error_from: Callable[[httpx.Response], GatewayError] | None = None,
@@ -100,9 +116,10 @@ class Harness:
 def make() -> Iterator[Callable[..., Harness]]:
     made: list[Harness] = []
 
-    def factory(*answers: Answer, redact: Redactor | None = None, **policy: Any) -> Harness:
+    def factory(*answers: Answer, redact: Redactor | None = None, clock: FakeClock | None = None,
+                **policy: Any) -> Harness:
         harness = Harness(Upstream(*answers), RetryPolicy(**{"max_attempts": 4, "budget_s": 600.0, **policy}),
-                          redact)
+                          redact, clock)
         made.append(harness)
         return harness
 
@@ -294,19 +311,35 @@ def test_retry_after_fractional_seconds(make: Callable[..., Harness]) -> None:
     assert harness.sleeps == [2.5]
 
 
-def test_retry_after_http_date(make: Callable[..., Harness]) -> None:
-    when = datetime.now(UTC) + timedelta(seconds=30)
-    harness = make(openai_error(503, headers={"retry-after": email.utils.format_datetime(when, usegmt=True)}), OK)
+def http_date(when: datetime) -> str:
+    return email.utils.format_datetime(when, usegmt=True)
+
+
+def test_retry_after_http_date_counts_from_the_clocks_date(make: Callable[..., Harness]) -> None:
+    harness = make(openai_error(503, headers={"retry-after": http_date(START + timedelta(seconds=30))}), OK)
 
     harness.call()
 
-    [delay] = harness.sleeps
-    assert 28.0 <= delay <= 30.0  # the date has whole seconds
+    assert harness.sleeps == [30.0]  # from the injected clock's date, not the system's
+
+
+def test_retry_after_http_date_of_a_later_attempt_counts_from_then(make: Callable[..., Harness]) -> None:
+    clock = FakeClock()
+    deadline = http_date(START + timedelta(seconds=100))
+
+    def slow_busy(request: httpx.Request) -> httpx.Response:
+        clock.advance(40.0)  # the upstream takes 40 s to say it is busy until START + 100 s
+        return openai_error(503, headers={"retry-after": deadline})
+
+    harness = make(slow_busy, max_attempts=3, clock=clock)
+    with pytest.raises(UpstreamOverloadedError):
+        harness.call()
+
+    assert harness.sleeps == [60.0, 0.0]  # at 40 s: 60 s to go; at 140 s the date has passed
 
 
 def test_retry_after_http_date_in_the_past_means_now(make: Callable[..., Harness]) -> None:
-    when = datetime.now(UTC) - timedelta(minutes=5)
-    harness = make(openai_error(503, headers={"retry-after": email.utils.format_datetime(when, usegmt=True)}), OK)
+    harness = make(openai_error(503, headers={"retry-after": http_date(START - timedelta(minutes=5))}), OK)
     harness.call()
     assert harness.sleeps == [0.0]
 
@@ -357,7 +390,7 @@ def test_retry_after_header_wins_over_retry_info(make: Callable[..., Harness]) -
     ],
 )
 def test_retry_decision(response: httpx.Response, retry: bool, delay: float | None) -> None:
-    decision = retry_decision(response)
+    decision = retry_decision(response, now=START)
     assert (decision.retry, decision.delay_s) == (retry, delay)
 
 
@@ -384,14 +417,10 @@ def test_retry_after_beyond_the_budget_stops_at_once(make: Callable[..., Harness
     assert info.value.retryable is True  # retryable, just not within this call's budget
 
 
-def test_backoff_beyond_the_remaining_budget_stops(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = FakeClock()
-    monkeypatch.setattr("worker.providers.http.time", clock)
-    harness = Harness(Upstream(openai_error(500)), RetryPolicy(max_attempts=10, budget_s=4.4, backoff_base_s=2.0),
-                      clock=clock)
+def test_backoff_beyond_the_remaining_budget_stops(make: Callable[..., Harness]) -> None:
+    harness = make(openai_error(500), max_attempts=10, budget_s=4.4, backoff_base_s=2.0)
     with pytest.raises(UpstreamError) as info:
         harness.call()
-    harness.client.close()
 
     # attempt 1 waits 1.5-2 s; attempt 2 would wait 3-4 s more, past the 4.4 s budget: it stops
     assert harness.attempts == 2
@@ -399,18 +428,16 @@ def test_backoff_beyond_the_remaining_budget_stops(monkeypatch: pytest.MonkeyPat
     assert info.value.retryable is True
 
 
-def test_time_spent_in_attempts_counts_against_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_time_spent_in_attempts_counts_against_the_budget(make: Callable[..., Harness]) -> None:
     clock = FakeClock()
-    monkeypatch.setattr("worker.providers.http.time", clock)
 
     def slow_failure(request: httpx.Request) -> httpx.Response:
-        clock.now += 50.0  # each attempt takes 50 s upstream
+        clock.advance(50.0)  # each attempt takes 50 s upstream
         return openai_error(503, headers={"retry-after": "1"})
 
-    harness = Harness(Upstream(slow_failure), RetryPolicy(max_attempts=10, budget_s=120.0), clock=clock)
+    harness = make(slow_failure, max_attempts=10, budget_s=120.0, clock=clock)
     with pytest.raises(UpstreamOverloadedError):
         harness.call()
-    harness.client.close()
 
     assert harness.attempts == 3  # 50 + 1 + 50 + 1 + 50 s: no room for another attempt within 120 s
     assert harness.sleeps == [1.0, 1.0]
@@ -656,3 +683,15 @@ def test_successful_call_sends_the_built_request(make: Callable[..., Harness]) -
     assert (request.method, str(request.url)) == ("POST", URL)
     assert json.loads(request.content) == {"prompt": "a fox"}
     assert harness.sleeps == []
+
+
+# -- the system clock ------------------------------------------------------------------------
+
+
+def test_the_system_clock_tells_an_aware_date_and_a_monotonic_time() -> None:
+    clock = SystemClock()
+    before = clock.monotonic()
+    clock.sleep(0.0)
+    assert clock.monotonic() >= before
+    assert clock.now().tzinfo is not None  # an HTTP-date Retry-After is aware: the two subtract
+    assert abs((clock.now() - datetime.now(UTC)).total_seconds()) < 5
