@@ -17,7 +17,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.config import Settings
 from core.errors import ModelNotFoundError
+from core.providers import configured_providers
 
 VENDOR_PREFIXES = ("google/", "openai/", "imagegate/", "models/")
 AUTO_MODEL = "auto"
@@ -233,20 +235,8 @@ class Catalogue:
         return Resolved(spec=spec, requested=name, alias=alias)
 
 
-def configured_providers(settings: Any) -> set[str]:
-    """The provider protocols that have what they need in the settings (demo always)."""
-    configured = {"demo"}
-    if settings.gemini_api_key is not None:
-        configured |= {"gemini", "imagen"}
-    if settings.openai_api_key is not None:
-        configured.add("openai_images")
-    if settings.vertex_credentials_file is not None and settings.vertex_project:
-        configured |= {"vertex_gemini", "vertex_imagen"}
-    if settings.chat_upstream_base_url:
-        configured.add("openai_chat")
-    return configured
-
-
-def load_for_settings(settings: Any) -> Catalogue:
+def load_for_settings(settings: Settings) -> Catalogue:
+    """The catalogue as ``settings`` configure it: the operator's models file, the models of
+    the configured providers (:mod:`core.providers`) offered, the default model."""
     return Catalogue.load(settings.models_file, configured=configured_providers(settings),
                           default_model=settings.default_model)

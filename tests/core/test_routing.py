@@ -13,10 +13,10 @@ from core.config import Settings
 from core.errors import InvalidRequestError, ModelNotFoundError
 from core.generation import GenerationRequest
 from core.planning import plan
-from core.routing import Catalogue, configured_providers, load_for_settings
+from core.providers import PROVIDER_NAMES
+from core.routing import Catalogue, load_for_settings
 
-ALL_PROVIDERS = frozenset({"demo", "gemini", "imagen", "openai_images", "vertex_gemini", "vertex_imagen",
-                           "openai_chat"})
+ALL_PROVIDERS = PROVIDER_NAMES
 
 
 @pytest.fixture(scope="module")
@@ -105,7 +105,7 @@ def test_unknown_model_is_a_404_naming_the_model_param(full: Catalogue, name: st
     assert name in info.value.message
 
 
-# -- retired aliases (wire-formats §0) -------------------------------------------------------
+# -- retired aliases -------------------------------------------------------------------------
 
 
 RETIRED = [
@@ -242,24 +242,6 @@ def clean_settings(monkeypatch: pytest.MonkeyPatch, **values: object) -> Setting
                                                         "GOOGLE_AI_API_KEY_IMAGE", "GOOGLE_APPLICATION_CREDENTIALS"):
             monkeypatch.delenv(name)
     return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-
-@pytest.mark.parametrize(
-    ("values", "expected"),
-    [
-        ({}, {"demo"}),
-        ({"gemini_api_key": "AIza-test"}, {"demo", "gemini", "imagen"}),
-        ({"openai_api_key": "sk-test"}, {"demo", "openai_images"}),
-        ({"chat_upstream_base_url": "https://gateway.test/v1"}, {"demo", "openai_chat"}),
-        ({"vertex_credentials_file": "/tmp/sa.json"}, {"demo"}),  # no project: not configured
-        ({"vertex_credentials_file": "/tmp/sa.json", "vertex_project": "p"},
-         {"demo", "vertex_gemini", "vertex_imagen"}),
-    ],
-)
-def test_configured_providers_from_settings(
-    monkeypatch: pytest.MonkeyPatch, values: dict[str, object], expected: set[str]
-) -> None:
-    assert configured_providers(clean_settings(monkeypatch, **values)) == expected
 
 
 def test_load_for_settings_offers_what_the_keys_allow(monkeypatch: pytest.MonkeyPatch) -> None:

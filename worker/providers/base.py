@@ -2,8 +2,10 @@
 
 A provider turns one :class:`ProviderCall` (a job's request, the applied parameters, which of its
 images this call makes, and the input images' bytes) into images. HTTP providers are a pure
-adapter (``build_request`` / ``parse_response`` / ``parse_error``, one module per upstream
-protocol) plus credentials, sent by :class:`worker.providers.http.UpstreamClient`.
+adapter (one module per upstream protocol: ``build_request`` / ``parse_response``, and
+``retry_hint`` / ``parse_error`` for its error answers, from :mod:`worker.providers.google_errors`
+or :mod:`worker.providers.openai_errors`) plus credentials, sent by
+:class:`worker.providers.http.UpstreamClient`.
 """
 
 from __future__ import annotations
@@ -14,9 +16,8 @@ from typing import Protocol
 
 import httpx
 
-from core.errors import GatewayError
 from core.generation import AppliedParams, GenerationRequest, ProviderImage
-from worker.providers.http import UpstreamClient
+from worker.providers.http import UpstreamClient, UpstreamErrors
 
 
 @dataclass(frozen=True)
@@ -48,16 +49,17 @@ class Provider(Protocol):
     def generate(self, call: ProviderCall) -> list[ProviderImage]: ...
 
 
-class HttpAdapter(Protocol):
-    """Pure translation to and from one upstream protocol: no sockets, no settings."""
+class HttpAdapter(UpstreamErrors, Protocol):
+    """Pure translation to and from one upstream protocol: no sockets, no settings.
+
+    ``retry_hint`` and ``parse_error`` (from :class:`UpstreamErrors`) say what the upstream's
+    error answers mean; ``label`` names the upstream in error messages."""
 
     label: str
 
     def build_request(self, call: ProviderCall, *, base_url: str, headers: dict[str, str]) -> httpx.Request: ...
 
     def parse_response(self, response: httpx.Response, call: ProviderCall) -> list[ProviderImage]: ...
-
-    def parse_error(self, response: httpx.Response) -> GatewayError: ...
 
 
 @dataclass
@@ -75,7 +77,7 @@ class HttpProvider:
         return self.client.call(
             lambda: self.adapter.build_request(call, base_url=self.base_url, headers=self.auth_headers()),
             lambda response: self.adapter.parse_response(response, call),
-            error_from=self.adapter.parse_error,
+            errors=self.adapter,
             on_unauthorized=self.on_unauthorized,
             label=self.adapter.label,
         )

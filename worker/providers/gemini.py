@@ -1,24 +1,26 @@
-"""Google Gemini ``generateContent`` for the Gemini image models (wire-formats §6.1-6.3, §4.3).
+"""Google Gemini ``generateContent`` for the Gemini image models
+(https://ai.google.dev/api/generate-content, https://ai.google.dev/gemini-api/docs/image-generation).
 
 One image per call (``n`` images are ``n`` calls). Thought parts are skipped; text parts become
 the image's text; ``usageMetadata`` is kept. A blocked prompt (``promptFeedback.blockReason``, or
 no image with a safety finish reason) is a content-policy error, never retried. The same adapter
 serves Vertex AI (:mod:`worker.providers.vertex`): only the URL, auth and a few options differ.
+Error answers are Google's (:mod:`worker.providers.google_errors`).
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
-from core.errors import ContentPolicyError, GatewayError, UpstreamError, UpstreamOverloadedError
+from core.errors import ContentPolicyError, UpstreamError
 from core.generation import ProviderImage, Usage
 from worker.providers.base import ProviderCall
+from worker.providers.google_errors import GoogleErrors
 from worker.providers.payload import decode_image
 
 SAFETY_FINISH = frozenset({"SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT",
@@ -74,17 +76,6 @@ class GenerateContentResponse(_Wire):
     prompt_feedback: PromptFeedback | None = None
     usage_metadata: UsageMetadata | None = None
     model_version: str | None = None
-
-
-class GoogleErrorBody(BaseModel):
-    code: int | None = None
-    message: str = ""
-    status: str | None = None
-    details: list[dict[str, Any]] = []
-
-    @property
-    def reasons(self) -> set[str]:
-        return {str(d.get("reason")) for d in self.details if str(d.get("@type", "")).endswith("ErrorInfo")}
 
 
 def build_body(call: ProviderCall, *, vertex: bool = False) -> dict[str, Any]:
@@ -160,35 +151,7 @@ def parse_generate_content(response: httpx.Response, call: ProviderCall, *, labe
                         code="no_images_generated", retryable=True)
 
 
-def parse_google_error(response: httpx.Response, *, label: str) -> GatewayError:
-    """A Google error body ({"error": {code, message, status}}) as a GatewayError."""
-    status = response.status_code
-    try:
-        payload = json.loads(response.content or b"{}")
-        if isinstance(payload, list):
-            payload = payload[0] if payload else {}
-        error = GoogleErrorBody.model_validate(payload.get("error", {}))
-    except (ValueError, ValidationError, AttributeError):
-        error = GoogleErrorBody()
-    detail = f"{error.status or status}: {error.message}".strip().rstrip(":")
-    message = f"The {label} refused the call ({detail})."
-    if status in (429, 503, 529):
-        return UpstreamOverloadedError(f"The {label} is overloaded or rate-limited ({detail}).",
-                                       upstream_status=status)
-    if status == 404:
-        return UpstreamError(message, code="upstream_model_not_found", upstream_status=404)
-    if status in (401, 403) or "API_KEY_INVALID" in error.reasons:
-        # Google answers a bad API key with 400 INVALID_ARGUMENT, reason API_KEY_INVALID
-        return UpstreamError(f"The {label} refused the gateway's credentials ({error.status or status}).",
-                             code="upstream_auth_failed", upstream_status=401 if status == 400 else status)
-    if status == 400:
-        return UpstreamError(message, code="upstream_invalid_request", upstream_status=400)
-    if status == 504:
-        return UpstreamError(message, code="upstream_timeout", upstream_status=504)
-    return UpstreamError(message, code="upstream_error", upstream_status=status)
-
-
-class GeminiAdapter:
+class GeminiAdapter(GoogleErrors):
     """The Gemini API: ``{base}/v1beta/models/{model}:generateContent`` with ``x-goog-api-key``."""
 
     label = "Gemini API"
@@ -202,7 +165,3 @@ class GeminiAdapter:
 
     def parse_response(self, response: httpx.Response, call: ProviderCall) -> list[ProviderImage]:
         return parse_generate_content(response, call, label=self.label)
-
-    def parse_error(self, response: httpx.Response) -> GatewayError:
-        return parse_google_error(response, label=self.label)
-

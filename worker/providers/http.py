@@ -1,34 +1,40 @@
-"""The one place that sends to upstreams: timeouts, retries, Retry-After, error mapping.
+"""The one place that sends to upstreams: timeouts, retries, ``Retry-After``, secret redaction.
 
 An image call is slow (5-130 s), so the connect timeout is short and the read timeout long.
-Retries follow wire-formats §9: 408, 409, 429, 500, 502, 503, 504, 529 and connection errors are
-retried with exponential backoff and jitter, honouring ``retry-after-ms``, ``Retry-After``
-(seconds or an HTTP date), Google's ``RetryInfo.retryDelay`` and ``x-should-retry``; 400, 401,
-403, 404, a daily quota, an exhausted OpenAI quota and a content-policy block are not. Attempts and
-total time are bounded. Upstream keys never reach a log line or an error message.
+408, 409, 429, 500, 502, 503, 504, 529 and connection errors are retried with exponential backoff
+and jitter, honouring ``retry-after-ms``, ``Retry-After`` (seconds or an HTTP date, RFC 9110
+https://www.rfc-editor.org/rfc/rfc9110#field.retry-after) and ``x-should-retry`` (the headers the
+official OpenAI and Anthropic SDKs honour); other statuses are not. Attempts and total time are
+bounded. Upstream keys never reach a log line or an error message.
+
+This module knows HTTP only. What an upstream's error body means (a daily quota that no retry
+will cure, a retry delay in the body, which error the caller gets) is the adapter's to say,
+through :class:`UpstreamErrors`.
 """
 
 from __future__ import annotations
 
 import email.utils
-import json
 import logging
 import random
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import httpx
 
-from core.errors import ContentPolicyError, GatewayError, UpstreamError, UpstreamTimeoutError
+from core.errors import GatewayError, UpstreamError, UpstreamTimeoutError
+from worker.providers.clock import SYSTEM_CLOCK, Clock
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+Redact = Callable[[str], str]
+"""Removes the configured secrets from a text (see :class:`Redactor`)."""
 
 
 @dataclass(frozen=True)
@@ -40,8 +46,33 @@ class RetryPolicy:
 
     def backoff(self, attempt: int) -> float:
         """Exponential backoff with jitter: base x 2^(attempt-1), capped, minus up to 25 %."""
-        delay = min(self.backoff_max_s, self.backoff_base_s * (2 ** (attempt - 1)))
-        return float(delay * random.uniform(0.75, 1.0))
+        delay = min(self.backoff_max_s, self.backoff_base_s * (2.0 ** (attempt - 1)))
+        return delay * random.uniform(0.75, 1.0)
+
+
+@dataclass(frozen=True)
+class RetryHint:
+    """What an upstream's error body says about retrying, which its status and headers cannot.
+
+    ``final``: never retry, whatever the status (an exhausted daily quota, a content-policy
+    refusal). ``delay_s``: when the status calls for a retry, wait this long unless a header names
+    a delay. Neither (:data:`NO_HINT`): the status and headers decide alone.
+    """
+
+    final: bool = False
+    delay_s: float | None = None
+    reason: str = ""
+
+    @classmethod
+    def never(cls, reason: str) -> RetryHint:
+        return cls(final=True, reason=reason)
+
+    @classmethod
+    def after(cls, seconds: float) -> RetryHint:
+        return cls(delay_s=max(0.0, seconds))
+
+
+NO_HINT = RetryHint()
 
 
 @dataclass(frozen=True)
@@ -51,7 +82,8 @@ class RetryDecision:
     reason: str = ""
 
 
-def _header_delay(headers: httpx.Headers) -> float | None:
+def header_delay(headers: httpx.Headers, *, now: datetime) -> float | None:
+    """The wait ``retry-after-ms`` or ``Retry-After`` asks for; an HTTP date counts from ``now``."""
     ms = headers.get("retry-after-ms")
     if ms:
         try:
@@ -71,69 +103,38 @@ def _header_delay(headers: httpx.Headers) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return max(0.0, (when - now).total_seconds())
 
 
-def _body(response: httpx.Response) -> dict[str, object]:
-    try:
-        data = json.loads(response.content or b"null")
-    except ValueError:
-        return {}
-    if isinstance(data, list) and data and isinstance(data[0], dict):
-        data = data[0]  # Google's streamed-array error form
-    return data if isinstance(data, dict) else {}
+def retry_decision(response: httpx.Response, hint: RetryHint, *, now: datetime) -> RetryDecision:
+    """Whether a non-2xx answer is worth another attempt, and after how long.
 
-
-def _google_details(body: dict[str, object]) -> list[dict[str, object]]:
-    error = body.get("error")
-    if not isinstance(error, dict):
-        return []
-    details = error.get("details")
-    return [d for d in details if isinstance(d, dict)] if isinstance(details, list) else []
-
-
-def _google_retry_delay(body: dict[str, object]) -> float | None:
-    for detail in _google_details(body):
-        if str(detail.get("@type", "")).endswith("google.rpc.RetryInfo"):
-            text = str(detail.get("retryDelay", ""))
-            if text.endswith("s"):
-                try:
-                    return max(0.0, float(text[:-1]))
-                except ValueError:
-                    return None
-    return None
-
-
-def _google_daily_quota(body: dict[str, object]) -> bool:
-    for detail in _google_details(body):
-        if str(detail.get("@type", "")).endswith("google.rpc.QuotaFailure"):
-            violations = detail.get("violations")
-            if isinstance(violations, list):
-                for violation in violations:
-                    if isinstance(violation, dict) and "PerDay" in str(violation.get("quotaId", "")):
-                        return True
-    return False
-
-
-def retry_decision(response: httpx.Response) -> RetryDecision:
-    """Whether a non-2xx answer is worth another attempt, and after how long (wire-formats §9.1)."""
+    ``x-should-retry: false`` and a final hint stop; a retried status or ``x-should-retry: true``
+    retries, after the headers' delay, else the hint's, else the policy's backoff (``None``).
+    """
     status = response.status_code
     should = response.headers.get("x-should-retry", "").lower()
-    body = _body(response)
-    error = body.get("error") if isinstance(body.get("error"), dict) else {}
-    assert isinstance(error, dict)
     if should == "false":
         return RetryDecision(False, reason="x-should-retry: false")
-    if status == 429 and (error.get("code") == "insufficient_quota" or error.get("type") == "insufficient_quota"):
-        return RetryDecision(False, reason="upstream quota exhausted")
-    if status == 429 and _google_daily_quota(body):
-        return RetryDecision(False, reason="upstream daily quota exhausted")
+    if hint.final:
+        return RetryDecision(False, reason=hint.reason)
     if status in RETRY_STATUSES or should == "true":
-        delay = _header_delay(response.headers)
-        if delay is None:
-            delay = _google_retry_delay(body)
-        return RetryDecision(True, delay, reason=f"HTTP {status}")
+        delay = header_delay(response.headers, now=now)
+        return RetryDecision(True, hint.delay_s if delay is None else delay, reason=f"HTTP {status}")
     return RetryDecision(False, reason=f"HTTP {status}")
+
+
+class UpstreamErrors(Protocol):
+    """How an adapter reads its upstream's error answers (the error half of an HttpAdapter)."""
+
+    def retry_hint(self, response: httpx.Response) -> RetryHint:
+        """What the error body of ``response`` says about retrying (pure)."""
+        ...
+
+    def parse_error(self, response: httpx.Response, *, retryable: bool, redact: Redact) -> GatewayError:
+        """The error the caller gets for ``response``, complete: ``retryable`` as the client
+        decided, and every text taken from the upstream passed through ``redact``."""
+        ...
 
 
 class Redactor:
@@ -160,12 +161,12 @@ class UpstreamClient:
         max_connections: int = 200,
         redact: Redactor | None = None,
         transport: httpx.BaseTransport | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.policy = policy
         self.read_timeout_s = read_timeout_s
         self.redact = redact or Redactor([])
-        self._sleep = sleep
+        self.clock = clock
         self._client = httpx.Client(
             timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s, write=60.0, pool=30.0),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
@@ -181,18 +182,19 @@ class UpstreamClient:
         build: Callable[[], httpx.Request],
         parse: Callable[[httpx.Response], T],
         *,
-        error_from: Callable[[httpx.Response], GatewayError],
+        errors: UpstreamErrors,
         on_unauthorized: Callable[[], None] | None = None,
         label: str = "upstream",
     ) -> T:
         """Send ``build()``, retrying per the policy, and return ``parse(response)``.
 
-        ``error_from`` renders a non-2xx answer as a GatewayError (the provider knows its error
-        shape); ``parse`` may itself raise a retryable UpstreamError (no image, broken body).
-        ``on_unauthorized`` refreshes credentials once on a 401 (Vertex OAuth tokens).
+        ``errors`` reads a non-2xx answer (the adapter knows its upstream's error body); ``parse``
+        may itself raise a retryable UpstreamError (no image, broken body). ``on_unauthorized``
+        refreshes credentials once on a 401 (Vertex OAuth tokens). Every error raised is the one
+        built for the last attempt, never an altered one.
         """
-        policy = self.policy
-        deadline = time.monotonic() + policy.budget_s
+        policy, clock = self.policy, self.clock
+        deadline = clock.monotonic() + policy.budget_s
         refreshed = False
         attempt = 0
         while True:
@@ -220,18 +222,15 @@ class UpstreamClient:
                         on_unauthorized()
                         attempt -= 1
                         continue
-                    error = error_from(response)
-                    error.message = self.redact(error.message)
-                    error.args = (error.message,)
-                    decision = retry_decision(response)
-                    if isinstance(error, ContentPolicyError) or not decision.retry:
+                    decision = retry_decision(response, errors.retry_hint(response), now=clock.now())
+                    error = errors.parse_error(response, retryable=decision.retry, redact=self.redact)
+                    if not decision.retry:
                         raise error
-                    error.retryable = True
                     delay = decision.delay_s
             log.info("%s attempt %d failed: %s", label, attempt, error.code)
             if attempt >= policy.max_attempts:
                 raise error
             wait = delay if delay is not None else policy.backoff(attempt)
-            if time.monotonic() + wait > deadline:
+            if clock.monotonic() + wait > deadline:
                 raise error
-            self._sleep(wait)
+            clock.sleep(wait)

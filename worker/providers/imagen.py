@@ -1,4 +1,4 @@
-"""Imagen ``:predict`` (wire-formats §6.4, §4.7).
+"""Imagen ``:predict`` (https://ai.google.dev/gemini-api/docs/imagen).
 
 Imagen is shut down upstream (2026-08-17); the shipped catalogue maps its ids to Gemini
 successors. This adapter stays for deployments that still reach an Imagen endpoint (an operator
@@ -13,10 +13,10 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
-from core.errors import ContentPolicyError, GatewayError, UpstreamError
+from core.errors import ContentPolicyError, UpstreamError
 from core.generation import ProviderImage
 from worker.providers.base import ProviderCall
-from worker.providers.gemini import parse_google_error
+from worker.providers.google_errors import GoogleErrors
 from worker.providers.payload import decode_image
 
 
@@ -66,7 +66,7 @@ def parse_predict(response: httpx.Response, call: ProviderCall, *, label: str) -
     raise UpstreamError("The model returned no image.", code="no_images_generated", retryable=True)
 
 
-class ImagenAdapter:
+class ImagenAdapter(GoogleErrors):
     label = "Imagen API"
 
     def build_request(self, call: ProviderCall, *, base_url: str, headers: dict[str, str]) -> httpx.Request:
@@ -75,6 +75,3 @@ class ImagenAdapter:
 
     def parse_response(self, response: httpx.Response, call: ProviderCall) -> list[ProviderImage]:
         return parse_predict(response, call, label=self.label)
-
-    def parse_error(self, response: httpx.Response) -> GatewayError:
-        return parse_google_error(response, label=self.label)

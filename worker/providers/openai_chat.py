@@ -1,5 +1,7 @@
-"""An OpenAI-compatible chat upstream with image output (wire-formats §2): ``modalities``,
-``image_config`` and ``message.images``, so that imagegate can front another gateway."""
+"""An OpenAI-compatible chat upstream with image output: ``modalities``, ``image_config`` and
+``message.images`` as OpenRouter defines them
+(https://openrouter.ai/docs/features/multimodal/image-generation), so that imagegate can front
+another gateway. Error answers are OpenAI's (:mod:`worker.providers.openai_errors`)."""
 
 from __future__ import annotations
 
@@ -9,10 +11,10 @@ from typing import Any
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from core.errors import ContentPolicyError, GatewayError, UpstreamError
+from core.errors import ContentPolicyError, UpstreamError
 from core.generation import ProviderImage, Usage
 from worker.providers.base import ProviderCall
-from worker.providers.openai_images import parse_openai_error
+from worker.providers.openai_errors import OpenAIErrors
 from worker.providers.payload import data_url, decode_image
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w/+.-]+);base64,(?P<data>.*)$", re.DOTALL)
@@ -111,7 +113,7 @@ def parse_completion(response: httpx.Response, call: ProviderCall, *, label: str
     raise UpstreamError("The model returned no image.", code="no_images_generated", retryable=True)
 
 
-class OpenAIChatAdapter:
+class OpenAIChatAdapter(OpenAIErrors):
     label = "chat upstream"
 
     def build_request(self, call: ProviderCall, *, base_url: str, headers: dict[str, str]) -> httpx.Request:
@@ -119,6 +121,3 @@ class OpenAIChatAdapter:
 
     def parse_response(self, response: httpx.Response, call: ProviderCall) -> list[ProviderImage]:
         return parse_completion(response, call, label=self.label)
-
-    def parse_error(self, response: httpx.Response) -> GatewayError:
-        return parse_openai_error(response, label=self.label)

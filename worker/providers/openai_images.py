@@ -1,21 +1,22 @@
-"""OpenAI Images API for the GPT image models (wire-formats §7, §1.2, §1.6).
+"""OpenAI Images API for the GPT image models (https://platform.openai.com/docs/api-reference/images).
 
 Generations are JSON; edits are multipart (``image[]``, ``mask`` and the scalar fields as text
 parts), as the official SDK sends them. ``n`` is native: one call makes every image of its group.
-``moderation_blocked`` is a content-policy error. Usage tokens are kept, shared out per image.
+Usage tokens are kept, shared out per image. Error answers are OpenAI's
+(:mod:`worker.providers.openai_errors`: ``moderation_blocked`` is a content-policy error).
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from core.errors import ContentPolicyError, GatewayError, UpstreamError, UpstreamOverloadedError
+from core.errors import UpstreamError
 from core.generation import ProviderImage, Usage
 from worker.providers.base import ProviderCall
+from worker.providers.openai_errors import OpenAIErrors
 from worker.providers.payload import decode_image, split_usage
 
 _EXT = {"image/png": "png", "image/jpeg": "jpg", "image/webp": "webp", "image/gif": "gif"}
@@ -47,14 +48,6 @@ class ImagesResponse(BaseModel):
     data: list[ImageItem] = []
     output_format: str | None = None
     usage: ImagesUsage | None = None
-
-
-class ErrorBody(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    message: str = ""
-    type: str | None = None
-    param: str | None = None
-    code: str | None = None
 
 
 def _fields(call: ProviderCall) -> dict[str, Any]:
@@ -115,32 +108,7 @@ def parse_images(response: httpx.Response, call: ProviderCall, *, label: str) ->
             for item, share in zip(items, split_usage(total, len(items)), strict=True)]
 
 
-def parse_openai_error(response: httpx.Response, *, label: str) -> GatewayError:
-    status = response.status_code
-    try:
-        error = ErrorBody.model_validate(json.loads(response.content or b"{}").get("error", {}))
-    except (ValueError, ValidationError, AttributeError):
-        error = ErrorBody()
-    detail = f"{error.code or error.type or status}: {error.message}".strip().rstrip(":")
-    if error.code in ("moderation_blocked", "content_policy_violation"):
-        return ContentPolicyError(error.message or "The request was rejected by the upstream's safety system.",
-                                  code=error.code)
-    if status in (429, 503, 529):
-        return UpstreamOverloadedError(f"The {label} is overloaded or rate-limited ({detail}).",
-                                       upstream_status=status)
-    if status in (401, 403):
-        return UpstreamError(f"The {label} refused the gateway's credentials ({error.code or status}).",
-                             code="upstream_auth_failed", upstream_status=status)
-    if status == 404:
-        return UpstreamError(f"The {label} does not know the model ({detail}).",
-                             code="upstream_model_not_found", upstream_status=404)
-    if status == 400:
-        return UpstreamError(f"The {label} refused the call ({detail}).", code="upstream_invalid_request",
-                             upstream_status=400)
-    return UpstreamError(f"The {label} failed ({detail}).", code="upstream_error", upstream_status=status)
-
-
-class OpenAIImagesAdapter:
+class OpenAIImagesAdapter(OpenAIErrors):
     label = "OpenAI Images API"
 
     def build_request(self, call: ProviderCall, *, base_url: str, headers: dict[str, str]) -> httpx.Request:
@@ -152,6 +120,3 @@ class OpenAIImagesAdapter:
 
     def parse_response(self, response: httpx.Response, call: ProviderCall) -> list[ProviderImage]:
         return parse_images(response, call, label=self.label)
-
-    def parse_error(self, response: httpx.Response) -> GatewayError:
-        return parse_openai_error(response, label=self.label)

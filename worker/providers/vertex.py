@@ -1,4 +1,6 @@
-"""Vertex AI variants of Gemini and Imagen (wire-formats §6.5).
+"""Vertex AI variants of Gemini and Imagen
+(https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/inference,
+https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/imagen-api).
 
 Same bodies as the Gemini API (role always set, JPEG output options allowed), at
 ``{base}/{version}/projects/{project}/locations/{location}/publishers/google/models/{model}:...``
@@ -17,11 +19,12 @@ from google.auth.transport.urllib3 import Request as Urllib3Request
 from google.oauth2 import service_account
 from urllib3 import PoolManager
 
-from core.errors import GatewayError, ServiceUnavailableError
+from core.errors import ServiceUnavailableError
 from core.generation import ProviderImage
 from worker.providers.base import ProviderCall
 from worker.providers.gemini import build_body as gemini_body
-from worker.providers.gemini import parse_generate_content, parse_google_error
+from worker.providers.gemini import parse_generate_content
+from worker.providers.google_errors import GoogleErrors
 from worker.providers.imagen import build_body as imagen_body
 from worker.providers.imagen import parse_predict
 
@@ -33,8 +36,11 @@ class VertexAuth:
 
     def __init__(self, credentials_file: Path) -> None:
         info = json.loads(Path(credentials_file).read_text("utf-8"))
-        self._credentials = service_account.Credentials.from_service_account_info(info, scopes=SCOPES)
-        self._http = Urllib3Request(PoolManager(num_pools=2, timeout=30.0))
+        # google-auth has no type annotations; the ignores are for mypy --strict
+        from_info = service_account.Credentials.from_service_account_info
+        self._credentials = from_info(info, scopes=SCOPES)  # type: ignore[no-untyped-call, unused-ignore]
+        pool = PoolManager(num_pools=2, timeout=30.0)
+        self._http = Urllib3Request(pool)  # type: ignore[no-untyped-call, unused-ignore]
         self._lock = threading.Lock()
 
     def headers(self) -> dict[str, str]:
@@ -63,7 +69,7 @@ def vertex_model_url(base_url: str, *, version: str, project: str, location: str
             f"{model}:{method}")
 
 
-class VertexGeminiAdapter:
+class VertexGeminiAdapter(GoogleErrors):
     label = "Vertex AI"
 
     def __init__(self, *, project: str, location: str, version: str) -> None:
@@ -76,9 +82,6 @@ class VertexGeminiAdapter:
 
     def parse_response(self, response: httpx.Response, call: ProviderCall) -> list[ProviderImage]:
         return parse_generate_content(response, call, label=self.label)
-
-    def parse_error(self, response: httpx.Response) -> GatewayError:
-        return parse_google_error(response, label=self.label)
 
 
 class VertexImagenAdapter(VertexGeminiAdapter):

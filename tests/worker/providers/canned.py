@@ -1,5 +1,5 @@
 """Shared pieces of the adapter tests: calls planned on the shipped catalogue, real images made
-with Pillow, canned upstream responses, and a multipart body reader."""
+with Pillow, canned upstream responses, a multipart body reader, and a redactor with no secrets."""
 
 from __future__ import annotations
 
@@ -17,9 +17,13 @@ from core.generation import GenerationRequest
 from core.planning import plan
 from core.routing import Catalogue
 from worker.providers.base import InputBytes, ProviderCall
+from worker.providers.http import Redactor
 
 CATALOGUE = Catalogue.load(configured={"demo", "gemini", "imagen", "openai_images", "vertex_gemini",
                                        "vertex_imagen", "openai_chat"})
+
+NO_SECRETS = Redactor([])
+"""For an adapter's ``parse_error`` where no secret is configured."""
 
 
 def make_call(model: str, *, indices: list[int] | None = None, inputs: list[InputBytes] | None = None,
@@ -53,6 +57,23 @@ def error_response(status: int, body: Any) -> httpx.Response:
     return httpx.Response(status, content=content, request=httpx.Request("POST", "https://upstream.test/"))
 
 
+def google_error(status: int, status_name: str, message: str = "failed",
+                 details: list[dict[str, Any]] | None = None) -> httpx.Response:
+    """A Google error answer: ``{"error": {code, message, status, details}}``."""
+    return error_response(status, {"error": {"code": status, "message": message, "status": status_name,
+                                             "details": details or []}})
+
+
+def retry_info(delay: str) -> dict[str, Any]:
+    return {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}
+
+
+def quota_failure(quota_id: str) -> dict[str, Any]:
+    return {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
+            "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_content_requests",
+                            "quotaId": quota_id}]}
+
+
 def json_body(request: httpx.Request) -> Any:
     assert request.headers["content-type"] == "application/json"
     return json.loads(request.content)
@@ -70,5 +91,6 @@ def multipart_parts(request: httpx.Request) -> list[tuple[str, str | None, str |
         filename = part.get_filename()
         ctype = part.get_content_type() if part.get("content-type") else None
         payload = part.get_payload(decode=True)
+        assert isinstance(payload, bytes)
         parts.append((str(name), filename, ctype, payload))
     return parts

@@ -1,9 +1,11 @@
-"""UpstreamClient: what is retried and after how long (wire-formats §9), bounded by attempts and
-time; connection failures and timeouts; retryable parse errors; one credential refresh on 401;
-secrets redacted from upstream messages; exponential backoff with jitter.
+"""UpstreamClient: what is retried and after how long (statuses, ``Retry-After``,
+``x-should-retry``, and the adapter's reading of its error body), bounded by attempts and time;
+connection failures and timeouts; retryable parse errors; one credential refresh on 401; secrets
+redacted from upstream messages; errors built complete, never altered; backoff with jitter.
 
-The upstream is an httpx.MockTransport handler and ``sleep`` records the delays instead of
-sleeping, so every wait the client decides is visible and nothing waits for real.
+The upstream is an httpx.MockTransport handler and the client gets a :class:`FakeClock`, which
+records the delays instead of sleeping, so every wait the client decides is visible and nothing
+waits for real. Error bodies are read by the real adapters.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 import random
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import httpx
 import pytest
@@ -25,18 +27,28 @@ from core.errors import (
     UpstreamOverloadedError,
     UpstreamTimeoutError,
 )
-from worker.providers.gemini import parse_google_error
+from tests.worker.providers.canned import google_error, quota_failure, retry_info
+from worker.providers.clock import SystemClock
+from worker.providers.gemini import GeminiAdapter
 from worker.providers.http import (
+    NO_HINT,
     RETRY_STATUSES,
+    Redact,
     Redactor,
+    RetryHint,
     RetryPolicy,
     UpstreamClient,
+    UpstreamErrors,
     retry_decision,
 )
-from worker.providers.openai_images import parse_openai_error
+from worker.providers.openai_images import OpenAIImagesAdapter
+from worker.providers.vertex import VertexGeminiAdapter
 
 URL = "https://upstream.test/v1/images/generations"
-Answer = httpx.Response | BaseException | Callable[[httpx.Request], httpx.Response]
+Answer: TypeAlias = httpx.Response | BaseException | Callable[[httpx.Request], httpx.Response]
+OPENAI = OpenAIImagesAdapter()
+GEMINI = GeminiAdapter()
+VERTEX = VertexGeminiAdapter(project="p-1", location="global", version="v1")
 
 
 class Upstream:
@@ -56,37 +68,50 @@ class Upstream:
         return answer
 
 
-class FakeClock:
-    """The client's clock (patched in for budget tests), moved only by its sleeps and the upstream."""
+START = datetime(2001, 2, 3, 4, 5, 6, tzinfo=UTC)
+"""The fake clock's date: far from the real one, so a client reading the system clock fails."""
 
-    def __init__(self) -> None:
-        self.now = 1000.0
+
+class FakeClock:
+    """The client's clock, moved only by the client's sleeps and by the upstream (``advance``)."""
+
+    def __init__(self, start: datetime = START) -> None:
+        self.start = start
+        self.elapsed = 0.0
+        self.sleeps: list[float] = []
 
     def monotonic(self) -> float:
-        return self.now
+        return 1000.0 + self.elapsed
+
+    def now(self) -> datetime:
+        return self.start + timedelta(seconds=self.elapsed)
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.elapsed += seconds
+
+    def advance(self, seconds: float) -> None:
+        self.elapsed += seconds
 
 
 class Harness:
     def __init__(self, upstream: Upstream, policy: RetryPolicy, redact: Redactor | None = None,
                  clock: FakeClock | None = None) -> None:
         self.upstream = upstream
-        self.sleeps: list[float] = []
-        self.clock = clock
+        self.clock = clock or FakeClock()
         self.client = UpstreamClient(connect_timeout_s=1.0, read_timeout_s=5.0, policy=policy, redact=redact,
-                                     transport=httpx.MockTransport(upstream), sleep=self.sleep)
+                                     transport=httpx.MockTransport(upstream), clock=self.clock)
 
-    def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        if self.clock is not None:
-            self.clock.now += seconds
+    @property
+    def sleeps(self) -> list[float]:
+        return self.clock.sleeps
 
-    def call(self, *, parse: Callable[[httpx.Response], Any] | None = None,
-             error_from: Callable[[httpx.Response], GatewayError] | None = None,
+    def call(self, *, parse: Callable[[httpx.Response], Any] | None = None, errors: UpstreamErrors = OPENAI,
              on_unauthorized: Callable[[], None] | None = None) -> Any:
         return self.client.call(
             lambda: httpx.Request("POST", URL, json={"prompt": "a fox"}),
             parse or (lambda response: response.json()),
-            error_from=error_from or (lambda response: parse_openai_error(response, label="OpenAI Images API")),
+            errors=errors,
             on_unauthorized=on_unauthorized,
             label="OpenAI Images API",
         )
@@ -96,13 +121,17 @@ class Harness:
         return len(self.upstream.requests)
 
 
+Make: TypeAlias = Callable[..., Harness]
+
+
 @pytest.fixture
-def make() -> Iterator[Callable[..., Harness]]:
+def make() -> Iterator[Make]:
     made: list[Harness] = []
 
-    def factory(*answers: Answer, redact: Redactor | None = None, **policy: Any) -> Harness:
+    def factory(*answers: Answer, redact: Redactor | None = None, clock: FakeClock | None = None,
+                **policy: Any) -> Harness:
         harness = Harness(Upstream(*answers), RetryPolicy(**{"max_attempts": 4, "budget_s": 600.0, **policy}),
-                          redact)
+                          redact, clock)
         made.append(harness)
         return harness
 
@@ -120,22 +149,6 @@ def openai_error(status: int, code: str | None = None, type_: str | None = None,
                           json={"error": {"message": message, "type": type_, "param": None, "code": code}})
 
 
-def google_error(status: int, status_name: str, details: list[dict[str, Any]] | None = None,
-                 message: str = "failed") -> httpx.Response:
-    return httpx.Response(status, json={"error": {"code": status, "message": message, "status": status_name,
-                                                  "details": details or []}})
-
-
-def retry_info(delay: str) -> dict[str, Any]:
-    return {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": delay}
-
-
-def quota_failure(quota_id: str) -> dict[str, Any]:
-    return {"@type": "type.googleapis.com/google.rpc.QuotaFailure",
-            "violations": [{"quotaMetric": "generativelanguage.googleapis.com/generate_content_requests",
-                            "quotaId": quota_id}]}
-
-
 def in_jitter(delay: float, base: float) -> bool:
     return 0.75 * base <= delay <= base
 
@@ -148,7 +161,7 @@ def test_the_retried_statuses_are_the_documented_ones() -> None:
 
 
 @pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504, 529])
-def test_retryable_status_is_retried_then_succeeds(make: Callable[..., Harness], status: int) -> None:
+def test_retryable_status_is_retried_then_succeeds(make: Make, status: int) -> None:
     harness = make(openai_error(status, code="whatever"), OK)
 
     assert harness.call() == {"created": 1, "data": []}
@@ -159,7 +172,7 @@ def test_retryable_status_is_retried_then_succeeds(make: Callable[..., Harness],
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
-def test_client_error_is_not_retried(make: Callable[..., Harness], status: int) -> None:
+def test_client_error_is_not_retried(make: Make, status: int) -> None:
     harness = make(openai_error(status, code="bad"), OK)
 
     with pytest.raises(UpstreamError) as info:
@@ -177,7 +190,7 @@ def test_client_error_is_not_retried(make: Callable[..., Harness], status: int) 
      (529, UpstreamOverloadedError, "upstream_overloaded"), (408, UpstreamError, "upstream_error")],
 )
 def test_retries_spent_raise_the_last_error_as_retryable(
-    make: Callable[..., Harness], status: int, error_type: type[UpstreamError], code: str
+    make: Make, status: int, error_type: type[UpstreamError], code: str
 ) -> None:
     harness = make(openai_error(status, message="busy"), max_attempts=3)
 
@@ -191,7 +204,7 @@ def test_retries_spent_raise_the_last_error_as_retryable(
     assert info.value.route_failed is True  # the fallback chain may take over
 
 
-def test_content_policy_refusal_is_never_retried(make: Callable[..., Harness]) -> None:
+def test_content_policy_refusal_is_never_retried(make: Make) -> None:
     harness = make(openai_error(400, code="moderation_blocked", type_="image_generation_user_error",
                                 message="Your request was rejected by the safety system."), OK)
 
@@ -202,14 +215,14 @@ def test_content_policy_refusal_is_never_retried(make: Callable[..., Harness]) -
     assert info.value.code == "moderation_blocked"
 
 
-def test_content_policy_refusal_is_not_retried_even_on_a_retryable_status(make: Callable[..., Harness]) -> None:
+def test_content_policy_refusal_is_not_retried_even_on_a_retryable_status(make: Make) -> None:
     harness = make(openai_error(409, code="moderation_blocked"), OK)
     with pytest.raises(ContentPolicyError):
         harness.call()
     assert harness.attempts == 1
 
 
-def test_x_should_retry_false_stops_a_retryable_status(make: Callable[..., Harness]) -> None:
+def test_x_should_retry_false_stops_a_retryable_status(make: Make) -> None:
     harness = make(openai_error(503, headers={"x-should-retry": "false"}), OK)
 
     with pytest.raises(UpstreamOverloadedError) as info:
@@ -219,14 +232,14 @@ def test_x_should_retry_false_stops_a_retryable_status(make: Callable[..., Harne
     assert info.value.retryable is False
 
 
-def test_x_should_retry_true_retries_a_status_otherwise_final(make: Callable[..., Harness]) -> None:
+def test_x_should_retry_true_retries_a_status_otherwise_final(make: Make) -> None:
     harness = make(openai_error(400, headers={"x-should-retry": "true"}), OK)
 
     assert harness.call() == {"created": 1, "data": []}
     assert harness.attempts == 2
 
 
-def test_exhausted_openai_quota_is_not_retried(make: Callable[..., Harness]) -> None:
+def test_exhausted_openai_quota_is_not_retried(make: Make) -> None:
     harness = make(openai_error(429, code="insufficient_quota", type_="insufficient_quota",
                                 message="You exceeded your current quota."), OK)
 
@@ -238,43 +251,44 @@ def test_exhausted_openai_quota_is_not_retried(make: Callable[..., Harness]) -> 
     assert info.value.upstream_status == 429
 
 
-def test_openai_rate_limit_is_retried(make: Callable[..., Harness]) -> None:
+def test_openai_rate_limit_is_retried(make: Make) -> None:
     harness = make(openai_error(429, code="rate_limit_exceeded", type_="requests",
                                 headers={"retry-after": "2"}), OK)
     assert harness.call() == {"created": 1, "data": []}
     assert harness.sleeps == [2.0]
 
 
-def test_google_daily_quota_is_not_retried(make: Callable[..., Harness]) -> None:
-    daily = google_error(429, "RESOURCE_EXHAUSTED", [quota_failure("GenerateRequestsPerDayPerProjectPerModel-FreeTier"),
+def test_google_daily_quota_is_not_retried(make: Make) -> None:
+    daily = google_error(429, "RESOURCE_EXHAUSTED", details=[
+        quota_failure("GenerateRequestsPerDayPerProjectPerModel-FreeTier"),
                                                      retry_info("3600s")])
     harness = make(daily, OK)
 
     with pytest.raises(UpstreamOverloadedError) as info:
-        harness.call(error_from=lambda r: parse_google_error(r, label="Gemini API"))
+        harness.call(errors=GEMINI)
 
     assert harness.attempts == 1
     assert harness.sleeps == []
     assert info.value.retryable is False
 
 
-def test_google_daily_quota_lets_the_fallback_chain_take_over(make: Callable[..., Harness]) -> None:
-    daily = google_error(429, "RESOURCE_EXHAUSTED", [quota_failure("GenerateRequestsPerDayPerProjectPerModel")])
+def test_google_daily_quota_lets_the_fallback_chain_take_over(make: Make) -> None:
+    daily = google_error(429, "RESOURCE_EXHAUSTED", details=[quota_failure("GenerateRequestsPerDayPerProjectPerModel")])
     harness = make(daily)
     with pytest.raises(UpstreamError) as info:
-        harness.call(error_from=lambda r: parse_google_error(r, label="Gemini API"))
+        harness.call(errors=GEMINI)
     assert harness.attempts == 1
     assert info.value.route_failed is True
 
 
-def test_google_per_minute_quota_is_retried_after_its_retry_delay(make: Callable[..., Harness]) -> None:
-    per_minute = google_error(429, "RESOURCE_EXHAUSTED", [
+def test_google_per_minute_quota_is_retried_after_its_retry_delay(make: Make) -> None:
+    per_minute = google_error(429, "RESOURCE_EXHAUSTED", details=[
         quota_failure("GenerateRequestsPerMinutePerProjectPerModel"),
         {"@type": "type.googleapis.com/google.rpc.Help", "links": []},
         retry_info("34s")])
     harness = make(per_minute, OK)
 
-    harness.call(error_from=lambda r: parse_google_error(r, label="Gemini API"))
+    harness.call(errors=GEMINI)
 
     assert harness.sleeps == [34.0]
 
@@ -282,42 +296,58 @@ def test_google_per_minute_quota_is_retried_after_its_retry_delay(make: Callable
 # -- how long to wait ------------------------------------------------------------------------
 
 
-def test_retry_after_seconds(make: Callable[..., Harness]) -> None:
+def test_retry_after_seconds(make: Make) -> None:
     harness = make(openai_error(503, headers={"retry-after": "7"}), OK)
     harness.call()
     assert harness.sleeps == [7.0]
 
 
-def test_retry_after_fractional_seconds(make: Callable[..., Harness]) -> None:
+def test_retry_after_fractional_seconds(make: Make) -> None:
     harness = make(openai_error(429, headers={"retry-after": "2.5"}), OK)
     harness.call()
     assert harness.sleeps == [2.5]
 
 
-def test_retry_after_http_date(make: Callable[..., Harness]) -> None:
-    when = datetime.now(UTC) + timedelta(seconds=30)
-    harness = make(openai_error(503, headers={"retry-after": email.utils.format_datetime(when, usegmt=True)}), OK)
+def http_date(when: datetime) -> str:
+    return email.utils.format_datetime(when, usegmt=True)
+
+
+def test_retry_after_http_date_counts_from_the_clocks_date(make: Make) -> None:
+    harness = make(openai_error(503, headers={"retry-after": http_date(START + timedelta(seconds=30))}), OK)
 
     harness.call()
 
-    [delay] = harness.sleeps
-    assert 28.0 <= delay <= 30.0  # the date has whole seconds
+    assert harness.sleeps == [30.0]  # from the injected clock's date, not the system's
 
 
-def test_retry_after_http_date_in_the_past_means_now(make: Callable[..., Harness]) -> None:
-    when = datetime.now(UTC) - timedelta(minutes=5)
-    harness = make(openai_error(503, headers={"retry-after": email.utils.format_datetime(when, usegmt=True)}), OK)
+def test_retry_after_http_date_of_a_later_attempt_counts_from_then(make: Make) -> None:
+    clock = FakeClock()
+    deadline = http_date(START + timedelta(seconds=100))
+
+    def slow_busy(request: httpx.Request) -> httpx.Response:
+        clock.advance(40.0)  # the upstream takes 40 s to say it is busy until START + 100 s
+        return openai_error(503, headers={"retry-after": deadline})
+
+    harness = make(slow_busy, max_attempts=3, clock=clock)
+    with pytest.raises(UpstreamOverloadedError):
+        harness.call()
+
+    assert harness.sleeps == [60.0, 0.0]  # at 40 s: 60 s to go; at 140 s the date has passed
+
+
+def test_retry_after_http_date_in_the_past_means_now(make: Make) -> None:
+    harness = make(openai_error(503, headers={"retry-after": http_date(START - timedelta(minutes=5))}), OK)
     harness.call()
     assert harness.sleeps == [0.0]
 
 
-def test_retry_after_ms_is_preferred_over_retry_after(make: Callable[..., Harness]) -> None:
+def test_retry_after_ms_is_preferred_over_retry_after(make: Make) -> None:
     harness = make(openai_error(429, headers={"retry-after-ms": "250", "retry-after": "7"}), OK)
     harness.call()
     assert harness.sleeps == [0.25]
 
 
-def test_unreadable_retry_after_falls_back_to_backoff(make: Callable[..., Harness]) -> None:
+def test_unreadable_retry_after_falls_back_to_backoff(make: Make) -> None:
     harness = make(openai_error(503, headers={"retry-after": "soon", "retry-after-ms": "x"}), OK)
     harness.call()
     [delay] = harness.sleeps
@@ -325,39 +355,43 @@ def test_unreadable_retry_after_falls_back_to_backoff(make: Callable[..., Harnes
 
 
 @pytest.mark.parametrize("body_form", ["object", "streamed-array"])
-def test_google_retry_info_in_the_body(make: Callable[..., Harness], body_form: str) -> None:
+def test_google_retry_info_in_the_body(make: Make, body_form: str) -> None:
     error = {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE",
                        "details": [retry_info("1.5s")]}}
     body = error if body_form == "object" else [error]
     harness = make(httpx.Response(503, json=body), OK)
 
-    harness.call(error_from=lambda r: parse_google_error(r, label="Gemini API"))
+    harness.call(errors=GEMINI)
 
     assert harness.sleeps == [1.5]
 
 
-def test_retry_after_header_wins_over_retry_info(make: Callable[..., Harness]) -> None:
-    response = google_error(429, "RESOURCE_EXHAUSTED", [retry_info("30s")])
+def test_retry_after_header_wins_over_retry_info(make: Make) -> None:
+    response = google_error(429, "RESOURCE_EXHAUSTED", details=[retry_info("30s")])
     response.headers["retry-after"] = "3"
     harness = make(response, OK)
-    harness.call(error_from=lambda r: parse_google_error(r, label="Gemini API"))
+    harness.call(errors=GEMINI)
     assert harness.sleeps == [3.0]
 
 
 @pytest.mark.parametrize(
-    ("response", "retry", "delay"),
+    ("response", "hint", "retry", "delay"),
     [
-        (openai_error(500), True, None),
-        (openai_error(400), False, None),
-        (openai_error(429, headers={"retry-after-ms": "1500"}), True, 1.5),
-        (google_error(503, "UNAVAILABLE", [retry_info("0.5s")]), True, 0.5),
-        (google_error(503, "UNAVAILABLE", [retry_info("soon")]), True, None),
-        (httpx.Response(502, content=b"<html>Bad gateway</html>"), True, None),
-        (httpx.Response(404, content=b""), False, None),
+        (openai_error(500), NO_HINT, True, None),
+        (openai_error(400), NO_HINT, False, None),
+        (openai_error(429, headers={"retry-after-ms": "1500"}), NO_HINT, True, 1.5),
+        (httpx.Response(502, content=b"<html>Bad gateway</html>"), NO_HINT, True, None),
+        (httpx.Response(404, content=b""), NO_HINT, False, None),
+        (httpx.Response(503), RetryHint.after(0.5), True, 0.5),
+        (httpx.Response(503, headers={"retry-after": "2"}), RetryHint.after(0.5), True, 2.0),  # the header wins
+        (httpx.Response(400), RetryHint.after(0.5), False, None),  # a hint's delay never makes a 400 retried
+        (httpx.Response(429), RetryHint.never("quota"), False, None),
+        (httpx.Response(400, headers={"x-should-retry": "true"}), RetryHint.never("quota"), False, None),
+        (httpx.Response(503, headers={"x-should-retry": "false"}), RetryHint.after(1.0), False, None),
     ],
 )
-def test_retry_decision(response: httpx.Response, retry: bool, delay: float | None) -> None:
-    decision = retry_decision(response)
+def test_retry_decision(response: httpx.Response, hint: RetryHint, retry: bool, delay: float | None) -> None:
+    decision = retry_decision(response, hint, now=START)
     assert (decision.retry, decision.delay_s) == (retry, delay)
 
 
@@ -365,7 +399,7 @@ def test_retry_decision(response: httpx.Response, retry: bool, delay: float | No
 
 
 @pytest.mark.parametrize("max_attempts", [1, 2, 5])
-def test_max_attempts_is_respected(make: Callable[..., Harness], max_attempts: int) -> None:
+def test_max_attempts_is_respected(make: Make, max_attempts: int) -> None:
     harness = make(openai_error(500), max_attempts=max_attempts)
     with pytest.raises(UpstreamError):
         harness.call()
@@ -373,7 +407,7 @@ def test_max_attempts_is_respected(make: Callable[..., Harness], max_attempts: i
     assert len(harness.sleeps) == max_attempts - 1
 
 
-def test_retry_after_beyond_the_budget_stops_at_once(make: Callable[..., Harness]) -> None:
+def test_retry_after_beyond_the_budget_stops_at_once(make: Make) -> None:
     harness = make(openai_error(429, headers={"retry-after": "20"}), OK, budget_s=10.0)
 
     with pytest.raises(UpstreamOverloadedError) as info:
@@ -384,14 +418,10 @@ def test_retry_after_beyond_the_budget_stops_at_once(make: Callable[..., Harness
     assert info.value.retryable is True  # retryable, just not within this call's budget
 
 
-def test_backoff_beyond_the_remaining_budget_stops(monkeypatch: pytest.MonkeyPatch) -> None:
-    clock = FakeClock()
-    monkeypatch.setattr("worker.providers.http.time", clock)
-    harness = Harness(Upstream(openai_error(500)), RetryPolicy(max_attempts=10, budget_s=4.4, backoff_base_s=2.0),
-                      clock=clock)
+def test_backoff_beyond_the_remaining_budget_stops(make: Make) -> None:
+    harness = make(openai_error(500), max_attempts=10, budget_s=4.4, backoff_base_s=2.0)
     with pytest.raises(UpstreamError) as info:
         harness.call()
-    harness.client.close()
 
     # attempt 1 waits 1.5-2 s; attempt 2 would wait 3-4 s more, past the 4.4 s budget: it stops
     assert harness.attempts == 2
@@ -399,18 +429,16 @@ def test_backoff_beyond_the_remaining_budget_stops(monkeypatch: pytest.MonkeyPat
     assert info.value.retryable is True
 
 
-def test_time_spent_in_attempts_counts_against_the_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_time_spent_in_attempts_counts_against_the_budget(make: Make) -> None:
     clock = FakeClock()
-    monkeypatch.setattr("worker.providers.http.time", clock)
 
     def slow_failure(request: httpx.Request) -> httpx.Response:
-        clock.now += 50.0  # each attempt takes 50 s upstream
+        clock.advance(50.0)  # each attempt takes 50 s upstream
         return openai_error(503, headers={"retry-after": "1"})
 
-    harness = Harness(Upstream(slow_failure), RetryPolicy(max_attempts=10, budget_s=120.0), clock=clock)
+    harness = make(slow_failure, max_attempts=10, budget_s=120.0, clock=clock)
     with pytest.raises(UpstreamOverloadedError):
         harness.call()
-    harness.client.close()
 
     assert harness.attempts == 3  # 50 + 1 + 50 + 1 + 50 s: no room for another attempt within 120 s
     assert harness.sleeps == [1.0, 1.0]
@@ -423,14 +451,14 @@ def connect_error() -> httpx.ConnectError:
     return httpx.ConnectError("[Errno 111] Connection refused")
 
 
-def test_connection_error_is_retried_then_succeeds(make: Callable[..., Harness]) -> None:
+def test_connection_error_is_retried_then_succeeds(make: Make) -> None:
     harness = make(connect_error(), OK)
     assert harness.call() == {"created": 1, "data": []}
     assert harness.attempts == 2
     assert len(harness.sleeps) == 1
 
 
-def test_connection_errors_surface_as_a_retryable_upstream_error(make: Callable[..., Harness]) -> None:
+def test_connection_errors_surface_as_a_retryable_upstream_error(make: Make) -> None:
     harness = make(connect_error(), max_attempts=3)
 
     with pytest.raises(UpstreamError) as info:
@@ -448,7 +476,7 @@ def test_connection_errors_surface_as_a_retryable_upstream_error(make: Callable[
 @pytest.mark.parametrize("timeout", [httpx.ReadTimeout("read timed out"), httpx.ConnectTimeout("connect timed out"),
                                      httpx.WriteTimeout("write timed out")])
 def test_timeouts_surface_as_a_retryable_timeout_error(
-    make: Callable[..., Harness], timeout: httpx.TimeoutException
+    make: Make, timeout: httpx.TimeoutException
 ) -> None:
     harness = make(timeout, max_attempts=2)
 
@@ -462,12 +490,12 @@ def test_timeouts_surface_as_a_retryable_timeout_error(
     assert "5 s" in info.value.message  # the read timeout
 
 
-def test_timeout_then_success(make: Callable[..., Harness]) -> None:
+def test_timeout_then_success(make: Make) -> None:
     harness = make(httpx.ReadTimeout("read timed out"), OK)
     assert harness.call() == {"created": 1, "data": []}
 
 
-def test_remote_protocol_error_is_retried(make: Callable[..., Harness]) -> None:
+def test_remote_protocol_error_is_retried(make: Make) -> None:
     harness = make(httpx.RemoteProtocolError("peer closed connection"), OK)
     assert harness.call() == {"created": 1, "data": []}
     assert harness.attempts == 2
@@ -476,7 +504,7 @@ def test_remote_protocol_error_is_retried(make: Callable[..., Harness]) -> None:
 # -- parse errors ----------------------------------------------------------------------------
 
 
-def test_retryable_parse_error_is_retried(make: Callable[..., Harness]) -> None:
+def test_retryable_parse_error_is_retried(make: Make) -> None:
     harness = make(httpx.Response(200, json={"data": []}), httpx.Response(200, json={"data": [1]}))
 
     def parse(response: httpx.Response) -> Any:
@@ -489,7 +517,7 @@ def test_retryable_parse_error_is_retried(make: Callable[..., Harness]) -> None:
     assert len(harness.sleeps) == 1
 
 
-def test_retryable_parse_error_every_time_raises_it(make: Callable[..., Harness]) -> None:
+def test_retryable_parse_error_every_time_raises_it(make: Make) -> None:
     harness = make(httpx.Response(200, json={}), max_attempts=2)
 
     def parse(response: httpx.Response) -> Any:
@@ -505,7 +533,7 @@ def test_retryable_parse_error_every_time_raises_it(make: Callable[..., Harness]
     [UpstreamError("broken", code="upstream_bad_response", retryable=False),
      ContentPolicyError("blocked")],
 )
-def test_non_retryable_parse_error_is_raised_at_once(make: Callable[..., Harness], error: GatewayError) -> None:
+def test_non_retryable_parse_error_is_raised_at_once(make: Make, error: GatewayError) -> None:
     harness = make(httpx.Response(200, json={}), OK)
 
     def parse(response: httpx.Response) -> Any:
@@ -521,7 +549,7 @@ def test_non_retryable_parse_error_is_raised_at_once(make: Callable[..., Harness
 # -- credentials -----------------------------------------------------------------------------
 
 
-def test_401_refreshes_credentials_once_then_retries(make: Callable[..., Harness]) -> None:
+def test_401_refreshes_credentials_once_then_retries(make: Make) -> None:
     tokens = iter(["old-token", "new-token"])
     current = {"token": next(tokens)}
     refreshed: list[int] = []
@@ -540,7 +568,7 @@ def test_401_refreshes_credentials_once_then_retries(make: Callable[..., Harness
     result = harness.client.call(
         lambda: httpx.Request("POST", URL, headers={"Authorization": f"Bearer {current['token']}"}),
         lambda response: response.json(),
-        error_from=lambda r: parse_google_error(r, label="Vertex AI"),
+        errors=VERTEX,
         on_unauthorized=refresh,
     )
     harness.client.close()
@@ -551,12 +579,12 @@ def test_401_refreshes_credentials_once_then_retries(make: Callable[..., Harness
     assert harness.sleeps == []  # the refresh does not count as an attempt nor wait
 
 
-def test_401_twice_is_an_auth_failure_after_one_refresh(make: Callable[..., Harness]) -> None:
+def test_401_twice_is_an_auth_failure_after_one_refresh(make: Make) -> None:
     refreshed: list[int] = []
     harness = make(google_error(401, "UNAUTHENTICATED"))
 
     with pytest.raises(UpstreamError) as info:
-        harness.call(error_from=lambda r: parse_google_error(r, label="Vertex AI"),
+        harness.call(errors=VERTEX,
                      on_unauthorized=lambda: refreshed.append(1))
 
     assert refreshed == [1]
@@ -565,7 +593,7 @@ def test_401_twice_is_an_auth_failure_after_one_refresh(make: Callable[..., Harn
     assert info.value.route_failed is True
 
 
-def test_401_without_a_refresher_is_final(make: Callable[..., Harness]) -> None:
+def test_401_without_a_refresher_is_final(make: Make) -> None:
     harness = make(openai_error(401, code="invalid_api_key"))
     with pytest.raises(UpstreamError) as info:
         harness.call()
@@ -579,7 +607,7 @@ def test_401_without_a_refresher_is_final(make: Callable[..., Harness]) -> None:
 SECRET = "sk-proj-SECRET0123456789abcdef"
 
 
-def test_a_secret_echoed_by_the_upstream_is_redacted(make: Callable[..., Harness]) -> None:
+def test_a_secret_echoed_by_the_upstream_is_redacted(make: Make) -> None:
     harness = make(openai_error(400, code="invalid_request", message=f"Malformed header value: Bearer {SECRET}."),
                    redact=Redactor([SECRET, "AIza-other-key"]))
 
@@ -591,7 +619,7 @@ def test_a_secret_echoed_by_the_upstream_is_redacted(make: Callable[..., Harness
     assert "Malformed header value: Bearer [redacted]." in info.value.message
 
 
-def test_a_redacted_error_does_not_carry_the_secret_in_its_str(make: Callable[..., Harness]) -> None:
+def test_a_redacted_error_does_not_carry_the_secret_in_its_str(make: Make) -> None:
     harness = make(openai_error(400, message=f"Malformed header value: Bearer {SECRET}."), redact=Redactor([SECRET]))
     with pytest.raises(UpstreamError) as info:
         harness.call()
@@ -599,23 +627,68 @@ def test_a_redacted_error_does_not_carry_the_secret_in_its_str(make: Callable[..
     assert SECRET not in "".join(str(a) for a in info.value.args)
 
 
-def test_a_secret_in_a_google_error_is_redacted(make: Callable[..., Harness]) -> None:
+def test_a_secret_in_a_google_error_is_redacted(make: Make) -> None:
     key = "AIzaSyTESTKEY0123456789"
     harness = make(google_error(400, "INVALID_ARGUMENT", message=f"API key {key} not valid."),
                    redact=Redactor([key]))
     with pytest.raises(UpstreamError) as info:
-        harness.call(error_from=lambda r: parse_google_error(r, label="Gemini API"))
+        harness.call(errors=GEMINI)
     assert key not in info.value.message
     assert "API key [redacted] not valid." in info.value.message
 
 
-def test_a_secret_in_a_retryable_error_is_redacted(make: Callable[..., Harness]) -> None:
+def test_a_secret_in_a_retryable_error_is_redacted(make: Make) -> None:
     harness = make(openai_error(500, message=f"internal error for key {SECRET}"), max_attempts=2,
                    redact=Redactor([SECRET]))
     with pytest.raises(UpstreamError) as info:
         harness.call()
     assert SECRET not in info.value.message
     assert "internal error for key [redacted]" in info.value.message
+
+
+# -- errors are built complete, never altered -----------------------------------------------
+
+
+class RecordingAdapter(OpenAIImagesAdapter):
+    """The OpenAI Images adapter, keeping every error it built with a copy of what it held then."""
+
+    def __init__(self) -> None:
+        self.built: list[tuple[GatewayError, dict[str, object], tuple[object, ...]]] = []
+
+    def parse_error(self, response: httpx.Response, *, retryable: bool, redact: Redact) -> GatewayError:
+        error = super().parse_error(response, retryable=retryable, redact=redact)
+        self.built.append((error, dict(vars(error)), error.args))
+        return error
+
+
+def test_the_error_raised_after_retries_is_the_last_one_built_untouched(make: Make) -> None:
+    adapter = RecordingAdapter()
+    harness = make(openai_error(500, message=f"internal error for key {SECRET}"), max_attempts=3,
+                   redact=Redactor([SECRET]))
+
+    with pytest.raises(UpstreamError) as info:
+        harness.call(errors=adapter)
+
+    assert len(adapter.built) == 3
+    assert len({id(error) for error, _, _ in adapter.built}) == 3  # a fresh error for each attempt
+    assert info.value is adapter.built[-1][0]
+    for error, fields, args in adapter.built:
+        assert (vars(error), error.args) == (fields, args)  # as built: the client changed nothing
+    expected = "The OpenAI Images API failed (500: internal error for key [redacted])."
+    assert (info.value.message, info.value.args, info.value.retryable) == (expected, (expected,), True)
+
+
+def test_a_final_error_is_built_final_and_redacted(make: Make) -> None:
+    adapter = RecordingAdapter()
+    harness = make(openai_error(400, message=f"bad key {SECRET}"), redact=Redactor([SECRET]))
+
+    with pytest.raises(UpstreamError) as info:
+        harness.call(errors=adapter)
+
+    [(error, fields, _)] = adapter.built
+    assert info.value is error and vars(error) == fields
+    assert (error.retryable, error.message) == (False, "The OpenAI Images API refused the call "
+                                                       "(400: bad key [redacted]).")
 
 
 def test_redactor() -> None:
@@ -639,7 +712,7 @@ def test_backoff_grows_with_jitter_and_is_capped(attempt: int) -> None:
     assert min(delays) < 0.8 * base and max(delays) > 0.95 * base  # spread over the whole range
 
 
-def test_backoff_through_the_client_doubles_each_attempt(make: Callable[..., Harness]) -> None:
+def test_backoff_through_the_client_doubles_each_attempt(make: Make) -> None:
     harness = make(openai_error(500), max_attempts=6, backoff_base_s=0.5, backoff_max_s=4.0)
     with pytest.raises(UpstreamError):
         harness.call()
@@ -649,10 +722,22 @@ def test_backoff_through_the_client_doubles_each_attempt(make: Callable[..., Har
         assert in_jitter(delay, base), (delay, base)
 
 
-def test_successful_call_sends_the_built_request(make: Callable[..., Harness]) -> None:
+def test_successful_call_sends_the_built_request(make: Make) -> None:
     harness = make(OK)
     harness.call()
     [request] = harness.upstream.requests
     assert (request.method, str(request.url)) == ("POST", URL)
     assert json.loads(request.content) == {"prompt": "a fox"}
     assert harness.sleeps == []
+
+
+# -- the system clock ------------------------------------------------------------------------
+
+
+def test_the_system_clock_tells_an_aware_date_and_a_monotonic_time() -> None:
+    clock = SystemClock()
+    before = clock.monotonic()
+    clock.sleep(0.0)
+    assert clock.monotonic() >= before
+    assert clock.now().tzinfo is not None  # an HTTP-date Retry-After is aware: the two subtract
+    assert abs((clock.now() - datetime.now(UTC)).total_seconds()) < 5

@@ -1,4 +1,4 @@
-"""The Imagen ``:predict`` adapter (wire-formats §6.4, §4.7), for deployments that route ids to
+"""The Imagen ``:predict`` adapter (https://ai.google.dev/gemini-api/docs/imagen), for deployments that route ids to
 Imagen with the shipped ``core/catalogue/imagen.toml`` operator file: up to 4 images a call,
 sampleCount / aspectRatio / sampleImageSize / outputOptions, RAI-filtered predictions."""
 
@@ -14,7 +14,7 @@ from core.errors import ContentPolicyError, UpstreamError, UpstreamOverloadedErr
 from core.generation import GenerationRequest
 from core.planning import plan
 from core.routing import Catalogue
-from tests.worker.providers.canned import b64, error_response, image_bytes, json_body, ok
+from tests.worker.providers.canned import NO_SECRETS, b64, error_response, image_bytes, json_body, ok
 from worker.providers.base import ProviderCall
 from worker.providers.imagen import ImagenAdapter, build_body
 
@@ -141,9 +141,10 @@ def test_a_broken_prediction_is_a_retryable_bad_image(item: dict[str, Any]) -> N
 def test_errors_are_google_errors() -> None:
     gone = error_response(404, {"error": {"code": 404, "status": "NOT_FOUND",
                                           "message": "models/imagen-4.0-generate-001 is not found"}})
-    error = adapter.parse_error(gone)
+    error = adapter.parse_error(gone, retryable=False, redact=NO_SECRETS)
     assert isinstance(error, UpstreamError)
     assert (error.code, error.route_failed) == ("upstream_model_not_found", True)
     assert "Imagen API" in error.message
-    busy = adapter.parse_error(error_response(503, {"error": {"code": 503, "status": "UNAVAILABLE", "message": "x"}}))
+    busy = adapter.parse_error(error_response(503, {"error": {"code": 503, "status": "UNAVAILABLE", "message": "x"}}),
+                               retryable=True, redact=NO_SECRETS)
     assert isinstance(busy, UpstreamOverloadedError)

@@ -1,5 +1,6 @@
-"""The chat upstream adapter (wire-formats §2): another OpenAI-compatible gateway asked for images
-with ``modalities`` and ``image_config``, answering in ``message.images`` as data URLs."""
+"""The chat upstream adapter: another OpenAI-compatible gateway asked for images with
+``modalities`` and ``image_config``, answering in ``message.images`` as data URLs
+(https://openrouter.ai/docs/features/multimodal/image-generation)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import httpx
 import pytest
 
 from core.errors import ContentPolicyError, UpstreamError, UpstreamOverloadedError
-from tests.worker.providers.canned import b64, error_response, image_bytes, json_body, make_call, ok
+from tests.worker.providers.canned import NO_SECRETS, b64, error_response, image_bytes, json_body, make_call, ok
 from worker.providers.base import InputBytes
 from worker.providers.openai_chat import OpenAIChatAdapter, build_body
 
@@ -124,9 +125,11 @@ def test_a_body_that_is_not_a_completion_is_retryable(body: bytes) -> None:
 
 
 def test_errors_are_openai_errors_labelled_for_the_chat_upstream() -> None:
-    error = adapter.parse_error(error_response(429, {"error": {"message": "Rate limit", "code": 429}}))
+    error = adapter.parse_error(error_response(429, {"error": {"message": "Rate limit", "code": 429}}),
+                                retryable=False, redact=NO_SECRETS)
     assert isinstance(error, UpstreamOverloadedError)
     assert "chat upstream" in error.message
-    gone = adapter.parse_error(error_response(404, {"error": {"message": "No endpoints found", "code": 404}}))
+    gone = adapter.parse_error(error_response(404, {"error": {"message": "No endpoints found", "code": 404}}),
+                               retryable=False, redact=NO_SECRETS)
     assert isinstance(gone, UpstreamError)
     assert (gone.code, gone.route_failed) == ("upstream_model_not_found", True)

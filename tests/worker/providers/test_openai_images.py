@@ -1,6 +1,7 @@
-"""The OpenAI Images adapter (wire-formats §7, §1.2, §1.6): generation JSON per applied
-parameters, edits as multipart (``image[]`` repeated, ``mask``, scalar fields as text parts),
-images and usage read back (usage shared out over the images), errors mapped."""
+"""The OpenAI Images adapter (https://platform.openai.com/docs/api-reference/images): generation
+JSON per applied parameters, edits as multipart (``image[]`` repeated, ``mask``, scalar fields as
+text parts), images and usage read back (usage shared out over the images). OpenAI error bodies
+are tested in test_openai_errors."""
 
 from __future__ import annotations
 
@@ -9,8 +10,17 @@ from typing import Any
 import httpx
 import pytest
 
-from core.errors import ContentPolicyError, UpstreamError, UpstreamOverloadedError
-from tests.worker.providers.canned import b64, error_response, image_bytes, json_body, make_call, multipart_parts, ok
+from core.errors import UpstreamError
+from tests.worker.providers.canned import (
+    NO_SECRETS,
+    b64,
+    error_response,
+    image_bytes,
+    json_body,
+    make_call,
+    multipart_parts,
+    ok,
+)
 from worker.providers.base import InputBytes
 from worker.providers.openai_images import OpenAIImagesAdapter, build_generation_body
 
@@ -112,7 +122,7 @@ def test_edit_without_a_mask_and_on_a_model_without_input_fidelity() -> None:
     assert [(n, f, c) for n, f, c, _ in parts if f] == [("image[]", "image-0.webp", "image/webp")]
     names = [n for n, *_ in parts]
     assert "mask" not in names
-    assert "input_fidelity" not in names  # wire-formats §7.1: omit it for gpt-image-2
+    assert "input_fidelity" not in names  # gpt-image-2 takes no input_fidelity: it is omitted
     assert {n: d.decode() for n, f, _, d in parts if not f}["size"] == "auto"
 
 
@@ -215,51 +225,9 @@ def test_a_broken_image_is_retryable(data: str) -> None:
 # -- errors ----------------------------------------------------------------------------------
 
 
-def openai_error(status: int, code: str | None, message: str = "Something failed.",
-                 type_: str = "invalid_request_error") -> httpx.Response:
-    return error_response(status, {"error": {"message": message, "type": type_, "param": None, "code": code}})
-
-
-@pytest.mark.parametrize("code", ["moderation_blocked", "content_policy_violation"])
-def test_safety_refusal_is_a_content_policy_error(code: str) -> None:
-    message = "Your request was rejected as a result of our safety system."
-    error = adapter.parse_error(openai_error(400, code, message, "image_generation_user_error"))
-    assert isinstance(error, ContentPolicyError)
-    assert (error.code, error.message, error.status) == (code, message, 400)
-
-
-@pytest.mark.parametrize(
-    ("status", "code", "error_type", "gateway_code", "route_failed"),
-    [
-        (400, "invalid_value", UpstreamError, "upstream_invalid_request", False),
-        (401, "invalid_api_key", UpstreamError, "upstream_auth_failed", True),
-        (403, None, UpstreamError, "upstream_auth_failed", True),
-        (404, "model_not_found", UpstreamError, "upstream_model_not_found", True),
-        (429, "rate_limit_exceeded", UpstreamOverloadedError, "upstream_overloaded", True),
-        (500, None, UpstreamError, "upstream_error", False),
-        (503, None, UpstreamOverloadedError, "upstream_overloaded", False),
-        (529, None, UpstreamOverloadedError, "upstream_overloaded", False),
-    ],
-)
-def test_parse_error(
-    status: int, code: str | None, error_type: type[UpstreamError], gateway_code: str, route_failed: bool
-) -> None:
-    error = adapter.parse_error(openai_error(status, code, "The upstream said no."))
-    assert type(error) is error_type
+def test_errors_are_openai_errors_labelled_for_the_images_api() -> None:
+    # the mapping itself is tested in test_openai_errors
+    body = {"error": {"message": "Invalid size '999x999'.", "type": "invalid_request_error", "code": "invalid_value"}}
+    error = adapter.parse_error(error_response(400, body), retryable=False, redact=NO_SECRETS)
     assert isinstance(error, UpstreamError)
-    assert (error.code, error.upstream_status, error.route_failed) == (gateway_code, status, route_failed)
-    assert "OpenAI Images API" in error.message
-
-
-def test_error_messages_carry_the_upstream_detail_except_for_credentials() -> None:
-    bad = adapter.parse_error(openai_error(400, "invalid_value", "Invalid size '999x999'."))
-    assert "invalid_value: Invalid size '999x999'." in bad.message
-    auth = adapter.parse_error(openai_error(401, "invalid_api_key", "Incorrect API key provided: sk-abc."))
-    assert "sk-abc" not in auth.message
-
-
-@pytest.mark.parametrize("body", [b"<html>Bad Gateway</html>", b"", b"[]"])
-def test_error_body_that_is_not_json(body: bytes) -> None:
-    error = adapter.parse_error(error_response(502, body))
-    assert isinstance(error, UpstreamError)
-    assert (error.code, error.upstream_status) == ("upstream_error", 502)
+    assert error.message == "The OpenAI Images API refused the call (invalid_value: Invalid size '999x999'.)."

@@ -1,6 +1,8 @@
-"""The Vertex AI adapters (wire-formats §6.5): the project/location/version URL shape, the Gemini
-body with its role and JPEG output options, Imagen :predict on Vertex, and answers read as on the
-Gemini API. (VertexAuth, the OAuth token flow, is covered with a token endpoint elsewhere.)"""
+"""The Vertex AI adapters
+(https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/inference): the
+project/location/version URL shape, the Gemini body with its role and JPEG output options, Imagen
+:predict on Vertex, and answers read as on the Gemini API. (VertexAuth, the OAuth token flow, is
+covered with a token endpoint elsewhere.)"""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from core.errors import ContentPolicyError, UpstreamError
 from core.generation import GenerationRequest
 from core.planning import plan
 from core.routing import Catalogue
-from tests.worker.providers.canned import b64, error_response, image_bytes, json_body, make_call, ok
+from tests.worker.providers.canned import NO_SECRETS, b64, error_response, image_bytes, json_body, make_call, ok
 from worker.providers.base import InputBytes, ProviderCall
 from worker.providers.vertex import VertexGeminiAdapter, VertexImagenAdapter, vertex_model_url
 
@@ -104,7 +106,7 @@ def test_blocked_and_broken_answers() -> None:
 def test_errors_are_google_errors_labelled_vertex() -> None:
     body = {"error": {"code": 401, "message": "Request had invalid authentication credentials.",
                       "status": "UNAUTHENTICATED"}}
-    error = gemini.parse_error(error_response(401, body))
+    error = gemini.parse_error(error_response(401, body), retryable=False, redact=NO_SECRETS)
     assert isinstance(error, UpstreamError)
     assert (error.code, error.upstream_status, error.route_failed) == ("upstream_auth_failed", 401, True)
     assert "Vertex AI" in error.message
@@ -130,4 +132,5 @@ def test_imagen_on_vertex_predicts_at_the_vertex_url() -> None:
     images = adapter.parse_response(ok({"predictions": [{"bytesBase64Encoded": b64(picture),
                                                          "mimeType": "image/jpeg"}]}), call)
     assert [i.data for i in images] == [picture]
-    assert "Vertex AI Imagen" in adapter.parse_error(error_response(500, b"")).message
+    assert "Vertex AI Imagen" in adapter.parse_error(error_response(500, b""), retryable=False,
+                                                     redact=NO_SECRETS).message
