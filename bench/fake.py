@@ -1,6 +1,7 @@
-"""A fast fake upstream for the benchmark: OpenAI ``POST /v1/images/generations`` (wire-formats
-§1.1/§1.2) and Gemini ``POST /v1beta/models/{model}:generateContent`` (§6.1/§4.3), answering with
-one pre-encoded ~1 MiB PNG of random pixels.
+"""A fast fake upstream for the benchmark: OpenAI ``POST /v1/images/generations``
+(https://platform.openai.com/docs/api-reference/images) and Gemini
+``POST /v1beta/models/{model}:generateContent`` (https://ai.google.dev/api/generate-content),
+answering with one pre-encoded ~1 MiB PNG of random pixels.
 
 The image is made and base64-encoded once at startup; every answer is the same bytes, spliced into
 a pre-built JSON body, so the fake costs as little CPU as possible (the benchmark measures the
@@ -37,7 +38,7 @@ IMAGE_SIDE = 1024  # 1024 x 1024 grey noise: a PNG of ~1.05 MB (noise does not c
 MAX_DELAY_S = 30.0
 _DELAY = re.compile(r"\[delay=(\d+(?:\.\d+)?)\]")
 _GEMINI_PATH = re.compile(r"(?P<model>[^:/]+):generateContent")
-# output image tokens per Gemini model at 1K (wire-formats §6.2)
+# output image tokens per Gemini model at 1K (https://ai.google.dev/gemini-api/docs/image-generation)
 _GEMINI_TOKENS = {"gemini-2.5-flash-image": 1290}
 
 

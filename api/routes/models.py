@@ -1,5 +1,6 @@
 """``GET /v1/models``: the catalogue in the OpenAI list shape, capabilities as extra fields; in the
-Anthropic shape (wire-formats §3.7, paged) when the request carries an ``anthropic-version`` header."""
+Anthropic shape (https://docs.anthropic.com/en/api/models-list, paged) when the request carries an
+``anthropic-version`` header."""
 
 from __future__ import annotations
 

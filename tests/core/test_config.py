@@ -185,3 +185,18 @@ def test_out_of_range_values_are_rejected(
     monkeypatch.setenv(variable, value)
     with pytest.raises(ValidationError):
         settings()
+
+
+def test_every_setting_is_documented_in_the_readme_and_env_example() -> None:
+    from pathlib import Path
+
+    from pydantic import AliasChoices
+
+    root = Path(__file__).resolve().parents[2]
+    readme, example = (root / "README.md").read_text(), (root / ".env.example").read_text()
+    for name, field in Settings.model_fields.items():
+        alias = field.validation_alias
+        assert isinstance(alias, AliasChoices), name
+        env = str(alias.choices[0])
+        assert env in readme, f"{env} is not in the README's settings table"
+        assert env in example, f"{env} is not in .env.example"

@@ -1,7 +1,8 @@
 """plan(): what a request will actually generate on each model of the shipped catalogue.
 
 Table-driven over ``core/catalogue/models.toml``, with the expected pixel sizes and model limits
-written out from wire-formats §0, §6.2 and §7.1 (not read back from the catalogue), so that a wrong
+written out from the providers' documentation (https://ai.google.dev/gemini-api/docs/image-generation,
+https://platform.openai.com/docs/guides/image-generation) (not read back from the catalogue), so that a wrong
 catalogue row fails here as surely as a wrong planner rule. Every decision is checked to be visible:
 values passed on, values mapped (``adjusted``), values refused (400 naming the field), formats
 transcoded, fields that change nothing (``ignored``).
@@ -37,7 +38,7 @@ def refused(model: str, **fields: object) -> InvalidRequestError:
     return info.value
 
 
-# -- the documented model families (wire-formats §6.2, §7.1) ---------------------------------
+# -- the documented model families ----------------------------------
 
 TEN_RATIOS = ["1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"]
 EXTREME_RATIOS = ["1:4", "4:1", "1:8", "8:1"]
@@ -80,7 +81,7 @@ FREE_SIZE_GPT = ["gpt-image-2", "gpt-image-2.5-sunburst", "gpt-image-2.5-flare",
                  "gpt-image-2.6-flare"]
 XHIGH_MODELS = FREE_SIZE_GPT[1:]
 GPT_MODELS = SIZE_LIST_MODELS + FREE_SIZE_GPT
-# upstream -> formats it can be asked for (wire-formats §4.2, §6.5, §7.1); others are transcoded
+# upstream -> formats it can be asked for (per the providers' API references); others are transcoded
 UPSTREAM_FORMATS = {"gemini": ["png"], "openai_chat": ["png"], "vertex_gemini": ["png", "jpeg"],
                     "openai_images": ["png", "jpeg", "webp"], "demo": ["png", "jpeg", "webp"]}
 
@@ -406,7 +407,7 @@ def test_free_size_aspect_ratio_gives_a_size_the_model_accepts(model: str, ratio
     wanted = parse_ratio(ratio)
     assert wanted is not None
     assert abs(width / height - wanted[0] / wanted[1]) < 0.05 * wanted[0] / wanted[1]
-    # within wire-formats §7.1: multiples of 16, max 3840x2160, ratio between 1:3 and 3:1
+    # within OpenAI's documented limits: multiples of 16, max 3840x2160, ratio between 1:3 and 3:1
     assert width % 16 == 0 and height % 16 == 0
     assert max(width, height) <= 3840 and min(width, height) <= 2160
     assert max(width, height) / min(width, height) <= 3.0

@@ -1,5 +1,5 @@
 """Prices and costs: the shipped table prices every catalogue model; the per-image list prices of
-wire-formats §8 come out exactly from the token counts of §6.2 / §7.3; the estimate is an upper
+the providers' pricing pages come out exactly from their documented token counts; the estimate is an upper
 bound of the settled cost; settlement from usage by hand; markup and spend tiers; rounding half up,
 once, at the micro-dollar; price snapshots; the operator's prices file; no float anywhere."""
 
@@ -120,9 +120,9 @@ def test_no_floats_in_the_table(table: PriceTable) -> None:
     assert isinstance(table.markup.default, Decimal)
 
 
-# -- §8 per-image list prices from tokens ------------------------------------------------------
+# -- per-image list prices from tokens -------------------------------------------------------
 
-# (model, request fields, output tokens, micro-dollars): tokens x $/1M = the §8 figure, exactly.
+# (model, request fields, output tokens, micro-dollars): tokens x $/1M = the published per-image figure, exactly.
 LIST_PRICES = [
     ("gemini-2.5-flash-image", {"aspect_ratio": "1:1"}, 1290, 38_700),  # $0.0387 (~$0.039)
     ("gemini-2.5-flash-image", {"aspect_ratio": "21:9"}, 1290, 38_700),
@@ -260,7 +260,7 @@ GEMINI_TOKENS: dict[str, dict[str | None, int]] = {
     "gemini-3-pro-image": {"1K": 1120, "2K": 1120, "4K": 2000},
     "gemini-3.1-flash-image": {"512": 747, "1K": 1120, "2K": 1680, "4K": 2520},
 }
-GPT1_TOKENS = {  # wire-formats §7.3
+GPT1_TOKENS = {  # https://platform.openai.com/docs/guides/image-generation (cost and latency)
     "low": {"1024x1024": 272, "1024x1536": 408, "1536x1024": 400},
     "medium": {"1024x1024": 1056, "1024x1536": 1584, "1536x1024": 1568},
     "high": {"1024x1024": 4160, "1024x1536": 6240, "1536x1024": 6208},

@@ -75,7 +75,8 @@ def test_a_gemini_image_is_billed_exactly_from_its_usage(
     assert response.status_code == 200, response.text
     job_id = response.headers["x-imagegate-job-id"]
     image = rows(gw, "SELECT * FROM job_images WHERE job_id = :j", j=job_id)[0]
-    # Gemini 3 Pro Image list prices (wire-formats §8): $2/M input, $120/M image out, $12/M text out
+    # Gemini 3 Pro Image list prices (https://ai.google.dev/gemini-api/docs/pricing):
+    # $2/M input, $120/M image out, $12/M text out
     upstream_usd = (by_hand(image["input_tokens"], "2") + by_hand(image["output_image_tokens"], "120")
                     + by_hand(image["output_tokens"] - image["output_image_tokens"], "12"))
     upstream_micros = int((upstream_usd * MICRO).quantize(Decimal(1), rounding=ROUND_HALF_UP))

@@ -22,7 +22,7 @@ from tests.fakes.upstream import FakeUpstream
 
 pytestmark = pytest.mark.integration
 
-SILLY_BODY = {  # seed 001, as SillyImages sends it
+SILLY_BODY = {  # as SillyImages sends it
     "contents": [{"role": "user", "parts": [
         {"text": "Generate a cinematic 16:9 image of a tiny banana-shaped robot in a rainy neon street"}]}],
     "generationConfig": {"responseModalities": ["TEXT", "IMAGE"], "imageConfig": {"aspectRatio": "16:9",

@@ -1,4 +1,4 @@
-"""Chat Completions with image output (wire-formats §2), driven by the official openai SDK and by
+"""Chat Completions with image output, driven by the official openai SDK and by
 raw HTTP: the demo model in both modes, and every upstream family through the fake upstream."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""``POST /generate``, the CG-Image simple route (seed 000), over raw HTTP in both modes."""
+"""``POST /generate``, the CG-Image simple route, over raw HTTP in both modes."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """A fake upstream for imagegate: one real HTTP server speaking the Gemini API, Imagen ``:predict``,
 Vertex AI (with a Google OAuth2 token endpoint), the OpenAI Images API and an OpenAI-compatible chat
-upstream exactly as ``wire-formats.md`` documents them.
+upstream exactly as the providers' API references document them.
 
 Routing and handling are a pure function (:meth:`FakeUpstream.dispatch`) over a small
 :class:`~tests.fakes.upstream_common.FakeRequest`; two adapters expose it: a

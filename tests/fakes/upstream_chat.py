@@ -1,5 +1,5 @@
 """An OpenAI-compatible chat upstream with image output, as another gateway serves it
-(wire-formats §2.1, §2.2, OpenRouter's ``modalities`` / ``image_config`` / ``message.images``)."""
+(OpenRouter's ``modalities`` / ``image_config`` / ``message.images``)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Transport-neutral request/response objects, provider error shapes and body parsing shared by the
-fake upstream's handlers (wire-formats §1.6, §4.6)."""
+fake upstream's handlers (https://platform.openai.com/docs/guides/error-codes, https://ai.google.dev/gemini-api/docs/troubleshooting)."""
 
 from __future__ import annotations
 

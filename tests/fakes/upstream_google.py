@@ -1,6 +1,7 @@
 """Gemini image models on the Gemini API and Vertex AI: ``generateContent`` and
-``streamGenerateContent`` (wire-formats §4.2-§4.6, §6.1-§6.3, §6.5), plus the Google auth and error
-helpers the Imagen module shares."""
+``streamGenerateContent`` (https://ai.google.dev/api/generate-content, and Vertex AI's
+https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/inference), plus the Google
+auth and error helpers the Imagen module shares."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Imagen ``:predict`` on the Gemini API and Vertex AI (wire-formats §4.7, §6.4)."""
+"""Imagen ``:predict`` on the Gemini API and Vertex AI (https://ai.google.dev/gemini-api/docs/imagen)."""
 
 from __future__ import annotations
 

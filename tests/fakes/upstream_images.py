@@ -1,5 +1,7 @@
-"""Images for the fake upstream: output sizes per model (wire-formats §6.2, §4.7, §7.1), quick
-rendering with Pillow, and magic-byte sniffing of images the gateway sends."""
+"""Images for the fake upstream: output sizes per model
+(https://ai.google.dev/gemini-api/docs/image-generation,
+https://platform.openai.com/docs/guides/image-generation), quick rendering with Pillow, and
+magic-byte sniffing of images the gateway sends."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import math
 
 from PIL import Image
 
-# --- Gemini image models (§6.2) --------------------------------------------------------------
+# --- Gemini image models ---------------------------------------------------------------
 
 GEMINI_MODELS = ("gemini-2.5-flash-image", "gemini-3-pro-image", "gemini-3.1-flash-image")
 GEMINI_SHUT_DOWN = ("gemini-3-pro-image-preview", "gemini-3.1-flash-image-preview")
@@ -70,7 +72,7 @@ _TIER_INDEX = {"512": 0, "1K": 1, "2K": 2, "4K": 3}
 
 
 def gemini_size(model: str, ratio: str, image_size: str) -> tuple[int, int]:
-    """Pixel size of a Gemini image model's output (§6.2 tables)."""
+    """Pixel size of a Gemini image model's output (the resolution tables of https://ai.google.dev/gemini-api/docs/image-generation)."""
     if model == "gemini-2.5-flash-image":
         return FLASH_25_SIZES[ratio]
     return GEMINI3_GRID[ratio][_TIER_INDEX[image_size]]
@@ -87,7 +89,7 @@ def nearest_ratio(width: int, height: int, ratios: tuple[str, ...]) -> str:
     return min(ratios, key=distance)
 
 
-# --- Imagen (§4.7, §6.4) ---------------------------------------------------------------------
+# --- Imagen ----------------------------------------------------------------------
 
 IMAGEN_MODELS = ("imagen-4.0-generate-001", "imagen-4.0-fast-generate-001", "imagen-4.0-ultra-generate-001")
 IMAGEN_RATIOS = ("1:1", "3:4", "4:3", "9:16", "16:9")
@@ -189,7 +191,8 @@ def sniff(data: bytes) -> str | None:
 
 
 def strict_b64decode(text: str) -> bytes | None:
-    """Standard base64 with padding and no whitespace (wire-formats §0 general rules), else None."""
+    """Standard base64 with padding and no whitespace (how every API imagegate speaks puts bytes in
+    JSON), else None."""
     if not isinstance(text, str) or not text:
         return None
     try:

@@ -1,5 +1,6 @@
 """Google service accounts and the OAuth2 JWT-bearer token endpoint of the fake upstream
-(wire-formats §6.5): RS256 signatures are verified for real with ``cryptography``."""
+(https://developers.google.com/identity/protocols/oauth2/service-account): RS256 signatures are
+verified for real with ``cryptography``."""
 
 from __future__ import annotations
 

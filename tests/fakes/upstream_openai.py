@@ -1,5 +1,6 @@
-"""OpenAI-shaped upstreams of the fake: Images API generations and edits (wire-formats §1.1-§1.6,
-§7) and an OpenAI-compatible chat upstream with image output (§2.1, §2.2)."""
+"""OpenAI-shaped upstreams of the fake: Images API generations and edits
+(https://platform.openai.com/docs/api-reference/images) and an OpenAI-compatible chat upstream
+with image output (OpenRouter's convention)."""
 
 from __future__ import annotations
 

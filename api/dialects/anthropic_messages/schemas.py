@@ -1,5 +1,5 @@
 """Wire models of the Anthropic Messages API (anthropic-python 2.x ``types/message_create_params.py``,
-``types/message.py``, ``types/model_info.py``; wire-formats §3).
+``types/message.py``, ``types/model_info.py``; https://docs.anthropic.com/en/api/messages).
 
 Requests ignore unknown fields (Claude Code sends ``tools``, ``thinking``, ``metadata``... and
 unknown content block types such as ``tool_result``, which are accepted and skipped). Two
@@ -82,7 +82,7 @@ class ContentBlock(BaseModel):
 
 
 class MessageParam(BaseModel):
-    """One turn; string content is one text block. ``role: "system"`` is accepted as seed 000 sends
+    """One turn; string content is one text block. ``role: "system"`` is accepted as CG-Image's clients send
     it: it adds to the system prompt."""
 
     model_config = ConfigDict(extra="ignore")
@@ -104,7 +104,7 @@ class MessageCreateRequest(BaseModel):
     """``POST /v1/messages`` and ``/v1/messages/count_tokens``.
 
     ``max_tokens`` is required by Anthropic but means nothing for an image: accepted, never
-    required (seed 000 sends it, other clients may not). ``model`` may be left out (the default
+    required (CG-Image's clients send it, other clients may not). ``model`` may be left out (the default
     model). Extensions: ``n`` (1-10 images, one markdown image each) and ``image_config``.
     """
 
@@ -133,7 +133,7 @@ class MessageUsage(BaseModel):
 
 
 class ImageAttachment(BaseModel):
-    """One entry of the seed-000 ``_images`` array: ``data`` is a full data URL (or, with
+    """One entry of CG-Image's ``_images`` array: ``data`` is a full data URL (or, with
     ``IMAGEGATE_ANTHROPIC_IMAGE_URLS``, the gateway URL of the image)."""
 
     model_config = ConfigDict(populate_by_name=True)
@@ -143,7 +143,7 @@ class ImageAttachment(BaseModel):
 
 
 class MessageResponse(BaseModel):
-    """A Message (§3.3) plus seed 000's non-standard top-level ``_images``; serialize with
+    """A Message plus CG-Image's non-standard top-level ``_images``; serialize with
     ``by_alias=True``."""
 
     model_config = ConfigDict(populate_by_name=True)
@@ -163,7 +163,7 @@ class CountTokensResponse(BaseModel):
     input_tokens: int
 
 
-# -- models list (§3.7) ----------------------------------------------------------------------
+# -- models list (https://docs.anthropic.com/en/api/models-list) -----------------------------------
 
 
 class ModelInfo(BaseModel):
@@ -181,7 +181,7 @@ class ModelsPage(BaseModel):
     last_id: str | None
 
 
-# -- errors (§3.5) ---------------------------------------------------------------------------
+# -- errors (https://docs.anthropic.com/en/api/errors) ---------------------------------------------
 
 
 class ErrorBody(BaseModel):

@@ -1,13 +1,13 @@
 """Pure translation between the Anthropic Messages wire format and imagegate's canonical types.
 
 Request: the system prompt is the top-level ``system`` (string or text blocks) followed by every
-``role: "system"`` message (seed 000 sends it that way); the prompt is the text of the last user
+``role: "system"`` message (CG-Image's clients send it that way); the prompt is the text of the last user
 turn; every image block of the conversation (base64 or URL source) is an input image, which makes
 the request an edit. The shared flow loads those images (:class:`api.inputs.ImageRef` says where
 each one is).
 
-Response: the Messages API has no image block, so (seed 000) each image is a markdown image in the
-one ``text`` block, and the seed's non-standard ``_images`` array repeats them. The image is a
+Response: the Messages API has no image block, so (as CG-Image does) each image is a markdown image in the
+one ``text`` block, and CG-Image's non-standard ``_images`` array repeats them. The image is a
 ``data:`` URL, or the gateway's signed URL when the router delivered URLs.
 """
 
@@ -199,7 +199,7 @@ def dump(response: MessageResponse) -> bytes:
     return response.model_dump_json(by_alias=True).encode()
 
 
-# -- SSE (§3.4) ------------------------------------------------------------------------------
+# -- SSE (https://docs.anthropic.com/en/api/messages-streaming) ------------------------------------
 
 
 def sse(event: str, data: dict[str, Any]) -> bytes:
@@ -243,7 +243,7 @@ def error_event(error: GatewayError) -> bytes:
     return sse("error", to_wire_error(error).body)
 
 
-# -- errors (§3.5) ---------------------------------------------------------------------------
+# -- errors (https://docs.anthropic.com/en/api/errors) ---------------------------------------------
 
 
 def to_wire_error(error: GatewayError) -> WireError:
@@ -258,7 +258,7 @@ def to_wire_error(error: GatewayError) -> WireError:
     return WireError(status=status, body=body.model_dump(exclude_none=True), headers={"request-id": rid})
 
 
-# -- models list (§3.7) ----------------------------------------------------------------------
+# -- models list (https://docs.anthropic.com/en/api/models-list) -----------------------------------
 
 _WORDS = {"gpt": "GPT", "chatgpt": "ChatGPT"}
 

@@ -1,4 +1,4 @@
-"""Wire models of the Gemini API (google-genai ``types.py``; wire-formats §4).
+"""Wire models of the Gemini API (google-genai ``types.py``; https://ai.google.dev/api/generate-content).
 
 Google's JSON parser takes both lowerCamelCase and snake_case field names (proto3 JSON mapping),
 and so do these models; they always emit lowerCamelCase. Unknown request fields are ignored:
@@ -124,7 +124,7 @@ class PredictParameters(_Wire):
 
 
 class PredictRequest(_Wire):
-    """``POST /v1beta/models/{model}:predict`` (the Imagen request shape, wire-formats §4.7)."""
+    """``POST /v1beta/models/{model}:predict`` (the Imagen request shape, https://ai.google.dev/gemini-api/docs/imagen)."""
 
     instances: list[PredictInstance] = Field(min_length=1)
     parameters: PredictParameters | None = None

@@ -26,7 +26,7 @@ from core.errors import InvalidRequestError, NotFoundError
 from core.generation import FORMAT_BY_MIME, DeliveredImage, GenerationRequest, OutputFormat
 
 ACTIONS = ("generateContent", "streamGenerateContent", "predict")
-MODALITIES = ("TEXT", "IMAGE")  # also the default (seed 004: no responseModalities means both)
+MODALITIES = ("TEXT", "IMAGE")  # also the default: no responseModalities means both
 
 # canonical field names (core.planning's errors) -> the Gemini request's
 GENERATE_PARAMS = {

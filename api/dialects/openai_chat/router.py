@@ -1,4 +1,4 @@
-"""``POST /v1/chat/completions`` for image models (wire-formats §2): parse, translate, submit,
+"""``POST /v1/chat/completions`` for image models: parse, translate, submit,
 then answer 202, wait and render, or stream while waiting.
 
 Decisions this dialect makes:
@@ -7,7 +7,7 @@ Decisions this dialect makes:
   compact transcript of the latest few goes first ("Earlier in this conversation: ... Now: ..."),
   each cut to a few hundred characters, so a follow-up like "now make it blue" keeps its meaning.
   ``system``/``developer`` messages become the canonical ``system`` (joined); ``tool`` messages
-  are ignored. No ``model`` means the default model (seed 000 sends none).
+  are ignored. No ``model`` means the default model (CG-Image's clients send none).
 - **Input images.** Every ``image_url`` part of the user messages is an input image (an edit):
   data URLs are decoded strictly, http(s) URLs fetched by the SSRF-safe fetcher. An ``image_url``
   in any other role is a 400 rather than silently dropped.

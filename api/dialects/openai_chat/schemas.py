@@ -1,7 +1,8 @@
 """Wire models of OpenAI Chat Completions with image output (openai-python
 ``types/chat/completion_create_params.py``, ``chat_completion.py``, ``chat_completion_chunk.py``)
-plus the image-output extension OpenRouter defined and the aigate seed adopted: ``modalities``
-with ``"image"``, top-level ``image_config`` and ``message.images`` (wire-formats §2).
+plus the image-output extension OpenRouter defined
+(https://openrouter.ai/docs/features/multimodal/image-generation): ``modalities`` with
+``"image"``, top-level ``image_config`` and ``message.images``.
 
 Unknown request fields are ignored (clients send extras); the portable tuning knobs
 (``max_tokens``, ``temperature``...) are declared, so they are type-checked like OpenAI does, and

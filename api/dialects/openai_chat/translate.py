@@ -226,7 +226,7 @@ def to_wire(*, id: str, created: int, model: str, images: Sequence[DeliveredImag
     )
 
 
-# -- streaming (wire-formats §2.3) -----------------------------------------------------------
+# -- streaming (https://platform.openai.com/docs/api-reference/chat-streaming) ---------------------
 
 
 def sse(data: ChatCompletionChunk | dict[str, Any]) -> bytes:

@@ -1,5 +1,5 @@
-"""Wire models of the CG-Image simple route (seed 000): ``POST /generate`` takes a prompt and an
-optional system prompt and answers with the seed's message shape, the one ``/v1/messages`` answers
+"""Wire models of the CG-Image simple route: ``POST /generate`` takes a prompt and an
+optional system prompt and answers with CG-Image's message shape, the one ``/v1/messages`` answers
 with (:class:`~api.dialects.anthropic_messages.schemas.MessageResponse`)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Pure translation for ``POST /generate``.
 
-The answer and the errors are the Anthropic Messages ones: seed 000 is CG-Image, a Claude gateway
+The answer and the errors are the Anthropic Messages ones: CG-Image is a Claude gateway
 whose ``/generate`` returns the very body its ``/v1/messages`` returns, so its clients already
 parse the Anthropic shapes (``{"type": "error", "error": {"type", "message"}}`` included).
 """

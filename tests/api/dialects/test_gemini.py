@@ -168,7 +168,7 @@ def test_input_refs_of_the_last_user_turn(body: dict[str, Any]) -> None:
 def test_minimal_request_defaults() -> None:
     wire = gen_request({"contents": [{"parts": [{"text": " a cat "}]}]})
     assert to_generation(wire, model="demo") == GenerationRequest(prompt="a cat", model="demo")
-    assert response_modalities(wire) == ("TEXT", "IMAGE")  # seed 004: both when absent
+    assert response_modalities(wire) == ("TEXT", "IMAGE")  # both when absent
     assert input_refs(wire) == []
 
 

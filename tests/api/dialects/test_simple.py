@@ -1,4 +1,4 @@
-"""The CG-Image simple route (seed 000): ``{prompt, system}`` in, the seed's message shape out,
+"""The CG-Image simple route: ``{prompt, system}`` in, CG-Image's message shape out,
 errors in the Anthropic shape."""
 
 from __future__ import annotations

@@ -1,0 +1,248 @@
+"""The billing module against a real (SQLite) database: a quote prices every planned route and
+drops an unpriced fallback; the hold is taken within the total and monthly budgets or refused with
+nothing written; a delivered image is charged (never past its hold) and its hold released; a
+failed or canceled image only gets its hold back. The key's committed spend is always its ledger's
+sum. Also the one money parser and formatter."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from datetime import date
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core.billing import ledger
+from core.billing.ledger import Charge, JobBilling, PricingSnapshot
+from core.billing.money import MoneyError, format_usd, parse_usd
+from core.billing.prices import ModelPrice, PriceTable
+from core.config import Settings
+from core.db import async_session_factory, create_async_db_engine, create_sync_engine, sync_sessionmaker
+from core.errors import QuotaExceededError, ServiceUnavailableError
+from core.generation import AppliedParams, GenerationRequest, Usage
+from core.migrate import upgrade_head
+from core.models import ApiKey
+from core.models.ledger import LedgerEntry
+from tests.worker.factories import make_api_key, make_image, make_job
+
+DEMO = ModelPrice(id="demo", source="test", effective=date(2026, 11, 1), per_image={"*": {"*": Decimal("0.04")}})
+OTHER = ModelPrice(id="other", source="test", effective=date(2026, 11, 1), per_image={"*": {"*": Decimal("0.10")}})
+
+
+def applied(model: str) -> AppliedParams:
+    return AppliedParams(model=model, provider="demo", upstream_model=model, quality="auto", output_format="png")
+
+
+REQUEST = GenerationRequest(prompt="a fox")
+
+
+# -- quote (pure) -------------------------------------------------------------------------------
+
+
+def test_the_hold_is_the_dearest_priced_route_marked_up() -> None:
+    quote = ledger.quote(REQUEST, [applied("demo"), applied("other")], prices=PriceTable([DEMO, OTHER]),
+                         markup=Decimal("1.25"))
+    assert [r.model for r in quote.routes] == ["demo", "other"]
+    assert quote.per_image_micros == 125_000  # $0.10 x 1.25
+    assert set(quote.pricing.routes) == {"demo", "other"} and quote.pricing.markup == Decimal("1.25")
+
+
+def test_an_unpriced_fallback_is_left_out_of_the_plan() -> None:
+    quote = ledger.quote(REQUEST, [applied("demo"), applied("other")], prices=PriceTable([DEMO]), markup=Decimal(1))
+    assert [r.model for r in quote.routes] == ["demo"]
+    assert quote.per_image_micros == 40_000 and set(quote.pricing.routes) == {"demo"}
+
+
+def test_an_unpriced_first_route_is_refused() -> None:
+    with pytest.raises(ServiceUnavailableError) as info:
+        ledger.quote(REQUEST, [applied("other"), applied("demo")], prices=PriceTable([DEMO]), markup=Decimal(1))
+    assert info.value.code == "model_not_priced"
+
+
+# -- charge (pure) ------------------------------------------------------------------------------
+
+TOKENS = ModelPrice.model_validate({
+    "id": "demo", "source": "test", "effective": "2026-11-01",
+    "per_token": {"text_in": "2", "image_in": "2", "text_out": "12", "image_out": "120"},
+    "bounds": {"text_in_overhead_tokens": 0, "input_image_tokens": 0, "text_out_tokens": 0},
+    "output_image_tokens": {"*": {"*": 1000}},
+})
+
+
+def billing(*, hold: int, price: ModelPrice = DEMO, markup: str = "1.5") -> JobBilling:
+    return JobBilling(key_id="key_1", job_id="job_1", model="demo", hold_per_image=hold,
+                      pricing=PricingSnapshot(markup=Decimal(markup), routes={"demo": price}))
+
+
+def test_a_charge_is_the_snapshot_price_marked_up() -> None:
+    assert ledger.charge_for(billing(hold=60_000), applied("demo"), Usage()) == Charge(40_000, 60_000)
+
+
+def test_a_charge_is_never_more_than_the_hold() -> None:
+    # the upstream reports 10x the output the estimate allowed for: billed at the hold, not past it
+    usage = Usage(output_tokens=10_000, output_image_tokens=10_000)
+    charge = ledger.charge_for(billing(hold=200_000, price=TOKENS, markup="1"), applied("demo"), usage)
+    assert charge == Charge(upstream_micros=1_200_000, billed_micros=200_000)
+
+
+def test_a_route_without_a_price_in_the_snapshot_costs_nothing() -> None:
+    assert ledger.charge_for(billing(hold=10), applied("other"), Usage()) == Charge(0, 0)
+    free = JobBilling(key_id="k", job_id="j", model="demo", hold_per_image=0, pricing=None)
+    assert ledger.charge_for(free, applied("demo"), Usage()) == Charge(0, 0)
+
+
+# -- statements against a database --------------------------------------------------------------
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    s = Settings(data_dir=tmp_path, database_url=None, redis_url=None, _env_file=None)  # type: ignore[call-arg]
+    upgrade_head(s)
+    return s
+
+
+@pytest.fixture
+def session(settings: Settings) -> Iterator[Session]:
+    engine = create_sync_engine(settings.resolved_database_url, pool_size=1, max_overflow=0)
+    with sync_sessionmaker(engine)() as s:
+        yield s
+    engine.dispose()
+
+
+def _sums(session: Session, key_id: str) -> tuple[int, int, dict[str, int]]:
+    rows = session.execute(select(LedgerEntry.kind, func.sum(LedgerEntry.amount_micros))
+                           .where(LedgerEntry.api_key_id == key_id).group_by(LedgerEntry.kind)).all()
+    committed = session.scalar(select(ApiKey.committed_micros).where(ApiKey.id == key_id))
+    by_kind = {kind: int(total) for kind, total in rows}
+    return int(committed or 0), sum(by_kind.values()), by_kind
+
+
+def test_settling_a_delivered_and_a_failed_image(session: Session) -> None:
+    key = make_api_key(session)
+    job = make_job(session, key, n=2)
+    a, b = (make_image(session, job, index=i).id for i in range(2))
+    key.committed_micros = 2 * 60_000
+    session.add(LedgerEntry(api_key_id=key.id, job_id=job.id, kind="hold", amount_micros=120_000, model="demo"))
+    session.flush()
+    job_billing = JobBilling(key_id=key.id, job_id=job.id, model="demo", hold_per_image=60_000,
+                             pricing=PricingSnapshot(markup=Decimal("1.5"), routes={"demo": DEMO}))
+
+    for statement in ledger.settle_image(job_billing, a, charge=Charge(40_000, 60_000), model="demo"):
+        session.execute(statement)
+    for statement in ledger.settle_image(job_billing, b, charge=None, model=None):
+        session.execute(statement)
+    session.flush()
+
+    committed, total, by_kind = _sums(session, key.id)
+    assert by_kind == {"hold": 120_000, "charge": 60_000, "release": -120_000}
+    assert committed == total == 60_000
+    charge = session.scalars(select(LedgerEntry).where(LedgerEntry.kind == "charge")).one()
+    assert (charge.job_image_id, charge.upstream_cost_micros) == (a, 40_000)
+    assert PricingSnapshot.model_validate(charge.pricing).routes == {"demo": DEMO}
+
+
+def test_releasing_canceled_images(session: Session) -> None:
+    key = make_api_key(session)
+    job = make_job(session, key, n=3)
+    ids = [make_image(session, job, index=i).id for i in range(3)]
+    key.committed_micros = 3 * 7
+    session.add(LedgerEntry(api_key_id=key.id, job_id=job.id, kind="hold", amount_micros=21, model="demo"))
+    session.flush()
+    job_billing = JobBilling(key_id=key.id, job_id=job.id, model="demo", hold_per_image=7, pricing=None)
+
+    for statement in ledger.release_images(job_billing, ids):
+        session.execute(statement)
+    session.flush()
+
+    assert _sums(session, key.id) == (0, 0, {"hold": 21, "release": -21})
+
+
+def test_a_free_job_writes_no_ledger_rows(session: Session) -> None:
+    free = JobBilling(key_id="key_x", job_id="job_x", model="demo", hold_per_image=0, pricing=None)
+    assert ledger.settle_image(free, "img", charge=Charge(0, 0), model="demo") == []
+    assert ledger.release_images(free, ["img"]) == []
+
+
+# -- the hold -----------------------------------------------------------------------------------
+
+
+def _hold(settings: Settings, key_id: str, *, job_id: str, per_image: int, n: int) -> None:
+    async def run() -> None:
+        engine = create_async_db_engine(settings.resolved_database_url, pool_size=1, max_overflow=0)
+        try:
+            async with async_session_factory(engine)() as s:
+                key = await s.scalar(select(ApiKey).where(ApiKey.id == key_id))
+                assert key is not None
+                quote = ledger.Quote(routes=[applied("demo")], per_image_micros=per_image,
+                                     pricing=PricingSnapshot(markup=Decimal(1), routes={"demo": DEMO}))
+                await ledger.take_hold(s, key=key, job_id=job_id, quote=quote, n=n, model="demo")
+                await s.commit()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())
+
+
+def test_a_hold_within_the_budget_is_taken_and_one_past_it_refused(settings: Settings, session: Session) -> None:
+    key = make_api_key(session)
+    key.budget_micros = 100_000
+    job = make_job(session, key)
+    other = make_job(session, key)
+    session.commit()
+
+    _hold(settings, key.id, job_id=job.id, per_image=30_000, n=3)
+    with pytest.raises(QuotaExceededError) as info:
+        _hold(settings, key.id, job_id=other.id, per_image=30_000, n=1)
+    assert "budget of $0.100000" in info.value.message
+
+    session.expire_all()
+    assert _sums(session, key.id) == (90_000, 90_000, {"hold": 90_000})
+
+
+def test_a_monthly_budget_refuses_with_nothing_written(settings: Settings, session: Session) -> None:
+    key = make_api_key(session)
+    key.monthly_budget_micros = 50_000
+    job = make_job(session, key)
+    session.commit()
+
+    with pytest.raises(QuotaExceededError) as info:
+        _hold(settings, key.id, job_id=job.id, per_image=30_000, n=2)
+    assert "monthly budget" in info.value.message
+
+    session.expire_all()
+    assert _sums(session, key.id) == (0, 0, {})
+
+
+def test_the_budget_precheck_reads_the_committed_spend() -> None:
+    key = ApiKey(id="k", name="k", prefix="p", secret_hash="h", budget_micros=100, committed_micros=60)
+    quote = ledger.Quote(routes=[applied("demo")], per_image_micros=20, pricing=PricingSnapshot(
+        markup=Decimal(1), routes={}))
+    ledger.check_budget(key, quote, n=2)
+    with pytest.raises(QuotaExceededError):
+        ledger.check_budget(key, quote, n=3)
+
+
+# -- money --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "micros"), [
+    ("25", 25_000_000), ("12.50", 12_500_000), (0.3, 300_000), (7, 7_000_000), ("0.0000005", 1),
+    ("0.00000049", 0), ("1e3", 1_000_000_000), (Decimal("0.0000015"), 2),
+])
+def test_parse_usd_rounds_half_up_to_the_micro_dollar(text: object, micros: int) -> None:
+    assert parse_usd(text) == micros
+
+
+@pytest.mark.parametrize("text", ["Infinity", "NaN", "-1", "1e309", "1e30", "1e13", "", "ten", True, None, [1]])
+def test_parse_usd_refuses_what_is_not_an_amount(text: object) -> None:
+    with pytest.raises(MoneyError):
+        parse_usd(text)
+
+
+def test_format_usd_is_exact() -> None:
+    assert [format_usd(m) for m in (0, 1, 38_700, -5, 10**18 + 1)] == [
+        "0.000000", "0.000001", "0.038700", "-0.000005", "1000000000000.000001"]
