@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from datetime import datetime
 from typing import Any
 
 import anyio.to_thread
@@ -84,7 +85,7 @@ async def delivered_images(
     ]
 
 
-def _ts(value: Any) -> int | None:
+def _ts(value: datetime | None) -> int | None:
     return int(value.timestamp()) if value is not None else None
 
 

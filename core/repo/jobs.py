@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, Select, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, Insert, Row, Select, and_, insert, or_, select, update
 from sqlalchemy.sql.dml import ReturningUpdate, Update
 
 from core.jobs import ImageStatus, JobStatus, final_job_status
@@ -83,12 +83,12 @@ def run_context(job_id: str) -> Select[Any]:
 # -- the state machine ------------------------------------------------------------------------
 
 
-def _claimable(now: datetime) -> Any:
+def _claimable(now: datetime) -> ColumnElement[bool]:
     return or_(JobImage.status == ImageStatus.QUEUED,
                and_(JobImage.status == ImageStatus.RUNNING, JobImage.lease_until < now))
 
 
-def _claim(*conditions: Any, now: datetime, lease_s: float) -> Update:
+def _claim(*conditions: ColumnElement[bool], now: datetime, lease_s: float) -> Update:
     """Images matching ``conditions`` that are queued, or running under an expired lease, become
     running under a new lease, one attempt more."""
     return (
@@ -166,7 +166,8 @@ def count_outcome(
     )
 
 
-def finalize_job(job_id: str, counts: Any, *, now: datetime) -> Update | None:
+def finalize_job(job_id: str, counts: Row[int, int, int, int] | tuple[int, int, int, int], *,
+                 now: datetime) -> Update | None:
     """The statement closing the job if ``counts`` (n, succeeded, failed, canceled) says it is done."""
     n, succeeded, failed, canceled = counts
     status = final_job_status(total=n, succeeded=succeeded, failed=failed, canceled=canceled)
