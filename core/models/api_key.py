@@ -38,3 +38,6 @@ class ApiKey(Base):
     committed_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     """The sum of the key's ledger amounts (open holds plus charges), kept in the same transactions
     as the ledger rows: the budget check is one conditional update of this column."""
+    charged_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    """Everything the key was ever charged (its charge rows' sum), kept with them: committed minus
+    charged is what its open holds reserve."""

@@ -20,6 +20,8 @@ class Job(Base):
         UniqueConstraint("api_key_id", "idempotency_key", name="uq_jobs_api_key_id_idempotency_key"),
         # GET /v1/jobs lists a key's jobs newest first (ids are time-ordered)
         Index("ix_jobs_api_key_id_id", "api_key_id", "id"),
+        # an SDK's retry of a request finds the job the first attempt made
+        Index("ix_jobs_api_key_id_request_hash", "api_key_id", "request_hash"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
