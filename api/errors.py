@@ -18,7 +18,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from api.dialects import DialectPackage, ErrorRenderer
-from core.errors import AuthenticationError, GatewayError, InvalidRequestError, NotFoundError
+from core.db import DATABASE_UNAVAILABLE
+from core.errors import AuthenticationError, GatewayError, InvalidRequestError, NotFoundError, ServiceUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,10 @@ def error_response(request: Request, error: GatewayError) -> JSONResponse:
     if isinstance(error, AuthenticationError):
         headers["WWW-Authenticate"] = "Bearer"
     if error.job_id:
+        # the job exists and goes on (or has ended): trying the request again would only make
+        # another one; the openai and anthropic SDKs obey this header
         headers["x-imagegate-job-id"] = error.job_id
+        headers["x-should-retry"] = "false"
     return JSONResponse(wire.body, status_code=wire.status, headers=headers)
 
 
@@ -86,6 +90,12 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, DATABASE_UNAVAILABLE):
+        log.warning("the database cannot be reached on %s %s: %s", request.method, request.url.path,
+                    type(exc).__name__)
+        return error_response(request, ServiceUnavailableError(
+            "The gateway's database cannot be reached; retry shortly.", code="database_unavailable",
+            retry_after=5))
     log.exception("unhandled error on %s %s", request.method, request.url.path)
     return error_response(request, GatewayError("The server had an error while processing your request."))
 

@@ -26,11 +26,20 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
-from api.results import delivered_images, get_images, job_is_terminal, job_view, prefers_async, wait_for_job
+from api.results import (
+    JobCheck,
+    database_unavailable,
+    delivered_images,
+    get_images,
+    job_view,
+    prefers_async,
+    wait_for_job,
+)
 from api.state import AppState
 from api.submit import Submission, submit_job
 from core.billing.money import format_usd
-from core.errors import ContentPolicyError, GatewayError, JobWaitTimeoutError, error_for_failed_job
+from core.db import DATABASE_UNAVAILABLE
+from core.errors import ContentPolicyError, GatewayError, error_for_failed_job
 from core.generation import AppliedParams, DeliveredImage
 from core.jobs import ImageStatus
 from core.models import ApiKey, Job, JobImage
@@ -103,6 +112,14 @@ class JobResult:
         return await delivered_images(self.state, self.images, as_b64=as_b64)
 
 
+async def load_finished(state: AppState, job_id: str) -> JobResult:
+    """A committed job, read for an answer about it; a 503 naming it while the database is away."""
+    try:
+        return await load_result(state, job_id)
+    except DATABASE_UNAVAILABLE:
+        raise database_unavailable(job_id) from None
+
+
 async def load_result(state: AppState, job_id: str) -> JobResult:
     async with state.sessions() as session:
         job = await session.scalar(jobs.by_id(job_id))
@@ -130,19 +147,17 @@ class JobStream:
         state, job_id = self.state, self.job.id
         loop = asyncio.get_running_loop()
         deadline = loop.time() + state.settings.sync_timeout_s
+        check = JobCheck(state, job_id)
         while True:
             remaining = deadline - loop.time()
             if remaining <= 0:
-                raise JobWaitTimeoutError(
-                    f"The job '{job_id}' did not finish within {state.settings.sync_timeout_s:g} s. It goes on.",
-                    job_id=job_id)
-            if await state.waiter.wait(job_id, is_done=lambda: job_is_terminal(state, job_id),
-                                       timeout=min(every_s, remaining)):
+                raise check.timed_out(state.settings.sync_timeout_s)
+            if await state.waiter.wait(job_id, is_done=check, timeout=min(every_s, remaining)):
                 return
             yield
 
     async def result(self) -> JobResult:
-        return await load_result(self.state, self.job.id)
+        return await load_finished(self.state, self.job.id)
 
 
 Render = Callable[[JobResult], Awaitable[Response]]
@@ -154,21 +169,29 @@ def idempotency_key(request: Request) -> str | None:
     return value or None
 
 
+def is_sdk_retry(request: Request) -> bool:
+    """Whether an openai or anthropic SDK sends this request again (``x-stainless-retry-count``
+    above 0): after a timeout or an error, the same logical call."""
+    count = request.headers.get("x-stainless-retry-count", "").strip()
+    return count.isascii() and count.isdigit() and int(count) > 0
+
+
 async def respond(request: Request, state: AppState, *, key: ApiKey, submission: Submission, render: Render,
                   stream: Stream | None = None, stream_media_type: str = "text/event-stream",
                   stream_headers: Callable[[str], dict[str, str]] | None = None) -> Response:
     """Submit, then answer 202, stream, or wait and render (see the module docstring).
     ``stream_headers`` gives a stream's own headers from its job's id."""
-    job_id = await submit_job(state, key=key, submission=submission, idempotency_key=idempotency_key(request))
+    job_id = await submit_job(state, key=key, submission=submission, idempotency_key=idempotency_key(request),
+                              sdk_retry=is_sdk_retry(request))
     if prefers_async(request.headers.get("prefer")):
         return await accepted(state, job_id)
     if stream is not None:
-        start = await load_result(state, job_id)
+        start = await load_finished(state, job_id)
         headers = {**STREAM_HEADERS, **(stream_headers(job_id) if stream_headers else {}),
                    "x-imagegate-job-id": job_id, "x-imagegate-applied": applied_header(start.applied)}
         return StreamingResponse(stream(JobStream(state, start)), media_type=stream_media_type, headers=headers)
     await wait_for_job(state, job_id)
-    result = await load_result(state, job_id)
+    result = await load_finished(state, job_id)
     response = await render(result)
     response.headers.update(result.headers)
     return response
@@ -177,7 +200,7 @@ async def respond(request: Request, state: AppState, *, key: ApiKey, submission:
 async def accepted(state: AppState, job_id: str, *, preferred: bool = True) -> JSONResponse:
     """``202 Accepted`` with the job view: for ``Prefer: respond-async`` (``preferred``), and for
     ``POST /v1/jobs``."""
-    result = await load_result(state, job_id)
+    result = await load_finished(state, job_id)
     view: dict[str, Any] = await job_view(state, result.job, result.images, include_b64=False)
     headers = {"Location": f"/v1/jobs/{job_id}", **result.headers}
     if preferred:

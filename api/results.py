@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 from datetime import datetime
 from typing import Any
 
@@ -12,11 +13,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.state import AppState
 from core import signing
 from core.billing.money import format_usd
-from core.errors import JobWaitTimeoutError, NotFoundError
+from core.db import DATABASE_UNAVAILABLE
+from core.errors import GatewayError, JobWaitTimeoutError, NotFoundError, ServiceUnavailableError
 from core.generation import DeliveredImage, Usage
 from core.jobs import ImageStatus, JobStatus
 from core.models import ApiKey, Job, JobImage
 from core.repo import jobs
+
+log = logging.getLogger(__name__)
 
 
 async def get_owned_job(session: AsyncSession, job_id: str, key: ApiKey) -> Job:
@@ -147,16 +151,49 @@ async def job_view(state: AppState, job: Job, images: list[JobImage], *, include
     }
 
 
+class JobCheck:
+    """Whether a job has ended, as a waiting request asks it again and again: a database that
+    cannot be reached for a while answers "not yet" (the job goes on in the workers) and is
+    remembered, so that the wait ends in a 503 naming the job rather than a 500."""
+
+    def __init__(self, state: AppState, job_id: str) -> None:
+        self.state = state
+        self.job_id = job_id
+        self.unreachable = False
+
+    async def __call__(self) -> bool:
+        try:
+            done = await job_is_terminal(self.state, self.job_id)
+        except DATABASE_UNAVAILABLE as exc:
+            if not self.unreachable:
+                log.warning("job %s: the database cannot be reached while waiting (%s)", self.job_id,
+                            type(exc).__name__)
+            self.unreachable = True
+            return False
+        self.unreachable = False
+        return done
+
+    def timed_out(self, timeout: float) -> GatewayError:
+        """The error a caller who waited ``timeout`` seconds gets."""
+        if self.unreachable:
+            return database_unavailable(self.job_id)
+        return JobWaitTimeoutError(f"The job '{self.job_id}' did not finish within {timeout:g} s. It goes on.",
+                                   job_id=self.job_id)
+
+
+def database_unavailable(job_id: str) -> ServiceUnavailableError:
+    return ServiceUnavailableError(
+        f"The gateway's database cannot be reached; the job '{job_id}' was accepted and goes on. "
+        f"Poll GET /v1/jobs/{job_id} for its result.", job_id=job_id, code="database_unavailable", retry_after=5)
+
+
 async def wait_for_job(state: AppState, job_id: str) -> None:
-    """Block this request (not a thread) until the job ends, or raise 504 naming the job."""
+    """Block this request (not a thread) until the job ends, or raise 504 naming the job (503
+    when the database could not be read)."""
     timeout = state.settings.sync_timeout_s
-    done = await state.waiter.wait(
-        job_id, is_done=lambda: job_is_terminal(state, job_id), timeout=timeout
-    )
-    if not done:
-        raise JobWaitTimeoutError(
-            f"The job '{job_id}' did not finish within {timeout:g} s. It goes on.", job_id=job_id
-        )
+    check = JobCheck(state, job_id)
+    if not await state.waiter.wait(job_id, is_done=check, timeout=timeout):
+        raise check.timed_out(timeout)
 
 
 def prefers_async(prefer_header: str | None) -> bool:

@@ -5,8 +5,13 @@ Everything that costs nothing is checked before anything that costs something:
 1. plan its routes (core.planning: a bad request is refused before anything is written), with
    the model's input-image limit, and the key's allowed models;
 2. an ``Idempotency-Key`` seen in the last 24 h with the same request returns the original job
-   (no new job, no charge, no image fetched); with another request it is a 409;
-3. the key's budget can hold the request (core.billing.ledger.check_budget), then its rate limits;
+   (no new job, no charge, no image fetched); with another request it is a 409. Without one, an
+   SDK's retry of a request (``x-stainless-retry-count`` above 0, as the openai and anthropic SDKs
+   send it) returns the job its first attempt made, when the same key sent the same request in the
+   last 15 minutes and that job did not fail: however a client retries, one logical call makes at
+   most one billed job;
+3. the key's budget can hold the request (core.billing.ledger.check_budget), then its rate limits
+   (a request refused after that, for an image or for the budget, gives its allowance back);
 4. only then are the caller's images loaded (api.inputs: URLs fetched, within the request's caps);
 5. price the routes and hold the estimate against the key's budgets (core.billing.ledger),
    insert the job, its n images and the hold, and COMMIT;
@@ -30,10 +35,11 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.inputs import ImageRef, InputLimits, PendingImage, load_images, store_pending
-from api.ratelimit import RateLimits
+from api.ratelimit import Admission, RateLimits
 from api.state import AppState
 from core.billing import ledger
-from core.errors import ConflictError, InvalidRequestError, PermissionDeniedError, RateLimitError
+from core.db import DATABASE_UNAVAILABLE
+from core.errors import ConflictError, GatewayError, InvalidRequestError, PermissionDeniedError, RateLimitError
 from core.generation import Dialect, GenerationRequest, InputImage
 from core.ids import new_id
 from core.jobs import ImageStatus, JobStatus
@@ -44,6 +50,10 @@ from core.repo import jobs
 from core.routing import Catalogue
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
+REFUSALS: tuple[type[Exception], ...] = (GatewayError, *DATABASE_UNAVAILABLE)
+RETRY_WINDOW = timedelta(minutes=15)
+"""How far back an SDK's retry looks for the job of its first attempt: longer than the SDKs' own
+600 s timeout and their backoff."""
 MAX_IDEMPOTENCY_KEY = 255
 
 
@@ -102,7 +112,7 @@ async def _replay(session: AsyncSession, key: ApiKey, idempotency_key: str, dige
 
 
 async def submit_job(state: AppState, *, key: ApiKey, submission: Submission,
-                     idempotency_key: str | None = None) -> str:
+                     idempotency_key: str | None = None, sdk_retry: bool = False) -> str:
     """Run the whole use case (see the module docstring); returns the job's id (the original
     job's, for an idempotent replay)."""
     if idempotency_key is not None and len(idempotency_key) > MAX_IDEMPOTENCY_KEY:
@@ -118,12 +128,27 @@ async def submit_job(state: AppState, *, key: ApiKey, submission: Submission,
             await session.commit()
             if existing is not None:
                 return existing.id
+        elif sdk_retry:
+            retried = await session.scalar(jobs.retried(key.id, digest, since=utcnow() - RETRY_WINDOW))
+            if retried is not None:
+                return retried.id
         markup = await ledger.markup_in_force(session, key=key, prices=state.prices)
     # the bound without the images' sizes is below the final hold: a key that cannot hold it is
     # refused before its images are fetched, and before it spends rate-limit allowance
     ledger.check_budget(key, ledger.quote(sized, route_plan.routes, prices=state.prices, markup=markup), n=sized.n)
-    await _admit(state, key, sized)
+    admission = await _admit(state, key, sized)
+    try:
+        return await _load_and_submit(state, key=key, submission=submission, digest=digest, markup=markup,
+                                      idempotency_key=idempotency_key)
+    except REFUSALS:
+        # refused after all (an image, the budget): the request used none of the key's allowance
+        if admission is not None:
+            await state.limiter.refund(admission)
+        raise
 
+
+async def _load_and_submit(state: AppState, *, key: ApiKey, submission: Submission, digest: str, markup: Decimal,
+                           idempotency_key: str | None) -> str:
     refs = [*submission.images, *([submission.mask] if submission.mask else [])]
     pending = await load_images(refs, limits=InputLimits.from_settings(state.settings)) if refs else []
     images, mask = (pending[:-1], pending[-1]) if submission.mask else (pending, None)
@@ -141,7 +166,8 @@ async def submit_job(state: AppState, *, key: ApiKey, submission: Submission,
                             digest=digest, inputs=pending, idempotency_key=idempotency_key)
 
 
-async def _admit(state: AppState, key: ApiKey, request: GenerationRequest) -> None:
+async def _admit(state: AppState, key: ApiKey, request: GenerationRequest) -> Admission | None:
+    """Count the request against the key's rate limits, or refuse it; what was counted."""
     decision = await state.limiter.check(key.id, images=request.n,
                                          limits=RateLimits(rpm=key.rpm, images_per_minute=key.images_per_minute))
     if not decision.allowed and decision.retry_after_s is None:
@@ -151,6 +177,7 @@ async def _admit(state: AppState, key: ApiKey, request: GenerationRequest) -> No
     if not decision.allowed:
         raise RateLimitError("Rate limit reached for this API key; retry after the indicated delay.",
                              retry_after=decision.retry_after_s, headers=decision.headers)
+    return decision.admission
 
 
 async def submit(

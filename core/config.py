@@ -122,7 +122,9 @@ class Settings(BaseSettings):
     """Anthropic answers: put a gateway URL in the markdown instead of megabytes of base64."""
 
     # -- request handling
-    sync_timeout_s: float = Field(600.0, gt=0, validation_alias=_env("SYNC_TIMEOUT_S"))
+    sync_timeout_s: float = Field(540.0, gt=0, validation_alias=_env("SYNC_TIMEOUT_S"))
+    """How long a synchronous call waits for its job: below the openai and anthropic SDKs' own
+    600 s timeout, so that the caller hears the 504 naming its job before the SDK gives up."""
     max_body_mb: float = Field(64.0, gt=0, validation_alias=_env("MAX_BODY_MB"))
 
     # -- worker

@@ -8,10 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy.exc
 from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError)
+"""What the database raises while it cannot be reached (down, restarting, failing over, its pool
+exhausted): callers answer 503 or try again, never 500."""
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",

@@ -19,13 +19,13 @@ from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import key_service
+from core.billing.repo import usage_query
 from core.billing.reports import METRICS, UsageRow, parse_groups, report, rows_from, to_csv, total
 from core.config import Settings, get_settings
 from core.db import async_session_factory, create_async_db_engine
 from core.errors import GatewayError
 from core.key_service import KeyCreate, key_view
 from core.migrate import upgrade_head
-from core.repo.usage import usage_query
 from core.routing import load_for_settings
 
 T = TypeVar("T")

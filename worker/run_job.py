@@ -21,7 +21,7 @@ from typing import Any
 import sqlalchemy.exc
 
 from core.billing import ledger
-from core.billing.ledger import Charge, JobBilling
+from core.billing.ledger import Charge, ImageRecord, JobBilling
 from core.errors import GatewayError, ServiceUnavailableError, UpstreamError
 from core.generation import AppliedParams, GenerationRequest, ProviderImage
 from core.imaging import transcode
@@ -186,7 +186,10 @@ def _record_once(runtime: WorkerRuntime, job_id: str, claimed: Claimed, values: 
         close = jobs.finalize_job(job_id, counts, now=now)
         if close is not None:
             session.execute(close)
-        for statement in ledger.settle_image(billing, claimed.image_id, charge=charge, model=values.get("model")):
+        record = ImageRecord(outcome=values["status"], size=values.get("size"), quality=values.get("quality"),
+                             input_tokens=values.get("input_tokens"), output_tokens=values.get("output_tokens"))
+        for statement in ledger.settle_image(billing, claimed.image_id, charge=charge, model=values.get("model"),
+                                             record=record, dialect=session.get_bind().dialect.name):
             session.execute(statement)
     return "succeeded" if succeeded else "failed"
 

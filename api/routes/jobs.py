@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.body import parse_json
 from api.deps import ApiKeyDep, StateDep
-from api.flow import accepted, idempotency_key
+from api.flow import accepted, idempotency_key, is_sdk_retry
 from api.results import get_images, get_owned_job, job_view
 from api.submit import Submission, submit_job
 from core.billing import ledger
@@ -47,7 +47,7 @@ def build_router(prefix: str) -> APIRouter:
         wire = parse_json(await request.body(), JobCreateRequest)
         generation = GenerationRequest.model_validate(wire.model_dump(exclude_none=True))
         job_id = await submit_job(state, key=key, submission=Submission(Dialect.JOBS, generation),
-                                  idempotency_key=idempotency_key(request))
+                                  idempotency_key=idempotency_key(request), sdk_retry=is_sdk_retry(request))
         return await accepted(state, job_id, preferred=False)
 
     @router.get("/jobs/{job_id}")

@@ -10,9 +10,9 @@ from fastapi.responses import JSONResponse, Response
 
 from api.deps import ApiKeyDep, StateDep
 from api.state import AppState
+from core.billing.repo import usage_query
 from core.billing.reports import Group, parse_groups, report, rows_from, to_csv
 from core.errors import InvalidRequestError
-from core.repo.usage import usage_query
 
 router = APIRouter(tags=["Usage"])
 

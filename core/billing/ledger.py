@@ -9,9 +9,13 @@ Money moves in three kinds of append-only ledger rows per API key, all integer m
 - **release**, per image not delivered (:func:`settle_image` for a failure,
   :func:`release_images` for a cancel): its share of the hold comes back.
 
-When a job has ended its holds are all released, and the sum of its rows is exactly what its
-delivered images cost. ``api_keys.committed_micros`` is the running sum of a key's rows, changed in
-the same transaction as the rows: the budget check is one conditional update of it.
+Every finished image has its row (a charge, or a release, of 0 for a free model), which also says
+what the image was (outcome, size, quality, tokens): usage reports read the ledger alone, which is
+never deleted. When a job has ended its holds are all released, and the sum of its rows is exactly
+what its delivered images cost. ``api_keys.committed_micros`` is the running sum of a key's rows
+and ``api_keys.charged_micros`` of its charges, and ``key_spend`` holds its charges per UTC day and
+month, all changed in the same transaction as the rows: the budget check is one conditional update,
+and the monthly budget and the markup tiers read a few counters, whatever the key's history.
 
 The prices and markup in force at submit are a :class:`PricingSnapshot`, stored on the job and on
 each ledger row; settlement prices an image with the job's snapshot, never with a later price.
@@ -107,13 +111,26 @@ def quote(request: GenerationRequest, routes: Sequence[AppliedParams], *, prices
                  per_image_micros=billed_micros(estimate, markup))
 
 
+def day_of(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d")
+
+
+def month_of(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m")
+
+
+def tier_days(now: datetime) -> list[str]:
+    """The UTC days whose charges a markup tier counts: today and the 89 before."""
+    return [day_of(now - timedelta(days=d)) for d in range(TIER_WINDOW.days)]
+
+
 async def markup_in_force(session: AsyncSession, *, key: ApiKey, prices: PriceTable) -> Decimal:
     """The key's own markup, else the spend tier its last 90 days of charges reach, else the default."""
     if key.markup is not None:
         return Decimal(key.markup)
     spend = 0
     if prices.markup.tiers:
-        spend = int(await session.scalar(repo.charges_since(key.id, utcnow() - TIER_WINDOW)) or 0)
+        spend = int(await session.scalar(repo.spend_in(key.id, tier_days(utcnow()))) or 0)
     return markup_for(key_markup=None, table=prices, spend_90d_micros=spend)
 
 
@@ -135,24 +152,18 @@ async def take_hold(session: AsyncSession, *, key: ApiKey, job_id: str, quote: Q
             raise _over_budget("budget", key.budget_micros, total)
     # the reserve above holds the key's row lock: concurrent submits of this key wait here
     monthly = key.monthly_budget_micros
-    if monthly is not None and await _month_spend(session, key.id, month_start(utcnow())) > monthly:
-        raise _over_budget("monthly budget", key.monthly_budget_micros, total)
+    if monthly is not None and await _month_spend(session, key.id, utcnow()) > monthly:
+        raise _over_budget("monthly budget", monthly, total)
     if total > 0:
         await session.execute(repo.insert_rows([repo.row(
             kind=LedgerKind.HOLD, key_id=key.id, job_id=job_id, amount=total, model=model,
             pricing=quote.pricing.as_json())]))
 
 
-def month_start(now: datetime) -> datetime:
-    return now.astimezone(UTC).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-
-
-async def _month_spend(session: AsyncSession, key_id: str, since: datetime) -> int:
-    """This month's charges plus every hold still open (committed includes the new hold)."""
-    committed = int(await session.scalar(repo.committed(key_id)) or 0)
-    charges_all = int(await session.scalar(repo.charges_total(key_id)) or 0)
-    charges_month = int(await session.scalar(repo.charges_since(key_id, since)) or 0)
-    return charges_month + (committed - charges_all)
+async def _month_spend(session: AsyncSession, key_id: str, now: datetime) -> int:
+    """This month's charges plus every hold still open (the new hold included)."""
+    charges_month = int(await session.scalar(repo.spend_in(key_id, [month_of(now)])) or 0)
+    return charges_month + int(await session.scalar(repo.open_holds(key_id)) or 0)
 
 
 def _over_budget(which: str, limit: int | None, needed: int) -> QuotaExceededError:
@@ -209,29 +220,55 @@ def charge_for(billing: JobBilling, applied: AppliedParams, usage: Usage) -> Cha
     return Charge(upstream_micros=upstream, billed_micros=billed)
 
 
-def settle_image(billing: JobBilling, image_id: str, *, charge: Charge | None, model: str | None) -> list[Executable]:
-    """The statements settling one image: its charge (when delivered) and the release of its share
-    of the hold, and the key's committed spend moved by their sum."""
+@dataclass(frozen=True)
+class ImageRecord:
+    """What an image's ledger rows say it was: how it ended, its size class, quality and tokens."""
+
+    outcome: str
+    size: str | None = None
+    quality: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+    def columns(self) -> dict[str, Any]:
+        return {"outcome": self.outcome, "size": self.size, "quality": self.quality,
+                "input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
+
+
+def settle_image(billing: JobBilling, image_id: str, *, charge: Charge | None, model: str | None,
+                 record: ImageRecord, dialect: str) -> list[Executable]:
+    """The statements settling one image, run in the transaction that records it: its charge (a
+    delivered image, 0 for a free one) or the release of its share of the hold (any other), the
+    release of the hold share of a delivered image too, and the key's counters moved by their sum.
+    ``dialect`` is the database's (the spend counters are upserted)."""
     model = model or billing.model
-    rows = []
     billed = charge.billed_micros if charge is not None else 0
-    if charge is not None and billed:
+    rows = []
+    if charge is not None:
         rows.append(repo.row(
             kind=LedgerKind.CHARGE, key_id=billing.key_id, job_id=billing.job_id, image_id=image_id,
             amount=billed, upstream=charge.upstream_micros, model=model,
-            pricing=billing.pricing.only(model).as_json() if billing.pricing else None))
-    if billing.hold_per_image:
+            pricing=billing.pricing.only(model).as_json() if billing.pricing else None, **record.columns()))
+    if billing.hold_per_image or charge is None:
+        image = record.columns() if charge is None else {}
         rows.append(repo.row(kind=LedgerKind.RELEASE, key_id=billing.key_id, job_id=billing.job_id,
-                             image_id=image_id, amount=-billing.hold_per_image, model=model))
-    if not rows:
-        return []
-    return [repo.insert_rows(rows), repo.adjust_committed(billing.key_id, billed - billing.hold_per_image)]
+                             image_id=image_id, amount=-billing.hold_per_image, model=model, **image))
+    statements: list[Executable] = [repo.insert_rows(rows)]
+    if billed or billing.hold_per_image:
+        statements.append(repo.adjust_committed(billing.key_id, billed - billing.hold_per_image, charged=billed))
+    if billed:
+        now = utcnow()
+        statements.append(repo.add_spend(billing.key_id, [day_of(now), month_of(now)], billed, dialect=dialect))
+    return statements
 
 
-def release_images(billing: JobBilling, image_ids: Sequence[str]) -> list[Executable]:
+def release_images(billing: JobBilling, image_ids: Sequence[str], *, outcome: str = "canceled") -> list[Executable]:
     """The statements giving back the hold of images that will never be delivered (canceled)."""
-    if not billing.hold_per_image or not image_ids:
+    if not image_ids:
         return []
     rows = [repo.row(kind=LedgerKind.RELEASE, key_id=billing.key_id, job_id=billing.job_id, image_id=image_id,
-                     amount=-billing.hold_per_image, model=billing.model) for image_id in image_ids]
-    return [repo.insert_rows(rows), repo.adjust_committed(billing.key_id, -billing.hold_per_image * len(image_ids))]
+                     amount=-billing.hold_per_image, model=billing.model, outcome=outcome) for image_id in image_ids]
+    statements: list[Executable] = [repo.insert_rows(rows)]
+    if billing.hold_per_image:
+        statements.append(repo.adjust_committed(billing.key_id, -billing.hold_per_image * len(image_ids)))
+    return statements

@@ -7,23 +7,31 @@ transaction. :mod:`core.billing.ledger` decides what to write; this module only 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, Select, func, insert, or_, select, update
+from sqlalchemy import Date, Insert, Select, and_, case, cast, func, insert, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import ReturningUpdate, Update
 
+from core.billing.reports import Group
 from core.models import ApiKey
-from core.models.ledger import LedgerEntry, LedgerKind
+from core.models.ledger import KeySpend, LedgerEntry, LedgerKind
 from core.models.types import utcnow
 
 
 def row(*, kind: LedgerKind, key_id: str, job_id: str, amount: int, model: str, image_id: str | None = None,
-        upstream: int = 0, pricing: dict[str, Any] | None = None) -> dict[str, Any]:
-    """One ledger row's values (append-only: rows are only ever inserted)."""
-    return {"api_key_id": key_id, "job_id": job_id, "job_image_id": image_id, "kind": kind,
-            "amount_micros": amount, "upstream_cost_micros": upstream, "model": model, "pricing": pricing,
-            "created_at": utcnow()}
+        upstream: int = 0, pricing: dict[str, Any] | None = None, **image: Any) -> dict[str, Any]:
+    """One ledger row's values (append-only: rows are only ever inserted). An image's rows also
+    say what it was (``outcome``, ``size``, ``quality``, ``input_tokens``, ``output_tokens``)."""
+    values = {"api_key_id": key_id, "job_id": job_id, "job_image_id": image_id, "kind": kind,
+              "amount_micros": amount, "upstream_cost_micros": upstream, "model": model, "pricing": pricing,
+              "created_at": utcnow(), "outcome": None, "size": None, "quality": None, "input_tokens": None,
+              "output_tokens": None}
+    values.update(image)
+    return values
 
 
 def insert_rows(rows: list[dict[str, Any]]) -> Insert:
@@ -44,23 +52,81 @@ def reserve(key_id: str, amount: int) -> ReturningUpdate[int]:
     )
 
 
-def adjust_committed(key_id: str, delta: int) -> Update:
-    """Move the key's committed spend by ``delta`` (a charge minus the hold it replaces)."""
-    return update(ApiKey).where(ApiKey.id == key_id).values(committed_micros=ApiKey.committed_micros + delta)
+def adjust_committed(key_id: str, delta: int, *, charged: int = 0) -> Update:
+    """Move the key's committed spend by ``delta`` (a charge minus the hold it replaces) and its
+    charges in all by ``charged``."""
+    values: dict[str, Any] = {"committed_micros": ApiKey.committed_micros + delta}
+    if charged:
+        values["charged_micros"] = ApiKey.charged_micros + charged
+    return update(ApiKey).where(ApiKey.id == key_id).values(values)
 
 
-def charges_since(key_id: str, since: datetime) -> Select[int]:
-    """What the key was billed since ``since``."""
-    return select(func.coalesce(func.sum(LedgerEntry.amount_micros), 0)).where(
-        LedgerEntry.api_key_id == key_id, LedgerEntry.kind == LedgerKind.CHARGE, LedgerEntry.created_at >= since)
+def add_spend(key_id: str, periods: Sequence[str], amount: int, *, dialect: str) -> Executable:
+    """Add a charge to the key's spend counters of ``periods`` (its UTC day and month), creating
+    them as needed: one statement, whichever transaction gets there first."""
+    builder = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = builder(KeySpend).values([{"api_key_id": key_id, "period": p, "charged_micros": amount}
+                                          for p in periods])
+    return statement.on_conflict_do_update(
+        index_elements=[KeySpend.api_key_id, KeySpend.period],
+        set_={"charged_micros": KeySpend.charged_micros + statement.excluded.charged_micros})
 
 
-def charges_total(key_id: str) -> Select[int]:
-    """What the key was ever billed."""
-    return select(func.coalesce(func.sum(LedgerEntry.amount_micros), 0)).where(
-        LedgerEntry.api_key_id == key_id, LedgerEntry.kind == LedgerKind.CHARGE)
+def spend_in(key_id: str, periods: Sequence[str]) -> Select[int]:
+    """What the key was charged in ``periods`` (days or months), from its counters."""
+    return select(func.coalesce(func.sum(KeySpend.charged_micros), 0)).where(
+        KeySpend.api_key_id == key_id, KeySpend.period.in_(list(periods)))
 
 
-def committed(key_id: str) -> Select[int]:
-    """The key's committed spend: open holds plus charges."""
-    return select(ApiKey.committed_micros).where(ApiKey.id == key_id)
+def open_holds(key_id: str) -> Select[int]:
+    """What the key's holds still reserve: committed spend minus charges."""
+    return select(ApiKey.committed_micros - ApiKey.charged_micros).where(ApiKey.id == key_id)
+
+
+# -- usage reports --------------------------------------------------------------------------------
+
+
+def _day(dialect: str) -> Any:
+    if dialect == "postgresql":
+        return cast(func.timezone("UTC", LedgerEntry.created_at), Date)
+    return func.date(LedgerEntry.created_at)
+
+
+def usage_query(*, dialect: str, group_by: Sequence[Group], key_id: str | None = None,
+                since: datetime | None = None, until: datetime | None = None) -> Select[Any]:
+    """The images that ended delivered or failed in ``[since, until)``, grouped as asked, from the
+    ledger alone (an image's charge or release row says what it was): the figures are the ledger's
+    to the micro-dollar, and they stay so after retention deletes jobs."""
+    columns = {"key": ApiKey.name, "model": LedgerEntry.model, "size": LedgerEntry.size,
+               "quality": LedgerEntry.quality, "day": _day(dialect)}
+    chosen = [columns[g].label(g) for g in group_by]
+    charge = LedgerEntry.kind == LedgerKind.CHARGE
+    query = (
+        select(
+            *chosen,
+            func.sum(case((LedgerEntry.outcome == "succeeded", 1), else_=0)).label("images_succeeded"),
+            func.sum(case((LedgerEntry.outcome == "failed", 1), else_=0)).label("images_failed"),
+            func.coalesce(func.sum(LedgerEntry.input_tokens), 0).label("input_tokens"),
+            func.coalesce(func.sum(LedgerEntry.output_tokens), 0).label("output_tokens"),
+            func.coalesce(func.sum(case((charge, LedgerEntry.upstream_cost_micros), else_=0)), 0)
+            .label("upstream_cost_micros"),
+            func.coalesce(func.sum(case((charge, LedgerEntry.amount_micros), else_=0)), 0).label("billed_micros"),
+        )
+        .select_from(LedgerEntry)
+        .join(ApiKey, ApiKey.id == LedgerEntry.api_key_id)
+        .where(LedgerEntry.outcome.in_(["succeeded", "failed"]))
+    )
+    conditions = []
+    if key_id is not None:
+        conditions.append(LedgerEntry.api_key_id == key_id)
+    if since is not None:
+        conditions.append(LedgerEntry.created_at >= since)
+    if until is not None:
+        conditions.append(LedgerEntry.created_at < until)
+    if conditions:
+        query = query.where(and_(*conditions))
+    if group_by:
+        # by the expressions, not the labels: "model", "size" and "quality" are also column names,
+        # which makes a label ambiguous in GROUP BY on SQLite and PostgreSQL alike
+        query = query.group_by(*[columns[g] for g in group_by]).order_by(*[columns[g] for g in group_by])
+    return query

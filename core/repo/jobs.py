@@ -46,6 +46,15 @@ def by_idempotency_key(key_id: str, idempotency_key: str) -> Select[Job]:
     return select(Job).where(Job.api_key_id == key_id, Job.idempotency_key == idempotency_key)
 
 
+def retried(key_id: str, request_hash: str, *, since: datetime) -> Select[Job]:
+    """The latest job of this key for the same request since ``since`` that did not fail or get
+    canceled: the one an SDK's retry of that request belongs to."""
+    return (select(Job)
+            .where(Job.api_key_id == key_id, Job.request_hash == request_hash, Job.created_at >= since,
+                   Job.status.not_in([JobStatus.FAILED, JobStatus.CANCELED]))
+            .order_by(Job.id.desc()).limit(1))
+
+
 def forget_idempotency_key(job_id: str) -> Update:
     """An Idempotency-Key older than its window may be used again: the old job lets go of it."""
     return update(Job).where(Job.id == job_id).values(idempotency_key=None)

@@ -51,7 +51,9 @@ def upgrade() -> None:
                       sa.column('job_image_id', sa.String))
     images = sa.table('job_images', sa.column('id', sa.String), sa.column('status', sa.String),
                       sa.column('size', sa.String), sa.column('quality', sa.String),
-                      sa.column('input_tokens', sa.Integer), sa.column('output_tokens', sa.Integer))
+                      sa.column('input_tokens', sa.Integer), sa.column('output_tokens', sa.Integer),
+                      sa.column('job_id', sa.String), sa.column('model', sa.String),
+                      sa.column('finished_at', sa.DateTime))
     keys = sa.table('api_keys', sa.column('id', sa.String), sa.column('charged_micros', sa.BigInteger))
     spend = sa.table('key_spend', sa.column('api_key_id', sa.String), sa.column('period', sa.String),
                      sa.column('charged_micros', sa.BigInteger))
@@ -72,19 +74,34 @@ def upgrade() -> None:
     if periods:
         connection.execute(sa.insert(spend), [{"api_key_id": k, "period": p, "charged_micros": v}
                                               for (k, p), v in periods.items()])
-    # an image's charge or release row says what the image was, as its row does today
-    rows = connection.execute(sa.select(images.c.id, images.c.status, images.c.size, images.c.quality,
-                                        images.c.input_tokens, images.c.output_tokens)).all()
+    # an image's charge or release row says what the image was, as its row does today; a free
+    # image, which had no ledger row, gets one of 0
+    jobs = sa.table('jobs', sa.column('id', sa.String), sa.column('api_key_id', sa.String),
+                    sa.column('model', sa.String))
+    rows = connection.execute(
+        sa.select(images.c.id, images.c.status, images.c.size, images.c.quality, images.c.input_tokens,
+                  images.c.output_tokens, images.c.job_id, images.c.model, images.c.finished_at,
+                  jobs.c.api_key_id, jobs.c.model)
+        .select_from(images.join(jobs, jobs.c.id == images.c.job_id))).all()
     entries = sa.table('ledger_entries', sa.column('job_image_id', sa.String), sa.column('kind', sa.String),
                        sa.column('outcome', sa.String), sa.column('size', sa.String), sa.column('quality', sa.String),
-                       sa.column('input_tokens', sa.Integer), sa.column('output_tokens', sa.Integer))
-    for image_id, status, size, quality, input_tokens, output_tokens in rows:
+                       sa.column('input_tokens', sa.Integer), sa.column('output_tokens', sa.Integer),
+                       sa.column('api_key_id', sa.String), sa.column('job_id', sa.String),
+                       sa.column('amount_micros', sa.BigInteger), sa.column('upstream_cost_micros', sa.BigInteger),
+                       sa.column('model', sa.String), sa.column('created_at', sa.DateTime))
+    for (image_id, status, size, quality, input_tokens, output_tokens, job_id, served, finished,
+         key_id, job_model) in rows:
         if status not in ('succeeded', 'failed', 'canceled'):
             continue
         kind = 'charge' if status == 'succeeded' else 'release'
-        connection.execute(sa.update(entries).where(entries.c.job_image_id == image_id, entries.c.kind == kind)
-                           .values(outcome=status, size=size, quality=quality, input_tokens=input_tokens,
-                                   output_tokens=output_tokens))
+        described = {"outcome": status, "size": size, "quality": quality, "input_tokens": input_tokens,
+                     "output_tokens": output_tokens}
+        updated = connection.execute(sa.update(entries).where(entries.c.job_image_id == image_id,
+                                                              entries.c.kind == kind).values(described))
+        if updated.rowcount == 0:
+            connection.execute(sa.insert(entries).values(
+                api_key_id=key_id, job_id=job_id, job_image_id=image_id, kind=kind, amount_micros=0,
+                upstream_cost_micros=0, model=served or job_model, created_at=finished, **described))
 
 
 def downgrade() -> None:

@@ -17,6 +17,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from api.ratelimit import (
+    FailOpenRateLimiter,
     InMemoryRateLimiter,
     RateDecision,
     RateLimiter,
@@ -461,5 +462,5 @@ def test_limiter_for_picks_by_deployment_mode() -> None:
     assert isinstance(limiter_for(None), InMemoryRateLimiter)
     client = aioredis.Redis(host=REDIS_HOST, port=REDIS_PORT, db=REDIS_DB)  # no connection is made
     limiter = limiter_for(client)
-    assert isinstance(limiter, RedisRateLimiter)
+    assert isinstance(limiter, FailOpenRateLimiter) and isinstance(limiter.shared, RedisRateLimiter)
     assert isinstance(limiter, RateLimiter)

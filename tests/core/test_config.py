@@ -32,7 +32,7 @@ def test_defaults_without_any_variable() -> None:
     assert s.data_dir == Path("./var")
     assert s.gemini_api_key is None and s.openai_api_key is None
     assert s.default_model is None
-    assert s.sync_timeout_s == 600.0
+    assert s.sync_timeout_s == 540.0
     assert s.max_body_bytes == 64 * 1024 * 1024
 
 

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.billing import ledger
-from core.billing.ledger import Charge, JobBilling, PricingSnapshot
+from core.billing.ledger import Charge, ImageRecord, JobBilling, PricingSnapshot
 from core.billing.money import MoneyError, format_usd, parse_usd
 from core.billing.prices import ModelPrice, PriceTable
 from core.config import Settings
@@ -26,7 +26,7 @@ from core.errors import QuotaExceededError, ServiceUnavailableError
 from core.generation import AppliedParams, GenerationRequest, Usage
 from core.migrate import upgrade_head
 from core.models import ApiKey
-from core.models.ledger import LedgerEntry
+from core.models.ledger import KeySpend, LedgerEntry
 from tests.worker.factories import make_api_key, make_image, make_job
 
 DEMO = ModelPrice(id="demo", source="test", effective=date(2026, 11, 1), per_image={"*": {"*": Decimal("0.04")}})
@@ -131,18 +131,32 @@ def test_settling_a_delivered_and_a_failed_image(session: Session) -> None:
     job_billing = JobBilling(key_id=key.id, job_id=job.id, model="demo", hold_per_image=60_000,
                              pricing=PricingSnapshot(markup=Decimal("1.5"), routes={"demo": DEMO}))
 
-    for statement in ledger.settle_image(job_billing, a, charge=Charge(40_000, 60_000), model="demo"):
+    delivered = ImageRecord(outcome="succeeded", size="1K", quality="high", input_tokens=12, output_tokens=1120)
+    for statement in ledger.settle_image(job_billing, a, charge=Charge(40_000, 60_000), model="demo",
+                                         record=delivered, dialect="sqlite"):
         session.execute(statement)
-    for statement in ledger.settle_image(job_billing, b, charge=None, model=None):
+    for statement in ledger.settle_image(job_billing, b, charge=None, model=None,
+                                         record=ImageRecord(outcome="failed"), dialect="sqlite"):
         session.execute(statement)
     session.flush()
 
     committed, total, by_kind = _sums(session, key.id)
     assert by_kind == {"hold": 120_000, "charge": 60_000, "release": -120_000}
     assert committed == total == 60_000
+    assert session.scalar(select(ApiKey.charged_micros).where(ApiKey.id == key.id)) == 60_000
     charge = session.scalars(select(LedgerEntry).where(LedgerEntry.kind == "charge")).one()
     assert (charge.job_image_id, charge.upstream_cost_micros) == (a, 40_000)
+    assert (charge.outcome, charge.size, charge.quality, charge.input_tokens, charge.output_tokens) == (
+        "succeeded", "1K", "high", 12, 1120)
     assert PricingSnapshot.model_validate(charge.pricing).routes == {"demo": DEMO}
+    # one row per image says how it ended
+    outcomes = session.execute(select(LedgerEntry.job_image_id, LedgerEntry.outcome)
+                               .where(LedgerEntry.outcome.is_not(None))).all()
+    assert sorted(outcomes) == sorted([(a, "succeeded"), (b, "failed")])
+    # and the day's and month's counters hold the charge
+    spend = dict(session.execute(select(KeySpend.period, KeySpend.charged_micros)
+                                 .where(KeySpend.api_key_id == key.id)).all())
+    assert set(spend.values()) == {60_000} and len(spend) == 2
 
 
 def test_releasing_canceled_images(session: Session) -> None:
@@ -161,10 +175,21 @@ def test_releasing_canceled_images(session: Session) -> None:
     assert _sums(session, key.id) == (0, 0, {"hold": 21, "release": -21})
 
 
-def test_a_free_job_writes_no_ledger_rows(session: Session) -> None:
-    free = JobBilling(key_id="key_x", job_id="job_x", model="demo", hold_per_image=0, pricing=None)
-    assert ledger.settle_image(free, "img", charge=Charge(0, 0), model="demo") == []
-    assert ledger.release_images(free, ["img"]) == []
+def test_a_free_image_gets_one_row_of_zero_and_moves_no_counter(session: Session) -> None:
+    key = make_api_key(session)
+    job = make_job(session, key, n=2)
+    a, b = (make_image(session, job, index=i).id for i in range(2))
+    free = JobBilling(key_id=key.id, job_id=job.id, model="demo", hold_per_image=0, pricing=None)
+    delivered = ledger.settle_image(free, a, charge=Charge(0, 0), model="demo",
+                                    record=ImageRecord(outcome="succeeded"), dialect="sqlite")
+    assert len(delivered) == 1  # the row alone: no counter moves
+    for statement in [*delivered, *ledger.release_images(free, [b])]:
+        session.execute(statement)
+    session.flush()
+    rows = session.execute(select(LedgerEntry.kind, LedgerEntry.amount_micros, LedgerEntry.outcome)
+                           .where(LedgerEntry.job_id == job.id)).all()
+    assert sorted(rows) == [("charge", 0, "succeeded"), ("release", 0, "canceled")]
+    assert _sums(session, key.id)[0] == 0
 
 
 # -- the hold -----------------------------------------------------------------------------------
@@ -246,3 +271,41 @@ def test_parse_usd_refuses_what_is_not_an_amount(text: object) -> None:
 def test_format_usd_is_exact() -> None:
     assert [format_usd(m) for m in (0, 1, 38_700, -5, 10**18 + 1)] == [
         "0.000000", "0.000001", "0.038700", "-0.000005", "1000000000000.000001"]
+
+
+def test_monthly_budget_and_markup_tiers_read_counters_not_the_key_history(settings: Settings,
+                                                                           session: Session) -> None:
+    """The checks at submit cost the same for a key with years of charges as for a new one: they
+    read the key's counters, never an aggregate over its ledger rows."""
+    from sqlalchemy import event
+
+    from core.billing.prices import MarkupConfig, MarkupTier
+
+    key = make_api_key(session)
+    key.monthly_budget_micros = 10_000_000
+    job = make_job(session, key)
+    session.commit()
+    table = PriceTable([DEMO], markup=MarkupConfig(default=Decimal("1.5"), tiers=[
+        MarkupTier(min_spend_usd=Decimal(0), markup=Decimal("1.5")),
+        MarkupTier(min_spend_usd=Decimal(10), markup=Decimal("1.2"))]))
+    statements: list[str] = []
+
+    async def run() -> Decimal:
+        engine = create_async_db_engine(settings.resolved_database_url, pool_size=1, max_overflow=0)
+        event.listen(engine.sync_engine, "before_cursor_execute",
+                     lambda conn, cursor, statement, *rest: statements.append(statement))
+        try:
+            async with async_session_factory(engine)() as s:
+                stored = await s.scalar(select(ApiKey).where(ApiKey.id == key.id))
+                assert stored is not None
+                markup = await ledger.markup_in_force(s, key=stored, prices=table)
+                quote = ledger.quote(REQUEST, [applied("demo")], prices=table, markup=markup)
+                await ledger.take_hold(s, key=stored, job_id=job.id, quote=quote, n=1, model="demo")
+                await s.commit()
+                return markup
+        finally:
+            await engine.dispose()
+
+    assert asyncio.run(run()) == Decimal("1.5")
+    reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+    assert reads and not any("ledger_entries" in s for s in reads), reads

@@ -105,7 +105,9 @@ def parse_images(response: httpx.Response, call: ProviderCall, *, label: str) ->
     declared = f"image/{wire.output_format or call.applied.upstream_format}"
     return [decode_image(item.b64_json or "", declared_mime=declared, label=label, text=item.revised_prompt,
                          usage=share)
-            for item, share in zip(items, split_usage(total, len(items)), strict=True)]
+            # the call's usage is shared over the images it was asked for: an image it did not
+            # deliver leaves its share unbilled rather than billed to the others
+            for item, share in zip(items, split_usage(total, call.count)[:len(items)], strict=True)]
 
 
 class OpenAIImagesAdapter(OpenAIErrors):

@@ -42,7 +42,7 @@ def data_url(data: bytes, mime_type: str) -> str:
 
 
 def split_usage(total: Usage, count: int) -> list[Usage]:
-    """A call's usage shared out over the images it made, in whole tokens (remainders first)."""
+    """A call's usage shared out over ``count`` images, in whole tokens (remainders first)."""
     if count <= 1:
         return [total] * max(count, 1)
     fields = total.model_dump()

@@ -193,12 +193,13 @@ def test_more_images_than_asked_are_dropped() -> None:
     assert len(images) == 2
 
 
-def test_usage_is_split_over_the_images_delivered() -> None:
+def test_usage_is_split_over_the_images_asked_for() -> None:
+    # two asked, one delivered: the delivered image is billed its own share, not the missing one's
     usage = {"input_tokens": 10, "output_tokens": 101}
     items = [{"b64_json": b64(image_bytes())}, {"url": "https://x/1.png"}]
     images = adapter.parse_response(images_response(items, usage=usage), make_call("gpt-image-2", indices=[0, 1]))
     assert len(images) == 1
-    assert (images[0].usage.input_tokens, images[0].usage.output_tokens) == (10, 101)
+    assert (images[0].usage.input_tokens, images[0].usage.output_tokens) == (5, 51)
 
 
 @pytest.mark.parametrize("items", [[], [{"url": "https://files.test/x.png"}], [{"b64_json": None}]])
