@@ -27,7 +27,7 @@ from core.db import async_session_factory, create_async_db_engine
 from core.events import InProcessEventBus
 from core.routing import load_for_settings
 from core.signing import load_or_create_signing_key
-from core.storage import LocalImageStore
+from core.storage import open_store
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +82,7 @@ def create_app(
             engine=engine,
             sessions=sessions,
             catalogue=catalogue,
-            store=LocalImageStore(settings.images_dir),
+            store=open_store(settings),
             enqueuer=enqueuer,
             waiter=waiter,
             signing_key=load_or_create_signing_key(

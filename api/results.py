@@ -7,7 +7,6 @@ import logging
 from datetime import datetime
 from typing import Any
 
-import anyio.to_thread
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.state import AppState
@@ -41,7 +40,13 @@ async def job_is_terminal(state: AppState, job_id: str) -> bool:
     return status is not None and JobStatus(status).is_terminal
 
 
-def file_url(state: AppState, image_id: str) -> str:
+def file_url(state: AppState, image_id: str, object_key: str | None = None) -> str:
+    """Where a stored image can be fetched: the gateway's signed ``/v1/files`` URL, or a presigned
+    object-store URL when the operator enables them (``IMAGEGATE_S3_PRESIGNED_URLS``)."""
+    if object_key is not None and state.settings.s3_presigned_urls:
+        presigned = state.store.presign(object_key, ttl_s=state.settings.file_url_ttl_s)
+        if presigned is not None:
+            return presigned
     query = signing.signed_query(state.signing_key, image_id, ttl_s=state.settings.file_url_ttl_s)
     return f"{state.settings.resolved_public_url}/v1/files/{image_id}?{query}"
 
@@ -57,8 +62,8 @@ def _usage(image: JobImage) -> Usage:
     )
 
 
-def _read_b64(state: AppState, keys: list[str]) -> list[str]:
-    return [base64.b64encode(state.store.get(key)).decode("ascii") for key in keys]
+async def _read_b64(state: AppState, keys: list[str]) -> list[str]:
+    return [base64.b64encode(await state.store.aget(key)).decode("ascii") for key in keys]
 
 
 async def delivered_images(
@@ -70,7 +75,7 @@ async def delivered_images(
     keys = [i.object_key for i in done if i.object_key]
     encoded: list[str | None]
     if as_b64:
-        encoded = list(await anyio.to_thread.run_sync(_read_b64, state, keys))
+        encoded = list(await _read_b64(state, keys))
     else:
         encoded = [None] * len(done)
     return [
@@ -83,7 +88,7 @@ async def delivered_images(
             text=image.text,
             usage=_usage(image),
             b64_json=b64,
-            url=None if as_b64 else file_url(state, image.id),
+            url=None if as_b64 else file_url(state, image.id, image.object_key),
         )
         for image, b64 in zip(done, encoded, strict=True)
     ]
@@ -111,7 +116,7 @@ async def job_view(state: AppState, job: Job, images: list[JobImage], *, include
         if image.id in delivered:
             d = delivered[image.id]
             view.update(
-                url=file_url(state, image.id),
+                url=file_url(state, image.id, image.object_key),
                 mime_type=d.mime_type,
                 width=d.width,
                 height=d.height,

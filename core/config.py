@@ -62,6 +62,19 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(10, ge=0, validation_alias=_env("DB_MAX_OVERFLOW"))
     queue: str = Field("imagegate", min_length=1, validation_alias=_env("QUEUE"))
     """The broker queue of image tasks; gateways that share one Redis each use their own."""
+    storage_url: str | None = Field(None, validation_alias=_env("STORAGE_URL"))
+    """Where images are kept: ``file:///path``, or ``s3://bucket/prefix``; unset: ``images/``
+    under the data dir."""
+    s3_endpoint_url: str | None = Field(
+        None, validation_alias=_env("S3_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"))
+    """An S3-compatible endpoint (MinIO, R2, GCS...); unset: AWS S3 itself."""
+    s3_region: str = Field("us-east-1", validation_alias=_env("S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"))
+    s3_access_key_id: SecretStr | None = Field(None, validation_alias=_env("S3_ACCESS_KEY_ID", "AWS_ACCESS_KEY_ID"))
+    s3_secret_access_key: SecretStr | None = Field(
+        None, validation_alias=_env("S3_SECRET_ACCESS_KEY", "AWS_SECRET_ACCESS_KEY"))
+    s3_presigned_urls: bool = Field(False, validation_alias=_env("S3_PRESIGNED_URLS"))
+    """``response_format=url`` hands out presigned object-store URLs (the bytes then never pass
+    through the gateway) instead of the gateway's own signed ``/v1/files`` URLs."""
 
     # -- upstream providers (secrets: never logged, echoed or stored)
     gemini_api_key: SecretStr | None = Field(
@@ -143,6 +156,13 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("storage_url", "s3_endpoint_url")
+    @classmethod
+    def _check_storage_url(cls, value: str | None) -> str | None:
+        if value is None or not value.strip():
+            return None
+        return value.strip().rstrip("/") if not value.startswith("file://") else value.strip()
 
     @field_validator("public_url")
     @classmethod

@@ -11,6 +11,7 @@ import os
 import socket
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -68,3 +69,51 @@ def make_pg_database(postgres_admin_url: str) -> Iterator[object]:
 def redis_url() -> str:
     need_service("Redis", REDIS_HOST, REDIS_PORT)
     return f"redis://{REDIS_HOST}:{REDIS_PORT}"
+
+
+class S3Server:
+    """A real S3-protocol server (moto's) on a free port, with a bucket made per test module."""
+
+    def __init__(self) -> None:
+        from moto.server import ThreadedMotoServer
+
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = int(sock.getsockname()[1])
+        self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self.access_key_id, self.secret_access_key = "imagegate-test", "imagegate-test-secret"
+
+    def start(self) -> S3Server:
+        self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def bucket(self) -> str:
+        """A new, empty bucket."""
+        name = f"imagegate-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+    def client(self) -> Any:
+        """A boto3 client of the server, for tests to look into buckets (independent of imagegate's
+        own S3 client)."""
+        import boto3
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1",
+                            aws_access_key_id=self.access_key_id, aws_secret_access_key=self.secret_access_key)
+
+    def settings(self, bucket: str, prefix: str = "images") -> dict[str, str]:
+        """The gateway's settings for this server."""
+        return {"IMAGEGATE_STORAGE_URL": f"s3://{bucket}/{prefix}", "IMAGEGATE_S3_ENDPOINT_URL": self.endpoint,
+                "IMAGEGATE_S3_REGION": "us-east-1", "IMAGEGATE_S3_ACCESS_KEY_ID": self.access_key_id,
+                "IMAGEGATE_S3_SECRET_ACCESS_KEY": self.secret_access_key}
+
+
+@pytest.fixture(scope="session")
+def s3_server() -> Iterator[S3Server]:
+    server = S3Server().start()
+    yield server
+    server.stop()

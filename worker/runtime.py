@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.config import Settings
 from core.db import create_sync_engine, sync_sessionmaker
 from core.events import EventPublisher, InProcessEventBus, RedisEventPublisher
-from core.storage import ImageStore, LocalImageStore
+from core.storage import ImageStore, open_store
 from worker.providers.registry import ProviderRegistry
 
 
@@ -42,7 +42,7 @@ class WorkerRuntime:
             settings=settings,
             engine=engine,
             sessions=sync_sessionmaker(engine),
-            store=LocalImageStore(settings.images_dir),
+            store=open_store(settings),
             events=publisher,
             providers=ProviderRegistry.from_settings(settings),
         )

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, Response
+from fastapi.responses import FileResponse, Response, StreamingResponse
 
 from api.auth import authenticate
 from api.deps import StateDep
@@ -33,4 +33,10 @@ async def get_file(file_id: str, request: Request, state: StateDep) -> Response:
     headers = {"Cache-Control": "private, max-age=3600"}
     if path is not None:
         return FileResponse(path, media_type=image.mime_type, headers=headers)
-    return Response(state.store.get(image.object_key), media_type=image.mime_type, headers=headers)
+    if image.bytes is not None:
+        headers["Content-Length"] = str(image.bytes)
+    try:
+        chunks = await state.store.aopen(image.object_key)
+    except FileNotFoundError:
+        raise not_found from None
+    return StreamingResponse(chunks, media_type=image.mime_type, headers=headers)
