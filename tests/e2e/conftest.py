@@ -12,12 +12,14 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.e2e.stack import Stack, base_env
 from tests.fakes.upstream import FakeUpstream
+from tests.harness import Stack, base_env
 
 pytestmark = pytest.mark.integration
 
 REDIS_DB = 3
+# many stacks share one PostgreSQL during a test session: keep their pools small
+SMALL_POOLS = {"IMAGEGATE_DB_POOL_SIZE": "3", "IMAGEGATE_DB_MAX_OVERFLOW": "12"}
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +31,7 @@ def make_stack(
 
     def make(mode: str, *, workers: int = 1, start: bool = True, **settings: str) -> Stack:
         tmp: Path = tmp_path_factory.mktemp(f"stack-{mode}")
-        env = base_env(tmp, **settings)
+        env = base_env(tmp, **{**SMALL_POOLS, **settings})
         if mode == "distributed":
             redis_base = request.getfixturevalue("redis_url")
             env.setdefault("IMAGEGATE_REDIS_URL", f"{redis_base}/{REDIS_DB}")
@@ -39,10 +41,7 @@ def make_stack(
         stack = Stack(tmp=tmp, env=env, mode=mode)
         stacks.append(stack)
         if start:
-            stack.cli("migrate")
-            stack.start_api()
-            for _ in range(workers if mode == "distributed" else 0):
-                stack.start_worker()
+            stack.start(workers=workers)
         return stack
 
     yield make
@@ -120,7 +119,6 @@ def key(gw: Stack) -> str:
 @pytest.fixture(scope="session")
 def client(gw: Stack, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=gw.base_url + "/v1", api_key=key, max_retries=0, timeout=120)
-
 
 
 @pytest.hookimpl(hookwrapper=True)
