@@ -10,6 +10,7 @@ end-to-end tests, and :meth:`FakeUpstream.transport` (an ``httpx.MockTransport``
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
@@ -47,11 +48,13 @@ OPENAI_ENDPOINTS = ("openai_generations", "openai_edits", "chat")
 ENDPOINTS = (*GEMINI_ENDPOINTS, *IMAGEN_ENDPOINTS, *OPENAI_ENDPOINTS, "token")
 _IMAGE_FAULTS = {"status", "hang", "bad_json", "no_image", "bad_base64", "wrong_mime"}
 FAULT_KINDS: dict[str, set[str]] = {
-    **{e: _IMAGE_FAULTS | {"safety_prompt", "safety_finish"} for e in GEMINI_ENDPOINTS},
+    **{e: _IMAGE_FAULTS | {"safety_prompt", "safety_finish", "usage"} for e in GEMINI_ENDPOINTS},
     **{e: set(_IMAGE_FAULTS) for e in IMAGEN_ENDPOINTS},
-    **{e: _IMAGE_FAULTS | {"moderation"} for e in OPENAI_ENDPOINTS},
+    **{e: _IMAGE_FAULTS | {"moderation", "usage"} for e in OPENAI_ENDPOINTS},
     "token": {"status", "hang", "bad_json"},
 }
+USAGE_FIELDS = ("usage", "usageMetadata")
+"""The usage object of an answer, by protocol: OpenAI's ``usage``, Google's ``usageMetadata``."""
 
 _GEMINI_PATH = re.compile(r"/(?:v1beta|v1)/models/(?P<model>.+):(?P<method>[A-Za-z]+)")
 _VERTEX_PATH = re.compile(
@@ -96,6 +99,8 @@ class FakeUpstream:
       own error shape. A test should normally end with ``assert fake.violations == []``.
     * ``add_fault`` makes the next matching request(s) fail in a chosen way (see ``FAULT_KINDS``).
       Faults apply only to requests that pass validation: a refused request never consumes one.
+      The ``usage`` fault answers normally but reports the usage fields given as ``body`` (merged
+      into the answer's ``usage`` or ``usageMetadata``): an upstream billing more than it documents.
 
     Endpoint names: ``gemini``, ``gemini_stream``, ``imagen``, ``vertex_gemini``,
     ``vertex_gemini_stream``, ``vertex_imagen``, ``openai_generations``, ``openai_edits``, ``chat``,
@@ -218,6 +223,8 @@ class FakeUpstream:
             )
         if kind == "status" and status is None:
             raise ValueError("a 'status' fault needs status=")
+        if kind == "usage" and not body:
+            raise ValueError("a 'usage' fault needs body= (the usage fields to report)")
         if times < 1:
             raise ValueError("times must be >= 1")
         with self._lock:
@@ -361,6 +368,8 @@ class FakeUpstream:
                 fault.status,
                 fault.body if fault.body is not None else self._error_body(call.endpoint, fault.status),
             )
+        elif fault.kind == "usage":
+            response = self._with_usage(call.endpoint, accepted.build(None), fault.body or {})
         else:
             response = accepted.build(None if fault.kind == "hang" else fault.kind)
         response.headers.update(fault.headers)
@@ -380,6 +389,16 @@ class FakeUpstream:
                         self._faults.remove(fault)
                     return fault
         return None
+
+    def _with_usage(self, endpoint: str, response: FakeResponse, usage: dict[str, Any]) -> FakeResponse:
+        """``response`` with ``usage`` merged into its usage object (JSON answers only)."""
+        payload = json.loads(response.body) if response.headers.get("content-type") == "application/json" else None
+        field_name = next((f for f in USAGE_FIELDS if isinstance(payload, dict) and f in payload), None)
+        if payload is None or field_name is None:
+            self._violate(endpoint, ["a 'usage' fault needs a JSON answer with a usage object (not a stream)"])
+            return response
+        payload[field_name] = {**payload[field_name], **usage}
+        return json_response(response.status, payload, dict(response.headers))
 
     @staticmethod
     def _error_body(endpoint: str, status: int) -> dict[str, Any]:
