@@ -1,4 +1,4 @@
-"""Shared fixtures: the real services integration tests run against.
+"""Shared fixtures: the real services integration tests run against, and the fake upstream.
 
 PostgreSQL (127.0.0.1:5432, trust auth, database ``test``) and Redis (127.0.0.1:6379) are used for
 real. When one is missing the tests that need it skip, saying why — unless
@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from tests.fakes.upstream import FakeUpstream
 from tests.harness import (
     PG_ADMIN_URL,
     PG_HOST,
@@ -60,3 +61,19 @@ def make_pg_database(postgres_admin_url: str) -> Iterator[Callable[[], str]]:
 def redis_url() -> str:
     need_service("Redis", REDIS_HOST, REDIS_PORT)
     return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def fake() -> Iterator[FakeUpstream]:
+    """The fake upstream (tests/fakes/upstream.py), a real HTTP server on 127.0.0.1."""
+    upstream = FakeUpstream().start()
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture
+def upstream(fake: FakeUpstream) -> Iterator[FakeUpstream]:
+    """The fake upstream, reset for this test; fails the test if imagegate broke a wire format."""
+    fake.reset()
+    yield fake
+    assert fake.violations == [], "imagegate sent requests that break the upstream wire format"

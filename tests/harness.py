@@ -167,6 +167,12 @@ def base_env(tmp: Path, **settings: str) -> dict[str, str]:
     return env
 
 
+def env_names(settings: dict[str, str]) -> dict[str, str]:
+    """Settings by field name (``gemini_api_key``) under their environment names
+    (``IMAGEGATE_GEMINI_API_KEY``)."""
+    return {f"IMAGEGATE_{name.upper()}": value for name, value in settings.items()}
+
+
 @dataclass
 class Stack:
     """One gateway (and, in distributed mode, its workers) with its own data dir and database."""

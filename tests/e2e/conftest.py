@@ -4,7 +4,6 @@ Redis database number, so stacks never see each other's queues or rows."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -13,7 +12,7 @@ import openai
 import pytest
 
 from tests.fakes.upstream import FakeUpstream
-from tests.harness import Stack, base_env
+from tests.harness import Stack, base_env, env_names
 
 pytestmark = pytest.mark.integration
 
@@ -67,48 +66,10 @@ def stack(request: pytest.FixtureRequest) -> Stack:
 
 # -- a gateway whose providers are the fake upstream (every family configured)
 
-IMAGEN_FILE = Path(__file__).resolve().parents[2] / "core" / "catalogue" / "imagen.toml"
-
-
-@pytest.fixture(scope="session")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream().start()
-    yield upstream
-    upstream.stop()
-
-
-@pytest.fixture
-def upstream(fake: FakeUpstream) -> Iterator[FakeUpstream]:
-    """The fake upstream, reset for this test; fails the test if imagegate broke a wire format."""
-    fake.reset()
-    yield fake
-    assert fake.violations == [], "imagegate sent requests that break the upstream wire format"
-
-
-def provider_env(fake: FakeUpstream, tmp: Path) -> dict[str, str]:
-    account = tmp / "service-account.json"
-    account.write_text(json.dumps(fake.service_account_info()))
-    return {
-        "IMAGEGATE_GEMINI_API_KEY": fake.gemini_key,
-        "IMAGEGATE_GEMINI_BASE_URL": fake.gemini_base_url,
-        "IMAGEGATE_OPENAI_API_KEY": fake.openai_key,
-        "IMAGEGATE_OPENAI_BASE_URL": fake.openai_base_url,
-        "IMAGEGATE_CHAT_UPSTREAM_BASE_URL": fake.chat_base_url,
-        "IMAGEGATE_CHAT_UPSTREAM_API_KEY": fake.chat_key,
-        "IMAGEGATE_VERTEX_PROJECT": "test-project",
-        "IMAGEGATE_VERTEX_CREDENTIALS_FILE": str(account),
-        "IMAGEGATE_VERTEX_BASE_URL": fake.vertex_base_url,
-        "IMAGEGATE_MODELS_FILE": str(IMAGEN_FILE),
-        "IMAGEGATE_UPSTREAM_TIMEOUT_S": "2",
-        "IMAGEGATE_UPSTREAM_MAX_ATTEMPTS": "3",
-        "IMAGEGATE_UPSTREAM_BACKOFF_BASE_S": "0.05",
-        "IMAGEGATE_UPSTREAM_BACKOFF_MAX_S": "0.2",
-    }
-
 
 @pytest.fixture(scope="session")
 def gw(make_stack: Callable[..., Stack], fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Stack:
-    return make_stack("distributed", **provider_env(fake, tmp_path_factory.mktemp("providers")))
+    return make_stack("distributed", **env_names(fake.gateway_settings(tmp_path_factory.mktemp("providers"))))
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -42,6 +43,8 @@ from tests.fakes.upstream_common import (
 )
 from tests.fakes.upstream_oauth import OAuthServer
 
+IMAGEN_FILE = Path(__file__).resolve().parents[2] / "core" / "catalogue" / "imagen.toml"
+"""The catalogue rows that route the ``imagen-4.0-*`` ids to Imagen ``:predict``."""
 GEMINI_ENDPOINTS = ("gemini", "gemini_stream", "vertex_gemini", "vertex_gemini_stream")
 IMAGEN_ENDPOINTS = ("imagen", "vertex_imagen")
 OPENAI_ENDPOINTS = ("openai_generations", "openai_edits", "chat")
@@ -187,6 +190,30 @@ class FakeUpstream:
     def transport(self) -> httpx.MockTransport:
         """The same handlers in-process (sync and async httpx clients; ``hang`` sleeps)."""
         return _Transport(self)
+
+    def gateway_settings(self, tmp: Path) -> dict[str, str]:
+        """imagegate settings (by field name of ``core.config.Settings``) that point every provider
+        family at this fake: the Gemini API, OpenAI Images, the chat gateway, Vertex AI (with a
+        service account written to ``tmp``) and Imagen (``core/catalogue/imagen.toml``), with short
+        timeouts and quick retries."""
+        account = tmp / "service-account.json"
+        account.write_text(json.dumps(self.service_account_info()))
+        return {
+            "gemini_api_key": self.gemini_key,
+            "gemini_base_url": self.gemini_base_url,
+            "openai_api_key": self.openai_key,
+            "openai_base_url": self.openai_base_url,
+            "chat_upstream_base_url": self.chat_base_url,
+            "chat_upstream_api_key": self.chat_key,
+            "vertex_project": "test-project",
+            "vertex_credentials_file": str(account),
+            "vertex_base_url": self.vertex_base_url,
+            "models_file": str(IMAGEN_FILE),
+            "upstream_timeout_s": "2",
+            "upstream_max_attempts": "3",
+            "upstream_backoff_base_s": "0.05",
+            "upstream_backoff_max_s": "0.2",
+        }
 
     # --- state --------------------------------------------------------------------------------
     def service_account_info(self, project_id: str = "test-project") -> dict[str, Any]:
