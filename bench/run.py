@@ -90,8 +90,8 @@ class Bench:
         self.other_cpu_s = 0.0
         self.results: dict[str, Any] = {}
         self.groups: dict[str, procstat.GroupSpec] = {
-            "api": [gateway.api.pid] if gateway.api else [],
-            "workers": [w.pid for w in gateway.workers],
+            "api": [gateway.stack.api.pid] if gateway.stack.api else [],
+            "workers": [w.pid for w in gateway.stack.workers],
             "fake_upstream": [upstream.process.pid] if upstream.process else [],
             "bench_client": os.getpid(),  # this process alone, not the processes it started
         }
@@ -119,7 +119,7 @@ class Bench:
         p = self.plan
         direct_work = [load.direct_gemini(self.upstream.base_url, model) if model == GEMINI
                        else load.direct_openai(self.upstream.base_url, model)]
-        gateway_work = [load.gateway_call(self.gateway.base_url, self.key, model)]
+        gateway_work = [load.gateway_call(self.gateway.stack.base_url, self.key, model)]
         await load.sequential(client, direct_work, count=0, warmup=p.latency_warmup)
         direct, direct_cpu = await self.measured(
             lambda: load.sequential(client, direct_work, count=p.latency_count, warmup=0))
@@ -127,7 +127,7 @@ class Bench:
         gateway, gateway_cpu = await self.measured(
             lambda: load.sequential(client, gateway_work, count=p.latency_count, warmup=0))
         d, g = direct.summary(), gateway.summary()
-        segments = timeline.breakdown(self.gateway.database_url, gateway.marks)
+        segments = timeline.breakdown(self.gateway.stack.database_url, gateway.marks)
         added50 = _sub(g["p50_ms"], d["p50_ms"])
         added95 = _sub(g["p95_ms"], d["p95_ms"])
         self.results[f"a_latency_{model}"] = {"direct": d, "gateway": g, "added_p50_ms": added50,
@@ -152,7 +152,7 @@ class Bench:
         p = self.plan
         direct_work = [load.direct_gemini(self.upstream.base_url, model) if model == GEMINI
                        else load.direct_openai(self.upstream.base_url, model)]
-        gateway_work = [load.gateway_call(self.gateway.base_url, self.key, model)]
+        gateway_work = [load.gateway_call(self.gateway.stack.base_url, self.key, model)]
 
         def phase(work: load.Work) -> Callable[[], Awaitable[load.Sample]]:
             return lambda: load.closed_loop(client, work, concurrency=p.concurrency, duration_s=p.throughput_s,
@@ -184,7 +184,7 @@ class Bench:
         p = self.plan
         delay = p.burst_delay_s
         direct_work = [load.direct_openai(self.upstream.base_url, model, delay_s=delay)]
-        gateway_work = [load.gateway_call(self.gateway.base_url, self.key, model, delay_s=delay)]
+        gateway_work = [load.gateway_call(self.gateway.stack.base_url, self.key, model, delay_s=delay)]
         runs: dict[str, list[dict[str, Any]]] = {"direct": [], "gateway": []}
         failures: dict[str, load.Sample] = {}
         for _ in range(p.burst_reps):
@@ -224,8 +224,8 @@ class Bench:
         else:
             direct1 = [load.direct_openai(up, model, n=1, delay_s=delay)]
             direct10 = [load.direct_openai(up, model, n=10, delay_s=delay)]
-        gateway1 = [load.gateway_call(self.gateway.base_url, self.key, model, n=1, delay_s=delay)]
-        gateway10 = [load.gateway_call(self.gateway.base_url, self.key, model, n=10, delay_s=delay)]
+        gateway1 = [load.gateway_call(self.gateway.stack.base_url, self.key, model, n=1, delay_s=delay)]
+        gateway10 = [load.gateway_call(self.gateway.stack.base_url, self.key, model, n=10, delay_s=delay)]
         medians: dict[str, float | None] = {}
         raw: dict[str, Any] = {}
         failed: list[str] = []
@@ -360,17 +360,18 @@ def run_mode(mode: str, upstream: FakeUpstreamProcess, args: argparse.Namespace,
     print(f"\n== {mode}: starting imagegate ...", file=sys.stderr, flush=True)
     try:
         gateway.start()
-        key = gateway.create_key()
+        key = gateway.stack.create_key("bench")
         bench = Bench(upstream, gateway, key, plan, profile_dir)
         started = time.monotonic()
         _run_async(bench.run(args.only))
         errors = gateway.log_findings()
         other_cores = bench.other_cpu_s / bench.wall_s if bench.wall_s else 0.0
+        env = gateway.stack.env
         shape = (f"{args.api_workers} API processes, {args.worker_processes} worker processes x "
-                 f"{gateway.env['IMAGEGATE_WORKER_CONCURRENCY']} threads, DB pool "
-                 f"{gateway.env['IMAGEGATE_DB_POOL_SIZE']}+{gateway.env['IMAGEGATE_DB_MAX_OVERFLOW']} per process"
+                 f"{env['IMAGEGATE_WORKER_CONCURRENCY']} threads, DB pool "
+                 f"{env['IMAGEGATE_DB_POOL_SIZE']}+{env['IMAGEGATE_DB_MAX_OVERFLOW']} per process"
                  if mode == "distributed"
-                 else f"1 process, in-process worker x {gateway.env['IMAGEGATE_WORKER_CONCURRENCY']} threads")
+                 else f"1 process, in-process worker x {env['IMAGEGATE_WORKER_CONCURRENCY']} threads")
         title = (f"imagegate bench: {mode} mode ({shape}), {'quick' if args.quick else 'full'} run, "
                  f"commit {_git('rev-parse', '--short', 'HEAD') or '?'}")
         print("\n" + table(title, bench.rows) + "\n", flush=True)
@@ -382,9 +383,9 @@ def run_mode(mode: str, upstream: FakeUpstreamProcess, args: argparse.Namespace,
         return {"mode": mode, "shape": shape, "duration_s": round(time.monotonic() - started, 1),
                 "rows": [asdict(r) for r in bench.rows], "scenarios": bench.results, "log_findings": errors,
                 "other_processes_cores": round(other_cores, 2),
-                "env": {k: v for k, v in gateway.env.items() if k.startswith("IMAGEGATE_") and "KEY" not in k}}
+                "env": {k: v for k, v in env.items() if k.startswith("IMAGEGATE_") and "KEY" not in k}}
     except Exception:
-        print(gateway.logs(), file=sys.stderr)
+        print(gateway.stack.logs(tail=3000), file=sys.stderr)
         raise
     finally:
         gateway.stop(keep=args.keep)

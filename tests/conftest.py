@@ -1,4 +1,4 @@
-"""Shared fixtures: the real services integration tests run against.
+"""Shared fixtures: the real services integration tests run against, and the fake upstream.
 
 PostgreSQL (127.0.0.1:5432, trust auth, database ``test``) and Redis (127.0.0.1:6379) are used for
 real. When one is missing the tests that need it skip, saying why — unless
@@ -8,28 +8,32 @@ real. When one is missing the tests that need it skip, saying why — unless
 from __future__ import annotations
 
 import os
-import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-PG_HOST, PG_PORT = "127.0.0.1", 5432
-REDIS_HOST, REDIS_PORT = "127.0.0.1", 6379
+from tests.fakes.upstream import FakeUpstream
+from tests.harness import (
+    PG_ADMIN_URL,
+    PG_HOST,
+    PG_PORT,
+    REDIS_HOST,
+    REDIS_PORT,
+    REDIS_URL,
+    create_database,
+    database_url,
+    drop_databases,
+    free_port,
+    reachable,
+)
+
 REQUIRE_SERVICES = os.environ.get("IMAGEGATE_REQUIRE_SERVICES") == "1"
 
 
-def _reachable(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 def need_service(name: str, host: str, port: int) -> None:
-    if _reachable(host, port):
+    if reachable(host, port):
         return
     message = f"{name} is not reachable on {host}:{port}"
     if REQUIRE_SERVICES:
@@ -40,35 +44,42 @@ def need_service(name: str, host: str, port: int) -> None:
 @pytest.fixture(scope="session")
 def postgres_admin_url() -> str:
     need_service("PostgreSQL", PG_HOST, PG_PORT)
-    return f"postgresql+psycopg://{PG_HOST}:{PG_PORT}/test"
+    return PG_ADMIN_URL
 
 
 @pytest.fixture(scope="session")
-def make_pg_database(postgres_admin_url: str) -> Iterator[object]:
-    """A factory of fresh, empty PostgreSQL databases, all dropped at the end of the session."""
-    import sqlalchemy as sa
-
-    admin = sa.create_engine(postgres_admin_url, isolation_level="AUTOCOMMIT")
+def make_pg_database(postgres_admin_url: str) -> Iterator[Callable[[], str]]:
+    """A factory of fresh, empty PostgreSQL databases (their URLs), all dropped at the end of the session."""
     created: list[str] = []
 
     def make() -> str:
-        name = f"imagegate_test_{uuid.uuid4().hex[:12]}"
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-        created.append(name)
-        return f"postgresql://{PG_HOST}:{PG_PORT}/{name}"
+        created.append(create_database("imagegate_test", postgres_admin_url))
+        return database_url(created[-1])
 
     yield make
-    with admin.connect() as conn:
-        for name in created:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    drop_databases(created, postgres_admin_url)
 
 
 @pytest.fixture(scope="session")
 def redis_url() -> str:
     need_service("Redis", REDIS_HOST, REDIS_PORT)
-    return f"redis://{REDIS_HOST}:{REDIS_PORT}"
+    return REDIS_URL
+
+
+@pytest.fixture(scope="session")
+def fake() -> Iterator[FakeUpstream]:
+    """The fake upstream (tests/fakes/upstream.py), a real HTTP server on 127.0.0.1."""
+    upstream = FakeUpstream().start()
+    yield upstream
+    upstream.stop()
+
+
+@pytest.fixture
+def upstream(fake: FakeUpstream) -> Iterator[FakeUpstream]:
+    """The fake upstream, reset for this test; fails the test if imagegate broke a wire format."""
+    fake.reset()
+    yield fake
+    assert fake.violations == [], "imagegate sent requests that break the upstream wire format"
 
 
 class S3Server:
@@ -77,9 +88,7 @@ class S3Server:
     def __init__(self) -> None:
         from moto.server import ThreadedMotoServer
 
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = int(sock.getsockname()[1])
+        self.port = free_port()
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self.access_key_id, self.secret_access_key = "imagegate-test", "imagegate-test-secret"

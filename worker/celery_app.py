@@ -37,11 +37,20 @@ def worker_argv(settings: Settings, *, hostname: str | None = None) -> list[str]
     return argv
 
 
+_embedded_lock = threading.Lock()
+_embedded_running: EmbeddedWorker | None = None
+
+
 class EmbeddedWorker:
     """A real Celery worker (thread pool) running inside the API process, for embedded mode.
 
     It consumes the same tasks from the in-memory transport that ``imagegate worker`` consumes
     from Redis; only the transport differs.
+
+    A pool thread finds the task it runs by name on the process's default Celery app
+    (``celery.app.trace.trace_task_ret``), so the worker makes its app the default one, as
+    ``imagegate worker`` does through Celery's own start-up (``celery.apps.worker``). Hence one
+    embedded worker per process at a time: a second one is refused while the first runs.
     """
 
     def __init__(self, runtime: WorkerRuntime) -> None:
@@ -53,6 +62,12 @@ class EmbeddedWorker:
         self._ready = threading.Event()
 
     def start(self, timeout: float = 30.0) -> None:
+        global _embedded_running
+        with _embedded_lock:
+            if _embedded_running is not None and _embedded_running.alive:
+                raise RuntimeError("an embedded worker is already running in this process")
+            _embedded_running = self
+        self.app.set_default()
         self._controller = WorkController(
             app=self.app,
             pool_cls="threads",
@@ -74,7 +89,11 @@ class EmbeddedWorker:
         return self._thread is not None and self._thread.is_alive()
 
     def stop(self) -> None:
+        global _embedded_running
         if self._controller is not None:
             self._controller.stop()
         if self._thread is not None:
             self._thread.join(timeout=10)
+        with _embedded_lock:
+            if _embedded_running is self:
+                _embedded_running = None

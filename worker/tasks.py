@@ -18,8 +18,14 @@ INFRA_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, 
 
 
 def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
+    """Register the tasks on ``app`` alone, bound to ``runtime``: not shared, since Celery would
+    otherwise also register this closure on every app finalized later in the process, and a
+    gateway started after another in one process (tests) would run its images with the first
+    one's runtime."""
+
     @app.task(
         name=GENERATE_IMAGE_TASK,
+        shared=False,
         acks_late=True,
         reject_on_worker_lost=True,
         ignore_result=True,

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 
 from api.ratelimit import FailOpenRateLimiter, InMemoryRateLimiter, RateLimiter, RateLimits, RedisRateLimiter
 from tests.conftest import REDIS_HOST, REDIS_PORT, need_service
-from tests.e2e.stack import free_port
+from tests.harness import free_port
 
 LIMITS = RateLimits(rpm=2, images_per_minute=5)
 

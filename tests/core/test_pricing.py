@@ -19,11 +19,12 @@ from core.billing.costs import (
     markup_for,
     output_image_tokens,
 )
-from core.billing.ledger import PricingSnapshot
+from core.billing.ledger import PricingSnapshot, quote
 from core.billing.money import format_usd as usd
 from core.billing.prices import PriceTable, PriceTableError
+from core.errors import ServiceUnavailableError
 from core.generation import AppliedParams, GenerationRequest, InputImage, Usage
-from core.planning import plan
+from core.planning import plan, plan_routes
 from core.routing import Catalogue, ModelSpec
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -613,3 +614,29 @@ def test_a_missing_prices_file_is_refused(tmp_path: Path) -> None:
 ])
 def test_usd_is_exact(micros: int, text: str) -> None:
     assert usd(micros) == text
+
+
+# -- quoting a request's routes --------------------------------------------------------------------
+
+
+def test_a_quote_leaves_an_unpriced_fallback_out_and_refuses_an_unpriced_first_route(
+    full: Catalogue, table: PriceTable
+) -> None:
+    """A running gateway cannot show this (it does not start while an offered model has no price,
+    see tests/inproc/test_billing.py), so it is checked here, on :func:`core.billing.ledger.quote`."""
+    request = GenerationRequest(prompt="a red fox in the snow", model="gemini-3-pro-image")
+    routes = plan_routes(full, request).routes
+    assert [r.model for r in routes] == ["gemini-3-pro-image", "vertex/gemini-3-pro-image",
+                                         "gateway/gemini-3-pro-image"]
+    priced = ["gemini-3-pro-image", "gateway/gemini-3-pro-image"]
+    prices = PriceTable([table.models[m] for m in priced])
+    quoted = quote(request, routes, prices=prices, markup=Decimal("1.5"))
+    assert [r.model for r in quoted.routes] == priced
+    assert set(quoted.pricing.routes) == set(priced) and quoted.pricing.markup == Decimal("1.5")
+    dearest = max(estimate_image_micros(prices.models[r.model], r, request) for r in quoted.routes)
+    assert quoted.per_image_micros == billed_micros(dearest, Decimal("1.5"))
+
+    unpriced_first = PriceTable([table.models["vertex/gemini-3-pro-image"]])
+    with pytest.raises(ServiceUnavailableError) as refused:
+        quote(request, routes, prices=unpriced_first, markup=Decimal(1))
+    assert refused.value.code == "model_not_priced" and "gemini-3-pro-image" in refused.value.message

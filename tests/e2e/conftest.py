@@ -4,7 +4,6 @@ Redis database number, so stacks never see each other's queues or rows."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,12 +11,14 @@ from pathlib import Path
 import openai
 import pytest
 
-from tests.e2e.stack import Stack, base_env
 from tests.fakes.upstream import FakeUpstream
+from tests.harness import Stack, base_env, env_names
 
 pytestmark = pytest.mark.integration
 
 REDIS_DB = 3
+# many stacks share one PostgreSQL during a test session: keep their pools small
+SMALL_POOLS = {"IMAGEGATE_DB_POOL_SIZE": "3", "IMAGEGATE_DB_MAX_OVERFLOW": "12"}
 
 
 @pytest.fixture(scope="session")
@@ -29,7 +30,7 @@ def make_stack(
 
     def make(mode: str, *, workers: int = 1, start: bool = True, **settings: str) -> Stack:
         tmp: Path = tmp_path_factory.mktemp(f"stack-{mode}")
-        env = base_env(tmp, **settings)
+        env = base_env(tmp, **{**SMALL_POOLS, **settings})
         if mode == "distributed":
             redis_base = request.getfixturevalue("redis_url")
             env.setdefault("IMAGEGATE_REDIS_URL", f"{redis_base}/{REDIS_DB}")
@@ -39,10 +40,7 @@ def make_stack(
         stack = Stack(tmp=tmp, env=env, mode=mode)
         stacks.append(stack)
         if start:
-            stack.cli("migrate")
-            stack.start_api()
-            for _ in range(workers if mode == "distributed" else 0):
-                stack.start_worker()
+            stack.start(workers=workers)
         return stack
 
     yield make
@@ -68,48 +66,10 @@ def stack(request: pytest.FixtureRequest) -> Stack:
 
 # -- a gateway whose providers are the fake upstream (every family configured)
 
-IMAGEN_FILE = Path(__file__).resolve().parents[2] / "core" / "catalogue" / "imagen.toml"
-
-
-@pytest.fixture(scope="session")
-def fake() -> Iterator[FakeUpstream]:
-    upstream = FakeUpstream().start()
-    yield upstream
-    upstream.stop()
-
-
-@pytest.fixture
-def upstream(fake: FakeUpstream) -> Iterator[FakeUpstream]:
-    """The fake upstream, reset for this test; fails the test if imagegate broke a wire format."""
-    fake.reset()
-    yield fake
-    assert fake.violations == [], "imagegate sent requests that break the upstream wire format"
-
-
-def provider_env(fake: FakeUpstream, tmp: Path) -> dict[str, str]:
-    account = tmp / "service-account.json"
-    account.write_text(json.dumps(fake.service_account_info()))
-    return {
-        "IMAGEGATE_GEMINI_API_KEY": fake.gemini_key,
-        "IMAGEGATE_GEMINI_BASE_URL": fake.gemini_base_url,
-        "IMAGEGATE_OPENAI_API_KEY": fake.openai_key,
-        "IMAGEGATE_OPENAI_BASE_URL": fake.openai_base_url,
-        "IMAGEGATE_CHAT_UPSTREAM_BASE_URL": fake.chat_base_url,
-        "IMAGEGATE_CHAT_UPSTREAM_API_KEY": fake.chat_key,
-        "IMAGEGATE_VERTEX_PROJECT": "test-project",
-        "IMAGEGATE_VERTEX_CREDENTIALS_FILE": str(account),
-        "IMAGEGATE_VERTEX_BASE_URL": fake.vertex_base_url,
-        "IMAGEGATE_MODELS_FILE": str(IMAGEN_FILE),
-        "IMAGEGATE_UPSTREAM_TIMEOUT_S": "2",
-        "IMAGEGATE_UPSTREAM_MAX_ATTEMPTS": "3",
-        "IMAGEGATE_UPSTREAM_BACKOFF_BASE_S": "0.05",
-        "IMAGEGATE_UPSTREAM_BACKOFF_MAX_S": "0.2",
-    }
-
 
 @pytest.fixture(scope="session")
 def gw(make_stack: Callable[..., Stack], fake: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Stack:
-    return make_stack("distributed", **provider_env(fake, tmp_path_factory.mktemp("providers")))
+    return make_stack("distributed", **env_names(fake.gateway_settings(tmp_path_factory.mktemp("providers"))))
 
 
 @pytest.fixture(scope="session")
@@ -120,7 +80,6 @@ def key(gw: Stack) -> str:
 @pytest.fixture(scope="session")
 def client(gw: Stack, key: str) -> openai.OpenAI:
     return openai.OpenAI(base_url=gw.base_url + "/v1", api_key=key, max_retries=0, timeout=120)
-
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -16,8 +16,8 @@ import pytest
 from anthropic.types import Message, MessageParam, TextBlock
 from PIL import Image
 
-from tests.e2e.stack import Stack
 from tests.fakes.upstream import FakeUpstream
+from tests.harness import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,7 @@ import openai
 import pytest
 import sqlalchemy as sa
 
-from tests.e2e.stack import Stack
+from tests.harness import Stack
 
 pytestmark = pytest.mark.integration
 

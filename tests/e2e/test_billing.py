@@ -15,13 +15,13 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.e2e.stack import Stack
 from tests.e2e.test_jobs import poll
 from tests.fakes.upstream import FakeUpstream
+from tests.harness import ADMIN_KEY, Stack
 
 pytestmark = pytest.mark.integration
 
-ADMIN = "test-admin-key"
+ADMIN = ADMIN_KEY
 MICRO = Decimal("1000000")
 
 

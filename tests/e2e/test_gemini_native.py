@@ -17,8 +17,8 @@ from google import genai
 from google.genai import errors, types
 from PIL import Image
 
-from tests.e2e.stack import Stack
 from tests.fakes.upstream import FakeUpstream
+from tests.harness import Stack
 
 pytestmark = pytest.mark.integration
 

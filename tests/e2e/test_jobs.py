@@ -11,7 +11,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.e2e.stack import Stack
+from tests.harness import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -13,8 +13,8 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.e2e.stack import Stack
 from tests.fakes.upstream import FakeUpstream
+from tests.harness import Stack
 
 pytestmark = pytest.mark.integration
 

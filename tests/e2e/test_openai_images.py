@@ -10,7 +10,7 @@ import openai
 import pytest
 from PIL import Image
 
-from tests.e2e.stack import Stack
+from tests.harness import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -15,9 +15,9 @@ import pytest
 import sqlalchemy as sa
 from PIL import Image
 
-from tests.e2e.stack import Stack
 from tests.e2e.test_jobs import poll
 from tests.fakes.upstream import FakeUpstream
+from tests.harness import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,8 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.e2e.stack import Stack, free_port
 from tests.e2e.test_jobs import poll
+from tests.harness import Stack, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -81,7 +81,7 @@ def test_worker_killed_mid_job_the_job_still_completes_each_image_once(slow_dist
     _wait_for(running_in_parallel, 30, "two images of the job running at once")
     _wait_for(some_done_some_running, 30, "3 images done and more running")
     worker = stack.workers[0]
-    worker.kill(signal.SIGKILL)
+    worker.stop(signal.SIGKILL)
     stack.workers.remove(worker)
     before = _images(stack, job_id)
     done_before = {i: row for i, row in before.items() if row["status"] == "succeeded"}
@@ -153,7 +153,7 @@ def test_embedded_gateway_killed_mid_job_resumes_on_restart(make_stack: Callable
     _wait_for(lambda: "running" in [i["status"] for i in _images(stack, job_id).values()], 30,
               "an image running")
     assert stack.api is not None
-    stack.api.kill(signal.SIGKILL)
+    stack.api.stop(signal.SIGKILL)
     assert any(i["status"] != "succeeded" for i in _images(stack, job_id).values())
 
     stack.start_api()

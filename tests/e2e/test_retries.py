@@ -21,8 +21,8 @@ import openai
 import pytest
 import sqlalchemy as sa
 
-from tests.e2e.stack import Stack
 from tests.fakes.upstream import FakeUpstream
+from tests.harness import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests.e2e.stack import Stack
 from tests.fakes.upstream import FakeUpstream
+from tests.harness import Stack
 
 pytestmark = pytest.mark.integration
 

@@ -1059,3 +1059,18 @@ def test_urls(fake: FakeUpstream) -> None:
     assert fake.chat_base_url == fake.base_url + "/chat/v1"
     assert fake.vertex_base_url == fake.base_url + "/vertex"
     assert fake.token_uri == fake.base_url + "/token"
+
+
+def test_usage_fault_reports_more_usage_than_documented(client: httpx.Client, fake: FakeUpstream) -> None:
+    fake.add_fault("openai_generations", "usage", body={"output_tokens": 50_000})
+    fake.add_fault("gemini", "usage", body={"candidatesTokenCount": 9_000, "thoughtsTokenCount": 8_000})
+    body = {"model": "gpt-image-1.5", "prompt": "x"}
+    inflated = client.post("/v1/images/generations", headers=OKEY, json=body).json()
+    assert inflated["usage"]["output_tokens"] == 50_000 and image_of(inflated["data"][0]["b64_json"])
+    assert inflated["usage"]["output_tokens_details"]["image_tokens"] == 1056  # the rest of the usage is kept
+    assert client.post("/v1/images/generations", headers=OKEY, json=body).json()["usage"]["output_tokens"] == 1056
+    usage = gemini(client, "gemini-3-pro-image", prompt()).json()["usageMetadata"]
+    assert (usage["candidatesTokenCount"], usage["thoughtsTokenCount"]) == (9_000, 8_000)
+    assert fake.faults_pending() == 0 and fake.violations == []
+    with pytest.raises(ValueError):
+        fake.add_fault("gemini", "usage")

@@ -10,11 +10,13 @@ end-to-end tests, and :meth:`FakeUpstream.transport` (an ``httpx.MockTransport``
 
 from __future__ import annotations
 
+import json
 import re
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -41,17 +43,21 @@ from tests.fakes.upstream_common import (
 )
 from tests.fakes.upstream_oauth import OAuthServer
 
+IMAGEN_FILE = Path(__file__).resolve().parents[2] / "core" / "catalogue" / "imagen.toml"
+"""The catalogue rows that route the ``imagen-4.0-*`` ids to Imagen ``:predict``."""
 GEMINI_ENDPOINTS = ("gemini", "gemini_stream", "vertex_gemini", "vertex_gemini_stream")
 IMAGEN_ENDPOINTS = ("imagen", "vertex_imagen")
 OPENAI_ENDPOINTS = ("openai_generations", "openai_edits", "chat")
 ENDPOINTS = (*GEMINI_ENDPOINTS, *IMAGEN_ENDPOINTS, *OPENAI_ENDPOINTS, "token")
 _IMAGE_FAULTS = {"status", "hang", "bad_json", "no_image", "bad_base64", "wrong_mime"}
 FAULT_KINDS: dict[str, set[str]] = {
-    **{e: _IMAGE_FAULTS | {"safety_prompt", "safety_finish"} for e in GEMINI_ENDPOINTS},
+    **{e: _IMAGE_FAULTS | {"safety_prompt", "safety_finish", "usage"} for e in GEMINI_ENDPOINTS},
     **{e: set(_IMAGE_FAULTS) for e in IMAGEN_ENDPOINTS},
-    **{e: _IMAGE_FAULTS | {"moderation"} for e in OPENAI_ENDPOINTS},
+    **{e: _IMAGE_FAULTS | {"moderation", "usage"} for e in OPENAI_ENDPOINTS},
     "token": {"status", "hang", "bad_json"},
 }
+USAGE_FIELDS = ("usage", "usageMetadata")
+"""The usage object of an answer, by protocol: OpenAI's ``usage``, Google's ``usageMetadata``."""
 
 _GEMINI_PATH = re.compile(r"/(?:v1beta|v1)/models/(?P<model>.+):(?P<method>[A-Za-z]+)")
 _VERTEX_PATH = re.compile(
@@ -96,6 +102,8 @@ class FakeUpstream:
       own error shape. A test should normally end with ``assert fake.violations == []``.
     * ``add_fault`` makes the next matching request(s) fail in a chosen way (see ``FAULT_KINDS``).
       Faults apply only to requests that pass validation: a refused request never consumes one.
+      The ``usage`` fault answers normally but reports the usage fields given as ``body`` (merged
+      into the answer's ``usage`` or ``usageMetadata``): an upstream billing more than it documents.
 
     Endpoint names: ``gemini``, ``gemini_stream``, ``imagen``, ``vertex_gemini``,
     ``vertex_gemini_stream``, ``vertex_imagen``, ``openai_generations``, ``openai_edits``, ``chat``,
@@ -183,6 +191,30 @@ class FakeUpstream:
         """The same handlers in-process (sync and async httpx clients; ``hang`` sleeps)."""
         return _Transport(self)
 
+    def gateway_settings(self, tmp: Path) -> dict[str, str]:
+        """imagegate settings (by field name of ``core.config.Settings``) that point every provider
+        family at this fake: the Gemini API, OpenAI Images, the chat gateway, Vertex AI (with a
+        service account written to ``tmp``) and Imagen (``core/catalogue/imagen.toml``), with short
+        timeouts and quick retries."""
+        account = tmp / "service-account.json"
+        account.write_text(json.dumps(self.service_account_info()))
+        return {
+            "gemini_api_key": self.gemini_key,
+            "gemini_base_url": self.gemini_base_url,
+            "openai_api_key": self.openai_key,
+            "openai_base_url": self.openai_base_url,
+            "chat_upstream_base_url": self.chat_base_url,
+            "chat_upstream_api_key": self.chat_key,
+            "vertex_project": "test-project",
+            "vertex_credentials_file": str(account),
+            "vertex_base_url": self.vertex_base_url,
+            "models_file": str(IMAGEN_FILE),
+            "upstream_timeout_s": "2",
+            "upstream_max_attempts": "3",
+            "upstream_backoff_base_s": "0.05",
+            "upstream_backoff_max_s": "0.2",
+        }
+
     # --- state --------------------------------------------------------------------------------
     def service_account_info(self, project_id: str = "test-project") -> dict[str, Any]:
         """A Google service-account JSON dict with a fresh RSA key; its JWTs are accepted by /token."""
@@ -218,6 +250,8 @@ class FakeUpstream:
             )
         if kind == "status" and status is None:
             raise ValueError("a 'status' fault needs status=")
+        if kind == "usage" and not body:
+            raise ValueError("a 'usage' fault needs body= (the usage fields to report)")
         if times < 1:
             raise ValueError("times must be >= 1")
         with self._lock:
@@ -361,6 +395,8 @@ class FakeUpstream:
                 fault.status,
                 fault.body if fault.body is not None else self._error_body(call.endpoint, fault.status),
             )
+        elif fault.kind == "usage":
+            response = self._with_usage(call.endpoint, accepted.build(None), fault.body or {})
         else:
             response = accepted.build(None if fault.kind == "hang" else fault.kind)
         response.headers.update(fault.headers)
@@ -380,6 +416,16 @@ class FakeUpstream:
                         self._faults.remove(fault)
                     return fault
         return None
+
+    def _with_usage(self, endpoint: str, response: FakeResponse, usage: dict[str, Any]) -> FakeResponse:
+        """``response`` with ``usage`` merged into its usage object (JSON answers only)."""
+        payload = json.loads(response.body) if response.headers.get("content-type") == "application/json" else None
+        field_name = next((f for f in USAGE_FIELDS if isinstance(payload, dict) and f in payload), None)
+        if payload is None or field_name is None:
+            self._violate(endpoint, ["a 'usage' fault needs a JSON answer with a usage object (not a stream)"])
+            return response
+        payload[field_name] = {**payload[field_name], **usage}
+        return json_response(response.status, payload, dict(response.headers))
 
     @staticmethod
     def _error_body(endpoint: str, status: int) -> dict[str, Any]:
