@@ -200,9 +200,9 @@ class Stack:
     def processes(self) -> list[Process]:
         return ([self.api] if self.api else []) + self.workers
 
-    def _spawn(self, name: str, *args: str) -> Process:
+    def _spawn(self, name: str, *args: str, env: dict[str, str] | None = None) -> Process:
         self._started += 1
-        return spawn(name, [str(BIN / "imagegate"), *args], env=self.env, cwd=self.tmp,
+        return spawn(name, [str(BIN / "imagegate"), *args], env={**self.env, **(env or {})}, cwd=self.tmp,
                      log=self.tmp / f"{name}-{self._started}.log")
 
     def cli(self, *args: str) -> str:
@@ -222,9 +222,10 @@ class Stack:
             self.start_worker()
         return self
 
-    def start_api(self, *, workers: int = 1) -> Process:
-        """``imagegate serve`` (``--workers N`` for more than one process), once ``/health`` is 200."""
-        self.api = self._spawn("api", "serve", *(["--workers", str(workers)] if workers > 1 else []))
+    def start_api(self, *, workers: int = 1, env: dict[str, str] | None = None) -> Process:
+        """``imagegate serve`` (``--workers N`` for more than one process), once ``/health`` is 200;
+        ``env`` adds to or overrides the stack's settings for this process."""
+        self.api = self._spawn("api", "serve", *(["--workers", str(workers)] if workers > 1 else []), env=env)
         try:
             wait_http_ok(self.api, self.base_url + "/health")
         except RuntimeError:
@@ -232,10 +233,10 @@ class Stack:
             raise
         return self.api
 
-    def start_worker(self, *, hostname: str | None = None) -> Process:
-        """``imagegate worker``, once Celery logs that it is ready."""
+    def start_worker(self, *, hostname: str | None = None, env: dict[str, str] | None = None) -> Process:
+        """``imagegate worker``, once Celery logs that it is ready; ``env`` as for start_api."""
         worker = self._spawn("worker", "worker", "--hostname",
-                             hostname or f"w{self._started + 1}-{self.port}@localhost")
+                             hostname or f"w{self._started + 1}-{self.port}@localhost", env=env)
         try:
             wait_output(worker, "ready.")
         except RuntimeError:
