@@ -11,6 +11,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
+from api.auth import KeyCache
 from api.body import BodySizeLimit
 from api.dialects import DialectPackage, anthropic_messages, gemini, openai_chat, openai_images, simple
 from api.enqueue import Enqueuer
@@ -91,6 +92,7 @@ def create_app(
             ),
             redis=redis_client,
             worker_alive=worker_alive,
+            keys=KeyCache(ttl_s=settings.auth_cache_s),
         )
         app.state.imagegate = state
 

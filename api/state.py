@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from api.auth import KeyCache
 from api.enqueue import Enqueuer
 from api.ratelimit import RateLimiter
 from api.wait import JobWaiter
@@ -32,3 +33,4 @@ class AppState:
     redis: aioredis.Redis | None
     worker_alive: Callable[[], bool] | None
     """Embedded mode: whether the in-process worker runs (the broker check of /health)."""
+    keys: KeyCache

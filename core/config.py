@@ -111,6 +111,9 @@ class Settings(BaseSettings):
 
     # -- operator
     admin_key: SecretStr | None = Field(None, validation_alias=_env("ADMIN_KEY"))
+    auth_cache_s: float = Field(2.0, ge=0, validation_alias=_env("AUTH_CACHE_S"))
+    """How long each API process keeps a key it has read: a key changed elsewhere (another API
+    process, the command line) is seen within this; 0 reads the database on every request."""
     url_signing_key: SecretStr | None = Field(None, validation_alias=_env("URL_SIGNING_KEY"))
     file_url_ttl_s: int = Field(3600, gt=0, validation_alias=_env("FILE_URL_TTL_S"))
 

@@ -58,14 +58,18 @@ async def get_key(ident: str, state: StateDep) -> JSONResponse:
 async def update_key(ident: str, request: Request, state: StateDep) -> JSONResponse:
     limits = parse_json(await request.body(), KeyLimits)
     async with state.sessions() as session:
-        return JSONResponse(key_view(await key_service.update_key(session, ident, limits, catalogue=state.catalogue)))
+        key = await key_service.update_key(session, ident, limits, catalogue=state.catalogue)
+    state.keys.forget(key.id)  # this process sees the change at once; the others within the cache's life
+    return JSONResponse(key_view(key))
 
 
 @router.post("/keys/{ident}/revoke")
 @router.delete("/keys/{ident}")
 async def revoke_key(ident: str, state: StateDep) -> JSONResponse:
     async with state.sessions() as session:
-        return JSONResponse(key_view(await key_service.revoke_key(session, ident)))
+        key = await key_service.revoke_key(session, ident)
+    state.keys.forget(key.id)
+    return JSONResponse(key_view(key))
 
 
 @router.get("/usage")
