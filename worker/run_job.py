@@ -20,6 +20,7 @@ from typing import Any
 
 import sqlalchemy.exc
 
+from core import settlement
 from core.billing import ledger
 from core.billing.ledger import Charge, JobBilling
 from core.errors import GatewayError, ServiceUnavailableError, UpstreamError
@@ -28,6 +29,7 @@ from core.imaging import transcode
 from core.jobs import ImageStatus
 from core.models.types import utcnow
 from core.repo import jobs
+from core.settlement import Ended
 from core.storage import image_object_key
 from worker.providers.base import InputBytes, ProviderCall
 from worker.runtime import WorkerRuntime
@@ -173,7 +175,6 @@ def _record_once(runtime: WorkerRuntime, job_id: str, claimed: Claimed, values: 
                  billing: JobBilling, *, charge: Charge | None, now: datetime) -> str:
     """One transaction, locking in the order image row -> job row -> key row (see count_outcome)."""
     succeeded = charge is not None
-    billed = charge.billed_micros if charge is not None else 0
     with runtime.sessions.begin() as session:
         owned = session.execute(jobs.finish_image(claimed.image_id, attempt=claimed.attempt,
                                                   values=values)).scalar_one_or_none()
@@ -181,13 +182,8 @@ def _record_once(runtime: WorkerRuntime, job_id: str, claimed: Claimed, values: 
             # our lease expired and another attempt took the image over: it owns the outcome
             log.warning("image %s attempt %s lost its lease; outcome discarded", claimed.image_id, claimed.attempt)
             return "superseded"
-        counts = session.execute(jobs.count_outcome(job_id, succeeded=int(succeeded), failed=int(not succeeded),
-                                                    cost_micros=billed)).one()
-        close = jobs.finalize_job(job_id, counts, now=now)
-        if close is not None:
-            session.execute(close)
-        for statement in ledger.settle_image(billing, claimed.image_id, charge=charge, model=values.get("model")):
-            session.execute(statement)
+        settlement.settle_ended(session, billing, [Ended(claimed.image_id, ImageStatus(values["status"]), charge,
+                                                         values.get("model"))], now=now)
     return "succeeded" if succeeded else "failed"
 
 

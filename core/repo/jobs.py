@@ -12,7 +12,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Insert, Row, Select, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, Insert, Row, ScalarSelect, Select, and_, insert, or_, select, update
 from sqlalchemy.sql.dml import ReturningUpdate, Update
 
 from core.jobs import ImageStatus, JobStatus, final_job_status
@@ -180,14 +180,25 @@ def finalize_job(job_id: str, counts: Row[int, int, int, int] | tuple[int, int, 
     return update(Job).where(Job.id == job_id, Job.status.not_in(TERMINAL_JOB)).values(**values)
 
 
-def cancel_queued_images(job_id: str, *, now: datetime) -> ReturningUpdate[str]:
+def cancel_images(job_id: str, *, now: datetime) -> ReturningUpdate[str]:
+    """Cancel a job's images that no living attempt is making: queued, or running on a worker
+    whose lease has expired (should that worker still record an outcome, the attempt fence of
+    :func:`finish_image` refuses it). Images running under a live lease go on."""
+    waiting = and_(JobImage.job_id == job_id, _claimable(now))
     return (
         update(JobImage)
-        .where(JobImage.job_id == job_id, JobImage.status == ImageStatus.QUEUED)
-        .values(status=ImageStatus.CANCELED, finished_at=now)
+        .where(JobImage.id.in_(_in_id_order(waiting)), waiting)
+        .values(status=ImageStatus.CANCELED, finished_at=now, lease_until=None)
         .returning(JobImage.id)
         .execution_options(synchronize_session=False)
     )
+
+
+def _in_id_order(condition: ColumnElement[bool]) -> ScalarSelect[str]:
+    """The ids of the image rows matching ``condition``, locked in id order (PostgreSQL; SQLite
+    has one writer at a time anyway), as every statement that locks several image rows does, so
+    that two of them never wait on each other."""
+    return select(JobImage.id).where(condition).order_by(JobImage.id).with_for_update().scalar_subquery()
 
 
 def requeue_orphans(*, now: datetime, requeue_after_s: float, limit: int = 500) -> ReturningUpdate[str]:

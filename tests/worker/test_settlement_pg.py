@@ -23,7 +23,7 @@ from core.generation import ProviderImage
 from core.migrate import upgrade_head
 from core.models import ApiKey, Job, JobImage
 from core.models.ledger import LedgerEntry
-from tests.worker.factories import make_api_key, make_image, make_job
+from tests.worker.factories import hold, make_api_key, make_image, make_job
 from worker.providers.base import ProviderCall
 from worker.providers.demo import DemoProvider
 from worker.providers.registry import ProviderRegistry
@@ -70,13 +70,10 @@ def test_simultaneous_outcomes_settle_exactly_without_deadlock(runtime: WorkerRu
         runtime.providers = ProviderRegistry({"demo": provider})
         with runtime.sessions.begin() as session:
             key = make_api_key(session, name=f"settle-{round_}")
-            key.committed_micros = HOLD * N
             job = make_job(session, key, n=N, size="64x64")
-            job.hold_per_image_micros = HOLD
+            hold(session, key, job, per_image=HOLD)
             job.pricing = PricingSnapshot(markup=Decimal("1.25"), routes={"demo": PRICE}).as_json()
             images = [make_image(session, job, index=i) for i in range(N)]
-            session.add(LedgerEntry(api_key_id=key.id, job_id=job.id, kind="hold", amount_micros=HOLD * N,
-                                    upstream_cost_micros=0, model="demo"))
             key_id, job_id, image_ids = key.id, job.id, [i.id for i in images]
 
         with ThreadPoolExecutor(N) as pool:
@@ -134,3 +131,4 @@ def test_sibling_tasks_of_a_group_claim_without_waiting_on_each_other(runtime: W
         with runtime.sessions() as session:
             job = session.get_one(Job, job_id)
             assert (job.status, job.succeeded) == ("succeeded", N)
+
