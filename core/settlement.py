@@ -2,7 +2,8 @@
 last image is done, and settles the ledger for them.
 
 Every way an image ends goes through :func:`settle_ended`: the worker recording an attempt's
-outcome (``worker/run_job.py``) and a cancel (:func:`cancel_images`). Each runs in the caller's
+outcome (``worker/run_job.py``), an image out of attempts failed by its claim or by the sweeper
+(:func:`fail_out_of_attempts`), and a cancel (:func:`cancel_images`). Each runs in the caller's
 transaction, after the caller's statement has locked the image rows, so the lock order is always
 image rows, then the job row, then the key row (see :func:`core.repo.jobs.count_outcome`).
 
@@ -26,6 +27,9 @@ from core.jobs import ImageStatus
 from core.repo import jobs
 
 log = logging.getLogger(__name__)
+
+ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+
 
 @dataclass(frozen=True)
 class Ended:
@@ -68,6 +72,33 @@ def job_billing(session: Session, job_id: str) -> JobBilling:
     row = session.execute(jobs.run_context(job_id)).one()
     return JobBilling.of(key_id=row.api_key_id, job_id=job_id, model=row.model,
                          hold_per_image=row.hold_per_image_micros, pricing=row.pricing)
+
+
+def fail_out_of_attempts(session: Session, image_id: str, *, now: datetime, max_attempts: int) -> str | None:
+    """Fail the image if it waits for an attempt it may no longer have (``max_attempts`` started,
+    none ended with an outcome), releasing its hold; returns its job id if it did.
+
+    The claim calls it when it refuses an image, the sweeper for a lease that expired during an
+    image's last attempt.
+    """
+    found = session.execute(jobs.waiting_image(image_id, now=now)).one_or_none()
+    if found is None or found.attempts < max_attempts:
+        return None
+    if found.status == ImageStatus.RUNNING:
+        why = "its worker stopped renewing its lease (the worker died or lost its database)"
+    else:
+        why = "the gateway restarted while it ran"
+    message = (f"The image could not be made in {found.attempts} attempt{'s' if found.attempts != 1 else ''}: "
+               f"none ended with an outcome, and during the last one {why}.")
+    job_id = session.execute(jobs.fail_waiting_image(
+        image_id, status=found.status, attempts=found.attempts, now=now, code=ATTEMPTS_EXHAUSTED,
+        message=message)).scalar_one_or_none()
+    if job_id is None:
+        return None
+    log.warning("image %s failed: %d attempts started, the last one's %s", image_id, found.attempts,
+                "lease expired" if found.status == ImageStatus.RUNNING else "gateway restarted")
+    settle_ended(session, job_billing(session, job_id), [Ended(image_id, ImageStatus.FAILED)], now=now)
+    return job_id
 
 
 def cancel_images(session: Session, job_id: str, *, now: datetime) -> list[str]:

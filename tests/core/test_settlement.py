@@ -1,6 +1,6 @@
-"""core.settlement on a real (SQLite) database: a cancel takes the queued images and those whose
-lease expired, never one running under a live lease; the job's counters, status and the ledger
-come out exact."""
+"""core.settlement on a real (SQLite) database: an image out of attempts is failed with its reason
+and its hold released; a cancel takes the queued images and those whose lease expired, never one
+running under a live lease; the job's counters, status and the ledger come out exact."""
 
 from __future__ import annotations
 
@@ -60,6 +60,61 @@ def expired(attempts: int) -> dict[str, object]:
 
 def live(attempts: int) -> dict[str, object]:
     return {"status": ImageStatus.RUNNING, "attempts": attempts, "lease_until": utcnow() + timedelta(minutes=5)}
+
+
+def test_an_expired_lease_on_the_last_attempt_fails_the_image_and_releases_its_hold(
+    sessions: sessionmaker[Session],
+) -> None:
+    key_id, job_id, [image_id] = held_job(sessions, [expired(3)])
+
+    with sessions.begin() as session:
+        assert settlement.fail_out_of_attempts(session, image_id, now=utcnow(), max_attempts=3) == job_id
+
+    with sessions() as session:
+        image = session.get_one(JobImage, image_id)
+        job = session.get_one(Job, job_id)
+    assert (image.status, image.attempts, image.error_code) == (ImageStatus.FAILED, 3, "attempts_exhausted")
+    assert image.error_message == ("The image could not be made in 3 attempts: none ended with an outcome, and "
+                                   "during the last one its worker stopped renewing its lease (the worker died "
+                                   "or lost its database).")
+    assert image.lease_until is None and image.finished_at is not None
+    assert (job.status, job.failed, job.error_code) == (JobStatus.FAILED, 1, "all_images_failed")
+    assert money(sessions, key_id) == (0, 0, 1)
+
+
+def test_a_queued_image_out_of_attempts_says_the_gateway_restarted(sessions: sessionmaker[Session]) -> None:
+    # embedded mode puts the images of a killed gateway back in the queue, attempts kept
+    _, _, [image_id] = held_job(sessions, [{"status": ImageStatus.QUEUED, "attempts": 2}])
+
+    with sessions.begin() as session:
+        assert settlement.fail_out_of_attempts(session, image_id, now=utcnow(), max_attempts=2) is not None
+
+    with sessions() as session:
+        message = session.get_one(JobImage, image_id).error_message
+    assert message is not None and message.startswith("The image could not be made in 2 attempts")
+    assert message.endswith("during the last one the gateway restarted while it ran.")
+
+
+@pytest.mark.parametrize("fields", [
+    pytest.param(expired(2), id="an-attempt-left"),
+    pytest.param(live(3), id="live-lease"),
+    pytest.param({"status": ImageStatus.SUCCEEDED, "attempts": 3}, id="succeeded"),
+    pytest.param({"status": ImageStatus.CANCELED, "attempts": 3}, id="canceled"),
+])
+def test_an_image_with_an_attempt_left_or_a_live_lease_or_an_end_is_left_alone(
+    sessions: sessionmaker[Session], fields: dict[str, object]
+) -> None:
+    key_id, job_id, [image_id] = held_job(sessions, [fields])
+
+    with sessions.begin() as session:
+        assert settlement.fail_out_of_attempts(session, image_id, now=utcnow(), max_attempts=3) is None
+
+    with sessions() as session:
+        image = session.get_one(JobImage, image_id)
+        job = session.get_one(Job, job_id)
+    assert (image.status, image.error_code) == (fields["status"], None)
+    assert (job.status, job.failed) == (JobStatus.QUEUED, 0)
+    assert money(sessions, key_id) == (HOLD, HOLD, 0)
 
 
 def test_cancel_takes_queued_and_expired_images_and_leaves_live_and_finished_ones(
