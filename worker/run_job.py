@@ -13,6 +13,7 @@ Every image ends, and an outcome once made is kept:
 
 - an image that has had ``IMAGEGATE_IMAGE_MAX_ATTEMPTS`` attempts is not claimed again: the
   claim fails it instead and releases its hold (:func:`core.settlement.fail_out_of_attempts`);
+- while an attempt runs, the process's heartbeat keeps its lease alive (``worker/lease.py``);
 - whatever goes wrong after the claim (an input image gone from the store, a bug, an outcome the
   database refuses) ends the attempt as a failure recorded on the image;
 - recording outlasts a database outage: it is retried, with backoff, until it is written or the
@@ -45,6 +46,7 @@ from core.models.types import utcnow
 from core.repo import jobs
 from core.settlement import Ended
 from core.storage import image_object_key
+from worker.lease import first_line
 from worker.providers.base import InputBytes, ProviderCall
 from worker.runtime import WorkerRuntime
 
@@ -97,10 +99,11 @@ def run_image(runtime: WorkerRuntime, image_id: str) -> str:
     if isinstance(claimed, str):
         return claimed
     attempt = claimed
-    started = time.monotonic()
-    outcomes = _outcomes(runtime, attempt)
-    latency_ms = int((time.monotonic() - started) * 1000)
-    results = {c.image_id: _record(runtime, attempt, c, outcomes[c.index], latency_ms) for c in attempt.images}
+    with runtime.leases.holding((c.image_id, c.attempt) for c in attempt.images):
+        started = time.monotonic()
+        outcomes = _outcomes(runtime, attempt)
+        latency_ms = int((time.monotonic() - started) * 1000)
+        results = {c.image_id: _record(runtime, attempt, c, outcomes[c.index], latency_ms) for c in attempt.images}
     if any(result in ("succeeded", "failed") for result in results.values()):
         runtime.events.publish(attempt.job_id)
     return results[image_id]
@@ -223,11 +226,6 @@ def _route_failed(error: GatewayError) -> bool:
     if isinstance(error, UpstreamError):
         return error.route_failed
     return isinstance(error, ServiceUnavailableError)
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's first line (a database error's is the driver's message, without the SQL)."""
-    return (str(exc).splitlines() or [""])[0]
 
 
 def _record(runtime: WorkerRuntime, attempt: Attempt, claimed: Claimed, outcome: Outcome,

@@ -9,10 +9,11 @@ number so that a worker whose lease expired can never overwrite the attempt that
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Insert, Row, ScalarSelect, Select, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, Insert, Row, ScalarSelect, Select, and_, insert, or_, select, tuple_, update
 from sqlalchemy.sql.dml import ReturningUpdate, Update
 
 from core.jobs import ImageStatus, JobStatus, final_job_status
@@ -131,11 +132,25 @@ def claim_group(image_ids: list[str], *, now: datetime, lease_s: float,
         JobImage.id, JobImage.index, JobImage.attempts)
 
 
+def renew_leases(held: Sequence[tuple[str, int]], *, now: datetime, lease_s: float) -> ReturningUpdate[str]:
+    """One worker's heartbeat: the images it runs, as (id, attempt), get a new lease, in one
+    statement. An image another attempt took over, or that was canceled or failed meanwhile, is
+    left alone and missing from the ids returned. Rows are locked in id order, as every statement
+    that locks several image rows does, so that two of them never wait on each other."""
+    mine = and_(JobImage.status == ImageStatus.RUNNING, tuple_(JobImage.id, JobImage.attempts).in_(list(held)))
+    return (
+        update(JobImage)
+        .where(JobImage.id.in_(_in_id_order(mine)), mine)
+        .values(lease_until=now + timedelta(seconds=lease_s))
+        .returning(JobImage.id)
+        .execution_options(synchronize_session=False)
+    )
+
+
 def _in_id_order(condition: ColumnElement[bool], *, limit: int | None = None,
                  skip_locked: bool = False) -> ScalarSelect[str]:
     """The ids of the image rows matching ``condition``, locked in id order (PostgreSQL; SQLite
-    has one writer at a time anyway), as every statement that locks several image rows does, so
-    that two of them never wait on each other."""
+    has one writer at a time anyway)."""
     query = select(JobImage.id).where(condition).order_by(JobImage.id)
     if limit is not None:
         query = query.limit(limit)

@@ -1,17 +1,22 @@
 """Every image ends, in bounded time and money, on a real (SQLite) database: the claim refuses an
 image out of attempts and fails it; whatever goes wrong inside an attempt fails the image with its
-reason (hold released, nothing re-sent)."""
+reason (hold released, nothing re-sent); the heartbeat keeps a long attempt's lease alive, in one
+statement per beat, and lets go of an image another attempt took over."""
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import func, select, update
+from sqlalchemy import event, func, select, update
 
+from core.config import Settings
+from core.events import InProcessEventBus
 from core.generation import InputImage, ProviderImage
 from core.jobs import ImageStatus, JobStatus
-from core.models import ApiKey, Job
+from core.models import ApiKey, Job, JobImage
 from core.models.ledger import LedgerEntry
 from core.models.types import utcnow
 from core.repo.jobs import requeue_orphans
@@ -159,3 +164,89 @@ def test_a_job_whose_stored_plan_cannot_be_read_fails_its_image(runtime: WorkerR
     assert (image.status, image.attempts, image.error_code) == (ImageStatus.FAILED, 1, "internal_error")
     assert money(runtime, key_id) == (0, 0)
     assert not_resent(runtime, image_id)
+
+
+# -- the heartbeat ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def short_lease(settings: Settings) -> Iterator[WorkerRuntime]:
+    """A runtime whose leases last 0.6 s (renewed every 0.2 s)."""
+    built = WorkerRuntime.build(settings.model_copy(update={"image_lease_s": 0.6}), events=InProcessEventBus())
+    yield built
+    built.close()
+
+
+class HeldOpen:
+    """An upstream call that lasts until the test lets it go."""
+
+    name = "demo"
+
+    def __init__(self) -> None:
+        self.started = threading.Event()
+        self.release = threading.Event()
+
+    def generate(self, call: ProviderCall) -> list[ProviderImage]:
+        self.started.set()
+        assert self.release.wait(30)
+        return DemoProvider().generate(call)
+
+
+def test_an_attempt_longer_than_its_lease_keeps_the_image(short_lease: WorkerRuntime) -> None:
+    runtime = short_lease
+    upstream = HeldOpen()
+    _, job_id, [image_id] = held_job(runtime)
+    outcome: list[str] = []
+    worker = threading.Thread(target=lambda: outcome.append(run_image(with_provider(runtime, upstream), image_id)))
+    worker.start()
+    try:
+        assert upstream.started.wait(10)
+        first_lease = image_row(runtime, image_id).lease_until
+        assert first_lease is not None
+        # five leases' worth of time: the image is renewed all along, never anyone else's to take
+        deadline = first_lease + timedelta(seconds=3)
+        while utcnow() < deadline:
+            lease = image_row(runtime, image_id).lease_until
+            assert lease is not None and lease > utcnow() - timedelta(seconds=0.1)
+            with runtime.sessions.begin() as session:
+                orphans = list(session.execute(
+                    requeue_orphans(now=utcnow(), requeue_after_s=300, max_attempts=3)).scalars())
+            assert orphans == []
+            assert run_image(runtime, image_id) == "skipped"
+        assert image_row(runtime, image_id).lease_until > first_lease + timedelta(seconds=2)  # type: ignore[operator]
+    finally:
+        upstream.release.set()
+        worker.join(30)
+
+    assert outcome == ["succeeded"]
+    image = image_row(runtime, image_id)
+    assert (image.status, image.attempts, image.lease_until) == (ImageStatus.SUCCEEDED, 1, None)
+    assert job_row(runtime, job_id).status == JobStatus.SUCCEEDED
+    assert runtime.leases.held == {}
+
+
+def test_one_statement_renews_every_held_lease_and_an_image_taken_over_is_let_go(
+    runtime: WorkerRuntime,
+) -> None:
+    soon = utcnow() + timedelta(seconds=5)
+    _, _, ids = held_job(runtime, n=3, status=ImageStatus.RUNNING, attempts=1, lease_until=soon)
+    with runtime.sessions.begin() as session:  # another attempt took image 2 over
+        session.execute(update(JobImage).where(JobImage.id == ids[2]).values(attempts=2))
+    statements: list[str] = []
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement)
+
+    with runtime.leases.holding([(image_id, 1) for image_id in ids]):
+        event.listen(runtime.engine, "before_cursor_execute", count)
+        try:
+            assert runtime.leases.beat() == 2
+        finally:
+            event.remove(runtime.engine, "before_cursor_execute", count)
+        assert set(runtime.leases.held) == {ids[0], ids[1]}
+
+    assert [s.split()[0] for s in statements] == ["UPDATE"]
+    renewed = [image_row(runtime, i).lease_until for i in ids]
+    assert all(lease is not None and lease > soon + timedelta(seconds=800) for lease in renewed[:2])
+    assert renewed[2] == soon
+    assert runtime.leases.held == {}
