@@ -68,3 +68,7 @@ def make_pg_database(postgres_admin_url: str) -> Iterator[object]:
 def redis_url() -> str:
     need_service("Redis", REDIS_HOST, REDIS_PORT)
     return f"redis://{REDIS_HOST}:{REDIS_PORT}"
+
+
+# servers of a test's own, to stop and start mid-test (see tests/outage.py)
+from tests.outage import own_postgres, own_redis  # noqa: E402, F401
