@@ -286,6 +286,19 @@ def requeue_orphans(*, now: datetime, requeue_after_s: float, max_attempts: int,
     return _mark_enqueued(lost, now=now, limit=limit)
 
 
+def requeue_waiting(*, now: datetime, max_attempts: int, limit: int = 500) -> ReturningUpdate[str]:
+    """Every image waiting for a task that was sent before ``now``: the broker restarted and lost
+    its queue. Call it until it returns fewer than ``limit`` ids (each call marks those it returns
+    as enqueued at ``now``, so the next one goes on where it stopped)."""
+    waiting = and_(
+        or_(JobImage.status == ImageStatus.QUEUED,
+            and_(JobImage.status == ImageStatus.RUNNING, JobImage.lease_until < now,
+                 JobImage.attempts < max_attempts)),
+        JobImage.enqueued_at < now,
+    )
+    return _mark_enqueued(waiting, now=now, limit=limit)
+
+
 def _mark_enqueued(condition: ColumnElement[bool], *, now: datetime, limit: int) -> ReturningUpdate[str]:
     return (
         update(JobImage)
