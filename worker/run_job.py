@@ -118,14 +118,12 @@ def _claim(runtime: WorkerRuntime, image_id: str) -> Attempt | str:
     with runtime.sessions.begin() as session:
         first = session.execute(jobs.claim_image(image_id, now=now, lease_s=lease,
                                                  max_attempts=max_attempts)).one_or_none()
-        if first is None:
-            exhausted = settlement.fail_out_of_attempts(session, image_id, now=now, max_attempts=max_attempts)
-        else:
+        if first is not None:
             job_id, index, number = first
-            attempt = _start(session, Claimed(image_id, index, number), job_id, now=now, lease_s=lease,
-                             max_attempts=max_attempts)
-    if first is not None:
-        return attempt
+            # committed as the block ends, before anything is sent upstream
+            return _start(session, Claimed(image_id, index, number), job_id, now=now, lease_s=lease,
+                          max_attempts=max_attempts)
+        exhausted = settlement.fail_out_of_attempts(session, image_id, now=now, max_attempts=max_attempts)
     if exhausted is None:
         log.info("image %s: not claimable (done, canceled, or running elsewhere)", image_id)
         return "skipped"
@@ -177,6 +175,8 @@ def _outcomes(runtime: WorkerRuntime, attempt: Attempt) -> dict[int, Outcome]:
     except Exception:
         log.exception("job %s: the attempt at image(s) %s failed", attempt.job_id, indexes)
         return {i: Outcome(error=INTERNAL_ERROR) for i in indexes}
+
+
 def generate(runtime: WorkerRuntime, request: GenerationRequest, routes: list[AppliedParams],
              indexes: list[int]) -> dict[int, Outcome]:
     """Outcomes for ``indexes``, walking the job's planned routes while they fail as routes."""
