@@ -14,9 +14,10 @@ async API passes them to ``AsyncSession.run_sync``, so both execute the very sam
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy.orm import Session
 from sqlalchemy.sql import Executable
@@ -33,12 +34,23 @@ ATTEMPTS_EXHAUSTED = "attempts_exhausted"
 
 @dataclass(frozen=True)
 class Ended:
-    """One image that has just ended: how, and, if delivered, its charge and the model that made it."""
+    """One image that has just ended: how, and, if delivered, its charge, the model that made it
+    and what its row records of it (size class, quality, tokens)."""
 
     image_id: str
     status: ImageStatus
     charge: Charge | None = None
     model: str | None = None
+    size: str | None = None
+    quality: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+    @classmethod
+    def of(cls, image_id: str, values: Mapping[str, Any], charge: Charge | None) -> Ended:
+        """The image whose row is being finished with ``values`` (see ``worker/run_job.py``)."""
+        return cls(image_id, ImageStatus(values["status"]), charge, values.get("model"), values.get("size"),
+                   values.get("quality"), values.get("input_tokens"), values.get("output_tokens"))
 
 
 def settle_ended(session: Session, billing: JobBilling, ended: Sequence[Ended], *, now: datetime) -> None:

@@ -291,8 +291,7 @@ def _record_once(runtime: WorkerRuntime, attempt: Attempt, claimed: Claimed, val
                 return status.value
             log.warning("image %s attempt %s lost its lease; outcome discarded", claimed.image_id, claimed.attempt)
             return "superseded"
-        settlement.settle_ended(session, attempt.billing,
-                                [Ended(claimed.image_id, status, charge, values.get("model"))], now=now)
+        settlement.settle_ended(session, attempt.billing, [Ended.of(claimed.image_id, values, charge)], now=now)
     return status.value
 
 
