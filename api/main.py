@@ -20,7 +20,7 @@ from api.ratelimit import limiter_for
 from api.routes import admin, files, health, models, usage
 from api.routes.jobs import build_router as build_jobs_router
 from api.state import AppState
-from api.sweeper import release_embedded_orphans, run_sweeper
+from api.sweeper import BrokerWatch, Sweeper, release_embedded_orphans
 from api.wait import JobWaiter, RedisJobEvents, attach_in_process
 from core.billing.prices import PriceTable
 from core.config import Settings, get_settings
@@ -107,9 +107,11 @@ def create_app(
             await asyncio.to_thread(hook)
         if event_bus is not None and settings.redis_url is None:
             await release_embedded_orphans(sessions, enqueuer)
-        sweeper = asyncio.create_task(run_sweeper(
-            sessions, enqueuer, interval_s=settings.sweep_interval_s,
-            requeue_after_s=settings.requeue_after_s), name="imagegate-sweeper")
+        sweeps = Sweeper(sessions, enqueuer, requeue_after_s=settings.requeue_after_s,
+                         max_attempts=settings.image_max_attempts,
+                         broker=BrokerWatch(redis_client) if redis_client is not None else None,
+                         on_job_changed=waiter.notify)
+        sweeper = asyncio.create_task(sweeps.run(interval_s=settings.sweep_interval_s), name="imagegate-sweeper")
         log.info("imagegate API ready (%s mode)", settings.mode)
         try:
             yield

@@ -1,38 +1,160 @@
-"""Re-sends image tasks that were lost: never sent (broker down at submit), or taken by a worker
-that died (lease expired). Runs in every API process; the conditional update in
-:func:`core.repo.jobs.requeue_orphans` keeps concurrent sweepers from sending the same image
-twice in one window, and a duplicate delivery is harmless anyway (the claim is idempotent)."""
+"""Finds the images nothing is making and sees that they end. Runs in every API process, every
+``IMAGEGATE_SWEEP_INTERVAL_S``:
+
+- an image whose lease expired during its last allowed attempt (``IMAGEGATE_IMAGE_MAX_ATTEMPTS``)
+  is failed and its hold released (:func:`core.settlement.fail_out_of_attempts`);
+- an image whose task was lost is sent again: never sent (the broker was down at submit), queued
+  for ``IMAGEGATE_REQUEUE_AFTER_S``, or taken by a worker that died (its lease expired);
+- when the broker (Redis) restarted, or answers again after being unreachable, its queue may be
+  gone: every image waiting for a task is sent again at once (:class:`BrokerWatch`).
+
+The conditional updates of :mod:`core.repo.jobs` keep concurrent sweepers from sending the same
+image twice in one window, and a duplicate delivery is harmless anyway (the claim is idempotent).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 
+import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import ReturningUpdate
 
 from api.enqueue import Enqueuer
+from core import settlement
 from core.models.types import utcnow
-from core.repo.jobs import mark_unsent, release_all_running, requeue_orphans
+from core.repo.jobs import (
+    expired_on_last_attempt,
+    mark_unsent,
+    release_all_running,
+    requeue_orphans,
+    requeue_waiting,
+)
 
 log = logging.getLogger(__name__)
 
+BATCH = 500
 
-async def sweep_once(
-    sessions: async_sessionmaker[AsyncSession], enqueuer: Enqueuer, *, requeue_after_s: float
-) -> int:
-    async with sessions() as session:
-        ids = list((await session.execute(
-            requeue_orphans(now=utcnow(), requeue_after_s=requeue_after_s)
-        )).scalars())
-        await session.commit()
-    if ids:
-        log.info("sweeper: re-sending %d image task(s)", len(ids))
-        if not await enqueuer.send(ids):
-            async with sessions() as session:
-                await session.execute(mark_unsent(ids))
-                await session.commit()
+
+class BrokerWatch:
+    """Tells when the broker may have lost its queue: Redis restarted (the ``run_id`` of its
+    ``INFO server`` changed; a Redis without persistence comes back empty), or it answers again
+    after being unreachable (a failover, a restart this process did not see)."""
+
+    def __init__(self, client: aioredis.Redis, *, timeout_s: float = 3.0) -> None:
+        self._client = client
+        self._timeout_s = timeout_s
+        self._run_id: str | None = None
+        self._unreachable = False
+
+    async def queue_may_be_lost(self) -> bool:
+        try:
+            info = await self._server_info()
+        except Exception as exc:
+            if not self._unreachable:
+                log.warning("sweeper: the broker does not answer (%s)", type(exc).__name__)
+            self._unreachable = True
+            return False
+        run_id = str(info.get("run_id", ""))
+        lost = self._unreachable or (self._run_id is not None and run_id != self._run_id)
+        if lost:
+            log.warning("sweeper: the broker %s; its queued tasks may be gone",
+                        "answers again" if self._unreachable else "restarted")
+        self._run_id, self._unreachable = run_id, False
+        return lost
+
+    async def _server_info(self) -> dict[str, object]:
+        for attempt in (1, 2):
+            try:
+                async with asyncio.timeout(self._timeout_s):
+                    return dict(await self._client.info("server"))
+            except aioredis.ConnectionError:
+                # after a restart, the first command finds its pooled connection closed
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+
+@dataclass
+class Sweeper:
+    sessions: async_sessionmaker[AsyncSession]
+    enqueuer: Enqueuer
+    requeue_after_s: float
+    max_attempts: int
+    broker: BrokerWatch | None = None
+    """Distributed mode; embedded mode's in-memory queue lives and dies with the process."""
+    on_job_changed: Callable[[str], None] = field(default=lambda job_id: None)
+
+    async def sweep_once(self) -> int:
+        """One pass; returns how many image tasks were sent."""
+        sent = 0
+        if self.broker is not None and await self.broker.queue_may_be_lost():
+            sent += await self._send_all_waiting()
+        await self._fail_out_of_attempts()
+        now = utcnow()
+        sent += await self._mark_and_send(
+            requeue_orphans(now=now, requeue_after_s=self.requeue_after_s, max_attempts=self.max_attempts,
+                            limit=BATCH))
+        return sent
+
+    async def run(self, *, interval_s: float) -> None:
+        while True:
+            try:
+                await self.sweep_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("sweeper pass failed; will retry", exc_info=True)
+            await asyncio.sleep(interval_s)
+
+    async def _fail_out_of_attempts(self) -> None:
+        now = utcnow()
+        async with self.sessions() as session:
+            ids = list((await session.execute(
+                expired_on_last_attempt(now=now, max_attempts=self.max_attempts))).scalars())
+        for image_id in ids:
+            # one transaction per image: its row, its job's, its key's, in that order
+            async with self.sessions.begin() as session:
+                job_id = await session.run_sync(_fail, image_id, now, self.max_attempts)
+            if job_id is not None:
+                self.on_job_changed(job_id)
+
+    async def _send_all_waiting(self) -> int:
+        now, sent = utcnow(), 0
+        while True:
+            batch = await self._mark_and_send(requeue_waiting(now=now, max_attempts=self.max_attempts, limit=BATCH))
+            sent += batch
+            if batch < BATCH:
+                log.info("sweeper: %d waiting image task(s) sent again after the broker came back", sent)
+                return sent
+
+    async def _mark_and_send(self, mark: ReturningUpdate[str]) -> int:
+        async with self.sessions() as session:
+            ids = list((await session.execute(mark)).scalars())
+            await session.commit()
+        if not ids:
             return 0
-    return len(ids)
+        log.info("sweeper: sending %d image task(s)", len(ids))
+        return len(ids) if await _send(self.sessions, self.enqueuer, ids) else 0
+
+
+def _fail(session: Session, image_id: str, now: datetime, max_attempts: int) -> str | None:
+    return settlement.fail_out_of_attempts(session, image_id, now=now, max_attempts=max_attempts)
+
+
+async def _send(sessions: async_sessionmaker[AsyncSession], enqueuer: Enqueuer, ids: Sequence[str]) -> bool:
+    """Send the images' tasks; if the broker cannot take them, leave them for the next pass."""
+    if await enqueuer.send(ids):
+        return True
+    async with sessions() as session:
+        await session.execute(mark_unsent(list(ids)))
+        await session.commit()
+    return False
 
 
 async def release_embedded_orphans(sessions: async_sessionmaker[AsyncSession], enqueuer: Enqueuer) -> int:
@@ -42,21 +164,5 @@ async def release_embedded_orphans(sessions: async_sessionmaker[AsyncSession], e
         await session.commit()
     if ids:
         log.info("resuming %d unfinished image(s) from the previous run", len(ids))
-        if not await enqueuer.send(ids):
-            async with sessions() as session:
-                await session.execute(mark_unsent(ids))
-                await session.commit()
+        await _send(sessions, enqueuer, ids)
     return len(ids)
-
-
-async def run_sweeper(
-    sessions: async_sessionmaker[AsyncSession], enqueuer: Enqueuer, *, interval_s: float, requeue_after_s: float
-) -> None:
-    while True:
-        try:
-            await sweep_once(sessions, enqueuer, requeue_after_s=requeue_after_s)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            log.warning("sweeper pass failed; will retry", exc_info=True)
-        await asyncio.sleep(interval_s)

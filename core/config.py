@@ -145,9 +145,14 @@ class Settings(BaseSettings):
 
     # -- worker
     worker_concurrency: int = Field(128, ge=1, validation_alias=_env("WORKER_CONCURRENCY"))
-    image_lease_s: float = Field(900.0, gt=0, validation_alias=_env("IMAGE_LEASE_S"))
+    image_lease_s: float = Field(60.0, gt=0, validation_alias=_env("IMAGE_LEASE_S"))
+    """How long a running image stays its worker's without news: the worker renews it every third
+    of this while the image runs, and once it lapses another worker takes the image over."""
+    image_max_attempts: int = Field(3, ge=1, validation_alias=_env("IMAGE_MAX_ATTEMPTS"))
+    """Attempts one image may start; an image whose last allowed attempt ended without an
+    outcome (its worker died) fails with ``attempts_exhausted`` and its hold is released."""
     requeue_after_s: float = Field(300.0, gt=0, validation_alias=_env("REQUEUE_AFTER_S"))
-    sweep_interval_s: float = Field(30.0, gt=0, validation_alias=_env("SWEEP_INTERVAL_S"))
+    sweep_interval_s: float = Field(5.0, gt=0, validation_alias=_env("SWEEP_INTERVAL_S"))
     broker_visibility_timeout_s: int = Field(
         3600, gt=0, validation_alias=_env("BROKER_VISIBILITY_TIMEOUT_S")
     )

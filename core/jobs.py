@@ -8,7 +8,8 @@
 A job is one request holding ``n`` images; each image is its own task and succeeds or fails
 alone. The job's final status is derived from its images' by :func:`final_job_status`. The
 transitions themselves are the conditional updates of :mod:`core.repo.jobs` (a running image may be
-claimed again once its lease has expired, and go back to queued when an embedded gateway restarts).
+claimed again once its lease has expired, while it has attempts left, and go back to queued when an
+embedded gateway restarts); :mod:`core.settlement` counts and settles the images that end.
 """
 
 from __future__ import annotations

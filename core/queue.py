@@ -48,6 +48,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
+        # an image running when the broker connection drops goes on: its outcome goes to the
+        # database, and a redelivered task finds the image done or leased
+        "worker_cancel_long_running_tasks_on_connection_loss": False,
         "task_serializer": "json",
         "accept_content": ["json"],
         "worker_hijack_root_logger": False,

@@ -126,3 +126,7 @@ def s3_server() -> Iterator[S3Server]:
     server = S3Server().start()
     yield server
     server.stop()
+
+
+# servers of a test's own, to stop and start mid-test (see tests/outage.py)
+from tests.outage import own_postgres, own_redis  # noqa: E402, F401

@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import sqlalchemy as sa
@@ -152,6 +153,32 @@ def database_url(name: str) -> str:
 # -- a gateway ------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Money:
+    """A key's money as the database has it, in micro-dollars."""
+
+    committed: int
+    """api_keys.committed_micros: open holds plus charges."""
+    ledger: int
+    """The sum of the key's ledger rows (always equal to ``committed``)."""
+    charges: int
+    """How many images were charged (a charge of more than 0)."""
+    charged: int
+    """What they were charged, in all."""
+
+
+DEMO_USD = "0.04"
+
+
+def priced_demo(tmp: Path, usd: str = DEMO_USD) -> dict[str, str]:
+    """Settings under which the demo model costs ``usd`` per image (it is free otherwise), so
+    that holds, charges and releases can be counted."""
+    path = tmp / "prices.toml"
+    path.write_text(f'[[models]]\nid = "demo"\nsource = "test: a paid demo"\neffective = 2026-11-21\n'
+                    f'per_image = {{ "*" = {{ "*" = "{usd}" }} }}\n')
+    return {"IMAGEGATE_PRICES_FILE": str(path)}
+
+
 def base_env(tmp: Path, **settings: str) -> dict[str, str]:
     """The environment of a gateway's processes: this process's, without any ``IMAGEGATE_*``
     variable, then a data dir in ``tmp``, the admin key, unbuffered output and ``settings``."""
@@ -267,6 +294,39 @@ class Stack:
         from core.db import sync_url
 
         return sa.create_engine(sync_url(self.database_url))
+
+    def rows(self, sql: str, **params: object) -> list[dict[str, Any]]:
+        """The rows of one query on the stack's database, as dicts."""
+        engine = self.db()
+        try:
+            with engine.connect() as conn:
+                return [dict(row) for row in conn.execute(sa.text(sql), params).mappings()]
+        finally:
+            engine.dispose()
+
+    def images(self, job_id: str) -> dict[int, dict[str, Any]]:
+        """The job's image rows by index: status, attempts, where the bytes are, when it was sent,
+        started, leased until and finished, its cost and error."""
+        rows = self.rows('SELECT "index", status, attempts, object_key, enqueued_at, started_at, lease_until, '
+                         'finished_at, cost_micros, error_code, error_message FROM job_images '
+                         'WHERE job_id = :job ORDER BY "index"', job=job_id)
+        return {row["index"]: row for row in rows}
+
+    def money(self, key_name: str) -> Money:
+        """The key's committed spend and ledger, by its name."""
+        [row] = self.rows(
+            "SELECT k.committed_micros AS committed, "
+            "(SELECT COALESCE(SUM(amount_micros), 0) FROM ledger_entries WHERE api_key_id = k.id) AS total, "
+            "(SELECT COUNT(*) FROM ledger_entries WHERE api_key_id = k.id AND kind = 'charge' "
+            "AND amount_micros > 0) AS charges, "
+            "(SELECT COALESCE(SUM(amount_micros), 0) FROM ledger_entries WHERE api_key_id = k.id "
+            "AND kind = 'charge') AS charged "
+            "FROM api_keys k WHERE k.name = :name", name=key_name)
+        return Money(int(row["committed"]), int(row["total"]), int(row["charges"]), int(row["charged"]))
+
+    def stored_files(self, job_id: str) -> list[Path]:
+        """The image files stored for the job (one per attempt that delivered)."""
+        return sorted((self.tmp / "data" / "images").glob(f"*/{job_id}/*"))
 
     def count_rows(self) -> dict[str, int]:
         engine = self.db()

@@ -8,6 +8,19 @@ Upstreams that make several images per call (GPT image: up to 10) get one call f
 group: the first task of a group claims its claimable siblings, whose own tasks then find nothing
 to do. When a route fails as a route (retries spent, model gone, credentials refused), the next
 model of the fallback chain is tried; the model that finally served each image is recorded.
+
+Every image ends, and an outcome once made is kept:
+
+- an image that has had ``IMAGEGATE_IMAGE_MAX_ATTEMPTS`` attempts is not claimed again: the
+  claim fails it instead and releases its hold (:func:`core.settlement.fail_out_of_attempts`);
+- while an attempt runs, the process's heartbeat keeps its lease alive (``worker/lease.py``);
+- whatever goes wrong after the claim (an input image gone from the store, a bug, an outcome the
+  database refuses) ends the attempt as a failure recorded on the image;
+- recording outlasts a database outage: it is retried, with backoff, until it is written or the
+  attempt fence says another attempt owns the image.
+
+So :func:`run_image` raises (and Celery retries the task) only before its claim is committed,
+when no upstream call has been made.
 """
 
 from __future__ import annotations
@@ -19,22 +32,39 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy.exc
+from sqlalchemy import Row
+from sqlalchemy.orm import Session
 
+from core import settlement
 from core.billing import ledger
-from core.billing.ledger import Charge, ImageRecord, JobBilling
+from core.billing.ledger import Charge, JobBilling
 from core.errors import GatewayError, ServiceUnavailableError, UpstreamError
 from core.generation import AppliedParams, GenerationRequest, ProviderImage
 from core.imaging import transcode
 from core.jobs import ImageStatus
 from core.models.types import utcnow
 from core.repo import jobs
+from core.settlement import Ended
 from core.storage import image_object_key
+from worker.lease import first_line
 from worker.providers.base import InputBytes, ProviderCall
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 
-RECORD_ATTEMPTS = 5
+TRANSIENT_DB_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError)
+"""The database is briefly unreachable, restarting, or busy (a deadlock, a lock timeout): worth
+trying the same transaction again."""
+
+RECORD_BACKOFF_S = 0.05
+RECORD_BACKOFF_MAX_S = 2.0
+
+INTERNAL_ERROR = GatewayError("The image could not be generated because of an internal error.",
+                              code="internal_error")
+INPUT_MISSING = GatewayError("An input image of this request is no longer in the gateway's image store, so "
+                             "the image could not be made; send the request again.", code="input_image_missing")
+UNRECORDABLE = GatewayError("The image was generated, but the database refused to record it.",
+                            code="record_refused")
 
 
 @dataclass
@@ -51,49 +81,111 @@ class Outcome:
     error: GatewayError | None = None
 
 
+@dataclass
+class Attempt:
+    """What one claim took: the images, and what running them needs from their job."""
+
+    job_id: str
+    billing: JobBilling
+    images: list[Claimed]
+    request: GenerationRequest | None = None
+    routes: list[AppliedParams] | None = None
+    """``None`` when the job's stored request or plan could not be read: the attempt fails."""
+
+
 def run_image(runtime: WorkerRuntime, image_id: str) -> str:
     """Generate, store and record one image (and its call group). Returns what happened."""
+    claimed = _claim(runtime, image_id)
+    if isinstance(claimed, str):
+        return claimed
+    attempt = claimed
+    with runtime.leases.holding((c.image_id, c.attempt) for c in attempt.images):
+        started = time.monotonic()
+        outcomes = _outcomes(runtime, attempt)
+        latency_ms = int((time.monotonic() - started) * 1000)
+        results = {c.image_id: _record(runtime, attempt, c, outcomes[c.index], latency_ms) for c in attempt.images}
+    if any(result in ("succeeded", "failed") for result in results.values()):
+        runtime.events.publish(attempt.job_id)
+    return results[image_id]
+
+
+def _claim(runtime: WorkerRuntime, image_id: str) -> Attempt | str:
+    """Claim the image (and its claimable call group) in one transaction; or fail it if it has
+    had all its attempts. A database error raised here leaves everything as it was."""
     now = utcnow()
-    lease = runtime.settings.image_lease_s
+    settings = runtime.settings
+    lease, max_attempts = settings.image_lease_s, settings.image_max_attempts
     with runtime.sessions.begin() as session:
-        first = session.execute(jobs.claim_image(image_id, now=now, lease_s=lease)).one_or_none()
-        if first is None:
-            log.info("image %s: not claimable (done, canceled, or running elsewhere)", image_id)
-            return "skipped"
-        job_id, index, attempt = first
-        # a plain read of the job (no lock); image rows are locked before the job row, always
-        row = session.execute(jobs.run_context(job_id)).one()
+        first = session.execute(jobs.claim_image(image_id, now=now, lease_s=lease,
+                                                 max_attempts=max_attempts)).one_or_none()
+        if first is not None:
+            job_id, index, number = first
+            # committed as the block ends, before anything is sent upstream
+            return _start(session, Claimed(image_id, index, number), job_id, now=now, lease_s=lease,
+                          max_attempts=max_attempts)
+        exhausted = settlement.fail_out_of_attempts(session, image_id, now=now, max_attempts=max_attempts)
+    if exhausted is None:
+        log.info("image %s: not claimable (done, canceled, or running elsewhere)", image_id)
+        return "skipped"
+    runtime.events.publish(exhausted)
+    return "failed"
+
+
+def _start(session: Session, claimed: Claimed, job_id: str, *, now: datetime, lease_s: float,
+           max_attempts: int) -> Attempt:
+    """Read what the job needs to run, claim the claimable siblings of the image's call group,
+    and mark the job running."""
+    # a plain read of the job (no lock); image rows are locked before the job row, always
+    row = session.execute(jobs.run_context(job_id)).one()
+    session.execute(jobs.mark_job_running(job_id, now=now))
+    try:
         billing = JobBilling.of(key_id=row.api_key_id, job_id=job_id, model=row.model,
                                 hold_per_image=row.hold_per_image_micros, pricing=row.pricing)
         routes = [AppliedParams.model_validate(route) for route in row.routes]
-        claimed = [Claimed(image_id, index, attempt)]
-        n = row.n
+        request = GenerationRequest.model_validate(row.request)
         size = max(1, routes[0].n_per_call)
-        group = [i for i in range((index // size) * size, min(n, (index // size + 1) * size)) if i != index]
-        if group:
-            siblings = list(session.execute(jobs.lock_group(job_id, group, now=now)).scalars())
-            if siblings:
-                claimed += [Claimed(*row) for row in session.execute(
-                    jobs.claim_group(siblings, now=now, lease_s=lease)).all()]
-        session.execute(jobs.mark_job_running(job_id, now=now))
-    claimed.sort(key=lambda c: c.index)
+    except Exception:
+        log.exception("job %s: its stored request or plan cannot be read; image %s fails", job_id, claimed.image_id)
+        return Attempt(job_id, _bare_billing(row, job_id), [claimed])
+    images = [claimed]
+    index, n = claimed.index, row.n
+    group = [i for i in range((index // size) * size, min(n, (index // size + 1) * size)) if i != index]
+    if group:
+        siblings = list(session.execute(jobs.lock_group(job_id, group, now=now, max_attempts=max_attempts)).scalars())
+        if siblings:
+            images += [Claimed(*sibling) for sibling in session.execute(
+                jobs.claim_group(siblings, now=now, lease_s=lease_s, max_attempts=max_attempts)).all()]
+    images.sort(key=lambda c: c.index)
+    return Attempt(job_id, billing, images, request, routes)
 
-    request = GenerationRequest.model_validate(row.request)
-    started = time.monotonic()
-    outcomes = generate(runtime, request, routes, [c.index for c in claimed])
-    latency_ms = int((time.monotonic() - started) * 1000)
 
-    results = {c.image_id: _record(runtime, job_id, c, outcomes[c.index], latency_ms, billing) for c in claimed}
-    if any(result != "superseded" for result in results.values()):
-        runtime.events.publish(job_id)
-    return results[image_id]
+def _bare_billing(row: Row[Any], job_id: str) -> JobBilling:
+    """Enough of the job's billing to release an image's hold, without its price snapshot."""
+    return JobBilling(key_id=row.api_key_id, job_id=job_id, model=row.model,
+                      hold_per_image=row.hold_per_image_micros, pricing=None)
+
+
+def _outcomes(runtime: WorkerRuntime, attempt: Attempt) -> dict[int, Outcome]:
+    """The attempt's outcome for each of its images; anything raised ends it as a failure."""
+    indexes = [c.index for c in attempt.images]
+    if attempt.request is None or attempt.routes is None:
+        return {i: Outcome(error=INTERNAL_ERROR) for i in indexes}
+    try:
+        return generate(runtime, attempt.request, attempt.routes, indexes)
+    except Exception:
+        log.exception("job %s: the attempt at image(s) %s failed", attempt.job_id, indexes)
+        return {i: Outcome(error=INTERNAL_ERROR) for i in indexes}
 
 
 def generate(runtime: WorkerRuntime, request: GenerationRequest, routes: list[AppliedParams],
              indexes: list[int]) -> dict[int, Outcome]:
     """Outcomes for ``indexes``, walking the job's planned routes while they fail as routes."""
-    inputs = [InputBytes(runtime.store.get(i.object_key), i.mime_type) for i in request.input_images]
-    mask = InputBytes(runtime.store.get(request.mask.object_key), request.mask.mime_type) if request.mask else None
+    try:
+        inputs = [InputBytes(runtime.store.get(i.object_key), i.mime_type) for i in request.input_images]
+        mask = InputBytes(runtime.store.get(request.mask.object_key), request.mask.mime_type) if request.mask else None
+    except OSError as exc:
+        log.error("an input image of image(s) %s cannot be read from the store: %s", indexes, exc)
+        return {i: Outcome(error=INPUT_MISSING) for i in indexes}
     outcomes: dict[int, Outcome] = {}
     pending = list(indexes)
     last_error: GatewayError = ServiceUnavailableError("No configured route could serve this model.")
@@ -116,9 +208,7 @@ def generate(runtime: WorkerRuntime, request: GenerationRequest, routes: list[Ap
                 continue
             except Exception:
                 log.exception("provider %s crashed", route.provider)
-                error = GatewayError("The image could not be generated because of an internal error.",
-                                     code="internal_error")
-                outcomes.update({i: Outcome(error=error) for i in chunk})
+                outcomes.update({i: Outcome(error=INTERNAL_ERROR) for i in chunk})
                 continue
             for position, i in enumerate(chunk):
                 if position < len(images):
@@ -138,60 +228,77 @@ def _route_failed(error: GatewayError) -> bool:
     return isinstance(error, ServiceUnavailableError)
 
 
-def _record(runtime: WorkerRuntime, job_id: str, claimed: Claimed, outcome: Outcome, latency_ms: int,
-            billing: JobBilling) -> str:
-    values: dict[str, Any]
-    charge: Charge | None = None
-    if outcome.image is not None and outcome.applied is not None:
-        try:
-            values = _store(runtime, job_id, claimed, outcome.image, outcome.applied)
-            charge = ledger.charge_for(billing, outcome.applied, outcome.image.usage)
-            values.update(upstream_cost_micros=charge.upstream_micros, cost_micros=charge.billed_micros)
-        except Exception:
-            log.exception("image %s: could not store the result", claimed.image_id)
-            values = _failure(GatewayError("The image could not be stored.", code="storage_error"))
-    else:
-        values = _failure(outcome.error or GatewayError("No outcome.", code="internal_error"))
+def _record(runtime: WorkerRuntime, attempt: Attempt, claimed: Claimed, outcome: Outcome,
+            latency_ms: int) -> str:
+    """Store and record one image's outcome, and settle it. An outcome the database refuses (not
+    an outage: a value it will never take) is recorded as a failure instead."""
+    values, charge = _values(runtime, attempt, claimed, outcome)
     finished = utcnow()
-    values.update(finished_at=finished, lease_until=None, latency_ms=latency_ms)
-    succeeded = values["status"] == ImageStatus.SUCCEEDED
-    for attempt in range(1, RECORD_ATTEMPTS + 1):
+    timing = {"finished_at": finished, "lease_until": None, "latency_ms": latency_ms}
+    try:
+        return _write(runtime, attempt, claimed, {**values, **timing}, charge, now=finished)
+    except Exception:
+        log.exception("image %s: the database refused its outcome; recording a failure instead", claimed.image_id)
+    try:
+        return _write(runtime, attempt, claimed, {**_failure(UNRECORDABLE), **timing}, None, now=finished)
+    except Exception:
+        log.exception("image %s: its failure could not be recorded either; its lease will lapse", claimed.image_id)
+        return "unrecorded"
+
+
+def _values(runtime: WorkerRuntime, attempt: Attempt, claimed: Claimed,
+            outcome: Outcome) -> tuple[dict[str, Any], Charge | None]:
+    """The image row's new values and, if delivered, its charge; a delivered image is stored here."""
+    if outcome.image is None or outcome.applied is None:
+        return _failure(outcome.error or GatewayError("No outcome.", code="internal_error")), None
+    try:
+        values = _store(runtime, attempt.job_id, claimed, outcome.image, outcome.applied)
+        charge = ledger.charge_for(attempt.billing, outcome.applied, outcome.image.usage)
+    except Exception:
+        log.exception("image %s: could not store the result", claimed.image_id)
+        return _failure(GatewayError("The image could not be stored.", code="storage_error")), None
+    values.update(upstream_cost_micros=charge.upstream_micros, cost_micros=charge.billed_micros)
+    return values, charge
+
+
+def _write(runtime: WorkerRuntime, attempt: Attempt, claimed: Claimed, values: dict[str, Any],
+           charge: Charge | None, *, now: datetime) -> str:
+    """Record the outcome, retrying while the database is unreachable: the image is made (and
+    paid upstream), so this attempt waits the outage out rather than leave it to another one.
+    Only the attempt fence ends the wait without recording: another attempt owns the image."""
+    delay, since = RECORD_BACKOFF_S, time.monotonic()
+    while True:
         try:
-            return _record_once(runtime, job_id, claimed, values, billing, charge=charge if succeeded else None,
-                                now=finished)
-        except sqlalchemy.exc.OperationalError:
-            # a transient database error (deadlock, failover): the image is made and stored, so
-            # retry this transaction here; re-running the task would find the image leased to us
-            if attempt == RECORD_ATTEMPTS:
-                raise
-            log.warning("image %s: recording failed (attempt %d), retrying", claimed.image_id, attempt)
-            time.sleep(0.05 * 2 ** attempt)
-    raise AssertionError("unreachable")
+            return _record_once(runtime, attempt, claimed, values, charge, now=now)
+        except TRANSIENT_DB_ERRORS as exc:
+            log.warning("image %s: could not record its outcome (%s: %s), %.1f s since the first try; "
+                        "retrying in %.2f s", claimed.image_id, type(exc).__name__, first_line(exc),
+                        time.monotonic() - since, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, RECORD_BACKOFF_MAX_S)
 
 
-def _record_once(runtime: WorkerRuntime, job_id: str, claimed: Claimed, values: dict[str, Any],
-                 billing: JobBilling, *, charge: Charge | None, now: datetime) -> str:
+def _record_once(runtime: WorkerRuntime, attempt: Attempt, claimed: Claimed, values: dict[str, Any],
+                 charge: Charge | None, *, now: datetime) -> str:
     """One transaction, locking in the order image row -> job row -> key row (see count_outcome)."""
-    succeeded = charge is not None
-    billed = charge.billed_micros if charge is not None else 0
+    status = ImageStatus(values["status"])
     with runtime.sessions.begin() as session:
         owned = session.execute(jobs.finish_image(claimed.image_id, attempt=claimed.attempt,
                                                   values=values)).scalar_one_or_none()
         if owned is None:
-            # our lease expired and another attempt took the image over: it owns the outcome
+            if _already_recorded(session, claimed, values):
+                # an earlier try of this transaction was committed, but its answer was lost
+                return status.value
             log.warning("image %s attempt %s lost its lease; outcome discarded", claimed.image_id, claimed.attempt)
             return "superseded"
-        counts = session.execute(jobs.count_outcome(job_id, succeeded=int(succeeded), failed=int(not succeeded),
-                                                    cost_micros=billed)).one()
-        close = jobs.finalize_job(job_id, counts, now=now)
-        if close is not None:
-            session.execute(close)
-        record = ImageRecord(outcome=values["status"], size=values.get("size"), quality=values.get("quality"),
-                             input_tokens=values.get("input_tokens"), output_tokens=values.get("output_tokens"))
-        for statement in ledger.settle_image(billing, claimed.image_id, charge=charge, model=values.get("model"),
-                                             record=record, dialect=session.get_bind().dialect.name):
-            session.execute(statement)
-    return "succeeded" if succeeded else "failed"
+        settlement.settle_ended(session, attempt.billing, [Ended.of(claimed.image_id, values, charge)], now=now)
+    return status.value
+
+
+def _already_recorded(session: Session, claimed: Claimed, values: dict[str, Any]) -> bool:
+    image = session.execute(jobs.image_by_id(claimed.image_id)).scalar_one_or_none()
+    return (image is not None and image.attempts == claimed.attempt and image.status == values["status"]
+            and image.object_key == values.get("object_key") and image.error_code == values.get("error_code"))
 
 
 def _failure(error: GatewayError) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from core.config import Settings
 from core.db import create_sync_engine, sync_sessionmaker
 from core.events import EventPublisher, InProcessEventBus, RedisEventPublisher
 from core.storage import ImageStore, open_store
+from worker.lease import LeaseKeeper
 from worker.providers.registry import ProviderRegistry
 
 
@@ -23,6 +24,8 @@ class WorkerRuntime:
     store: ImageStore
     events: EventPublisher
     providers: ProviderRegistry
+    leases: LeaseKeeper
+    """The heartbeat that keeps the leases of the images this process runs alive."""
 
     @classmethod
     def build(cls, settings: Settings, *, events: InProcessEventBus | None = None) -> WorkerRuntime:
@@ -38,15 +41,18 @@ class WorkerRuntime:
             publisher = RedisEventPublisher(redis.Redis.from_url(settings.redis_url))
         else:
             raise ValueError("embedded mode needs the in-process event bus")
+        sessions = sync_sessionmaker(engine)
         return cls(
             settings=settings,
             engine=engine,
-            sessions=sync_sessionmaker(engine),
+            sessions=sessions,
             store=open_store(settings),
             events=publisher,
             providers=ProviderRegistry.from_settings(settings),
+            leases=LeaseKeeper(sessions, lease_s=settings.image_lease_s),
         )
 
     def close(self) -> None:
+        self.leases.close()
         self.providers.close()
         self.engine.dispose()

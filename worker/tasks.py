@@ -12,8 +12,10 @@ from core.queue import GENERATE_IMAGE_TASK
 from worker.run_job import run_image
 from worker.runtime import WorkerRuntime
 
-# Infrastructure faults (database or Redis briefly unreachable) retry the task; anything the
-# upstream does is handled inside run_image and recorded on the image.
+# Infrastructure faults (database or Redis briefly unreachable) retry the task. run_image raises
+# them only before its claim is committed, when no upstream call has been made: once an attempt
+# holds an outcome it records it itself, outlasting an outage, so a retry never makes an image
+# twice. Anything the upstream does is handled inside run_image and recorded on the image.
 INFRA_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, redis.ConnectionError)
 
 

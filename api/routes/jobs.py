@@ -9,14 +9,12 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.body import parse_json
+from api.cancel import cancel_job
 from api.deps import ApiKeyDep, StateDep
 from api.flow import accepted, idempotency_key, is_sdk_retry
 from api.results import get_images, get_owned_job, job_view
 from api.submit import Submission, submit_job
-from core.billing import ledger
-from core.billing.ledger import JobBilling
 from core.generation import Dialect, GenerationRequest, OutputFormat
-from core.models.types import utcnow
 from core.repo import jobs
 
 
@@ -85,27 +83,12 @@ def build_router(prefix: str) -> APIRouter:
         })
 
     @router.delete("/jobs/{job_id}")
-    async def cancel_job(job_id: str, key: ApiKeyDep, state: StateDep) -> JSONResponse:
-        """Cancel the images not yet started; those running finish (and are delivered)."""
-        now = utcnow()
+    async def cancel(job_id: str, key: ApiKeyDep, state: StateDep) -> JSONResponse:
+        """Cancel the images nothing is making (see api/cancel.py); those running finish and are
+        delivered."""
         async with state.sessions() as session:
-            owned = await get_owned_job(session, job_id, key)
-            # lock order as in the worker: image rows, then the job row, then the key row
-            canceled_ids = list((await session.execute(jobs.cancel_queued_images(job_id, now=now))).scalars())
-            canceled = len(canceled_ids)
-            if canceled:
-                counts = (await session.execute(jobs.count_outcome(job_id, canceled=canceled))).one()
-                close = jobs.finalize_job(job_id, counts, now=now)
-                if close is not None:
-                    await session.execute(close)
-                # a canceled image costs nothing: its share of the hold comes back
-                billing = JobBilling.of(key_id=key.id, job_id=job_id, model=owned.model,
-                                        hold_per_image=owned.hold_per_image_micros, pricing=None)
-                for statement in ledger.release_images(billing, canceled_ids):
-                    await session.execute(statement)
-            await session.commit()
-        if canceled:
-            state.waiter.notify(job_id)
+            await get_owned_job(session, job_id, key)
+        await cancel_job(state, job_id)
         async with state.sessions() as session:
             job = await get_owned_job(session, job_id, key)
             view = await job_view(state, job, await get_images(session, job_id), include_b64=False)

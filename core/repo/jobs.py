@@ -9,10 +9,11 @@ number so that a worker whose lease expired can never overwrite the attempt that
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Insert, Row, Select, and_, insert, or_, select, update
+from sqlalchemy import ColumnElement, Insert, Row, ScalarSelect, Select, and_, insert, or_, select, tuple_, update
 from sqlalchemy.sql.dml import ReturningUpdate, Update
 
 from core.jobs import ImageStatus, JobStatus, final_job_status
@@ -92,44 +93,77 @@ def run_context(job_id: str) -> Select[Any]:
 # -- the state machine ------------------------------------------------------------------------
 
 
-def _claimable(now: datetime) -> ColumnElement[bool]:
+def _waiting(now: datetime) -> ColumnElement[bool]:
+    """Waiting for an attempt: queued, or running on a worker whose lease has expired."""
     return or_(JobImage.status == ImageStatus.QUEUED,
                and_(JobImage.status == ImageStatus.RUNNING, JobImage.lease_until < now))
 
 
-def _claim(*conditions: ColumnElement[bool], now: datetime, lease_s: float) -> Update:
-    """Images matching ``conditions`` that are queued, or running under an expired lease, become
+def _claimable(now: datetime, max_attempts: int) -> ColumnElement[bool]:
+    return and_(_waiting(now), JobImage.attempts < max_attempts)
+
+
+def _claim(*conditions: ColumnElement[bool], now: datetime, lease_s: float, max_attempts: int) -> Update:
+    """Images matching ``conditions`` that wait for an attempt and may still have one become
     running under a new lease, one attempt more."""
     return (
         update(JobImage)
-        .where(*conditions, _claimable(now))
+        .where(*conditions, _claimable(now, max_attempts))
         .values(status=ImageStatus.RUNNING, attempts=JobImage.attempts + 1, started_at=now,
                 lease_until=now + timedelta(seconds=lease_s))
         .execution_options(synchronize_session=False)
     )
 
 
-def claim_image(image_id: str, *, now: datetime, lease_s: float) -> ReturningUpdate[str, int, int]:
-    """Take an image to run: queued, or running on a worker whose lease has expired."""
-    return _claim(JobImage.id == image_id, now=now, lease_s=lease_s).returning(
+def claim_image(image_id: str, *, now: datetime, lease_s: float,
+                max_attempts: int) -> ReturningUpdate[str, int, int]:
+    """Take an image to run: queued, or running on a worker whose lease has expired, and fewer
+    than ``max_attempts`` attempts started."""
+    return _claim(JobImage.id == image_id, now=now, lease_s=lease_s, max_attempts=max_attempts).returning(
         JobImage.job_id, JobImage.index, JobImage.attempts)
 
 
-def lock_group(job_id: str, indexes: list[int], *, now: datetime) -> Select[str]:
+def lock_group(job_id: str, indexes: list[int], *, now: datetime, max_attempts: int) -> Select[str]:
     """The claimable images of a call group that no other transaction holds (SKIP LOCKED): the
     siblings' own tasks claim theirs at the same moment, and nobody may wait on anybody."""
     return (
         select(JobImage.id)
-        .where(JobImage.job_id == job_id, JobImage.index.in_(indexes), _claimable(now))
+        .where(JobImage.job_id == job_id, JobImage.index.in_(indexes), _claimable(now, max_attempts))
         .order_by(JobImage.index)
         .with_for_update(skip_locked=True)
     )
 
 
-def claim_group(image_ids: list[str], *, now: datetime, lease_s: float) -> ReturningUpdate[str, int, int]:
+def claim_group(image_ids: list[str], *, now: datetime, lease_s: float,
+                max_attempts: int) -> ReturningUpdate[str, int, int]:
     """Take the siblings :func:`lock_group` locked (upstreams that make n images per call)."""
-    return _claim(JobImage.id.in_(image_ids), now=now, lease_s=lease_s).returning(
+    return _claim(JobImage.id.in_(image_ids), now=now, lease_s=lease_s, max_attempts=max_attempts).returning(
         JobImage.id, JobImage.index, JobImage.attempts)
+
+
+def renew_leases(held: Sequence[tuple[str, int]], *, now: datetime, lease_s: float) -> ReturningUpdate[str]:
+    """One worker's heartbeat: the images it runs, as (id, attempt), get a new lease, in one
+    statement. An image another attempt took over, or that was canceled or failed meanwhile, is
+    left alone and missing from the ids returned. Rows are locked in id order, as every statement
+    that locks several image rows does, so that two of them never wait on each other."""
+    mine = and_(JobImage.status == ImageStatus.RUNNING, tuple_(JobImage.id, JobImage.attempts).in_(list(held)))
+    return (
+        update(JobImage)
+        .where(JobImage.id.in_(_in_id_order(mine)), mine)
+        .values(lease_until=now + timedelta(seconds=lease_s))
+        .returning(JobImage.id)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def _in_id_order(condition: ColumnElement[bool], *, limit: int | None = None,
+                 skip_locked: bool = False) -> ScalarSelect[str]:
+    """The ids of the image rows matching ``condition``, locked in id order (PostgreSQL; SQLite
+    has one writer at a time anyway)."""
+    query = select(JobImage.id).where(condition).order_by(JobImage.id)
+    if limit is not None:
+        query = query.limit(limit)
+    return query.with_for_update(skip_locked=skip_locked).scalar_subquery()
 
 
 def mark_job_running(job_id: str, *, now: datetime) -> Update:
@@ -189,42 +223,95 @@ def finalize_job(job_id: str, counts: Row[int, int, int, int] | tuple[int, int, 
     return update(Job).where(Job.id == job_id, Job.status.not_in(TERMINAL_JOB)).values(**values)
 
 
-def cancel_queued_images(job_id: str, *, now: datetime) -> ReturningUpdate[str]:
+def waiting_image(image_id: str, *, now: datetime) -> Select[str, str, int]:
+    """The image, locked, if it waits for an attempt: its (job id, status, attempts)."""
+    return (
+        select(JobImage.job_id, JobImage.status, JobImage.attempts)
+        .where(JobImage.id == image_id, _waiting(now))
+        .with_for_update()
+    )
+
+
+def fail_waiting_image(image_id: str, *, status: str, attempts: int, now: datetime, code: str,
+                       message: str) -> ReturningUpdate[str]:
+    """Fail an image that still waits for an attempt as it was read (status and attempts), with
+    ``code`` and ``message``; returns its job id if it did."""
     return (
         update(JobImage)
-        .where(JobImage.job_id == job_id, JobImage.status == ImageStatus.QUEUED)
-        .values(status=ImageStatus.CANCELED, finished_at=now)
+        .where(JobImage.id == image_id, JobImage.status == status, JobImage.attempts == attempts, _waiting(now))
+        .values(status=ImageStatus.FAILED, error_code=code, error_message=message, finished_at=now,
+                lease_until=None)
+        .returning(JobImage.job_id)
+        .execution_options(synchronize_session=False)
+    )
+
+
+def expired_on_last_attempt(*, now: datetime, max_attempts: int, limit: int = 100) -> Select[str]:
+    """Running images whose lease expired during their last allowed attempt: the sweeper fails
+    them instead of sending them again."""
+    return (
+        select(JobImage.id)
+        .where(JobImage.status == ImageStatus.RUNNING, JobImage.lease_until < now,
+               JobImage.attempts >= max_attempts)
+        .order_by(JobImage.id)
+        .limit(limit)
+    )
+
+
+def cancel_images(job_id: str, *, now: datetime) -> ReturningUpdate[str]:
+    """Cancel a job's images that no living attempt is making: queued, or running on a worker
+    whose lease has expired (should that worker still record an outcome, the attempt fence of
+    :func:`finish_image` refuses it). Images running under a live lease go on."""
+    waiting = and_(JobImage.job_id == job_id, _waiting(now))
+    return (
+        update(JobImage)
+        .where(JobImage.id.in_(_in_id_order(waiting)), waiting)
+        .values(status=ImageStatus.CANCELED, finished_at=now, lease_until=None)
         .returning(JobImage.id)
         .execution_options(synchronize_session=False)
     )
 
 
-def requeue_orphans(*, now: datetime, requeue_after_s: float, limit: int = 500) -> ReturningUpdate[str]:
-    """Images whose task is presumed lost: queued too long, or running past an expired lease.
+def requeue_orphans(*, now: datetime, requeue_after_s: float, max_attempts: int,
+                    limit: int = 500) -> ReturningUpdate[str]:
+    """Images whose task is presumed lost: queued too long, or running past an expired lease with
+    an attempt left (one on its last attempt is failed instead, see :func:`expired_on_last_attempt`).
 
     Marks them as enqueued now and returns their ids, so that concurrent sweepers (one per API
-    process) each send a given image at most once per window.
+    process) each send a given image at most once per window; rows another transaction holds
+    (a heartbeat, a record) are skipped until the next pass.
     """
     stale = now - timedelta(seconds=requeue_after_s)
-    candidates = (
-        select(JobImage.id)
-        .where(
-            or_(
-                and_(JobImage.status == ImageStatus.QUEUED, JobImage.enqueued_at < stale),
-                and_(
-                    JobImage.status == ImageStatus.RUNNING,
-                    JobImage.lease_until < now,
-                    # not re-sent since the lease expired, or re-sent long ago
-                    or_(JobImage.enqueued_at < JobImage.lease_until, JobImage.enqueued_at < stale),
-                ),
-            )
-        )
-        .limit(limit)
-        .scalar_subquery()
+    lost = or_(
+        and_(JobImage.status == ImageStatus.QUEUED, JobImage.enqueued_at < stale),
+        and_(
+            JobImage.status == ImageStatus.RUNNING,
+            JobImage.lease_until < now,
+            JobImage.attempts < max_attempts,
+            # not re-sent since the lease expired, or re-sent long ago
+            or_(JobImage.enqueued_at < JobImage.lease_until, JobImage.enqueued_at < stale),
+        ),
     )
+    return _mark_enqueued(lost, now=now, limit=limit)
+
+
+def requeue_waiting(*, now: datetime, max_attempts: int, limit: int = 500) -> ReturningUpdate[str]:
+    """Every image waiting for a task that was sent before ``now``: the broker restarted and lost
+    its queue. Call it until it returns fewer than ``limit`` ids (each call marks those it returns
+    as enqueued at ``now``, so the next one goes on where it stopped)."""
+    waiting = and_(
+        or_(JobImage.status == ImageStatus.QUEUED,
+            and_(JobImage.status == ImageStatus.RUNNING, JobImage.lease_until < now,
+                 JobImage.attempts < max_attempts)),
+        JobImage.enqueued_at < now,
+    )
+    return _mark_enqueued(waiting, now=now, limit=limit)
+
+
+def _mark_enqueued(condition: ColumnElement[bool], *, now: datetime, limit: int) -> ReturningUpdate[str]:
     return (
         update(JobImage)
-        .where(JobImage.id.in_(candidates))
+        .where(JobImage.id.in_(_in_id_order(condition, limit=limit, skip_locked=True)))
         .values(enqueued_at=now)
         .returning(JobImage.id)
         .execution_options(synchronize_session=False)

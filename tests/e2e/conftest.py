@@ -87,8 +87,6 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
     outcome = yield
     report = outcome.get_result()
     if report.when == "call" and report.failed:
-        for name in ("stack", "embedded", "distributed", "gw"):
-            value = item.funcargs.get(name) if hasattr(item, "funcargs") else None
-            if isinstance(value, Stack):
-                report.sections.append((f"imagegate logs ({value.mode})", value.logs()))
-                break
+        stacks = [v for v in getattr(item, "funcargs", {}).values() if isinstance(v, Stack)]
+        if stacks:
+            report.sections.append((f"imagegate logs ({stacks[0].mode})", stacks[0].logs()))

@@ -12,6 +12,7 @@ from core.ids import new_id
 from core.jobs import ImageStatus, JobStatus
 from core.keys import generate_key
 from core.models import ApiKey, Job, JobImage
+from core.models.ledger import LedgerEntry
 from core.models.types import utcnow
 from core.planning import plan_routes
 from core.routing import Catalogue
@@ -86,3 +87,13 @@ def make_image(
     session.add(image)
     session.flush()
     return image
+
+
+def hold(session: Session, key: ApiKey, job: Job, *, per_image: int) -> None:
+    """What submit's hold leaves behind: the job's hold per image, the hold row, the key's
+    committed spend moved by it."""
+    job.hold_per_image_micros = per_image
+    key.committed_micros += per_image * job.n
+    session.add(LedgerEntry(api_key_id=key.id, job_id=job.id, kind="hold", amount_micros=per_image * job.n,
+                            upstream_cost_micros=0, model=job.model))
+    session.flush()

@@ -5,16 +5,13 @@ Also the sweeper's requeue_orphans statement."""
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from PIL import Image
 from sqlalchemy import update
 
-from core.config import Settings
 from core.errors import (
     ContentPolicyError,
     GatewayError,
@@ -23,10 +20,8 @@ from core.errors import (
     UpstreamOverloadedError,
     UpstreamTimeoutError,
 )
-from core.events import InProcessEventBus
 from core.generation import InputImage, ProviderImage
 from core.jobs import ImageStatus, JobStatus
-from core.migrate import upgrade_head
 from core.models import Job, JobImage
 from core.models.types import utcnow
 from core.repo.jobs import finish_image, requeue_orphans
@@ -40,35 +35,6 @@ from worker.run_job import run_image
 from worker.runtime import WorkerRuntime
 
 NEVER_SENT = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    """A migrated SQLite database in tmp_path; values that matter set explicitly, so that
-    IMAGEGATE_* variables of the machine running the tests change nothing."""
-    s = Settings(
-        data_dir=tmp_path, database_url=None, redis_url=None, demo_latency_s=0.0,
-        image_lease_s=900.0, gemini_api_key=None, openai_api_key=None, vertex_credentials_file=None,
-        vertex_project=None, chat_upstream_base_url=None, models_file=None, default_model=None, _env_file=None,
-    )
-    upgrade_head(s)
-    return s
-
-
-@pytest.fixture
-def runtime(settings: Settings) -> Iterator[WorkerRuntime]:
-    rt = WorkerRuntime.build(settings, events=InProcessEventBus())
-    yield rt
-    rt.close()
-
-
-@pytest.fixture
-def published(runtime: WorkerRuntime) -> list[str]:
-    """Job ids published on the runtime's event bus, in order."""
-    events: list[str] = []
-    assert isinstance(runtime.events, InProcessEventBus)
-    runtime.events.subscribe(events.append)
-    return events
 
 
 def with_provider(runtime: WorkerRuntime, provider: object) -> WorkerRuntime:
@@ -405,7 +371,7 @@ def test_requeue_orphans_returns_each_lost_image_once(runtime: WorkerRuntime) ->
         ids = {name: row.id for name, row in rows.items()}
 
     with runtime.sessions.begin() as session:
-        first = set(session.execute(requeue_orphans(now=now, requeue_after_s=300)).scalars())
+        first = set(session.execute(requeue_orphans(now=now, requeue_after_s=300, max_attempts=3)).scalars())
     assert first == {ids["queued_long_ago"], ids["never_sent"], ids["lease_expired"]}
     for name in ("queued_long_ago", "never_sent", "lease_expired"):
         assert image_row(runtime, ids[name]).enqueued_at == now
@@ -414,7 +380,7 @@ def test_requeue_orphans_returns_each_lost_image_once(runtime: WorkerRuntime) ->
     with runtime.sessions.begin() as session:
         second = list(
             session.execute(
-                requeue_orphans(now=now + timedelta(seconds=1), requeue_after_s=300)
+                requeue_orphans(now=now + timedelta(seconds=1), requeue_after_s=300, max_attempts=3)
             ).scalars()
         )
     assert second == []
@@ -427,12 +393,12 @@ def test_requeue_orphans_sends_again_after_another_window(runtime: WorkerRuntime
         image_id = make_image(session, job, enqueued_at=now - timedelta(seconds=600)).id
 
     with runtime.sessions.begin() as session:
-        assert list(session.execute(requeue_orphans(now=now, requeue_after_s=300)).scalars()) == [
+        assert list(session.execute(requeue_orphans(now=now, requeue_after_s=300, max_attempts=3)).scalars()) == [
             image_id
         ]
     later = now + timedelta(seconds=301)
     with runtime.sessions.begin() as session:
-        assert list(session.execute(requeue_orphans(now=later, requeue_after_s=300)).scalars()) == [
+        assert list(session.execute(requeue_orphans(now=later, requeue_after_s=300, max_attempts=3)).scalars()) == [
             image_id
         ]
 

@@ -23,7 +23,7 @@ from core.generation import ProviderImage
 from core.migrate import upgrade_head
 from core.models import ApiKey, Job, JobImage
 from core.models.ledger import LedgerEntry
-from tests.worker.factories import make_api_key, make_image, make_job
+from tests.worker.factories import hold, make_api_key, make_image, make_job
 from worker.providers.base import ProviderCall
 from worker.providers.demo import DemoProvider
 from worker.providers.registry import ProviderRegistry
@@ -70,13 +70,10 @@ def test_simultaneous_outcomes_settle_exactly_without_deadlock(runtime: WorkerRu
         runtime.providers = ProviderRegistry({"demo": provider})
         with runtime.sessions.begin() as session:
             key = make_api_key(session, name=f"settle-{round_}")
-            key.committed_micros = HOLD * N
             job = make_job(session, key, n=N, size="64x64")
-            job.hold_per_image_micros = HOLD
+            hold(session, key, job, per_image=HOLD)
             job.pricing = PricingSnapshot(markup=Decimal("1.25"), routes={"demo": PRICE}).as_json()
             images = [make_image(session, job, index=i) for i in range(N)]
-            session.add(LedgerEntry(api_key_id=key.id, job_id=job.id, kind="hold", amount_micros=HOLD * N,
-                                    upstream_cost_micros=0, model="demo"))
             key_id, job_id, image_ids = key.id, job.id, [i.id for i in images]
 
         with ThreadPoolExecutor(N) as pool:
@@ -134,3 +131,35 @@ def test_sibling_tasks_of_a_group_claim_without_waiting_on_each_other(runtime: W
         with runtime.sessions() as session:
             job = session.get_one(Job, job_id)
             assert (job.status, job.succeeded) == ("succeeded", N)
+
+
+class NulInText:
+    """An upstream whose image comes with a caption PostgreSQL cannot store (a NUL character)."""
+
+    name = "demo"
+
+    def generate(self, call: ProviderCall) -> list[ProviderImage]:
+        return [image.model_copy(update={"text": "a caption\x00with a NUL"}) for image in DemoProvider().generate(call)]
+
+
+def test_an_outcome_the_database_refuses_is_recorded_as_a_failure(runtime: WorkerRuntime) -> None:
+    runtime.providers = ProviderRegistry({"demo": NulInText()})
+    with runtime.sessions.begin() as session:
+        key = make_api_key(session, name="nul")
+        job = make_job(session, key, size="64x64")
+        hold(session, key, job, per_image=HOLD)
+        image_id, job_id, key_id = make_image(session, job).id, job.id, key.id
+
+    assert run_image(runtime, image_id) == "failed"
+
+    with runtime.sessions() as session:
+        image = session.get_one(JobImage, image_id)
+        job = session.get_one(Job, job_id)
+        committed = session.get_one(ApiKey, key_id).committed_micros
+        ledger_total = session.scalar(select(func.sum(LedgerEntry.amount_micros))
+                                      .where(LedgerEntry.api_key_id == key_id))
+    assert (image.status, image.attempts, image.error_code) == ("failed", 1, "record_refused")
+    assert image.lease_until is None and image.text is None
+    assert (job.status, job.failed) == ("failed", 1)
+    assert committed == ledger_total == 0
+    assert run_image(runtime, image_id) == "skipped"

@@ -1,0 +1,27 @@
+"""Use case: cancel what is left of a job.
+
+The images nothing is making are canceled: those still queued, and those running on a worker
+whose lease has expired (it died, or lost its database: should it come back, the attempt fence
+refuses its outcome). They are counted on the job, which closes if they were its last images, and
+their holds are released (:func:`core.settlement.cancel_images`). Images running under a live
+lease go on and are delivered.
+
+``DELETE /v1/jobs/{id}`` calls it once it has checked that the key owns the job.
+"""
+
+from __future__ import annotations
+
+from api.state import AppState
+from core import settlement
+from core.models.types import utcnow
+
+
+async def cancel_job(state: AppState, job_id: str) -> list[str]:
+    """Cancel the job's images that nothing is making; returns their ids. Waiting requests of
+    this process wake at once (those of other processes on their next database re-check)."""
+    now = utcnow()
+    async with state.sessions.begin() as session:
+        canceled = await session.run_sync(lambda sync: settlement.cancel_images(sync, job_id, now=now))
+    if canceled:
+        state.waiter.notify(job_id)
+    return canceled

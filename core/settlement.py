@@ -1,0 +1,126 @@
+"""Ending images: the one place that counts ended images on their job, closes the job when its
+last image is done, and settles the ledger for them.
+
+Every way an image ends goes through :func:`settle_ended`: the worker recording an attempt's
+outcome (``worker/run_job.py``), an image out of attempts failed by its claim or by the sweeper
+(:func:`fail_out_of_attempts`), and a cancel (:func:`cancel_images`). Each runs in the caller's
+transaction, after the caller's statement has locked the image rows, so the lock order is always
+image rows, then the job row, then the key row (see :func:`core.repo.jobs.count_outcome`).
+
+The functions take a synchronous :class:`~sqlalchemy.orm.Session`: the worker passes its own, the
+async API passes them to ``AsyncSession.run_sync``, so both execute the very same statements.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+from sqlalchemy.sql import Executable
+
+from core.billing import ledger
+from core.billing.ledger import Charge, ImageRecord, JobBilling
+from core.jobs import ImageStatus
+from core.repo import jobs
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS_EXHAUSTED = "attempts_exhausted"
+
+
+@dataclass(frozen=True)
+class Ended:
+    """One image that has just ended: how, and, if delivered, its charge, the model that made it
+    and what its row records of it (size class, quality, tokens)."""
+
+    image_id: str
+    status: ImageStatus
+    charge: Charge | None = None
+    model: str | None = None
+    size: str | None = None
+    quality: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+    @classmethod
+    def of(cls, image_id: str, values: Mapping[str, Any], charge: Charge | None) -> Ended:
+        """The image whose row is being finished with ``values`` (see ``worker/run_job.py``)."""
+        return cls(image_id, ImageStatus(values["status"]), charge, values.get("model"), values.get("size"),
+                   values.get("quality"), values.get("input_tokens"), values.get("output_tokens"))
+
+
+def settle_ended(session: Session, billing: JobBilling, ended: Sequence[Ended], *, now: datetime) -> None:
+    """Count ``ended`` (images of ``billing``'s job whose rows the caller has just updated) on the
+    job, close the job if they were its last, and settle each image in the ledger: a delivered
+    one is charged and its share of the hold released, a failed or canceled one released."""
+    if not ended:
+        return
+    job_id = billing.job_id
+    counts = session.execute(jobs.count_outcome(
+        job_id,
+        succeeded=sum(e.status is ImageStatus.SUCCEEDED for e in ended),
+        failed=sum(e.status is ImageStatus.FAILED for e in ended),
+        canceled=sum(e.status is ImageStatus.CANCELED for e in ended),
+        cost_micros=sum(e.charge.billed_micros for e in ended if e.charge is not None),
+    )).one()
+    close = jobs.finalize_job(job_id, counts, now=now)
+    if close is not None:
+        session.execute(close)
+    statements: list[Executable] = []
+    for image in ended:
+        if image.status is not ImageStatus.CANCELED:
+            record = ImageRecord(outcome=image.status.value, size=image.size, quality=image.quality,
+                                 input_tokens=image.input_tokens, output_tokens=image.output_tokens)
+            statements += ledger.settle_image(billing, image.image_id, charge=image.charge, model=image.model,
+                                              record=record, dialect=session.get_bind().dialect.name)
+    statements += ledger.release_images(billing, [e.image_id for e in ended if e.status is ImageStatus.CANCELED])
+    for statement in statements:
+        session.execute(statement)
+
+
+def job_billing(session: Session, job_id: str) -> JobBilling:
+    """What settling an image of the job needs (a plain read of the job row: no lock)."""
+    row = session.execute(jobs.run_context(job_id)).one()
+    return JobBilling.of(key_id=row.api_key_id, job_id=job_id, model=row.model,
+                         hold_per_image=row.hold_per_image_micros, pricing=row.pricing)
+
+
+def fail_out_of_attempts(session: Session, image_id: str, *, now: datetime, max_attempts: int) -> str | None:
+    """Fail the image if it waits for an attempt it may no longer have (``max_attempts`` started,
+    none ended with an outcome), releasing its hold; returns its job id if it did.
+
+    The claim calls it when it refuses an image, the sweeper for a lease that expired during an
+    image's last attempt.
+    """
+    found = session.execute(jobs.waiting_image(image_id, now=now)).one_or_none()
+    if found is None or found.attempts < max_attempts:
+        return None
+    if found.status == ImageStatus.RUNNING:
+        why = "its worker stopped renewing its lease (the worker died or lost its database)"
+    else:
+        why = "the gateway restarted while it ran"
+    message = (f"The image could not be made in {found.attempts} attempt{'s' if found.attempts != 1 else ''}: "
+               f"none ended with an outcome, and during the last one {why}.")
+    job_id = session.execute(jobs.fail_waiting_image(
+        image_id, status=found.status, attempts=found.attempts, now=now, code=ATTEMPTS_EXHAUSTED,
+        message=message)).scalar_one_or_none()
+    if job_id is None:
+        return None
+    log.warning("image %s failed: %d attempts started, the last one's %s", image_id, found.attempts,
+                "lease expired" if found.status == ImageStatus.RUNNING else "gateway restarted")
+    settle_ended(session, job_billing(session, job_id), [Ended(image_id, ImageStatus.FAILED)], now=now)
+    return job_id
+
+
+def cancel_images(session: Session, job_id: str, *, now: datetime) -> list[str]:
+    """Cancel the job's images that no living attempt is making (queued, or running under an
+    expired lease), count them and release their holds; returns their ids."""
+    canceled = list(session.execute(jobs.cancel_images(job_id, now=now)).scalars())
+    if canceled:
+        settle_ended(session, job_billing(session, job_id),
+                     [Ended(image_id, ImageStatus.CANCELED) for image_id in canceled], now=now)
+    return canceled
