@@ -18,14 +18,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import anyio
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.requests import Request
 from starlette.responses import Response
 
+from api.cancel import cancel_job
 from api.results import (
     JobCheck,
     database_unavailable,
@@ -45,6 +48,10 @@ from core.jobs import ImageStatus
 from core.models import ApiKey, Job, JobImage
 from core.repo import jobs
 
+log = logging.getLogger(__name__)
+
+CLIENT_CLOSED_REQUEST = 499
+"""The status logged for a request whose caller left before its answer (nginx's convention)."""
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -189,12 +196,56 @@ async def respond(request: Request, state: AppState, *, key: ApiKey, submission:
         start = await load_finished(state, job_id)
         headers = {**STREAM_HEADERS, **(stream_headers(job_id) if stream_headers else {}),
                    "x-imagegate-job-id": job_id, "x-imagegate-applied": applied_header(start.applied)}
-        return StreamingResponse(stream(JobStream(state, start)), media_type=stream_media_type, headers=headers)
-    await wait_for_job(state, job_id)
+        return StreamingResponse(_cancel_if_left(state, job_id, stream(JobStream(state, start))),
+                                 media_type=stream_media_type, headers=headers)
+    if not await _waited(request, state, job_id):
+        return Response(status_code=CLIENT_CLOSED_REQUEST)  # nobody reads it
     result = await load_finished(state, job_id)
     response = await render(result)
     response.headers.update(result.headers)
     return response
+
+
+async def _disconnected(request: Request) -> None:
+    """Returns when the client has gone (its body was read: what comes next is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _waited(request: Request, state: AppState, job_id: str) -> bool:
+    """Wait for the job (True); if the caller leaves first (False), nobody will get its images:
+    what has not started is canceled (its holds released), what runs finishes and stays in
+    ``/v1/jobs``."""
+    waiting = asyncio.ensure_future(wait_for_job(state, job_id))
+    gone = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+    if waiting.done():
+        waiting.result()  # the job ended (or the wait's own 504/503)
+        return True
+    waiting.cancel()
+    await _cancel_left(state, job_id)
+    return False
+
+
+async def _cancel_left(state: AppState, job_id: str) -> None:
+    canceled = await cancel_job(state, job_id)
+    log.info("job %s: the caller left before it ended; %d image(s) not yet made canceled", job_id, len(canceled))
+
+
+async def _cancel_if_left(state: AppState, job_id: str, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """A stream whose reader leaves before the end cancels what of the job has not started."""
+    finished = False
+    try:
+        async for chunk in chunks:
+            yield chunk
+        finished = True
+    finally:
+        if not finished:
+            with anyio.CancelScope(shield=True):
+                await _cancel_left(state, job_id)
 
 
 async def accepted(state: AppState, job_id: str, *, preferred: bool = True) -> JSONResponse:
