@@ -72,7 +72,7 @@ def test_create_returns_a_markdown_data_url_image(stack: Stack) -> None:
     client = _client(stack, stack.create_key(f"anthropic-create-{stack.mode}"))
     raw = client.messages.with_raw_response.create(model="demo", max_tokens=1024, messages=USER)
     message = raw.parse()
-    assert message.id.startswith("msg_") and message.role == "assistant" and message.model == "demo"
+    assert message.id.startswith("msg_") and message.role == "assistant" and message.model == "demo-image"
     assert message.stop_reason == "end_turn" and message.stop_sequence is None
     text = _text(message)
     assert text.startswith("Here's your image:\n\n")
@@ -91,7 +91,7 @@ def test_n_images_and_image_config_extensions_without_a_model(stack: Stack) -> N
         "messages": USER, "n": 2, "image_config": {"aspect_ratio": "16:9"}})  # no model, no max_tokens
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["model"] == "demo"
+    assert body["model"] == "demo-image"
     urls = MARKDOWN_IMAGE.findall(body["content"][0]["text"])
     assert [_decode_data_url(u).size for u in urls] == [(1024, 576), (1024, 576)]
     assert urls[0] != urls[1] and [i["data"] for i in body["_images"]] == urls
@@ -123,7 +123,7 @@ def test_raw_sse_event_sequence(stack: Stack) -> None:
     assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
     assert [name for name, _ in events][:2] == ["message_start", "ping"]
     start = events[0][1]["message"]
-    assert start["content"] == [] and start["stop_reason"] is None and start["model"] == "demo"
+    assert start["content"] == [] and start["stop_reason"] is None and start["model"] == "demo-image"
     assert events[-2][1]["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
     text = "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta")
     assert _decode_data_url(MARKDOWN_IMAGE.findall(text)[0]).size == (1024, 1024)
@@ -256,7 +256,7 @@ def test_models_list_in_the_anthropic_shape(stack: Stack) -> None:
     key = stack.create_key(f"anthropic-models-{stack.mode}")
     client = _client(stack, key)
     models = list(client.models.list())
-    demo = next(m for m in models if m.id == "demo")
+    demo = next(m for m in models if m.id == "demo-image")
     assert (demo.type, demo.display_name, demo.created_at.year) == ("model", "Demo", 2026)
     assert client.models.retrieve("demo").display_name == "Demo"
     # without anthropic-version the OpenAI shape stays

@@ -192,7 +192,7 @@ def test_idempotent_replay_makes_one_upstream_call_and_one_charge(
 
 
 def test_a_key_limited_to_some_models(gw: Stack, admin: httpx.Client) -> None:
-    secret = new_key(admin, "demo-only", models=["demo"])
+    secret = new_key(admin, "demo-only", models=["demo-image"])
     assert gen(gw, secret, {"model": "demo", "prompt": "ok", "size": "64x64"}).status_code == 200
     refused = gen(gw, secret, {"model": "gemini-3-pro-image", "prompt": "no"})
     assert refused.status_code == 403 and refused.json()["error"]["param"] == "model"

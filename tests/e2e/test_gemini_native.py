@@ -65,7 +65,7 @@ def test_generate_content_with_the_sdk(stack: Stack) -> None:
     candidate = (response.candidates or [])[0]
     assert candidate.finish_reason == types.FinishReason.STOP and candidate.index == 0
     assert response.text and "lighthouse" in response.text
-    assert response.model_version == "demo"
+    assert response.model_version == "demo-image"
     assert (response.response_id or "").startswith("job_")
     assert response.usage_metadata is not None and response.usage_metadata.total_token_count == 0
 

@@ -48,7 +48,7 @@ def test_prefer_respond_async_then_poll_ten_images(stack: Stack) -> None:
     assert job["progress"] == {"total": 10, "done": 10, "succeeded": 10, "failed": 0, "canceled": 0}
     assert [i["index"] for i in job["images"]] == list(range(10))
     assert all(i["status"] == "succeeded" and i["error"] is None for i in job["images"])
-    assert job["applied"]["width"] == 320 and job["applied"]["model"] == "demo"
+    assert job["applied"]["width"] == 320 and job["applied"]["model"] == "demo-image"
 
     # the images are served at their URLs, and inline on request
     first = httpx.get(job["images"][0]["url"])

@@ -92,9 +92,9 @@ def test_models_list(stack: Stack) -> None:
     models = client.models.list()
     ids = [m.id for m in models.data]
     assert "demo" in ids
-    demo = next(m for m in models.data if m.id == "demo")
+    demo = next(m for m in models.data if m.id == "demo-image")
     assert demo.owned_by == "imagegate" and demo.object == "model"
-    assert client.models.retrieve("demo").id == "demo"
+    assert client.models.retrieve("demo").id == "demo-image"
 
 
 def test_health(stack: Stack) -> None:
