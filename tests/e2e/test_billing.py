@@ -211,7 +211,7 @@ def test_usage_reports_equal_the_ledger(gw: Stack, admin: httpx.Client, upstream
     mine = httpx.get(f"{gw.base_url}/v1/usage", headers={"Authorization": f"Bearer {secret}"}).json()
     assert Decimal(mine["totals"]["billed_usd"]) * MICRO == charged
     assert mine["totals"]["images_succeeded"] == 4
-    assert {r["model"] for r in mine["data"]} == {"gemini-3-pro-image", "gpt-image-1.5", "demo"}
+    assert {r["model"] for r in mine["data"]} == {"gemini-3-pro-image", "gpt-image-1.5", "demo-image"}
 
     admin_json = admin.get("/admin/usage", params={"key": "reported", "group_by": "key,model,size,quality"}).json()
     assert Decimal(admin_json["totals"]["billed_usd"]) * MICRO == charged

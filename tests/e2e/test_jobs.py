@@ -103,7 +103,7 @@ def test_usage_report_of_the_calling_key(stack: Stack) -> None:
         assert response.status_code == 200 and response.headers["x-imagegate-cost"] == "0.000000"
     report = httpx.get(f"{stack.base_url}/v1/usage", headers=_auth(key)).json()
     assert report["totals"]["images_succeeded"] == 3 and report["totals"]["billed_usd"] == "0.000000"
-    assert [(r["model"], r["images_succeeded"]) for r in report["data"]] == [("demo", 3)]
+    assert [(r["model"], r["images_succeeded"]) for r in report["data"]] == [("demo-image", 3)]
     grouped = httpx.get(f"{stack.base_url}/v1/usage", headers=_auth(key),
                         params={"group_by": "model,size,quality", "format": "csv"})
     assert grouped.status_code == 200 and grouped.text.splitlines()[1].startswith("demo,64x64,auto,3,0,")

@@ -101,7 +101,7 @@ def test_raw_sse_lines_in_order(stack: Stack) -> None:
     assert all(e.startswith("data: ") for e in events)
     assert events[-1] == "data: [DONE]"
     chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
-    head = {"id": f"chatcmpl-{job_id}", "object": "chat.completion.chunk", "model": "demo"}
+    head = {"id": f"chatcmpl-{job_id}", "object": "chat.completion.chunk", "model": "demo-image"}
     assert all({k: c[k] for k in head} == head for c in chunks)
     assert len({c["created"] for c in chunks}) == 1
     role, content, finish, usage = chunks

@@ -42,7 +42,8 @@ def served_model(state: AppState, requested: str | None) -> tuple[str | None, di
     default model unless the operator refuses it (``IMAGEGATE_ANTHROPIC_UNKNOWN_MODEL``)."""
     if state.catalogue.knows(requested) or state.settings.anthropic_unknown_model == "error":
         return requested, {}
-    return None, {"model": f"{requested} -> {state.catalogue.default.id}"}
+    default = state.catalogue.default.id
+    return default, {"model": f"{requested} -> {default}"}
 
 
 @router.post("/v1/messages", response_model=MessageResponse, openapi_extra=_BODY_SCHEMA)
