@@ -38,14 +38,14 @@ def claude() -> Path:
     return modules / ".bin" / "claude"
 
 
-def run_claude(claude: Path, gw: Stack, key: str, home: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    """``claude ARGS`` as a user runs it, with only the gateway to talk to: its base URL and key,
-    and Claude Code's own switch for its non-essential traffic (updates, telemetry, error
-    reports) off. ``home`` holds its configuration and conversations (``-c`` continues the last
-    one of this directory)."""
+def run_claude(claude: Path, gw: Stack, key: str, home: Path, *args: str,
+               key_variable: str = "ANTHROPIC_API_KEY") -> subprocess.CompletedProcess[str]:
+    """``claude ARGS`` as a user runs it, with only the gateway to talk to: its base URL and key
+    (``key_variable``), and Claude Code's own switch for its non-essential traffic (updates,
+    telemetry, error reports) off. ``home`` holds its configuration and conversations (``-c``
+    continues the last one of this directory)."""
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(home), "LANG": "C.UTF-8",
-           "ANTHROPIC_BASE_URL": gw.base_url, "ANTHROPIC_API_KEY": key,
-           "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
+           "ANTHROPIC_BASE_URL": gw.base_url, key_variable: key, "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1"}
     return subprocess.run([str(claude), *args], cwd=home, env=env, capture_output=True, text=True,
                           timeout=CLI_TIMEOUT_S, stdin=subprocess.DEVNULL)
 
@@ -89,3 +89,13 @@ def test_claude_code_makes_an_image_of_the_users_words_then_edits_it(
     assert contents[0]["parts"] == [{"text": PROMPT}]
     assert any("inlineData" in part for part in contents[1]["parts"])
     assert contents[2]["parts"] == [{"text": FOLLOW_UP}]
+
+
+def test_claude_code_with_an_auth_token_and_a_model_of_its_choice(claude: Path, gw: Stack, tmp_path: Path) -> None:
+    key = gw.create_key("claude-code-token")
+    done = run_claude(claude, gw, key, tmp_path, "-p", "a lighthouse at dusk", "--model", "demo-image",
+                      key_variable="ANTHROPIC_AUTH_TOKEN")  # sent as Authorization: Bearer
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "![Generated Image](data:image/png;base64," in done.stdout
+    [job] = jobs_of(gw, key)
+    assert job["model"] == "demo-image" and "model" not in job["applied"]["adjusted"]
