@@ -181,12 +181,13 @@ def test_bad_key_is_an_authentication_error(stack: Stack) -> None:
     assert error == {"type": "authentication_error", "message": error["message"]}
 
 
-def test_unknown_model_is_not_found(stack: Stack) -> None:
-    client = _client(stack, stack.create_key(f"anthropic-404-{stack.mode}"))
-    with pytest.raises(anthropic.NotFoundError) as info:
-        client.messages.create(model="claude-opus-9", max_tokens=10, messages=USER)
-    assert _error(info.value)["type"] == "not_found_error"
-    assert "claude-opus-9" in _error(info.value)["message"]
+def test_an_unknown_model_is_served_by_the_default_model(stack: Stack) -> None:
+    """Claude Code and other Anthropic clients ask for their own claude-... ids (a 404 only with
+    IMAGEGATE_ANTHROPIC_UNKNOWN_MODEL=error: tests/inproc/test_operator_choices.py)."""
+    client = _client(stack, stack.create_key(f"anthropic-default-{stack.mode}"))
+    raw = client.messages.with_raw_response.create(model="claude-opus-9", max_tokens=10, messages=USER)
+    assert raw.parse().model == "demo-image"
+    assert json.loads(raw.headers["x-imagegate-applied"])["adjusted"] == {"model": "claude-opus-9 -> demo-image"}
 
 
 @pytest.mark.parametrize("messages", [[{"role": "user", "content": ""}],

@@ -106,7 +106,7 @@ def test_usage_report_of_the_calling_key(stack: Stack) -> None:
     assert [(r["model"], r["images_succeeded"]) for r in report["data"]] == [("demo-image", 3)]
     grouped = httpx.get(f"{stack.base_url}/v1/usage", headers=_auth(key),
                         params={"group_by": "model,size,quality", "format": "csv"})
-    assert grouped.status_code == 200 and grouped.text.splitlines()[1].startswith("demo,64x64,auto,3,0,")
+    assert grouped.status_code == 200 and grouped.text.splitlines()[1].startswith("demo-image,64x64,auto,3,0,")
 
 
 def test_unknown_job_is_404(stack: Stack) -> None:

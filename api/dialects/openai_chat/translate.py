@@ -54,6 +54,8 @@ WIRE_PARAMS = {
 
 @dataclass(frozen=True)
 class ChatConversation:
+    """A chat body's conversation, before its images are loaded (:func:`read_conversation`)."""
+
     history: list[Turn]
     parts: list[Part]
     prompt: str
