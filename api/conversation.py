@@ -65,21 +65,23 @@ class ConversationBuilder:
     turns: list[Turn] = field(default_factory=list)
     ignored: list[str] = field(default_factory=list)
     _parts: list[Part] = field(default_factory=list)
-    _role: Literal["user", "model"] = "user"
+    _role: Literal["user", "model"] | None = None
 
     def start(self, role: Literal["user", "model"]) -> None:
         self.end()
         self._role = role
 
     def end(self) -> None:
-        if self._parts:
+        """Close the turn being built (an empty one too: a last user turn with nothing left is
+        not an earlier turn's prompt)."""
+        if self._role is not None:
             self.turns.append(Turn(role=self._role, parts=self._parts))
-        self._parts = []
+        self._role, self._parts = None, []
 
     def text(self, text: str, *, param: str) -> None:
         """A text of the current turn (``param`` names it in errors): scaffolding cut from the
         user's; the assistant's markdown images become its images."""
-        if self._role == "user":
+        if self._role != "model":
             text, cut = strip_scaffolding(text)
             self.ignored += [tag for tag in cut if tag not in self.ignored]
             if text:
@@ -103,7 +105,7 @@ class ConversationBuilder:
         last = max((i for i, t in enumerate(self.turns) if t.role == "user"), default=None)
         if last is None or not any(p.text for p in self.turns[last].parts):
             return None
-        return self.turns[:last], self.turns[last].parts
+        return [t for t in self.turns[:last] if t.parts], self.turns[last].parts
 
     def prompt_of(self, parts: list[Part]) -> str:
         return "\n".join(p.text for p in parts if p.text).strip()

@@ -148,6 +148,8 @@ def test_an_earlier_answer_s_markdown_image_is_the_image_of_its_turn() -> None:
     [{"role": "assistant", "content": "hello"}],
     [{"role": "user", "content": "   "}],
     [{"role": "user", "content": "a fox"}, {"role": "user", "content": [{"type": "image", "source": PNG_SOURCE}]}],
+    [{"role": "user", "content": "a fox"}, {"role": "assistant", "content": "ok"}, {"role": "user", "content": " "}],
+    [{"role": "user", "content": "a fox"}, {"role": "user", "content": "<system-reminder>x</system-reminder>"}],
 ])
 def test_no_prompt_text_is_a_400_naming_messages(messages: list[Any]) -> None:
     with pytest.raises(InvalidRequestError) as info:
