@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.dialects import DialectPackage, ErrorRenderer
 from core.db import DATABASE_UNAVAILABLE
@@ -100,9 +101,41 @@ async def _unexpected_error(request: Request, exc: Exception) -> JSONResponse:
     return error_response(request, GatewayError("The server had an error while processing your request."))
 
 
+class UnexpectedErrors:
+    """ASGI middleware: an exception no handler took becomes the dialect's 500 (or 503 while the
+    database is away). It sits inside the CORS middleware (Starlette answers an exception handled
+    for ``Exception`` in its outermost layer, past every middleware, so a browser would see a 500
+    without CORS headers as a network error). An exception after the answer has started is
+    logged and re-raised: nothing can be said any more."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watch(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            if started:
+                raise
+            response = await _unexpected_error(Request(scope, receive), exc)
+            await response(scope, receive, send)
+
+
 def install_error_handlers(app: FastAPI, packages: Sequence[DialectPackage], *, default: ErrorRenderer) -> None:
+    """The handlers of every error; the caller adds :class:`UnexpectedErrors` as the innermost
+    middleware."""
     app.state.error_renderers = ErrorRenderers(packages, default=default)
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(Exception, _unexpected_error)

@@ -13,9 +13,10 @@ from fastapi import FastAPI
 
 from api.auth import KeyCache
 from api.body import BodySizeLimit
+from api.cors import add_cors
 from api.dialects import DialectPackage, anthropic_messages, gemini, openai_chat, openai_images, simple
 from api.enqueue import Enqueuer
-from api.errors import install_error_handlers
+from api.errors import UnexpectedErrors, install_error_handlers
 from api.ratelimit import limiter_for
 from api.routes import admin, files, health, models, usage
 from api.routes.jobs import build_router as build_jobs_router
@@ -146,7 +147,11 @@ def create_app(
     app.include_router(health.router)
     app.include_router(usage.router)
     app.include_router(admin.router)
+    # innermost first: each add_middleware wraps the ones before it
+    app.add_middleware(UnexpectedErrors)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    if settings.cors_origins:
+        add_cors(app, settings.cors_origins)
     return app
 
 

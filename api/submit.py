@@ -12,7 +12,8 @@ Everything that costs nothing is checked before anything that costs something:
    most one billed job;
 3. the key's budget can hold the request (core.billing.ledger.check_budget), then its rate limits
    (a request refused after that, for an image or for the budget, gives its allowance back);
-4. only then are the caller's images loaded (api.inputs: URLs fetched, within the request's caps);
+4. only then are the caller's images loaded (api.inputs: URLs fetched, within the request's caps;
+   the gateway's own file URLs read from the store, api.own_files);
 5. price the routes and hold the estimate against the key's budgets (core.billing.ledger),
    insert the job, its n images and the hold, and COMMIT;
 6. only then send one task per upstream call (per image, or per group of images for upstreams
@@ -35,6 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.inputs import ImageRef, InputLimits, PendingImage, load_images, store_pending
+from api.own_files import read_own_files
 from api.ratelimit import Admission, RateLimits
 from api.state import AppState
 from core.billing import ledger
@@ -149,7 +151,7 @@ async def submit_job(state: AppState, *, key: ApiKey, submission: Submission,
 
 async def _load_and_submit(state: AppState, *, key: ApiKey, submission: Submission, digest: str, markup: Decimal,
                            idempotency_key: str | None) -> str:
-    refs = [*submission.images, *([submission.mask] if submission.mask else [])]
+    refs = await read_own_files(state, key, [*submission.images, *([submission.mask] if submission.mask else [])])
     pending = await load_images(refs, limits=InputLimits.from_settings(state.settings)) if refs else []
     images, mask = (pending[:-1], pending[-1]) if submission.mask else (pending, None)
     if mask is not None and submission.mask is not None and images and (

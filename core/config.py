@@ -11,7 +11,7 @@ import enum
 import warnings
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -136,6 +136,17 @@ class Settings(BaseSettings):
     # -- dialect options
     anthropic_image_urls: bool = Field(False, validation_alias=_env("ANTHROPIC_IMAGE_URLS"))
     """Anthropic answers: put a gateway URL in the markdown instead of megabytes of base64."""
+    anthropic_unknown_model: Literal["default", "error"] = Field(
+        "default", validation_alias=_env("ANTHROPIC_UNKNOWN_MODEL"))
+    """Anthropic Messages: a model id the catalogue does not know (Claude Code's own ``claude-…``)
+    is served by the default model (``default``, reported in ``applied.adjusted``) or is a 404."""
+    agent_system_prompt: Literal["drop", "forward"] = Field("drop", validation_alias=_env("AGENT_SYSTEM_PROMPT"))
+    """Anthropic Messages and OpenAI Chat: the system prompt of a request that defines tools (a
+    coding agent's) is left out of the image request and its bill (``drop``), or forwarded."""
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["*"], validation_alias=_env("CORS_ORIGINS"))
+    """Origins whose pages may call the API from a browser (comma-separated); ``*`` for any
+    (keys are bearer tokens, not cookies); empty: no CORS headers at all."""
 
     # -- request handling
     sync_timeout_s: float = Field(540.0, gt=0, validation_alias=_env("SYNC_TIMEOUT_S"))
@@ -158,7 +169,7 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
 
-    @field_validator("fetch_allow_hosts", mode="before")
+    @field_validator("fetch_allow_hosts", "cors_origins", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
         if isinstance(value, str):

@@ -40,8 +40,40 @@ class InputImage(BaseModel):
     height: int | None = None
 
 
+class Part(BaseModel):
+    """One piece of a conversation turn, in the order the caller sent it: a text, or an image
+    (its index in :attr:`GenerationRequest.input_images`). ``thought_signature`` is the opaque
+    signature Gemini attaches to the parts it made; sent back with them, it lets the model go on
+    from its own reasoning (https://ai.google.dev/gemini-api/docs/thought-signatures)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    text: str | None = None
+    image: int | None = Field(None, ge=0)
+    thought_signature: str | None = None
+
+
+class Turn(BaseModel):
+    """An earlier turn of a conversation: the caller's (``user``) or the image model's (``model``)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    role: Literal["user", "model"]
+    parts: list[Part]
+
+
 class GenerationRequest(BaseModel):
-    """What the caller asked for, independent of the wire format it came in."""
+    """What the caller asked for, independent of the wire format it came in.
+
+    A conversation is ``history`` (the earlier turns, oldest first) and the current turn:
+    ``parts``, the text and images of the caller's last turn in the order it sent them (empty: the
+    prompt, then every image that no earlier turn holds). ``prompt`` is the current turn's text.
+    Parts name images by their index in ``input_images``, which holds every image of the
+    conversation once. How a route uses it (:meth:`images_for`): an upstream that takes turns
+    (Gemini) gets them all; one that takes a single prompt (GPT image, the demo) edits the current
+    turn's images or, when it has none, the last image of the conversation (the model's previous
+    picture).
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -63,10 +95,47 @@ class GenerationRequest(BaseModel):
     """Images to edit or take as references; an edit when not empty."""
     mask: InputImage | None = None
     input_fidelity: Literal["high", "low"] | None = None
+    parts: list[Part] = Field(default_factory=list)
+    history: list[Turn] = Field(default_factory=list)
+    ignored: list[str] = Field(default_factory=list)
+    """What the dialect left out of the request (a coding agent's system prompt, its tools),
+    reported in the job's ``applied.ignored``."""
+    adjusted: dict[str, str] = Field(default_factory=dict)
+    """What the dialect changed (an unknown model id served by the default model), reported in
+    the job's ``applied.adjusted``."""
 
     @property
     def is_edit(self) -> bool:
         return bool(self.input_images)
+
+    def history_images(self) -> list[int]:
+        """The images of the earlier turns, in conversation order."""
+        return [p.image for turn in self.history for p in turn.parts if p.image is not None]
+
+    def current_parts(self) -> list[Part]:
+        """The current turn, in the caller's order."""
+        if self.parts:
+            return list(self.parts)
+        earlier = set(self.history_images())
+        return [Part(text=self.prompt), *(Part(image=i) for i in range(len(self.input_images)) if i not in earlier)]
+
+    def current_images(self) -> list[int]:
+        return [p.image for p in self.current_parts() if p.image is not None]
+
+    def images_for(self, *, multi_turn: bool) -> list[int]:
+        """The images a route sends upstream: every image of the conversation to a route that
+        takes turns; otherwise the current turn's, or else the conversation's last image."""
+        if multi_turn:
+            return [*self.history_images(), *self.current_images()]
+        current = self.current_images()
+        if current:
+            return current
+        earlier = self.history_images()
+        return earlier[-1:]
+
+    def history_text(self) -> str:
+        """Every text of the earlier turns (what a route that takes turns also reads)."""
+        return "\n".join(p.text for turn in self.history for p in turn.parts if p.text)
 
 
 class AppliedParams(BaseModel):
@@ -100,6 +169,9 @@ class AppliedParams(BaseModel):
     thinking_level: str | None = None
     n_per_call: int = 1
     input_fidelity: str | None = None
+    multi_turn: bool = False
+    """Whether this route sends the conversation's earlier turns upstream (Gemini-family
+    upstreams), or only the current prompt and the images it edits."""
     ignored: list[str] = Field(default_factory=list)
     adjusted: dict[str, str] = Field(default_factory=dict)
 

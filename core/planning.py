@@ -13,7 +13,13 @@ and every decision is visible:
 - a value that changes the result and that neither the model nor imagegate can honour is a 400
   naming the field (a transparent background on Gemini, n above the model's maximum, 9000 px);
 - an output format or compression the upstream cannot produce is produced by transcoding;
-- a field that changes nothing for the model is listed in ``ignored``.
+- a field that changes nothing for the model is listed in ``ignored``;
+- a conversation goes to a model that takes turns (``multi_turn``) as it is; any other model
+  edits the current turn's images or, when there are none, the conversation's last image (see
+  :meth:`GenerationRequest.images_for`); a model that edits nothing ignores the earlier turns'
+  images;
+- what the dialect itself left out or changed (``request.ignored``, ``request.adjusted``) is
+  reported with the rest.
 """
 
 from __future__ import annotations
@@ -76,13 +82,15 @@ def plan(request: GenerationRequest, resolved: Resolved | ModelSpec, *,
         resolved = Resolved(spec=resolved, requested=resolved.id)
     spec, alias = resolved.spec, resolved.alias
     caps = spec.capabilities
-    adjusted: dict[str, str] = {}
-    ignored: list[str] = []
+    adjusted: dict[str, str] = dict(request.adjusted)
+    ignored: list[str] = list(request.ignored)
 
     if request.n > caps.max_n:
         raise _invalid("n", f"{spec.id} generates at most {caps.max_n} images per request.",
                        "integer_above_max_value")
     _check_inputs(request, spec)
+    if request.history_images() and not caps.edit and not request.current_images():
+        ignored.append("history_images")  # earlier pictures of the conversation; this model edits nothing
 
     quality = (request.quality or "auto").strip().lower()
     allowed = list(caps.qualities) if caps.qualities else list(BASIC_QUALITIES)
@@ -129,6 +137,7 @@ def plan(request: GenerationRequest, resolved: Resolved | ModelSpec, *,
         "output_compression": compression, "upstream_format": upstream_format,
         "background": "transparent" if background == "transparent" else "opaque",
         "thinking_level": thinking_level, "n_per_call": caps.n_per_call, "input_fidelity": fidelity,
+        "multi_turn": caps.multi_turn,
     }
     if caps.planner == "ratio_grid":
         dims = _plan_ratio_grid(request, spec, quality, adjusted, grids or {})
@@ -172,9 +181,9 @@ def plan_routes(catalogue: Catalogue, request: GenerationRequest) -> RoutePlan:
 
 def _check_inputs(request: GenerationRequest, spec: ModelSpec) -> None:
     caps = spec.capabilities
-    if request.input_images and not caps.edit:
+    if request.current_images() and not caps.edit:
         raise _invalid("image", f"{spec.id} does not edit images; use a model with the edit capability.")
-    if len(request.input_images) > caps.max_input_images and caps.edit:
+    if caps.edit and len(request.images_for(multi_turn=caps.multi_turn)) > caps.max_input_images:
         raise _invalid("image", f"{spec.id} takes at most {caps.max_input_images} input images.")
     if request.mask is not None and not caps.mask:
         raise _invalid("mask", f"{spec.id} does not take a mask.")

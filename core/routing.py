@@ -60,6 +60,9 @@ class Capabilities(BaseModel):
     mask: bool = False
     max_input_images: int = 0
     input_fidelity: bool = False
+    multi_turn: bool = False
+    """The upstream takes a conversation as turns (Gemini): earlier turns and their images are
+    sent as they are. Otherwise a conversation becomes one prompt and the image it edits."""
 
 
 class AliasSpec(BaseModel):
@@ -208,6 +211,10 @@ class Catalogue:
                     found = self._names.get(key[len(prefix):])
                     break
         return found
+
+    def knows(self, name: str | None) -> bool:
+        """Whether ``name`` is a model id or alias of the catalogue (or asks for the default)."""
+        return name is None or name.strip().lower() in ("", AUTO_MODEL) or self._lookup(name) is not None
 
     def get(self, model_id: str) -> ModelSpec:
         return self._by_id[model_id.lower()]

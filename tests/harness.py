@@ -174,7 +174,7 @@ def priced_demo(tmp: Path, usd: str = DEMO_USD) -> dict[str, str]:
     """Settings under which the demo model costs ``usd`` per image (it is free otherwise), so
     that holds, charges and releases can be counted."""
     path = tmp / "prices.toml"
-    path.write_text(f'[[models]]\nid = "demo"\nsource = "test: a paid demo"\neffective = 2026-11-21\n'
+    path.write_text(f'[[models]]\nid = "demo-image"\nsource = "test: a paid demo"\neffective = 2026-11-21\n'
                     f'per_image = {{ "*" = {{ "*" = "{usd}" }} }}\n')
     return {"IMAGEGATE_PRICES_FILE": str(path)}
 

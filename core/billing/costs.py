@@ -15,9 +15,11 @@ Estimate bounds, per image (each one a ``bounds`` field of the row, so operators
   one the row does not list) takes the highest quality's, an unknown size (``auto``) the largest
   listed size's; sizes a free-size model makes but the row does not list are scaled by pixel area
   from ``scale_tokens_from`` (rounded up);
-- input text: the UTF-8 byte count of prompt + system (no tokenizer makes a token shorter than a
-  byte) plus ``text_in_overhead_tokens`` for role and template tokens;
-- input images (the mask counts as one): ``input_image_tokens`` each, or
+- input text: the UTF-8 byte count of prompt + system (+ the earlier turns' text, for a route
+  that sends them) (no tokenizer makes a token shorter than a byte) plus
+  ``text_in_overhead_tokens`` for role and template tokens;
+- input images, those the route sends (:meth:`GenerationRequest.images_for`; the mask counts as
+  one): ``input_image_tokens`` each, or
   ``input_image_tokens_high_fidelity`` when ``input_fidelity`` is ``high``; with
   ``input_image_tiles`` and a known input size, at least the tile count times the tile's tokens;
 - all input tokens are priced at the dearer of the text and image input rates, because some
@@ -95,7 +97,8 @@ def _input_image_bound(bounds: EstimateBounds, request: GenerationRequest, appli
     per_image = bounds.input_image_tokens
     if applied.input_fidelity == "high" and bounds.input_image_tokens_high_fidelity is not None:
         per_image = bounds.input_image_tokens_high_fidelity
-    images = [*request.input_images, *([request.mask] if request.mask is not None else [])]
+    sent = [request.input_images[i] for i in request.images_for(multi_turn=applied.multi_turn)]
+    images = [*sent, *([request.mask] if request.mask is not None else [])]
     total = 0
     for image in images:
         tokens = per_image
@@ -113,7 +116,8 @@ def estimate_image_micros(price: ModelPrice, applied: AppliedParams, request: Ge
             return to_micros(_per_image_usd(price, applied) * MICROS_PER_USD)
     assert price.per_token is not None and price.bounds is not None
     unit, bounds = price.per_token, price.bounds
-    text_bytes = len(request.prompt.encode("utf-8")) + len((request.system or "").encode("utf-8"))
+    text = request.prompt + (request.system or "") + (request.history_text() if applied.multi_turn else "")
+    text_bytes = len(text.encode("utf-8"))
     input_tokens = text_bytes + bounds.text_in_overhead_tokens + _input_image_bound(bounds, request, applied)
     with localcontext(EXACT):
         cost = (input_tokens * max(unit.text_in, unit.image_in)

@@ -95,7 +95,7 @@ def grid_pixels(model: str, ratio: str, tier: str | None) -> tuple[int, int]:
 
 
 def test_the_catalogue_has_the_documented_models() -> None:
-    assert set(MODELS) == set(GRID_MODELS) | set(GPT_MODELS) | {"demo"}
+    assert set(MODELS) == set(GRID_MODELS) | set(GPT_MODELS) | {"demo-image"}
 
 
 @pytest.mark.parametrize("model", sorted(GRID_MODELS))
@@ -515,7 +515,7 @@ def test_webp_on_gemini_is_asked_as_png_and_transcoded() -> None:
 @pytest.mark.parametrize("model", sorted(MODELS))
 @pytest.mark.parametrize("fmt", ["png", "webp"])
 def test_transparent_background(model: str, fmt: str) -> None:
-    if model in GPT_MODELS or model == "demo":
+    if model in GPT_MODELS or model == "demo-image":
         applied = planned(model, background="transparent", output_format=fmt)
         assert (applied.background, applied.output_format) == ("transparent", fmt)
         assert applied.ignored == []
@@ -705,7 +705,7 @@ def demo(**fields: object) -> AppliedParams:
 
 def test_plan_defaults() -> None:
     assert demo().model_dump() == {
-        "model": "demo",
+        "model": "demo-image",
         "provider": "demo",
         "upstream_model": "demo",
         "width": 1024,
@@ -722,6 +722,7 @@ def test_plan_defaults() -> None:
         "thinking_level": None,
         "n_per_call": 1,
         "input_fidelity": None,
+        "multi_turn": False,
         "ignored": [],
         "adjusted": {},
     }

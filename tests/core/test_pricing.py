@@ -81,7 +81,7 @@ def test_every_price_row_names_a_catalogue_model(table: PriceTable) -> None:
 
 
 def test_missing_lists_unpriced_ids_in_order(table: PriceTable) -> None:
-    assert table.missing(["gpt-image-2", "flux-9", "DEMO", "sd-4"]) == ["flux-9", "sd-4"]
+    assert table.missing(["gpt-image-2", "flux-9", "DEMO-IMAGE", "sd-4"]) == ["flux-9", "sd-4"]
 
 
 def test_every_row_cites_a_source_and_date_within_the_snapshot(table: PriceTable) -> None:
@@ -170,7 +170,7 @@ def test_list_price_per_image_from_tokens(table: PriceTable, full: Catalogue, mo
 
 @pytest.mark.parametrize(("model_id", "micros"), [
     ("imagen-4.0-fast-generate-001", 20_000), ("imagen-4.0-generate-001", 40_000),
-    ("imagen-4.0-ultra-generate-001", 60_000), ("vertex/imagen-4.0-generate-001", 40_000), ("demo", 0),
+    ("imagen-4.0-ultra-generate-001", 60_000), ("vertex/imagen-4.0-generate-001", 40_000), ("demo-image", 0),
 ])
 def test_per_image_prices(table: PriceTable, full: Catalogue, with_imagen: Catalogue, model_id: str,
                           micros: int) -> None:
@@ -362,7 +362,7 @@ def test_estimate_bounds_the_actual_cost(table: PriceTable, full: Catalogue, wit
         applied, request = applied_for(catalogue, model_id, **fields)
         estimate = estimate_image_micros(price, applied, request)
         assert type(estimate) is int
-        assert estimate > 0 or model_id == "demo"
+        assert estimate > 0 or model_id == "demo-image"
         usages = realistic_usages(spec, applied, request) if price.per_token else [Usage(), Usage(output_tokens=9)]
         for usage in usages:
             actual = actual_image_micros(price, applied, usage)
@@ -559,7 +559,7 @@ def test_override_replace_drops_the_shipped_rows(tmp_path: Path) -> None:
     path.write_text("replace = true\n" + OVERRIDE)
     replaced = PriceTable.load(path)
     assert set(replaced.models) == {"gpt-image-2", "flux-2-pro"}
-    assert replaced.missing(["gpt-image-2", "demo"]) == ["demo"]
+    assert replaced.missing(["gpt-image-2", "demo-image"]) == ["demo-image"]
 
 
 def test_override_without_markup_keeps_the_shipped_markup(table: PriceTable, tmp_path: Path) -> None:

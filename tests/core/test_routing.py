@@ -41,17 +41,17 @@ def request(**fields: object) -> GenerationRequest:
 def test_shipped_catalogue_has_the_demo_model(catalogue: Catalogue) -> None:
     resolved = catalogue.resolve("demo")
     spec = resolved.spec
-    assert spec.id == "demo"
+    assert spec.id == "demo-image"
     assert spec.provider == "demo"
     assert spec.owned_by == "imagegate"
-    assert "demo-image" in spec.aliases
+    assert "demo" in spec.aliases
     assert resolved.alias is None
     assert resolved.requested == "demo"
-    assert catalogue.default.id == "demo"
+    assert catalogue.default.id == "demo-image"
 
 
 def test_only_the_demo_model_is_offered_without_upstream_keys(catalogue: Catalogue) -> None:
-    assert [m.id for m in catalogue.models] == ["demo"]
+    assert [m.id for m in catalogue.models] == ["demo-image"]
     assert len(catalogue.all_models) > 10  # the rest is known, just not offered
 
 
@@ -66,7 +66,7 @@ def test_every_model_is_offered_when_every_provider_is_configured(full: Catalogu
      "DEMO", "Demo-Image", "OpenAI/Demo", "  demo  "],
 )
 def test_resolve_by_id_alias_and_vendor_prefix(catalogue: Catalogue, name: str) -> None:
-    assert catalogue.resolve(name).spec.id == "demo"
+    assert catalogue.resolve(name).spec.id == "demo-image"
 
 
 @pytest.mark.parametrize(
@@ -185,7 +185,7 @@ def test_model_whose_provider_is_not_configured_is_not_offered(catalogue: Catalo
          ["vertex/gemini-2.5-flash-image", "vertex/gemini-3.1-flash-image"]),
         ({"openai_images"}, "gpt-image-1.5", ["gpt-image-1.5", "gpt-image-2"]),
         ({"openai_images"}, "gpt-image-2", ["gpt-image-2"]),
-        ({"demo"}, "demo", ["demo"]),
+        ({"demo"}, "demo-image", ["demo-image"]),
     ],
 )
 def test_routes_give_the_configured_chain(configured: set[str], model: str, chain: list[str]) -> None:
@@ -199,7 +199,7 @@ def test_model_not_configured_itself_is_offered_through_a_configured_fallback() 
     cat = Catalogue.load(configured={"demo", "openai_chat"})
     offered = [m.id for m in cat.models]
     assert offered == ["gemini-3-pro-image", "gemini-3.1-flash-image", "gateway/gemini-3-pro-image",
-                       "gateway/gemini-3.1-flash-image", "demo"]
+                       "gateway/gemini-3.1-flash-image", "demo-image"]
     # gemini-2.5 falls back to vertex and gemini-3.1 (both not configured): not offered
     with pytest.raises(ModelNotFoundError):
         cat.resolve("gemini-2.5-flash-image")
@@ -208,7 +208,7 @@ def test_model_not_configured_itself_is_offered_through_a_configured_fallback() 
 @pytest.mark.parametrize(
     ("configured", "default"),
     [
-        ({"demo"}, "demo"),
+        ({"demo"}, "demo-image"),
         (ALL_PROVIDERS, "gemini-3-pro-image"),
         ({"demo", "openai_images"}, "gpt-image-2"),
         ({"demo", "openai_chat"}, "gemini-3-pro-image"),
@@ -433,8 +433,8 @@ def test_operator_id_equal_to_a_shipped_alias_wins(tmp_path: Path, shipped_alias
 def test_operator_rows_extend_the_shipped_catalogue(tmp_path: Path) -> None:
     text = CUSTOM_TOML.replace("replace = true", "")
     cat = Catalogue.load(write(tmp_path, text), configured={"demo"})
-    assert [m.id for m in cat.models] == ["demo", "alpha", "beta"]
-    assert cat.default.id == "demo"
+    assert [m.id for m in cat.models] == ["demo-image", "alpha", "beta"]
+    assert cat.default.id == "demo-image"
     assert cat.resolve("a-model").spec.id == "alpha"
     assert "gemini-3" in cat.grids
 

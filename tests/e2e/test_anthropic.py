@@ -72,7 +72,7 @@ def test_create_returns_a_markdown_data_url_image(stack: Stack) -> None:
     client = _client(stack, stack.create_key(f"anthropic-create-{stack.mode}"))
     raw = client.messages.with_raw_response.create(model="demo", max_tokens=1024, messages=USER)
     message = raw.parse()
-    assert message.id.startswith("msg_") and message.role == "assistant" and message.model == "demo"
+    assert message.id.startswith("msg_") and message.role == "assistant" and message.model == "demo-image"
     assert message.stop_reason == "end_turn" and message.stop_sequence is None
     text = _text(message)
     assert text.startswith("Here's your image:\n\n")
@@ -91,7 +91,7 @@ def test_n_images_and_image_config_extensions_without_a_model(stack: Stack) -> N
         "messages": USER, "n": 2, "image_config": {"aspect_ratio": "16:9"}})  # no model, no max_tokens
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["model"] == "demo"
+    assert body["model"] == "demo-image"
     urls = MARKDOWN_IMAGE.findall(body["content"][0]["text"])
     assert [_decode_data_url(u).size for u in urls] == [(1024, 576), (1024, 576)]
     assert urls[0] != urls[1] and [i["data"] for i in body["_images"]] == urls
@@ -123,7 +123,7 @@ def test_raw_sse_event_sequence(stack: Stack) -> None:
     assert names[-3:] == ["content_block_stop", "message_delta", "message_stop"]
     assert [name for name, _ in events][:2] == ["message_start", "ping"]
     start = events[0][1]["message"]
-    assert start["content"] == [] and start["stop_reason"] is None and start["model"] == "demo"
+    assert start["content"] == [] and start["stop_reason"] is None and start["model"] == "demo-image"
     assert events[-2][1]["delta"] == {"stop_reason": "end_turn", "stop_sequence": None}
     text = "".join(d["delta"]["text"] for n, d in events if n == "content_block_delta")
     assert _decode_data_url(MARKDOWN_IMAGE.findall(text)[0]).size == (1024, 1024)
@@ -181,12 +181,13 @@ def test_bad_key_is_an_authentication_error(stack: Stack) -> None:
     assert error == {"type": "authentication_error", "message": error["message"]}
 
 
-def test_unknown_model_is_not_found(stack: Stack) -> None:
-    client = _client(stack, stack.create_key(f"anthropic-404-{stack.mode}"))
-    with pytest.raises(anthropic.NotFoundError) as info:
-        client.messages.create(model="claude-opus-9", max_tokens=10, messages=USER)
-    assert _error(info.value)["type"] == "not_found_error"
-    assert "claude-opus-9" in _error(info.value)["message"]
+def test_an_unknown_model_is_served_by_the_default_model(stack: Stack) -> None:
+    """Claude Code and other Anthropic clients ask for their own claude-... ids (a 404 only with
+    IMAGEGATE_ANTHROPIC_UNKNOWN_MODEL=error: tests/inproc/test_operator_choices.py)."""
+    client = _client(stack, stack.create_key(f"anthropic-default-{stack.mode}"))
+    raw = client.messages.with_raw_response.create(model="claude-opus-9", max_tokens=10, messages=USER)
+    assert raw.parse().model == "demo-image"
+    assert json.loads(raw.headers["x-imagegate-applied"])["adjusted"] == {"model": "claude-opus-9 -> demo-image"}
 
 
 @pytest.mark.parametrize("messages", [[{"role": "user", "content": ""}],
@@ -248,17 +249,17 @@ def test_count_tokens_is_an_estimate_and_makes_no_job(stack: Stack) -> None:
         {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": _png_b64()}}]}])
     assert result.input_tokens == 3 + 1600
     assert stack.count_rows() == before
-    with pytest.raises(anthropic.NotFoundError):
-        client.messages.count_tokens(model="nope", messages=USER)
+    # an id the catalogue does not know counts as the default model's (IMAGEGATE_ANTHROPIC_UNKNOWN_MODEL)
+    assert client.messages.count_tokens(model="claude-sonnet-4-5", messages=USER).input_tokens > 0
 
 
 def test_models_list_in_the_anthropic_shape(stack: Stack) -> None:
     key = stack.create_key(f"anthropic-models-{stack.mode}")
     client = _client(stack, key)
     models = list(client.models.list())
-    demo = next(m for m in models if m.id == "demo")
-    assert (demo.type, demo.display_name, demo.created_at.year) == ("model", "Demo", 2026)
-    assert client.models.retrieve("demo").display_name == "Demo"
+    demo = next(m for m in models if m.id == "demo-image")
+    assert (demo.type, demo.display_name, demo.created_at.year) == ("model", "Demo Image", 2026)
+    assert client.models.retrieve("demo").display_name == "Demo Image"
     # without anthropic-version the OpenAI shape stays
     plain = httpx.get(stack.base_url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).json()
     assert plain["object"] == "list" and "has_more" not in plain

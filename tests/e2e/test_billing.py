@@ -192,7 +192,7 @@ def test_idempotent_replay_makes_one_upstream_call_and_one_charge(
 
 
 def test_a_key_limited_to_some_models(gw: Stack, admin: httpx.Client) -> None:
-    secret = new_key(admin, "demo-only", models=["demo"])
+    secret = new_key(admin, "demo-only", models=["demo-image"])
     assert gen(gw, secret, {"model": "demo", "prompt": "ok", "size": "64x64"}).status_code == 200
     refused = gen(gw, secret, {"model": "gemini-3-pro-image", "prompt": "no"})
     assert refused.status_code == 403 and refused.json()["error"]["param"] == "model"
@@ -211,7 +211,7 @@ def test_usage_reports_equal_the_ledger(gw: Stack, admin: httpx.Client, upstream
     mine = httpx.get(f"{gw.base_url}/v1/usage", headers={"Authorization": f"Bearer {secret}"}).json()
     assert Decimal(mine["totals"]["billed_usd"]) * MICRO == charged
     assert mine["totals"]["images_succeeded"] == 4
-    assert {r["model"] for r in mine["data"]} == {"gemini-3-pro-image", "gpt-image-1.5", "demo"}
+    assert {r["model"] for r in mine["data"]} == {"gemini-3-pro-image", "gpt-image-1.5", "demo-image"}
 
     admin_json = admin.get("/admin/usage", params={"key": "reported", "group_by": "key,model,size,quality"}).json()
     assert Decimal(admin_json["totals"]["billed_usd"]) * MICRO == charged

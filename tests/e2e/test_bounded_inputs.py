@@ -122,7 +122,7 @@ def test_an_accepted_request_fetches_each_image_once(gateway: Stack, images: Ima
 @pytest.fixture(scope="module")
 def priced(make_stack: Callable[..., Stack], tmp_path_factory: pytest.TempPathFactory) -> Stack:
     prices = tmp_path_factory.mktemp("prices") / "prices.toml"
-    prices.write_text('[[models]]\nid = "demo"\nsource = "test"\neffective = 2026-11-01\n'
+    prices.write_text('[[models]]\nid = "demo-image"\nsource = "test"\neffective = 2026-11-01\n'
                       'per_image = { "*" = { "*" = "0.05" } }\n')
     return make_stack("embedded", IMAGEGATE_FETCH_ALLOW_HOSTS="127.0.0.1", IMAGEGATE_PRICES_FILE=str(prices))
 

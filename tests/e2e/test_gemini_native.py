@@ -31,8 +31,9 @@ SILLY_BODY = {  # as SillyImages sends it
 
 
 def sdk(stack: Stack, key: str) -> genai.Client:
-    return genai.Client(api_key=key, http_options=types.HttpOptions(
-        base_url=stack.base_url, api_version="v1beta", timeout=120_000))
+    """The client as its users make it: the key and the base URL, nothing else (google-genai 3.x
+    then sends /v1/... requests)."""
+    return genai.Client(api_key=key, http_options=types.HttpOptions(base_url=stack.base_url))
 
 
 def decode(data: bytes | str | None) -> Image.Image:
@@ -65,7 +66,7 @@ def test_generate_content_with_the_sdk(stack: Stack) -> None:
     candidate = (response.candidates or [])[0]
     assert candidate.finish_reason == types.FinishReason.STOP and candidate.index == 0
     assert response.text and "lighthouse" in response.text
-    assert response.model_version == "demo"
+    assert response.model_version == "demo-image"
     assert (response.response_id or "").startswith("job_")
     assert response.usage_metadata is not None and response.usage_metadata.total_token_count == 0
 
@@ -213,14 +214,52 @@ def test_errors_in_googles_shape(stack: Stack) -> None:
 def test_model_list_with_the_sdk(stack: Stack) -> None:
     key = stack.create_key(f"gem-models-{stack.mode}")
     client = sdk(stack, key)
-    models = list(client.models.list())
-    assert "models/demo" in [m.name for m in models]
+    models = list(client.models.list())  # GET /v1/models, answered in Google's shape for a Google client
+    assert "models/demo-image" in [m.name for m in models]
     demo = client.models.get(model="demo")
-    assert demo.name == "models/demo"
+    assert demo.name == "models/demo-image"
     assert demo.supported_actions == ["generateContent", "streamGenerateContent", "predict"]
+    with pytest.raises(errors.ClientError) as unknown:
+        client.models.get(model="no-such-model")
+    assert (unknown.value.code, unknown.value.status) == (404, "NOT_FOUND")
     page = httpx.get(stack.base_url + "/v1beta/models", params={"pageSize": 1, "key": key}).json()
     assert len(page["models"]) == 1 and page["nextPageToken"] == ("1" if len(models) > 1 else "")
     assert httpx.get(stack.base_url + "/v1beta/models").status_code == 401
+
+
+def test_both_api_versions_answer_alike(stack: Stack) -> None:
+    key = stack.create_key(f"gem-versions-{stack.mode}")
+    headers = {"x-goog-api-key": key}
+    for version in ("v1", "v1beta"):
+        listed = httpx.get(f"{stack.base_url}/{version}/models", headers=headers).json()
+        assert "models/demo-image" in [m["name"] for m in listed["models"]]
+        answer = post(stack, f"/{version}/models/demo:generateContent", SILLY_BODY, headers=headers)
+        assert answer.status_code == 200 and answer.json()["modelVersion"] == "demo-image"
+        streamed = post(stack, f"/{version}/models/demo:streamGenerateContent?alt=sse", SILLY_BODY, headers=headers)
+        assert streamed.text.startswith("data: {")
+        predicted = post(stack, f"/{version}/models/demo:predict", {"instances": [{"prompt": "a fox"}]},
+                         headers=headers)
+        assert len(predicted.json()["predictions"]) == 1
+    wrong = post(stack, "/v1/models/demo:countTokens", SILLY_BODY, headers=headers)
+    assert wrong.status_code == 404 and wrong.json()["error"]["status"] == "NOT_FOUND"  # Google's error shape
+    # the model list of everyone else keeps its own shape
+    openai_list = httpx.get(stack.base_url + "/v1/models", headers={"Authorization": f"Bearer {key}"}).json()
+    demo = next(m for m in openai_list["data"] if m["id"] == "demo-image")
+    assert demo["output_modalities"] == ["image"] and demo["capabilities"]["image_generation"] is True
+
+
+def test_open_webui_predict_body(stack: Stack) -> None:
+    """Open WebUI's Gemini engine (its default method, predict): instances as one object, the key in
+    x-goog-api-key, the base URL ending in /v1beta."""
+    key = stack.create_key(f"gem-owui-{stack.mode}")
+    response = post(stack, "/v1beta/models/demo:predict", {
+        "instances": {"prompt": "a watercolor of a lighthouse"},
+        "parameters": {"sampleCount": 2, "outputOptions": {"mimeType": "image/png"}}},
+        headers={"x-goog-api-key": key, "Content-Type": "application/json"})
+    assert response.status_code == 200, response.text
+    predictions = response.json()["predictions"]
+    assert [p["mimeType"] for p in predictions] == ["image/png", "image/png"]
+    assert decode(predictions[0]["bytesBase64Encoded"]).format == "PNG"
 
 
 def _png(width: int, height: int) -> str:

@@ -48,7 +48,7 @@ def test_prefer_respond_async_then_poll_ten_images(stack: Stack) -> None:
     assert job["progress"] == {"total": 10, "done": 10, "succeeded": 10, "failed": 0, "canceled": 0}
     assert [i["index"] for i in job["images"]] == list(range(10))
     assert all(i["status"] == "succeeded" and i["error"] is None for i in job["images"])
-    assert job["applied"]["width"] == 320 and job["applied"]["model"] == "demo"
+    assert job["applied"]["width"] == 320 and job["applied"]["model"] == "demo-image"
 
     # the images are served at their URLs, and inline on request
     first = httpx.get(job["images"][0]["url"])
@@ -103,10 +103,10 @@ def test_usage_report_of_the_calling_key(stack: Stack) -> None:
         assert response.status_code == 200 and response.headers["x-imagegate-cost"] == "0.000000"
     report = httpx.get(f"{stack.base_url}/v1/usage", headers=_auth(key)).json()
     assert report["totals"]["images_succeeded"] == 3 and report["totals"]["billed_usd"] == "0.000000"
-    assert [(r["model"], r["images_succeeded"]) for r in report["data"]] == [("demo", 3)]
+    assert [(r["model"], r["images_succeeded"]) for r in report["data"]] == [("demo-image", 3)]
     grouped = httpx.get(f"{stack.base_url}/v1/usage", headers=_auth(key),
                         params={"group_by": "model,size,quality", "format": "csv"})
-    assert grouped.status_code == 200 and grouped.text.splitlines()[1].startswith("demo,64x64,auto,3,0,")
+    assert grouped.status_code == 200 and grouped.text.splitlines()[1].startswith("demo-image,64x64,auto,3,0,")
 
 
 def test_unknown_job_is_404(stack: Stack) -> None:

@@ -59,7 +59,7 @@ def test_sdk_chat_returns_the_image_as_a_data_url(stack: Stack) -> None:
         extra_body={**IMAGE_OUT, "image_config": {"aspect_ratio": "16:9"}})
     completion = raw.parse()
     assert completion.id == "chatcmpl-" + raw.headers["x-imagegate-job-id"]
-    assert completion.object == "chat.completion" and completion.model == "demo"
+    assert completion.object == "chat.completion" and completion.model == "demo-image"
     choice = completion.choices[0]
     assert (choice.index, choice.finish_reason, choice.message.role) == (0, "stop", "assistant")
     assert choice.message.content and "lighthouse" in choice.message.content
@@ -101,7 +101,7 @@ def test_raw_sse_lines_in_order(stack: Stack) -> None:
     assert all(e.startswith("data: ") for e in events)
     assert events[-1] == "data: [DONE]"
     chunks = [json.loads(e.removeprefix("data: ")) for e in events[:-1]]
-    head = {"id": f"chatcmpl-{job_id}", "object": "chat.completion.chunk", "model": "demo"}
+    head = {"id": f"chatcmpl-{job_id}", "object": "chat.completion.chunk", "model": "demo-image"}
     assert all({k: c[k] for k in head} == head for c in chunks)
     assert len({c["created"] for c in chunks}) == 1
     role, content, finish, usage = chunks
@@ -124,7 +124,7 @@ def test_seed_000_body_with_a_system_message_and_no_model(stack: Stack) -> None:
         "max_tokens": 8192})
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["object"] == "chat.completion" and body["model"] == "demo"
+    assert body["object"] == "chat.completion" and body["model"] == "demo-image"
     (choice,) = body["choices"]
     assert choice["finish_reason"] == "stop" and "sunset" in choice["message"]["content"]
     assert _decode_data_url(choice["message"]["images"][0]["image_url"]["url"]).size == (1024, 1024)

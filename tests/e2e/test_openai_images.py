@@ -91,10 +91,10 @@ def test_models_list(stack: Stack) -> None:
     client = _client(stack, stack.create_key(f"models-{stack.mode}"))
     models = client.models.list()
     ids = [m.id for m in models.data]
-    assert "demo" in ids
-    demo = next(m for m in models.data if m.id == "demo")
+    assert "demo-image" in ids
+    demo = next(m for m in models.data if m.id == "demo-image")
     assert demo.owned_by == "imagegate" and demo.object == "model"
-    assert client.models.retrieve("demo").id == "demo"
+    assert client.models.retrieve("demo").id == "demo-image"
 
 
 def test_health(stack: Stack) -> None:

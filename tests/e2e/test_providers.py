@@ -187,7 +187,7 @@ def test_a_result_changing_parameter_the_model_cannot_honour_is_a_400(
 def test_models_list_offers_every_configured_family(client: openai.OpenAI) -> None:
     ids = {m.id for m in client.models.list().data}
     assert {"gemini-3-pro-image", "vertex/gemini-3-pro-image", "gpt-image-2", "gateway/gemini-3-pro-image",
-            "imagen-4.0-generate-001", "demo"} <= ids
+            "imagen-4.0-generate-001", "demo-image"} <= ids
 
 
 def test_upstream_keys_never_reach_rows_or_logs(gw: Stack, client: openai.OpenAI, fake: FakeUpstream) -> None:

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.integration
 
 PRICED_DEMO = """
 [[models]]
-id = "demo"
+id = "demo-image"
 source = "an operator's price for the demo model"
 effective = 2026-11-01
 per_image = { "*" = { "*" = "0.02" } }

@@ -32,7 +32,7 @@ def test_seed_000_request_and_response_shape(stack: Stack) -> None:
     body = response.json()
     assert body["id"].startswith("img-")
     assert {k: body[k] for k in ("type", "role", "model", "stop_reason", "stop_sequence")} == {
-        "type": "message", "role": "assistant", "model": "demo", "stop_reason": "end_turn", "stop_sequence": None}
+        "type": "message", "role": "assistant", "model": "demo-image", "stop_reason": "end_turn", "stop_sequence": None}
     assert body["usage"] == {"input_tokens": 0, "output_tokens": 0}
     [block] = body["content"]
     assert block["type"] == "text" and block["text"].startswith("Here's your image:\n\n")

@@ -144,7 +144,7 @@ DEMO_PRICES = """
 default = "1.25"
 
 [[models]]
-id = "demo"
+id = "demo-image"
 source = "a test price for the demo model"
 effective = 2026-11-21
 per_image = { "*" = { "*" = "0.04" } }

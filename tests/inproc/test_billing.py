@@ -100,7 +100,8 @@ async def test_the_usage_report_equals_the_ledger(gw: Gateway) -> None:
     assert Decimal(totals["upstream_cost_usd"]) * 1_000_000 == 3 * DEMO_UPSTREAM_MICROS
     assert Decimal(totals["margin_usd"]) * 1_000_000 == charged - 3 * DEMO_UPSTREAM_MICROS
     assert totals["images_succeeded"] == 3 and totals["images_failed"] == 0
-    assert [(r["model"], r["images_succeeded"], r["billed_usd"]) for r in report["data"]] == [("demo", 3, "0.180000")]
+    rows = [(r["model"], r["images_succeeded"], r["billed_usd"]) for r in report["data"]]
+    assert rows == [("demo-image", 3, "0.180000")]
 
 
 async def test_an_offered_fallback_without_a_price_stops_the_gateway_from_starting(tmp_path: Path) -> None:
@@ -130,7 +131,7 @@ planner = "free_size"
 replace = true
 
 [[models]]
-id = "demo"
+id = "demo-image"
 source = "test"
 effective = 2026-11-21
 per_image = { "*" = { "*" = "0.01" } }

@@ -26,10 +26,12 @@ GOOGLE_TYPE = "type.googleapis.com/google.rpc."
 
 @pytest.fixture(scope="module")
 async def gw(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Gateway]:
-    """Demo priced (a budget can run out) and a small body limit (a body over it is cheap to send)."""
+    """Demo priced (a budget can run out), a small body limit (a body over it is cheap to send), and
+    unknown models refused on every dialect (Anthropic's default serves them by the default model,
+    tests/inproc/test_clients.py)."""
     tmp = tmp_path_factory.mktemp("errors")
     async with running_gateway(tmp, prices_file=write_toml(tmp / "prices.toml", DEMO_PRICES),
-                               max_body_mb=MAX_BODY_MB) as gateway:
+                               max_body_mb=MAX_BODY_MB, anthropic_unknown_model="error") as gateway:
         yield gateway
 
 

@@ -55,10 +55,10 @@ async def test_a_synchronous_generation_answers_n_images_of_the_size(
     job_id = response.headers["x-imagegate-job-id"]
     assert job_id.startswith("job_")
     assert response.headers["x-imagegate-cost"] == "0.000000"
-    assert response.headers["x-imagegate-served-by"] == "demo"
+    assert response.headers["x-imagegate-served-by"] == "demo-image"
     assert response.headers["x-imagegate-images"] == f"{n}/{n}"
     applied = json.loads(response.headers["x-imagegate-applied"])
-    assert applied["model"] == "demo" and applied["size"] == f"{expected[0]}x{expected[1]}"
+    assert applied["model"] == "demo-image" and applied["size"] == f"{expected[0]}x{expected[1]}"
     [job] = gw.rows("SELECT status, n, succeeded FROM jobs WHERE id = :j", j=job_id)
     assert job == {"status": "succeeded", "n": n, "succeeded": n}
 
@@ -119,7 +119,7 @@ async def test_post_jobs_answers_202_with_the_job_and_its_headers(gw: Gateway) -
     job = response.json()
     assert response.headers["x-imagegate-job-id"] == job["id"] == response.headers["location"].rsplit("/", 1)[1]
     assert response.headers["x-imagegate-cost"] == "0.000000"
-    assert job["dialect"] == "jobs" and job["model"] == "demo"
+    assert job["dialect"] == "jobs" and job["model"] == "demo-image"
     done = await gw.poll(key, job["id"])
     assert done["status"] == "succeeded" and done["cost_usd"] == "0.000000"
 

@@ -80,7 +80,7 @@ async def test_the_model_list_shows_every_configured_family(gw: Gateway) -> None
     assert listed["object"] == "list"
     ids = {m["id"] for m in listed["data"]}
     assert {"gemini-3-pro-image", "vertex/gemini-3-pro-image", "gateway/gemini-3-pro-image", "gpt-image-1.5",
-            "gpt-image-2", "imagen-4.0-generate-001", "demo"} <= ids
+            "gpt-image-2", "imagen-4.0-generate-001", "demo-image"} <= ids
     gpt = next(m for m in listed["data"] if m["id"] == "gpt-image-1.5")
     assert gpt["object"] == "model" and gpt["capabilities"]["images_per_upstream_call"] == 10
     one = (await gw.http.get("/v1/models/google/gemini-3-pro-image", headers=key.auth)).json()

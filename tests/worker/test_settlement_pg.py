@@ -34,7 +34,7 @@ pytestmark = pytest.mark.integration
 
 N = 10
 HOLD = 50_000  # micro-dollars held per image
-PRICE = ModelPrice(id="demo", source="test: a paid demo", effective=date(2026, 11, 21),
+PRICE = ModelPrice(id="demo-image", source="test: a paid demo", effective=date(2026, 11, 21),
                    per_image={"*": {"*": Decimal("0.04")}})  # $0.04 upstream, billed at 1.25x
 
 
@@ -72,7 +72,7 @@ def test_simultaneous_outcomes_settle_exactly_without_deadlock(runtime: WorkerRu
             key = make_api_key(session, name=f"settle-{round_}")
             job = make_job(session, key, n=N, size="64x64")
             hold(session, key, job, per_image=HOLD)
-            job.pricing = PricingSnapshot(markup=Decimal("1.25"), routes={"demo": PRICE}).as_json()
+            job.pricing = PricingSnapshot(markup=Decimal("1.25"), routes={"demo-image": PRICE}).as_json()
             images = [make_image(session, job, index=i) for i in range(N)]
             key_id, job_id, image_ids = key.id, job.id, [i.id for i in images]
 

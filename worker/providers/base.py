@@ -33,11 +33,18 @@ class ProviderCall:
     indices: list[int]
     """The job's image indexes this call produces (several when the upstream makes n per call)."""
     inputs: list[InputBytes] = field(default_factory=list)
+    """The bytes of every image of the request, by index (``request.input_images``)."""
     mask: InputBytes | None = None
 
     @property
     def count(self) -> int:
         return len(self.indices)
+
+    @property
+    def edit_inputs(self) -> list[InputBytes]:
+        """The images this route sends (see :meth:`GenerationRequest.images_for`): all of a
+        conversation's for a route that takes turns, else the ones the prompt edits."""
+        return [self.inputs[i] for i in self.request.images_for(multi_turn=self.applied.multi_turn)]
 
 
 class Provider(Protocol):

@@ -32,7 +32,8 @@ class DemoProvider:
         applied, request = call.applied, call.request
         width, height = applied.width or 1024, applied.height or 1024
         images = []
-        base = _input_background(call.inputs[0].data, width, height) if call.inputs else None
+        edits = call.edit_inputs
+        base = _input_background(edits[0].data, width, height) if edits else None
         for index in call.indices:
             image = draw(request.prompt, index=index, width=width, height=height,
                          transparent=applied.background == "transparent", base=base)

@@ -18,8 +18,9 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.alias_generators import to_camel
 
 from core.errors import ContentPolicyError, UpstreamError
+from core.generation import Part as RequestPart
 from core.generation import ProviderImage, Usage
-from worker.providers.base import ProviderCall
+from worker.providers.base import InputBytes, ProviderCall
 from worker.providers.google_errors import GoogleErrors
 from worker.providers.payload import decode_image
 
@@ -78,13 +79,33 @@ class GenerateContentResponse(_Wire):
     model_version: str | None = None
 
 
+def _inline(image: InputBytes) -> dict[str, Any]:
+    return {"inlineData": {"mimeType": image.mime_type, "data": base64.b64encode(image.data).decode("ascii")}}
+
+
+def _wire_part(part: RequestPart, call: ProviderCall) -> dict[str, Any]:
+    out = {"text": part.text} if part.image is None else _inline(call.inputs[part.image])
+    if part.thought_signature:
+        out["thoughtSignature"] = part.thought_signature
+    return out
+
+
+def build_contents(call: ProviderCall) -> list[dict[str, Any]]:
+    """``contents``: a route that takes turns gets the conversation as the caller sent it (the
+    model's earlier images as ``model`` turns, with their thought signatures), parts in the
+    caller's order; otherwise one user turn, the prompt and the images it edits."""
+    request = call.request
+    if not call.applied.multi_turn:
+        return [{"role": "user", "parts": [{"text": request.prompt}, *map(_inline, call.edit_inputs)]}]
+    contents = [{"role": turn.role, "parts": [_wire_part(p, call) for p in turn.parts]}
+                for turn in request.history if turn.parts]
+    contents.append({"role": "user", "parts": [_wire_part(p, call) for p in request.current_parts()]})
+    return contents
+
+
 def build_body(call: ProviderCall, *, vertex: bool = False) -> dict[str, Any]:
     """The generateContent body for one image of ``call`` (pure)."""
     applied = call.applied
-    parts: list[dict[str, Any]] = [{"text": call.request.prompt}]
-    for image in call.inputs:
-        parts.append({"inlineData": {"mimeType": image.mime_type,
-                                     "data": base64.b64encode(image.data).decode("ascii")}})
     image_config: dict[str, Any] = {}
     if applied.aspect_ratio:
         image_config["aspectRatio"] = applied.aspect_ratio
@@ -100,7 +121,7 @@ def build_body(call: ProviderCall, *, vertex: bool = False) -> dict[str, Any]:
         config["imageConfig"] = image_config
     if applied.thinking_level:
         config["thinkingConfig"] = {"thinkingLevel": applied.thinking_level}
-    body: dict[str, Any] = {"contents": [{"role": "user", "parts": parts}], "generationConfig": config}
+    body: dict[str, Any] = {"contents": build_contents(call), "generationConfig": config}
     if call.request.system:
         body["systemInstruction"] = {"parts": [{"text": call.request.system}]}
     return body

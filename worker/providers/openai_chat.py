@@ -12,7 +12,7 @@ import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from core.errors import ContentPolicyError, UpstreamError
-from core.generation import ProviderImage, Usage
+from core.generation import Part, ProviderImage, Usage
 from worker.providers.base import ProviderCall
 from worker.providers.openai_errors import OpenAIErrors
 from worker.providers.payload import data_url, decode_image
@@ -62,15 +62,41 @@ class ChatCompletion(BaseModel):
     usage: ChatUsage | None = None
 
 
+def _content(parts: list[Part], call: ProviderCall) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for part in parts:
+        if part.image is not None:
+            image = call.inputs[part.image]
+            out.append({"type": "image_url", "image_url": {"url": data_url(image.data, image.mime_type)}})
+        elif part.text:
+            out.append({"type": "text", "text": part.text})
+    return out
+
+
+def build_messages(call: ProviderCall) -> list[dict[str, Any]]:
+    """The system prompt, then the conversation: earlier turns as user and assistant messages
+    (the model's images as image parts), the current turn in the caller's order; a route that
+    takes no turns gets the prompt and the images it edits."""
+    request = call.request
+    messages: list[dict[str, Any]] = []
+    if request.system:
+        messages.append({"role": "system", "content": request.system})
+    if not call.applied.multi_turn:
+        content: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
+        content += [{"type": "image_url", "image_url": {"url": data_url(img.data, img.mime_type)}}
+                    for img in call.edit_inputs]
+        return [*messages, {"role": "user", "content": content}]
+    for turn in request.history:
+        content = _content(turn.parts, call)
+        if content:
+            messages.append({"role": "assistant" if turn.role == "model" else "user", "content": content})
+    messages.append({"role": "user", "content": _content(request.current_parts(), call)})
+    return messages
+
+
 def build_body(call: ProviderCall) -> dict[str, Any]:
     applied = call.applied
-    content: list[dict[str, Any]] = [{"type": "text", "text": call.request.prompt}]
-    content += [{"type": "image_url", "image_url": {"url": data_url(img.data, img.mime_type)}}
-                for img in call.inputs]
-    messages: list[dict[str, Any]] = []
-    if call.request.system:
-        messages.append({"role": "system", "content": call.request.system})
-    messages.append({"role": "user", "content": content})
+    messages = build_messages(call)
     body: dict[str, Any] = {"model": applied.upstream_model, "messages": messages,
                             "modalities": ["image", "text"]}
     image_config: dict[str, Any] = {}

@@ -1,6 +1,7 @@
 """OpenAI Images API for the GPT image models (https://platform.openai.com/docs/api-reference/images).
 
-Generations are JSON; edits are multipart (``image[]``, ``mask`` and the scalar fields as text
+Generations are JSON; edits (the images a prompt edits: the current turn's, or a conversation's
+last image) are multipart (``image[]``, ``mask`` and the scalar fields as text
 parts), as the official SDK sends them. ``n`` is native: one call makes every image of its group.
 Usage tokens are kept, shared out per image. Error answers are OpenAI's
 (:mod:`worker.providers.openai_errors`: ``moderation_blocked`` is a content-policy error).
@@ -77,7 +78,7 @@ def build_edit_parts(call: ProviderCall) -> tuple[dict[str, str], list[tuple[str
     if call.applied.input_fidelity:
         fields["input_fidelity"] = call.applied.input_fidelity
     files = [("image[]", (f"image-{i}.{_EXT.get(img.mime_type, 'png')}", img.data, img.mime_type))
-             for i, img in enumerate(call.inputs)]
+             for i, img in enumerate(call.edit_inputs)]
     if call.mask is not None:
         files.append(("mask", ("mask.png", call.mask.data, call.mask.mime_type)))
     return fields, files
@@ -114,7 +115,7 @@ class OpenAIImagesAdapter(OpenAIErrors):
     label = "OpenAI Images API"
 
     def build_request(self, call: ProviderCall, *, base_url: str, headers: dict[str, str]) -> httpx.Request:
-        if call.inputs:
+        if call.edit_inputs:
             fields, files = build_edit_parts(call)
             return httpx.Request("POST", f"{base_url}/images/edits", headers=headers, data=fields, files=files)
         return httpx.Request("POST", f"{base_url}/images/generations", headers=headers,

@@ -1,6 +1,11 @@
 """``POST /v1/messages`` (plain or SSE) and ``POST /v1/messages/count_tokens``: parse, translate,
 submit, wait or stream, render. Any ``anthropic-version`` / ``anthropic-beta`` is accepted and
-query strings (Claude Code's ``?beta=true``) are ignored."""
+query strings (Claude Code's ``?beta=true``) are ignored.
+
+A model id the catalogue does not know (Claude Code asks for its own ``claude-…`` model when it is
+given no ``--model``) is served by the default model, as ``applied.adjusted`` says
+(``"model": "claude-… -> demo-image"``), unless ``IMAGEGATE_ANTHROPIC_UNKNOWN_MODEL=error``
+makes it a 404."""
 
 from __future__ import annotations
 
@@ -32,16 +37,27 @@ _BODY_SCHEMA = {"requestBody": {"content": {"application/json": {
     "schema": MessageCreateRequest.model_json_schema()}}, "required": True}}
 
 
+def served_model(state: AppState, requested: str | None) -> tuple[str | None, dict[str, str]]:
+    """The model to ask for, and what was adjusted: an id the catalogue does not know becomes the
+    default model unless the operator refuses it (``IMAGEGATE_ANTHROPIC_UNKNOWN_MODEL``)."""
+    if state.catalogue.knows(requested) or state.settings.anthropic_unknown_model == "error":
+        return requested, {}
+    default = state.catalogue.default.id
+    return default, {"model": f"{requested} -> {default}"}
+
+
 @router.post("/v1/messages", response_model=MessageResponse, openapi_extra=_BODY_SCHEMA)
 async def create_message(request: Request, key: ApiKeyDep, state: StateDep) -> Response:
     wire = parse_json(await request.body(), MessageCreateRequest)
-    conversation = translate.read_conversation(wire)
-    submission = Submission(Dialect.ANTHROPIC_MESSAGES, translate.to_generation(wire, conversation),
-                            images=conversation.images)
+    conversation = translate.read_conversation(wire, agent_system_prompt=state.settings.agent_system_prompt)
+    model, adjusted = served_model(state, wire.model)
+    generation = translate.to_generation(wire, conversation, model=model, adjusted=adjusted)
+    submission = Submission(Dialect.ANTHROPIC_MESSAGES, generation, images=conversation.images)
     if wire.stream:
-        model = state.catalogue.resolve(wire.model).spec.id
+        resolved = state.catalogue.resolve(generation.model).spec.id
         return await respond(request, state, key=key, submission=submission, render=_render(state),
-                             stream=_streamer(state, model=model, input_tokens=translate.estimate_input_tokens(wire)),
+                             stream=_streamer(state, model=resolved,
+                                              input_tokens=translate.estimate_input_tokens(conversation)),
                              stream_headers=lambda job_id: {"request-id": translate.request_id(job_id)})
     return await respond(request, state, key=key, submission=submission, render=_render(state))
 
@@ -97,5 +113,6 @@ def _streamer(state: AppState, *, model: str, input_tokens: int) -> Stream:
 async def count_tokens(request: Request, key: ApiKeyDep, state: StateDep) -> JSONResponse:
     """An estimate (see ``translate.estimate_input_tokens``): no job is made, nothing is stored."""
     wire = parse_json(await request.body(), MessageCreateRequest)
-    state.catalogue.resolve(wire.model)
-    return JSONResponse(CountTokensResponse(input_tokens=translate.estimate_input_tokens(wire)).model_dump())
+    state.catalogue.resolve(served_model(state, wire.model)[0])
+    conversation = translate.read_conversation(wire, agent_system_prompt=state.settings.agent_system_prompt)
+    return JSONResponse(CountTokensResponse(input_tokens=translate.estimate_input_tokens(conversation)).model_dump())

@@ -117,6 +117,9 @@ class MessageCreateRequest(BaseModel):
     stream: bool | None = None
     n: int = Field(1, ge=1, le=10)
     image_config: ImageConfig | None = None
+    tools: list[dict[str, Any]] | None = None
+    """Tool definitions: their presence marks a coding agent's request (its system prompt is its
+    own, see api/conversation.py); never forwarded to an image model."""
 
 
 # -- response --------------------------------------------------------------------------------

@@ -1,10 +1,12 @@
 """Pure translation between the Anthropic Messages wire format and imagegate's canonical types.
 
 Request: the system prompt is the top-level ``system`` (string or text blocks) followed by every
-``role: "system"`` message (CG-Image's clients send it that way); the prompt is the text of the last user
-turn; every image block of the conversation (base64 or URL source) is an input image, which makes
-the request an edit. The shared flow loads those images (:class:`api.inputs.ImageRef` says where
-each one is).
+``role: "system"`` message (CG-Image's clients send it that way), left out for a coding agent's
+request (one with ``tools``; see :mod:`api.conversation`). The conversation keeps its turns: the
+prompt is the user's own text of the last user turn (client scaffolding such as
+``<system-reminder>`` blocks cut out), earlier turns go with their texts and images in order,
+image blocks (base64 or URL source) and the markdown images of earlier answers alike. The shared
+flow loads those images (:class:`api.inputs.ImageRef` says where each one is).
 
 Response: the Messages API has no image block, so (as CG-Image does) each image is a markdown image in the
 one ``text`` block, and CG-Image's non-standard ``_images`` array repeats them. The image is a
@@ -16,10 +18,11 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from api.conversation import AgentSystemPrompt, ConversationBuilder, agent_system
 from api.dialects import WireError
 from api.dialects.anthropic_messages.schemas import (
     Base64ImageSource,
@@ -29,7 +32,6 @@ from api.dialects.anthropic_messages.schemas import (
     FileImageSource,
     ImageAttachment,
     MessageCreateRequest,
-    MessageParam,
     MessageResponse,
     MessageUsage,
     ModelInfo,
@@ -39,7 +41,7 @@ from api.dialects.anthropic_messages.schemas import (
 )
 from api.inputs import ImageRef
 from core.errors import ErrorKind, GatewayError, InvalidRequestError
-from core.generation import DeliveredImage, GenerationRequest
+from core.generation import DeliveredImage, GenerationRequest, Part, Turn
 from core.ids import new_id
 from core.routing import ModelSpec
 
@@ -83,69 +85,83 @@ class Conversation:
     prompt: str
     system: str | None
     images: list[ImageRef]
+    history: list[Turn] = field(default_factory=list)
+    parts: list[Part] = field(default_factory=list)
+    ignored: list[str] = field(default_factory=list)
 
 
 def _text_of(blocks: Sequence[TextBlock | ContentBlock]) -> str:
     return "\n".join(block.text for block in blocks if block.type == "text" and block.text is not None)
 
 
-def _images_of(index: int, message: MessageParam) -> list[ImageRef]:
-    refs = []
-    for j, block in enumerate(message.content):
-        if block.type != "image" or block.source is None:
-            continue
-        param = f"messages[{index}].content[{j}].source"
-        if isinstance(block.source, FileImageSource):
-            raise InvalidRequestError(
-                f"Invalid value for '{param}': image sources of type 'file' need the Files API, which "
-                "this gateway does not offer; send the image as a 'base64' or 'url' source.",
-                param=param, code="unsupported_value")
-        source = block.source
-        if isinstance(source, Base64ImageSource):
-            refs.append(ImageRef(param=param, data=source.data, mime_type=source.media_type))
-        else:
-            refs.append(ImageRef(param=param, url=source.url))
-    return refs
+def _image_ref(block: ContentBlock, param: str) -> ImageRef:
+    if isinstance(block.source, FileImageSource):
+        raise InvalidRequestError(
+            f"Invalid value for '{param}': image sources of type 'file' need the Files API, which "
+            "this gateway does not offer; send the image as a 'base64' or 'url' source.",
+            param=param, code="unsupported_value")
+    source = block.source
+    if isinstance(source, Base64ImageSource):
+        return ImageRef(param=param, data=source.data, mime_type=source.media_type)
+    assert source is not None
+    return ImageRef(param=param, url=source.url)
 
 
-def read_conversation(wire: MessageCreateRequest) -> Conversation:
-    """The prompt (last user turn's text), the system prompt and the image blocks, in order."""
+def read_conversation(wire: MessageCreateRequest, *,
+                      agent_system_prompt: AgentSystemPrompt = "drop") -> Conversation:
+    """The prompt (the user's words in the last user turn), the system prompt (unless it is a
+    coding agent's) and the conversation's turns, images in order."""
     system_parts = [] if wire.system is None else [_text_of(wire.system)]
     system_parts += [_text_of(m.content) for m in wire.messages if m.role == "system"]
-    system = "\n\n".join(p.strip() for p in system_parts if p.strip()) or None
-
-    images = [ref for i, m in enumerate(wire.messages) if m.role != "system" for ref in _images_of(i, m)]
-    user_turns = [m for m in wire.messages if m.role == "user"]
-    prompt = _text_of(user_turns[-1].content).strip() if user_turns else ""
-    if not prompt:
+    joined = "\n\n".join(p.strip() for p in system_parts if p.strip()) or None
+    builder = ConversationBuilder()
+    for i, message in enumerate(wire.messages):
+        if message.role == "system":
+            continue
+        builder.start("user" if message.role == "user" else "model")
+        for j, block in enumerate(message.content):
+            param = f"messages[{i}].content[{j}]"
+            if block.type == "text" and block.text is not None:
+                builder.text(block.text, param=f"{param}.text")
+            elif block.type == "image" and block.source is not None:
+                builder.image(_image_ref(block, f"{param}.source"))
+    found = builder.finish()
+    if found is None:
         raise InvalidRequestError(
             "messages: the last user message must contain text; it is the image prompt.",
             param="messages", code="missing_required_parameter")
-    return Conversation(prompt=prompt, system=system, images=images)
+    history, parts = found
+    system = agent_system(joined, has_tools=bool(wire.tools), rule=agent_system_prompt, ignored=builder.ignored)
+    return Conversation(prompt=builder.prompt_of(parts), system=system, images=builder.images,
+                        history=history, parts=parts, ignored=builder.ignored)
 
 
-def to_generation(wire: MessageCreateRequest, conversation: Conversation) -> GenerationRequest:
-    """The canonical request (the conversation's images are loaded by the shared flow)."""
+def to_generation(wire: MessageCreateRequest, conversation: Conversation, *, model: str | None = None,
+                  adjusted: dict[str, str] | None = None) -> GenerationRequest:
+    """The canonical request (the conversation's images are loaded by the shared flow); ``model``
+    replaces the body's when the router chose another (an unknown id served by the default)."""
     config = wire.image_config
     return GenerationRequest(
         prompt=conversation.prompt,
         system=conversation.system,
-        model=wire.model,
+        model=wire.model if model is None else model,
         n=wire.n,
         aspect_ratio=config.aspect_ratio if config else None,
         image_size=config.image_size if config else None,
+        parts=conversation.parts,
+        history=conversation.history,
+        ignored=conversation.ignored,
+        adjusted=adjusted or {},
     )
 
 
-def estimate_input_tokens(wire: MessageCreateRequest) -> int:
-    """``count_tokens``: ceil(characters of system and message text / CHARS_PER_TOKEN) plus
-    TOKENS_PER_IMAGE per image block. An estimate: the upstream image models count differently."""
-    chars = len(_text_of(wire.system)) if wire.system is not None else 0
-    images = 0
-    for message in wire.messages:
-        chars += len(_text_of(message.content))
-        images += sum(block.type == "image" for block in message.content)
-    return math.ceil(chars / CHARS_PER_TOKEN) + images * TOKENS_PER_IMAGE
+def estimate_input_tokens(conversation: Conversation) -> int:
+    """``count_tokens``: ceil(characters of what is sent to the image model, the system prompt
+    forwarded and the conversation's texts, / CHARS_PER_TOKEN) plus TOKENS_PER_IMAGE per image.
+    An estimate: the upstream image models count differently."""
+    texts = [conversation.system or "", *(p.text or "" for t in conversation.history for p in t.parts),
+             *(p.text or "" for p in conversation.parts)]
+    return math.ceil(sum(map(len, texts)) / CHARS_PER_TOKEN) + len(conversation.images) * TOKENS_PER_IMAGE
 
 
 # -- canonical -> wire -----------------------------------------------------------------------

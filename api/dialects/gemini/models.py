@@ -1,9 +1,11 @@
 """``GET /v1beta/models`` and ``GET /v1beta/models/{model}``: the catalogue as Google's ``Model``
-resources (https://ai.google.dev/api/models), paged as Google pages them."""
+resources (https://ai.google.dev/api/models), paged as Google pages them; also ``GET /v1/models``
+when a Google client asks (:func:`is_google_client`)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 
 from api.dialects.gemini.schemas import GeminiModel, ListModelsResponse
 from api.dialects.gemini.translate import ACTIONS, invalid
@@ -12,6 +14,13 @@ from core.routing import ModelSpec
 INPUT_TOKEN_LIMIT = 65536
 OUTPUT_TOKEN_LIMIT = 32768
 _VERSION = re.compile(r"(\d+(?:\.\d+)?)")
+
+
+def is_google_client(headers: Mapping[str, str]) -> bool:
+    """A Google SDK's request: google-genai and Google's other client libraries send
+    ``x-goog-api-client``, and API-key clients ``x-goog-api-key``; nobody else does. An
+    ``anthropic-version`` header wins: that caller is the Anthropic SDK."""
+    return "anthropic-version" not in headers and ("x-goog-api-client" in headers or "x-goog-api-key" in headers)
 
 
 def model_resource(spec: ModelSpec) -> GeminiModel:

@@ -1,6 +1,8 @@
 """Gemini native routes: ``POST /v1beta/models/{model}:generateContent``, ``:streamGenerateContent``
 (``?alt=sse`` or a streamed JSON array), ``:predict`` (Imagen's shape, served by whatever model the
 id maps to), and ``GET /v1beta/models[/{model}]``. Parse, translate, and hand it to the shared flow.
+The same methods answer under ``/v1/models/`` (the Gemini API's stable version, google-genai's
+default); ``GET /v1/models`` is shared with the other dialects (:mod:`api.routes.models`).
 
 Model ids may hold slashes (``google/gemini-3-pro-image``, ``vertex/gemini-3-pro-image``), so one
 path route takes everything after ``models/`` and splits the method off at the last ``:``.
@@ -35,14 +37,16 @@ KEEPALIVE_S = 5.0
 
 
 @router.post("/v1beta/models/{model_action:path}")
+@router.post("/v1/models/{model_action:path}")
 async def model_action(model_action: str, request: Request, key: ApiKeyDep, state: StateDep) -> Response:
     model, action = translate.split_model_action(model_action)
     if action == "predict":
         return await _predict(model, request, key, state)
     wire = parse_json(await request.body(), GenerateContentRequest)
     include_text = "TEXT" in translate.response_modalities(wire)
-    submission = Submission(Dialect.GEMINI, translate.to_generation(wire, model=model),
-                            images=translate.input_refs(wire), wire_params=translate.GENERATE_PARAMS)
+    generation = translate.to_generation(wire, model=model)
+    submission = Submission(Dialect.GEMINI, generation, images=translate.input_refs(wire),
+                            wire_params=translate.GENERATE_PARAMS)
     if action == "streamGenerateContent":
         sse = request.query_params.get("alt", "").lower() == "sse"
         return await respond(request, state, key=key, submission=submission, render=_render(include_text),

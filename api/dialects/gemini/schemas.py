@@ -129,6 +129,12 @@ class PredictRequest(_Wire):
     instances: list[PredictInstance] = Field(min_length=1)
     parameters: PredictParameters | None = None
 
+    @field_validator("instances", mode="before")
+    @classmethod
+    def _one_instance(cls, value: Any) -> Any:
+        # Open WebUI's Gemini engine sends {"instances": {"prompt": ...}}: one instance, not in a list
+        return [value] if isinstance(value, dict) else value
+
 
 class Prediction(_Wire):
     bytes_base64_encoded: str | None = None

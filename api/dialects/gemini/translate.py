@@ -6,6 +6,7 @@ of their own: :mod:`.predict` (Imagen's ``:predict``), :mod:`.stream`, :mod:`.er
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
@@ -21,9 +22,10 @@ from api.dialects.gemini.schemas import (
     PromptFeedback,
     UsageMetadata,
 )
+from api.dialects.gemini.schemas import Part as WirePart
 from api.inputs import ImageRef
 from core.errors import InvalidRequestError, NotFoundError
-from core.generation import FORMAT_BY_MIME, DeliveredImage, GenerationRequest, OutputFormat
+from core.generation import FORMAT_BY_MIME, DeliveredImage, GenerationRequest, OutputFormat, Part, Turn
 
 ACTIONS = ("generateContent", "streamGenerateContent", "predict")
 MODALITIES = ("TEXT", "IMAGE")  # also the default: no responseModalities means both
@@ -72,34 +74,61 @@ def _last_user_turn(wire: GenerateContentRequest) -> int:
     return last
 
 
-def _turn_refs(wire: GenerateContentRequest, turn: int) -> list[ImageRef]:
-    refs = []
-    for k, part in enumerate(wire.contents[turn].parts):
-        if part.thought:
-            continue
-        param = f"contents[{turn}].parts[{k}]"
-        if part.inline_data is not None:
-            refs.append(ImageRef(param=f"{param}.inlineData.data", data=part.inline_data.data,
-                                 mime_type=part.inline_data.mime_type))
-        elif part.file_data is not None:
-            uri = part.file_data.file_uri.strip()
-            if not uri.lower().startswith(("http://", "https://", "data:")):
-                raise invalid(f"{param}.fileData.fileUri",
-                               "only http(s) and data: URLs are fetched here (no Files API or gs:// URIs); "
-                               "send the bytes as inlineData instead.")
-            refs.append(ImageRef(param=f"{param}.fileData.fileUri", url=uri))
-    return refs
+def _part_ref(part: WirePart, param: str) -> ImageRef | None:
+    if part.inline_data is not None:
+        return ImageRef(param=f"{param}.inlineData.data", data=part.inline_data.data,
+                        mime_type=part.inline_data.mime_type)
+    if part.file_data is not None:
+        uri = part.file_data.file_uri.strip()
+        if not uri.lower().startswith(("http://", "https://", "data:")):
+            raise invalid(f"{param}.fileData.fileUri",
+                          "only http(s) and data: URLs are fetched here (no Files API or gs:// URIs); "
+                          "send the bytes as inlineData instead.")
+        return ImageRef(param=f"{param}.fileData.fileUri", url=uri)
+    return None
+
+
+@dataclass(frozen=True)
+class Conversation:
+    """``contents`` as the canonical request holds it: the earlier turns, the last user turn's
+    parts in the caller's order, and every image of them (the parts name images by index)."""
+
+    history: list[Turn]
+    parts: list[Part]
+    prompt: str
+    images: list[ImageRef]
+
+
+def read_conversation(wire: GenerateContentRequest) -> Conversation:
+    """Every turn up to the last user turn, parts kept in order (a reference image sent before the
+    text stays before it); thoughts are left out, thought signatures kept."""
+    last = _last_user_turn(wire)
+    images: list[ImageRef] = []
+    turns: list[Turn] = []
+    for i, content in enumerate(wire.contents[: last + 1]):
+        parts: list[Part] = []
+        for k, part in enumerate(content.parts):
+            if part.thought:
+                continue
+            ref = _part_ref(part, f"contents[{i}].parts[{k}]")
+            if ref is not None:
+                parts.append(Part(image=len(images), thought_signature=part.thought_signature))
+                images.append(ref)
+            elif part.text and part.text.strip():
+                parts.append(Part(text=part.text, thought_signature=part.thought_signature))
+        role = "model" if (content.role or "user").strip().lower() == "model" else "user"
+        turns.append(Turn(role=role, parts=parts))
+    current = turns.pop()
+    prompt = "\n".join(p.text for p in current.parts if p.text).strip()
+    if not prompt:
+        raise InvalidRequestError(f"'contents[{last}]' (the last user turn) has no text to use as the prompt.",
+                                  param=f"contents[{last}].parts")
+    return Conversation(history=turns, parts=list(current.parts), prompt=prompt, images=images)
 
 
 def input_refs(wire: GenerateContentRequest) -> list[ImageRef]:
-    """The images to edit: those of the last user turn; when it has none, those of the latest turn
-    that has some (the model's previous image in a conversational edit)."""
-    last = _last_user_turn(wire)
-    for turn in (last, *(i for i in reversed(range(len(wire.contents))) if i != last)):
-        refs = _turn_refs(wire, turn)
-        if refs:
-            return refs
-    return []
+    """Every image of the conversation, in order (the parts of :func:`to_generation` name them)."""
+    return read_conversation(wire).images
 
 
 def response_modalities(wire: GenerateContentRequest) -> tuple[str, ...]:
@@ -124,14 +153,10 @@ def output_format(mime: str | None, param: str) -> OutputFormat | None:
 
 
 def to_generation(wire: GenerateContentRequest, *, model: str) -> GenerationRequest:
-    """The canonical request: the prompt is the text of the last user turn (its images,
-    :func:`input_refs`, are loaded by the shared flow)."""
+    """The canonical request: the conversation (:func:`read_conversation`; its images are loaded
+    by the shared flow), the prompt being the text of the last user turn."""
     response_modalities(wire)
-    last = _last_user_turn(wire)
-    prompt = "\n".join(p.text for p in wire.contents[last].parts if p.text and not p.thought).strip()
-    if not prompt:
-        raise InvalidRequestError(f"'contents[{last}]' (the last user turn) has no text to use as the prompt.",
-                                  param=f"contents[{last}].parts")
+    conversation = read_conversation(wire)
     system = None
     if wire.system_instruction is not None:
         system = "\n".join(p.text for p in wire.system_instruction.parts if p.text).strip() or None
@@ -146,7 +171,8 @@ def to_generation(wire: GenerateContentRequest, *, model: str) -> GenerationRequ
     if compression is None and image is not None:
         compression = image.output_compression_quality
     return GenerationRequest(
-        prompt=prompt, system=system, model=model, n=(config.candidate_count if config else None) or 1,
+        prompt=conversation.prompt, system=system, model=model, n=(config.candidate_count if config else None) or 1,
+        parts=conversation.parts, history=conversation.history,
         aspect_ratio=image.aspect_ratio if image else None, image_size=image.image_size if image else None,
         output_format=fmt, output_compression=compression,
     )

@@ -3,14 +3,16 @@ then answer 202, wait and render, or stream while waiting.
 
 Decisions this dialect makes:
 
-- **Prompt.** The text of the last user message. When user/assistant turns came before it, a
-  compact transcript of the latest few goes first ("Earlier in this conversation: ... Now: ..."),
-  each cut to a few hundred characters, so a follow-up like "now make it blue" keeps its meaning.
-  ``system``/``developer`` messages become the canonical ``system`` (joined); ``tool`` messages
-  are ignored. No ``model`` means the default model (CG-Image's clients send none).
-- **Input images.** Every ``image_url`` part of the user messages is an input image (an edit):
-  data URLs are decoded strictly, http(s) URLs fetched by the SSRF-safe fetcher. An ``image_url``
-  in any other role is a 400 rather than silently dropped.
+- **Conversation.** The prompt is the text of the last user message; the user and assistant
+  messages before it are the conversation's earlier turns, texts and images in order (an
+  assistant's ``message.images`` and markdown images are its images), so that "now make it blue"
+  edits the picture before it (:mod:`api.conversation`). ``system``/``developer`` messages become
+  the canonical ``system`` (joined), except for a request with ``tools`` (an agent's);
+  ``tool`` messages are ignored. No ``model`` means the default model (CG-Image's clients send
+  none).
+- **Input images.** ``image_url`` parts of user and assistant messages are images of their
+  turns: data URLs are decoded strictly, http(s) URLs fetched by the SSRF-safe fetcher. An
+  ``image_url`` in a system message is a 400 rather than silently dropped.
 - **Modalities.** Absent means ``["image", "text"]`` (every model served is an image model); a
   list without ``"image"``, or with ``"audio"``, is a 400 naming ``modalities``.
 - **n.** One upstream generation per image; ``n`` choices, choice ``k`` holding image ``k`` (the
@@ -64,8 +66,9 @@ KEEP_ALIVE_S = 5.0
 )
 async def create_chat_completion(request: Request, key: ApiKeyDep, state: StateDep) -> Response:
     wire = parse_json(await request.body(), ChatCompletionRequest)
-    submission = Submission(Dialect.OPENAI_CHAT, translate.to_generation(wire), images=translate.image_inputs(wire),
-                            wire_params=translate.WIRE_PARAMS)
+    conversation = translate.read_conversation(wire, agent_system_prompt=state.settings.agent_system_prompt)
+    submission = Submission(Dialect.OPENAI_CHAT, translate.to_generation(wire, conversation),
+                            images=conversation.images, wire_params=translate.WIRE_PARAMS)
     as_url = translate.wants_urls(wire, request.headers.get("x-imagegate-image-output"))
     if wire.stream:
         return await respond(request, state, key=key, submission=submission, render=_render(as_url=as_url),

@@ -52,10 +52,22 @@ ContentPart = Annotated[TextPart | ImageUrlPart | RefusalPart, Field(discriminat
 _PART_FIELDS = {"text": "text", "image_url": "image_url.url", "refusal": "refusal"}
 
 
+class MessageImageUrl(_Wire):
+    url: str
+
+
+class MessageImage(_Wire):
+    """An image of an earlier answer, sent back in the history (``message.images``)."""
+
+    type: Literal["image_url"] = "image_url"
+    image_url: MessageImageUrl
+
+
 class ChatMessage(_Wire):
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None
+    images: list[MessageImage] | None = None
 
     @field_validator("content", mode="before")
     @classmethod
@@ -105,6 +117,8 @@ class ChatCompletionRequest(_Wire):
     stream_options: StreamOptions | None = None
     image_output: Literal["data_url", "url"] | None = None
     """imagegate extension: ``url`` answers signed gateway URLs instead of data URLs."""
+    tools: list[dict[str, Any]] | None = None
+    """Tool definitions: their presence marks an agent's request (see api/conversation.py)."""
     # accepted and ignored
     max_tokens: int | None = None
     max_completion_tokens: int | None = None

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from api.conversation import AgentSystemPrompt, ConversationBuilder, agent_system
 from api.dialects import WireError
 from api.dialects.openai_chat.schemas import (
     AssistantMessage,
@@ -31,18 +32,13 @@ from api.dialects.openai_chat.schemas import (
 from api.dialects.openai_images.translate import to_wire_error as _openai_error
 from api.inputs import ImageRef
 from core.errors import ContentPolicyError, GatewayError, InvalidRequestError, error_for_failed_job
-from core.generation import DeliveredImage, GenerationRequest
+from core.generation import DeliveredImage, GenerationRequest, Part, Turn
 
 KEEP_ALIVE = b": keep-alive\n\n"
 DONE = b"data: [DONE]\n\n"
 
-PRIOR_TURNS = 6
-"""How many earlier user/assistant messages the prompt's transcript keeps (the latest ones)."""
-PRIOR_TURN_CHARS = 500
-"""Each earlier message is cut to this many characters in the transcript."""
-
 _SYSTEM_ROLES = ("system", "developer")
-_TRANSCRIPT_ROLES = {"user": "User", "assistant": "Assistant"}
+_TURN_ROLES = ("user", "assistant")
 
 WIRE_PARAMS = {
     # canonical parameter names (core.planning's) -> where this dialect's caller set them
@@ -56,37 +52,83 @@ WIRE_PARAMS = {
 # -- wire -> canonical -----------------------------------------------------------------------
 
 
-def image_inputs(wire: ChatCompletionRequest) -> list[ImageRef]:
-    """The images to edit: every ``image_url`` part of the user messages, in order. Images
-    anywhere else (a system message...) are refused rather than silently dropped."""
-    refs: list[ImageRef] = []
+@dataclass(frozen=True)
+class ChatConversation:
+    """A chat body's conversation, before its images are loaded (:func:`read_conversation`)."""
+
+    history: list[Turn]
+    parts: list[Part]
+    prompt: str
+    system: str | None
+    images: list[ImageRef]
+    ignored: list[str]
+
+
+def read_conversation(wire: ChatCompletionRequest, *,
+                      agent_system_prompt: AgentSystemPrompt = "drop") -> ChatConversation:
+    """The conversation in order: user messages' texts and ``image_url`` parts, assistant
+    messages' texts, markdown images and ``images``; the last user message is the current turn.
+    ``system``/``developer`` messages make the system prompt (unless an agent's, see
+    :mod:`api.conversation`); ``tool`` messages are left out; an image in a system message is
+    refused rather than silently dropped."""
+    builder = ConversationBuilder()
+    system_texts = []
     for i, message in enumerate(wire.messages):
-        if not isinstance(message.content, list):
+        if message.role in _SYSTEM_ROLES:
+            for j, part in enumerate(message.content if isinstance(message.content, list) else ()):
+                if isinstance(part, ImageUrlPart):
+                    raise InvalidRequestError(
+                        f"Invalid content in 'messages[{i}]': image_url parts are taken from user and assistant "
+                        f"messages, not from a {message.role} message.", param=f"messages[{i}].content[{j}].image_url")
+            if text := _text(message):
+                system_texts.append(text)
             continue
-        for j, part in enumerate(message.content):
-            if not isinstance(part, ImageUrlPart):
-                continue
-            param = f"messages[{i}].content[{j}].image_url"
-            if message.role != "user":
-                raise InvalidRequestError(
-                    f"Invalid content in 'messages[{i}]': image_url parts are taken from user messages "
-                    f"only, not from a {message.role} message.", param=param)
-            refs.append(ImageRef(url=part.image_url.url, param=param))
-    return refs
+        if message.role not in _TURN_ROLES:
+            continue
+        builder.start("user" if message.role == "user" else "model")
+        content = message.content
+        if isinstance(content, str):
+            builder.text(content, param=f"messages[{i}].content")
+        for j, part in enumerate(content if isinstance(content, list) else ()):
+            param = f"messages[{i}].content[{j}]"
+            if isinstance(part, TextPart):
+                builder.text(part.text, param=f"{param}.text")
+            elif isinstance(part, RefusalPart):
+                builder.text(part.refusal, param=f"{param}.refusal")
+            else:
+                builder.image(ImageRef(url=part.image_url.url, param=f"{param}.image_url"))
+        for k, image in enumerate(message.images or ()):
+            builder.image(ImageRef(url=image.image_url.url, param=f"messages[{i}].images[{k}].image_url.url"))
+    found = builder.finish()
+    if found is None:
+        last = max((i for i, m in enumerate(wire.messages) if m.role == "user"), default=None)
+        if last is None:
+            raise InvalidRequestError("Invalid value for 'messages': there is no user message; put the prompt in one.",
+                                      param="messages")
+        raise InvalidRequestError(
+            f"Invalid value for 'messages[{last}]': the last user message has no text; say what to make.",
+            param=f"messages[{last}].content")
+    history, parts = found
+    system = agent_system("\n\n".join(system_texts) or None, has_tools=bool(wire.tools), rule=agent_system_prompt,
+                          ignored=builder.ignored)
+    return ChatConversation(history=history, parts=parts, prompt=builder.prompt_of(parts), system=system,
+                            images=builder.images, ignored=builder.ignored)
 
 
-def to_generation(wire: ChatCompletionRequest) -> GenerationRequest:
-    """The canonical request (its images, :func:`image_inputs`, are loaded by the shared flow)."""
+def to_generation(wire: ChatCompletionRequest, conversation: ChatConversation) -> GenerationRequest:
+    """The canonical request (its images, ``conversation.images``, are loaded by the shared flow)."""
     _check_modalities(wire.modalities)
-    system = "\n\n".join(t for m in wire.messages if m.role in _SYSTEM_ROLES if (t := _text(m)))
     config = wire.image_config
     return GenerationRequest(
-        prompt=prompt_of(wire.messages),
-        system=system or None,
+        prompt=conversation.prompt,
+        system=conversation.system,
         model=wire.model,
         n=wire.n,
         aspect_ratio=config.aspect_ratio if config else None,
         image_size=config.image_size if config else None,
+        parts=conversation.parts,
+        history=conversation.history,
+        ignored=conversation.ignored,
     )
 
 
@@ -112,37 +154,6 @@ def _text(message: ChatMessage) -> str:
     texts = [p.text if isinstance(p, TextPart) else p.refusal for p in content
              if isinstance(p, TextPart | RefusalPart)]
     return "\n".join(t.strip() for t in texts if t.strip())
-
-
-def _has_image(message: ChatMessage) -> bool:
-    return isinstance(message.content, list) and any(isinstance(p, ImageUrlPart) for p in message.content)
-
-
-def prompt_of(messages: Sequence[ChatMessage]) -> str:
-    """The text of the last user message; when user/assistant turns came before it, a compact
-    transcript of the latest :data:`PRIOR_TURNS` of them goes first, so "now make it blue" keeps
-    its meaning. System, developer and tool messages are not part of it."""
-    last = max((i for i, m in enumerate(messages) if m.role == "user"), default=None)
-    if last is None:
-        raise InvalidRequestError("Invalid value for 'messages': there is no user message; put the prompt in one.",
-                                  param="messages")
-    request = _text(messages[last])
-    if not request:
-        raise InvalidRequestError(
-            f"Invalid value for 'messages[{last}]': the last user message has no text; say what to make.",
-            param=f"messages[{last}].content")
-    lines = []
-    for message in [m for m in messages[:last] if m.role in _TRANSCRIPT_ROLES][-PRIOR_TURNS:]:
-        text = _text(message)
-        if len(text) > PRIOR_TURN_CHARS:
-            text = text[: PRIOR_TURN_CHARS - 1].rstrip() + "…"
-        if not text:
-            text = "(an image)" if _has_image(message) or message.role == "assistant" else ""
-        if text:
-            lines.append(f"{_TRANSCRIPT_ROLES[message.role]}: {text}")
-    if not lines:
-        return request
-    return "Earlier in this conversation:\n" + "\n".join(lines) + "\n\nNow: " + request
 
 
 def wants_urls(wire: ChatCompletionRequest, header: str | None) -> bool:

@@ -32,7 +32,7 @@ from core.errors import (
     UpstreamOverloadedError,
     UpstreamTimeoutError,
 )
-from core.generation import DeliveredImage, GenerationRequest, Usage
+from core.generation import DeliveredImage, GenerationRequest, Part, Turn, Usage
 from core.routing import Catalogue
 
 
@@ -57,11 +57,13 @@ def test_seed_000_body_system_as_a_role_message() -> None:
         {"role": "user", "content": "Generate an image of a sunset over mountains"}],
         "max_tokens": 8192})
     conversation = translate.read_conversation(wire)
+    parts = [Part(text="Generate an image of a sunset over mountains")]
     assert conversation == translate.Conversation(
         prompt="Generate an image of a sunset over mountains",
-        system="You are an image generation assistant", images=[])
+        system="You are an image generation assistant", images=[], parts=parts)
     assert translate.to_generation(wire, conversation) == GenerationRequest(
-        prompt="Generate an image of a sunset over mountains", system="You are an image generation assistant")
+        prompt="Generate an image of a sunset over mountains", system="You are an image generation assistant",
+        parts=parts)
 
 
 def test_top_level_system_string_and_blocks_then_role_messages() -> None:
@@ -79,7 +81,9 @@ def test_no_max_tokens_no_model_and_unknown_fields_are_fine() -> None:
     wire = parse({"messages": [{"role": "user", "content": "x"}], "thinking": {"type": "enabled"},
                   "tools": [], "metadata": {"user_id": None}, "temperature": 1})
     generation = translate.to_generation(wire, translate.read_conversation(wire))
-    assert generation.model_dump(exclude_none=True) == {"prompt": "x", "n": 1, "input_images": []}
+    assert generation.model_dump(exclude_none=True) == {"prompt": "x", "n": 1, "input_images": [],
+                                                        "parts": [{"text": "x"}], "history": [], "ignored": [],
+                                                        "adjusted": {}}
 
 
 def test_last_user_turn_is_the_prompt_and_every_image_is_an_input() -> None:
@@ -95,15 +99,48 @@ def test_last_user_turn_is_the_prompt_and_every_image_is_an_input() -> None:
                           {"type": "text", "text": "make it blue"},
                           {"type": "text", "text": "and smaller"}]}]})
     conversation = translate.read_conversation(wire)
+    history = [Turn(role="user", parts=[Part(text="a cat"), Part(image=0)]),
+               Turn(role="model", parts=[Part(text="Here's your image: ...")])]
+    parts = [Part(image=1), Part(text="make it blue"), Part(text="and smaller")]
     assert conversation == translate.Conversation(
         prompt="make it blue\nand smaller", system=None,
         images=[
             ImageRef(param="messages[0].content[1].source", url="https://example.com/cat.jpg"),
             ImageRef(param="messages[2].content[1].source", data="iVBORw0KGgo=", mime_type="image/png"),
-        ])
+        ], history=history, parts=parts)
     generation = translate.to_generation(wire, conversation)  # its images are loaded by the shared flow
     assert generation == GenerationRequest(prompt="make it blue\nand smaller", model="gpt-image-2", n=2,
-                                           aspect_ratio="16:9", image_size="2K")
+                                           aspect_ratio="16:9", image_size="2K", history=history, parts=parts)
+
+
+def test_claude_codes_scaffolding_and_system_prompt_are_not_the_image_request() -> None:
+    reminder = ("<system-reminder>\nAs you answer the user's questions, you can use the following context:\n"
+                "# currentDate\nToday's date is 2026-12-01.\n</system-reminder>\n\n")
+    wire = parse({"model": "claude-sonnet-4-5", "system": [{"type": "text", "text": "You are Claude Code." * 200}],
+                  "tools": [{"name": "Bash", "input_schema": {"type": "object"}}],
+                  "messages": [{"role": "user", "content": [{"type": "text", "text": reminder},
+                                                            {"type": "text", "text": "Generate an image of a fox"}]}]})
+    conversation = translate.read_conversation(wire)
+    assert (conversation.prompt, conversation.system) == ("Generate an image of a fox", None)
+    assert conversation.ignored == ["<system-reminder>", "tools", "system"]
+    kept = translate.read_conversation(wire, agent_system_prompt="forward")
+    assert kept.system == "You are Claude Code." * 200 and kept.ignored == ["<system-reminder>", "tools"]
+    plain = parse({"system": "Be bold.", "messages": [{"role": "user", "content": "a fox"}]})
+    assert translate.read_conversation(plain).system == "Be bold."  # no tools: the caller's own system prompt
+
+
+def test_an_earlier_answer_s_markdown_image_is_the_image_of_its_turn() -> None:
+    data_url = "data:image/png;base64,iVBORw0KGgo="
+    wire = parse({"messages": [
+        {"role": "user", "content": "a red fox"},
+        {"role": "assistant", "content": [{"type": "text",
+                                           "text": f"Here's your image:\n\n![Generated Image]({data_url})"}]},
+        {"role": "user", "content": "now make it blue"}]})
+    conversation = translate.read_conversation(wire)
+    assert conversation.images == [ImageRef(param="messages[1].content[0].text", url=data_url)]
+    assert conversation.history[1] == Turn(role="model", parts=[Part(text="Here's your image:"), Part(image=0)])
+    generation = translate.to_generation(wire, conversation)
+    assert generation.prompt == "now make it blue" and generation.images_for(multi_turn=False) == [0]
 
 
 @pytest.mark.parametrize("messages", [
@@ -111,6 +148,8 @@ def test_last_user_turn_is_the_prompt_and_every_image_is_an_input() -> None:
     [{"role": "assistant", "content": "hello"}],
     [{"role": "user", "content": "   "}],
     [{"role": "user", "content": "a fox"}, {"role": "user", "content": [{"type": "image", "source": PNG_SOURCE}]}],
+    [{"role": "user", "content": "a fox"}, {"role": "assistant", "content": "ok"}, {"role": "user", "content": " "}],
+    [{"role": "user", "content": "a fox"}, {"role": "user", "content": "<system-reminder>x</system-reminder>"}],
 ])
 def test_no_prompt_text_is_a_400_naming_messages(messages: list[Any]) -> None:
     with pytest.raises(InvalidRequestError) as info:
@@ -145,8 +184,8 @@ def test_count_tokens_estimate() -> None:
     wire = parse({"system": "12345678", "messages": [
         {"role": "user", "content": [{"type": "text", "text": "abcd"}, {"type": "image", "source": PNG_SOURCE}]},
         {"role": "assistant", "content": "a"}]})
-    # 8 + 4 + 1 characters -> 4 tokens, plus one image
-    assert translate.estimate_input_tokens(wire) == 4 + translate.TOKENS_PER_IMAGE
+    # 8 + 4 characters -> 3 tokens (an answer prefilled after the last user turn is not sent), plus one image
+    assert translate.estimate_input_tokens(translate.read_conversation(wire)) == 3 + translate.TOKENS_PER_IMAGE
 
 
 # -- canonical -> wire -----------------------------------------------------------------------

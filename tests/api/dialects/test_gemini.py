@@ -46,7 +46,7 @@ from core.errors import (
     UpstreamOverloadedError,
     UpstreamTimeoutError,
 )
-from core.generation import DeliveredImage, GenerationRequest, InputImage, Usage
+from core.generation import DeliveredImage, GenerationRequest, InputImage, Part, Turn, Usage
 from core.routing import Catalogue
 
 
@@ -147,6 +147,9 @@ EXPECTED = GenerationRequest(
     output_format="jpeg",
     output_compression=70,
     input_images=[PNG_INPUT],
+    # the conversation as sent: the earlier turns, then the last user turn's parts in order
+    history=[Turn(role="user", parts=[Part(text="an otter")]), Turn(role="model", parts=[Part(text="Here it is")])],
+    parts=[Part(text="wearing a top hat"), Part(text="in the rain"), Part(image=0), Part(image=1)],
 )
 
 
@@ -155,6 +158,14 @@ def test_to_generation_maps_every_field(body: dict[str, Any]) -> None:
     wire = gen_request(body)
     assert to_generation(wire, model="google/gemini-3-pro-image") == EXPECTED.model_copy(update={"input_images": []})
     assert response_modalities(wire) == ("TEXT", "IMAGE")
+
+
+def test_images_keep_their_place_before_the_text() -> None:
+    wire = gen_request({"contents": [{"role": "user", "parts": [
+        {"inlineData": {"mimeType": "image/png", "data": "AAAA"}}, {"text": "the character above, waving"}]}]})
+    generation = to_generation(wire, model="demo")
+    assert generation.parts == [Part(image=0), Part(text="the character above, waving")]
+    assert generation.current_images() == [0] and generation.prompt == "the character above, waving"
 
 
 @pytest.mark.parametrize("body", [CAMEL, SNAKE], ids=["camelCase", "snake_case"])
@@ -167,7 +178,8 @@ def test_input_refs_of_the_last_user_turn(body: dict[str, Any]) -> None:
 
 def test_minimal_request_defaults() -> None:
     wire = gen_request({"contents": [{"parts": [{"text": " a cat "}]}]})
-    assert to_generation(wire, model="demo") == GenerationRequest(prompt="a cat", model="demo")
+    assert to_generation(wire, model="demo") == GenerationRequest(prompt="a cat", model="demo",
+                                                                  parts=[Part(text=" a cat ")])
     assert response_modalities(wire) == ("TEXT", "IMAGE")  # both when absent
     assert input_refs(wire) == []
 
@@ -193,16 +205,24 @@ def test_url_safe_unpadded_base64_is_made_standard() -> None:
     assert standard_base64("iVBORw0KGgo=") == "iVBORw0KGgo="
 
 
-def test_conversational_edit_takes_the_latest_image() -> None:
+def test_a_conversation_keeps_every_turn_and_the_model_image_with_its_signature() -> None:
     wire = gen_request({"contents": [
         {"role": "user", "parts": [{"text": "a boat"}, {"inlineData": {"mimeType": "image/png", "data": "AAAA"}}]},
         {"role": "model", "parts": [{"inlineData": {"mimeType": "image/png", "data": "BBBB"}, "thought": True},
-                                    {"inlineData": {"mimeType": "image/png", "data": "CCCC"}}]},
+                                    {"inlineData": {"mimeType": "image/png", "data": "CCCC"},
+                                     "thoughtSignature": "c2ln"}]},
         {"role": "user", "parts": [{"text": "make it red"}]},
     ]})
-    assert input_refs(wire) == [ImageRef(param="contents[1].parts[1].inlineData.data", data="CCCC",
-                                         mime_type="image/png")]
-    assert to_generation(wire, model="demo").prompt == "make it red"
+    assert input_refs(wire) == [
+        ImageRef(param="contents[0].parts[1].inlineData.data", data="AAAA", mime_type="image/png"),
+        ImageRef(param="contents[1].parts[1].inlineData.data", data="CCCC", mime_type="image/png")]
+    generation = to_generation(wire, model="demo")
+    assert generation.prompt == "make it red"
+    assert generation.history == [Turn(role="user", parts=[Part(text="a boat"), Part(image=0)]),
+                                  Turn(role="model", parts=[Part(image=1, thought_signature="c2ln")])]
+    # a model taking turns gets both images; a single-prompt model edits the model's last picture
+    assert generation.images_for(multi_turn=True) == [0, 1]
+    assert generation.images_for(multi_turn=False) == [1]
 
 
 @pytest.mark.parametrize(
@@ -508,7 +528,7 @@ def test_model_resource_shape() -> None:
         "outputTokenLimit": 32768,
         "supportedGenerationMethods": ["generateContent", "streamGenerateContent", "predict"],
     }
-    assert dump(model_resource(catalogue.get("demo")))["displayName"] == "Local model"
+    assert dump(model_resource(catalogue.get("demo-image")))["displayName"] == "Local model"
 
 
 def test_list_models_pages() -> None:

@@ -15,8 +15,7 @@ from api.dialects.openai_chat.translate import (
     ImageFailure,
     completion_id,
     error_chunk,
-    image_inputs,
-    prompt_of,
+    read_conversation,
     result_chunks,
     role_chunks,
     to_generation,
@@ -34,7 +33,7 @@ from core.errors import (
     ModelNotFoundError,
     UpstreamError,
 )
-from core.generation import DeliveredImage, GenerationRequest, Usage
+from core.generation import DeliveredImage, GenerationRequest, Part, Turn, Usage
 
 
 def to_wire_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
@@ -51,6 +50,11 @@ def user(content: Any) -> dict[str, Any]:
     return {"role": "user", "content": content}
 
 
+def gen(wire: ChatCompletionRequest) -> GenerationRequest:
+    """The canonical request, as the router makes it (the conversation, then the request)."""
+    return to_generation(wire, read_conversation(wire))
+
+
 # -- wire -> canonical -----------------------------------------------------------------------
 
 
@@ -58,9 +62,10 @@ def test_seed_000_body_system_message_and_no_model() -> None:
     wire = parse({"messages": [{"role": "system", "content": "You are an image generation assistant"},
                                user("Generate an image of a sunset over mountains")],
                   "max_tokens": 8192})
-    assert to_generation(wire) == GenerationRequest(
+    assert gen(wire) == GenerationRequest(
         prompt="Generate an image of a sunset over mountains",
         system="You are an image generation assistant",
+        parts=[Part(text="Generate an image of a sunset over mountains")],
     )
 
 
@@ -68,15 +73,15 @@ def test_seed_001_body_maps_image_config_and_model() -> None:
     wire = parse({"model": "google/gemini-3-pro-image", "modalities": ["image", "text"],
                   "image_config": {"aspect_ratio": "16:9", "image_size": "2K"},
                   "messages": [user("A matte black AI gateway device on a white desk")]})
-    assert to_generation(wire) == GenerationRequest(
+    assert gen(wire) == GenerationRequest(
         prompt="A matte black AI gateway device on a white desk", model="google/gemini-3-pro-image",
-        aspect_ratio="16:9", image_size="2K")
+        aspect_ratio="16:9", image_size="2K", parts=[Part(text="A matte black AI gateway device on a white desk")])
 
 
 @pytest.mark.parametrize(("sent", "kept"), [("0.5K", "0.5K"), ("512", "512"), (512, "512"), ("4K", "4K")])
 def test_image_size_both_spellings_of_the_512_tier(sent: object, kept: str) -> None:
     wire = parse({"messages": [user("x")], "image_config": {"image_size": sent, "seed": 3}})
-    assert to_generation(wire).image_size == kept
+    assert gen(wire).image_size == kept
 
 
 def test_system_and_developer_messages_are_joined_in_order() -> None:
@@ -86,61 +91,55 @@ def test_system_and_developer_messages_are_joined_in_order() -> None:
         {"role": "system", "content": ""},
         user("a fox"),
     ]})
-    generation = to_generation(wire)
+    generation = gen(wire)
     assert generation.system == "Be bold.\n\nSquare pictures."
     assert generation.prompt == "a fox"
 
 
 def test_parts_content_joins_text_parts() -> None:
     wire = parse({"messages": [user([{"type": "text", "text": "a red"}, {"type": "text", "text": "fox "}])]})
-    assert to_generation(wire).prompt == "a red\nfox"
+    assert gen(wire).prompt == "a red\nfox"
 
 
 def test_n_and_ignored_knobs() -> None:
     wire = parse({"model": "demo", "n": 3, "messages": [user("x")], "temperature": 0.2, "top_p": 0.9,
                   "max_completion_tokens": 10, "seed": 7, "user": "u", "stream_options": {"include_usage": True},
                   "tools": [{"type": "function"}], "reasoning_effort": "low"})
-    assert to_generation(wire) == GenerationRequest(prompt="x", model="demo", n=3)
+    assert gen(wire) == GenerationRequest(prompt="x", model="demo", n=3, parts=[Part(text="x")],
+                                          ignored=["tools"])  # tools: an agent's request; it has no system prompt
 
 
-def test_earlier_turns_become_a_compact_transcript() -> None:
+def test_earlier_turns_are_the_conversation_with_their_images() -> None:
     wire = parse({"messages": [
         {"role": "system", "content": "sys"},
         user("a red fox in the snow"),
-        {"role": "assistant", "content": None},
+        {"role": "assistant", "content": None, "images": [
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]},
         {"role": "tool", "content": "ignored", "tool_call_id": "t"},
-        {"role": "assistant", "content": "Here it is. " + "x" * 600},
-        user([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}]),
+        {"role": "assistant", "content": "Here it is: ![fox](data:image/png;base64,BBBB)"},
         user("now make it blue"),
         {"role": "assistant", "content": "prefill after the last user message is not part of it"},
     ]})
-    prompt = to_generation(wire).prompt
-    assert prompt == (
-        "Earlier in this conversation:\n"
-        "User: a red fox in the snow\n"
-        "Assistant: (an image)\n"
-        f"Assistant: Here it is. {'x' * 487}…\n"
-        "User: (an image)\n"
-        "\nNow: now make it blue"
-    )
-
-
-def test_the_transcript_keeps_the_latest_turns_only() -> None:
-    turns = [user(f"turn {k}") for k in range(10)]
-    prompt = prompt_of(parse({"messages": [*turns, user("last")]}).messages)
-    assert prompt.splitlines()[1:-2] == [f"User: turn {k}" for k in range(4, 10)]
+    conversation = read_conversation(wire)
+    assert [ref.url for ref in conversation.images] == ["data:image/png;base64,AAAA", "data:image/png;base64,BBBB"]
+    generation = gen(wire)
+    assert (generation.prompt, generation.system) == ("now make it blue", "sys")
+    assert generation.history == [Turn(role="user", parts=[Part(text="a red fox in the snow")]),
+                                  Turn(role="model", parts=[Part(image=0)]),
+                                  Turn(role="model", parts=[Part(text="Here it is:"), Part(image=1)])]
+    assert generation.images_for(multi_turn=False) == [1]  # a single-prompt model edits the last picture
 
 
 def test_no_user_message_is_a_400_naming_messages() -> None:
     with pytest.raises(InvalidRequestError) as info:
-        to_generation(parse({"messages": [{"role": "system", "content": "only me"}]}))
+        gen(parse({"messages": [{"role": "system", "content": "only me"}]}))
     assert info.value.param == "messages"
 
 
 def test_last_user_message_without_text_is_a_400() -> None:
     wire = parse({"messages": [user([{"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}}])]})
     with pytest.raises(InvalidRequestError) as info:
-        to_generation(wire)
+        gen(wire)
     assert info.value.param == "messages[0].content"
 
 
@@ -149,14 +148,14 @@ def test_modalities_with_image_or_absent_are_accepted(modalities: list[str] | No
     body: dict[str, Any] = {"messages": [user("x")]}
     if modalities is not None:
         body["modalities"] = modalities
-    assert to_generation(parse(body)).prompt == "x"
+    assert gen(parse(body)).prompt == "x"
 
 
 @pytest.mark.parametrize(("modalities", "code"), [
     (["text"], "invalid_value"), ([], "invalid_value"), (["image", "audio"], "unsupported_value")])
 def test_modalities_without_image_or_with_audio_are_400(modalities: list[str], code: str) -> None:
     with pytest.raises(InvalidRequestError) as info:
-        to_generation(parse({"messages": [user("x")], "modalities": modalities}))
+        gen(parse({"messages": [user("x")], "modalities": modalities}))
     assert (info.value.param, info.value.code) == ("modalities", code)
 
 
@@ -168,11 +167,13 @@ def test_image_url_parts_of_user_messages_are_the_inputs() -> None:
         user([{"type": "text", "text": "combine"},
               {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]),
     ]})
-    assert image_inputs(wire) == [
+    assert read_conversation(wire).images == [
         ImageRef(url="https://example.com/a.png", param="messages[1].content[0].image_url"),
         ImageRef(url="data:image/png;base64,iVBORw0KGgo=", param="messages[3].content[1].image_url"),
     ]
-    assert to_generation(wire).input_images == []  # loaded by the shared flow
+    generation = gen(wire)
+    assert generation.input_images == []  # loaded by the shared flow
+    assert generation.parts == [Part(text="combine"), Part(image=1)] and generation.images_for(multi_turn=False) == [1]
 
 
 def test_image_url_in_a_system_message_is_refused() -> None:
@@ -180,7 +181,7 @@ def test_image_url_in_a_system_message_is_refused() -> None:
         {"type": "text", "text": "s"}, {"type": "image_url", "image_url": {"url": "https://x/y.png"}}]},
         user("x")]})
     with pytest.raises(InvalidRequestError) as info:
-        image_inputs(wire)
+        read_conversation(wire)
     assert info.value.param == "messages[0].content[1].image_url"
 
 

@@ -69,7 +69,8 @@ def test_to_generation_maps_every_field() -> None:
 
 def test_to_generation_minimal_request() -> None:
     generation = to_generation(ImageGenerateRequest(prompt="x"))
-    assert generation.model_dump(exclude_none=True) == {"prompt": "x", "n": 1, "input_images": []}
+    assert generation.model_dump(exclude_none=True) == {"prompt": "x", "n": 1, "input_images": [], "parts": [],
+                                                           "history": [], "ignored": [], "adjusted": {}}
     assert not generation.is_edit
 
 

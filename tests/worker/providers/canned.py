@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 from PIL import Image
 
-from core.generation import GenerationRequest
+from core.generation import GenerationRequest, InputImage
 from core.planning import plan
 from core.routing import Catalogue
 from worker.providers.base import InputBytes, ProviderCall
@@ -30,6 +30,8 @@ def make_call(model: str, *, indices: list[int] | None = None, inputs: list[Inpu
               mask: InputBytes | None = None, prompt: str = "a lighthouse at dusk", **fields: Any) -> ProviderCall:
     """A ProviderCall as run_job builds it: the request planned for ``model`` on the shipped catalogue."""
     n = max(len(indices or [0]), fields.pop("n", 1))
+    fields.setdefault("input_images", [InputImage(object_key=f"inputs/{i}", mime_type=image.mime_type)
+                                       for i, image in enumerate(inputs or [])])
     request = GenerationRequest(prompt=prompt, model=model, n=n, **fields)
     applied = plan(request, CATALOGUE.resolve(model), grids=CATALOGUE.grids)
     return ProviderCall(request, applied, indices or [0], inputs or [], mask)

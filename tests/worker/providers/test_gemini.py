@@ -14,6 +14,7 @@ from PIL import Image
 
 from core.config import Settings
 from core.errors import ContentPolicyError, UpstreamError
+from core.generation import Part, Turn
 from tests.worker.providers.canned import NO_SECRETS, b64, error_response, image_bytes, json_body, make_call, ok
 from worker.providers.base import HttpProvider, InputBytes
 from worker.providers.gemini import GeminiAdapter, build_body
@@ -96,6 +97,24 @@ def test_input_images_are_inline_data_parts_after_the_text() -> None:
         {"text": "Put the two together"},
         {"inlineData": {"mimeType": "image/png", "data": b64(first)}},
         {"inlineData": {"mimeType": "image/jpeg", "data": b64(second)}},
+    ]
+
+
+def test_a_conversation_goes_as_turns_in_the_callers_order_with_thought_signatures() -> None:
+    reference, earlier = image_bytes("png"), image_bytes("png", color=(9, 9, 9))
+    call = make_call("gemini-3-pro-image", prompt="now make it blue",
+                     inputs=[InputBytes(reference, "image/png"), InputBytes(earlier, "image/png")],
+                     history=[Turn(role="user", parts=[Part(image=0), Part(text="this character, waving")]),
+                              Turn(role="model", parts=[Part(text="Here it is"),
+                                                        Part(image=1, thought_signature="c2lnbmF0dXJl")])],
+                     parts=[Part(text="now make it blue")])
+    assert build_body(call)["contents"] == [
+        {"role": "user", "parts": [{"inlineData": {"mimeType": "image/png", "data": b64(reference)}},
+                                   {"text": "this character, waving"}]},
+        {"role": "model", "parts": [{"text": "Here it is"},
+                                    {"inlineData": {"mimeType": "image/png", "data": b64(earlier)},
+                                     "thoughtSignature": "c2lnbmF0dXJl"}]},
+        {"role": "user", "parts": [{"text": "now make it blue"}]},
     ]
 
 

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from core.errors import ContentPolicyError, UpstreamError, UpstreamOverloadedError
+from core.generation import Part, Turn
 from tests.worker.providers.canned import NO_SECRETS, b64, error_response, image_bytes, json_body, make_call, ok
 from worker.providers.base import InputBytes
 from worker.providers.openai_chat import OpenAIChatAdapter, build_body
@@ -47,6 +48,21 @@ def test_system_message_and_input_images_as_data_urls() -> None:
     ]
     assert body["image_config"] == {"aspect_ratio": "4:1", "image_size": "0.5K"}  # OpenRouter spelling
     assert body["model"] == "google/gemini-3.1-flash-image"
+
+
+def test_a_conversation_goes_as_user_and_assistant_messages() -> None:
+    earlier = image_bytes("png")
+    call = make_call("gateway/gemini-3-pro-image", prompt="now make it blue", inputs=[InputBytes(earlier, "image/png")],
+                     history=[Turn(role="user", parts=[Part(text="a red fox")]),
+                              Turn(role="model", parts=[Part(text="Here it is"), Part(image=0)])],
+                     parts=[Part(text="now make it blue")])
+    assert build_body(call)["messages"] == [
+        {"role": "user", "content": [{"type": "text", "text": "a red fox"}]},
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "Here it is"},
+            {"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64(earlier)}"}}]},
+        {"role": "user", "content": [{"type": "text", "text": "now make it blue"}]},
+    ]
 
 
 def test_no_aspect_ratio_sends_only_the_size() -> None:

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from core.errors import UpstreamError
+from core.generation import Part, Turn
 from tests.worker.providers.canned import (
     NO_SECRETS,
     b64,
@@ -124,6 +125,18 @@ def test_edit_without_a_mask_and_on_a_model_without_input_fidelity() -> None:
     assert "mask" not in names
     assert "input_fidelity" not in names  # gpt-image-2 takes no input_fidelity: it is omitted
     assert {n: d.decode() for n, f, _, d in parts if not f}["size"] == "auto"
+
+
+def test_a_conversation_edits_its_last_picture() -> None:
+    reference, earlier = image_bytes("png"), image_bytes("png", color=(9, 9, 9))
+    call = make_call("gpt-image-2", prompt="now make it blue",
+                     inputs=[InputBytes(reference, "image/png"), InputBytes(earlier, "image/png")],
+                     history=[Turn(role="user", parts=[Part(text="a fox"), Part(image=0)]),
+                              Turn(role="model", parts=[Part(image=1)])],
+                     parts=[Part(text="now make it blue")])
+    parts = multipart_parts(adapter.build_request(call, base_url=BASE, headers={}))
+    assert [(n, d) for n, f, _, d in parts if f] == [("image[]", earlier)]  # the model's picture, not the reference
+    assert {n: d.decode() for n, f, _, d in parts if not f}["prompt"] == "now make it blue"
 
 
 # -- the response ----------------------------------------------------------------------------
