@@ -10,6 +10,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_response
 from core.errors import InvalidRequestError, PayloadTooLargeError
+from core.text import refused_character
 
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
@@ -41,9 +42,13 @@ def validation_to_error(exc: ValidationError) -> InvalidRequestError:
         )
     if kind == "json_invalid":
         return InvalidRequestError(_JSON_HINT, code="invalid_json")
-    if kind == "model_type" or (kind.endswith("_type") and param is None):
+    if param is None and (kind == "model_type" or kind.endswith("_type")):
         return InvalidRequestError(
             "The request body must be a JSON object.", code="invalid_type"
+        )
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        return InvalidRequestError(
+            f"Invalid type for '{param}': it must be an object.", param=param, code="invalid_type"
         )
     if kind in ("less_than_equal", "less_than"):
         limit = ctx.get("le", ctx.get("lt"))
@@ -74,12 +79,61 @@ def validation_to_error(exc: ValidationError) -> InvalidRequestError:
 
 
 def parse_json(body: bytes, model: type[ModelT]) -> ModelT:
+    """A JSON body as ``model``, validated strictly: a number field takes a JSON number only
+    (``"n": "3"`` and ``"n": true`` are refused), a boolean field ``true`` or ``false`` only; and
+    no text in it holds a character a database refuses (:func:`refuse_unstorable`). Multipart
+    form fields, text by nature, go through :func:`parse_form` instead."""
     if not body.strip():
         raise InvalidRequestError(_JSON_HINT, code="invalid_json")
     try:
-        return model.model_validate_json(body)
+        parsed = model.model_validate_json(body, strict=True)
     except ValidationError as exc:
         raise validation_to_error(exc) from None
+    return refuse_unstorable(parsed)
+
+
+def parse_form(fields: dict[str, str], model: type[ModelT]) -> ModelT:
+    """The text fields of a multipart form as ``model``: numbers and booleans are parsed from
+    their text (``"3"``, ``"true"``), as every form field is text; no text may hold a character
+    a database refuses."""
+    try:
+        parsed = model.model_validate(fields)
+    except ValidationError as exc:
+        raise validation_to_error(exc) from None
+    return refuse_unstorable(parsed)
+
+
+def _first_unstorable(value: Any, loc: tuple[Any, ...]) -> tuple[tuple[Any, ...], str] | None:
+    """Where the first refused character of ``value`` is, and which one it is."""
+    if isinstance(value, str):
+        found = refused_character(value)
+        return (loc, found) if found else None
+    children: list[tuple[Any, Any]] = []
+    if isinstance(value, BaseModel):
+        children = [(field.alias or name, getattr(value, name)) for name, field in type(value).model_fields.items()]
+    elif isinstance(value, list | tuple):
+        children = list(enumerate(value))
+    elif isinstance(value, dict):
+        children = [pair for key, item in value.items() for pair in ((key, key), (key, item))]  # keys too
+    for part, child in children:
+        hit = _first_unstorable(child, (*loc, part))
+        if hit is not None:
+            return hit
+    return None
+
+
+def refuse_unstorable(model: ModelT) -> ModelT:
+    """``model`` itself, when none of its text (fields, list items, mapping keys and values,
+    nested) holds a character a database refuses (:mod:`core.text`: NUL, lone surrogates);
+    otherwise a 400 naming the first field that does, as the caller wrote it."""
+    hit = _first_unstorable(model, ())
+    if hit is None:
+        return model
+    loc, found = hit
+    param = _param(loc)
+    raise InvalidRequestError(
+        f"Invalid value for '{param}': it contains {found}; text may not hold NUL characters or lone surrogates.",
+        param=param, code="invalid_value")
 
 
 class BodySizeLimit:

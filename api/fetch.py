@@ -10,7 +10,8 @@ sources, Gemini ``fileData``), safe against server-side request forgery.
   6to4/Teredo-embedded IPv4 included), unless the operator allow-lists the host or network;
 - each redirect is followed by hand and checked again (at most 5);
 - the body is streamed with a size cap, under a total timeout, and must be an image by its magic
-  bytes (the Content-Type, when given, must be an image type too).
+  bytes (the Content-Type, when given, must be an image type too) of at most ``max_pixels``
+  pixels by its header.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ import ipaddress
 import socket
 from collections.abc import Iterable
 from dataclasses import dataclass
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import httpx
 
+from core.config import DEFAULT_MAX_INPUT_PIXELS
 from core.errors import InvalidRequestError
-from core.imaging import ImageInfo, NotAnImageError, probe
+from core.imaging import ImageInfo, ImageTooLargeError, NotAnImageError, probe
+from core.text import ascii_int, refused_character
 
 MAX_REDIRECTS = 5
 _BLOCKED_NETWORKS = [ipaddress.ip_network(n) for n in (
@@ -43,6 +46,8 @@ class FetchPolicy:
     timeout_s: float = 20.0
     allow: tuple[str, ...] = ()
     """Hosts (``images.internal``) or networks (``10.1.0.0/16``, ``127.0.0.1``) allowed anyway."""
+    max_pixels: int = DEFAULT_MAX_INPUT_PIXELS
+    """The most pixels the image may have (read from its header; nothing is decoded)."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,7 @@ async def _resolve(host: str, port: int) -> list[ipaddress.IPv4Address | ipaddre
     loop = asyncio.get_running_loop()
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a name the resolver cannot even encode
         return []
     return list(dict.fromkeys(ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos))
 
@@ -117,34 +122,75 @@ async def fetch_image(url: str, *, param: str, policy: FetchPolicy,
         raise _bad(param, f"the server did not answer within {policy.timeout_s:g} s.") from None
 
 
+@dataclass(frozen=True)
+class Target:
+    """A URL as the fetcher connects to it: checked, its host in ASCII (IDNA) form."""
+
+    parts: SplitResult
+    host: str
+    """The host as it goes in the Host header and TLS SNI (IDNA-encoded; an IPv6 literal bare)."""
+    port: int
+    explicit_port: bool
+
+    def pinned(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str:
+        """The URL with its host replaced by ``address`` (the checked address connected to)."""
+        ip_host = f"[{address}]" if address.version == 6 else str(address)
+        return self.parts._replace(netloc=f"{ip_host}:{self.port}").geturl()
+
+    @property
+    def host_header(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}" if self.explicit_port else host
+
+
+def parse_target(url: str, *, param: str) -> Target:
+    """Check a URL the fetcher is given (or redirected to): any URL that cannot be fetched under
+    the module's rules is an :class:`InvalidRequestError` naming ``param``, never another error."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError:  # a bracketed host that is not an IPv6 address, for one
+        raise _bad(param, "the URL is not a valid URL.") from None
+    try:
+        port = parts.port
+    except ValueError:
+        raise _bad(param, "the URL's port is not a number from 0 to 65535.") from None
+    if parts.scheme not in ("http", "https"):
+        raise _bad(param, "only http and https URLs are fetched.")
+    if parts.username or parts.password:
+        raise _bad(param, "URLs with credentials are not fetched.")
+    if not host:
+        raise _bad(param, "the URL has no host.")
+    try:
+        ascii_host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        raise _bad(param, "the URL's host is not a valid host name.") from None
+    if refused_character(ascii_host) or any(c in ascii_host for c in " /\\"):
+        raise _bad(param, "the URL's host is not a valid host name.")
+    default_port = 443 if parts.scheme == "https" else 80
+    return Target(parts=parts, host=ascii_host, port=port or default_port, explicit_port=bool(port))
+
+
 async def _fetch(url: str, *, param: str, policy: FetchPolicy,
                  transport: httpx.AsyncBaseTransport | None) -> Fetched:
     async with httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False,
                                  timeout=httpx.Timeout(policy.timeout_s, connect=5.0)) as client:
         for _ in range(MAX_REDIRECTS + 1):
-            parts = urlsplit(url)
-            if parts.scheme not in ("http", "https"):
-                raise _bad(param, "only http and https URLs are fetched.")
-            if parts.username or parts.password:
-                raise _bad(param, "URLs with credentials are not fetched.")
-            host = parts.hostname
-            if not host:
-                raise _bad(param, "the URL has no host.")
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-            addresses = await _resolve(host, port)
+            target = parse_target(url, param=param)
+            host = target.host
+            addresses = await _resolve(host, target.port)
             if not addresses:
                 raise _bad(param, f"the host '{host}' does not resolve.")
             for address in addresses:
                 if not address_is_public(address) and not _allowed(host, address, policy.allow):
                     raise _bad(param, f"the host '{host}' is not a public address.")
-            pinned = addresses[0]
-            ip_host = f"[{pinned}]" if pinned.version == 6 else str(pinned)
-            target = parts._replace(netloc=f"{ip_host}:{port}").geturl()
-            host_header = host if parts.port is None else f"{host}:{parts.port}"
-            request = client.build_request("GET", target, headers={"Host": host_header, "Accept": "image/*"},
-                                           extensions={"sni_hostname": host})
             try:
+                request = client.build_request("GET", target.pinned(addresses[0]),
+                                               headers={"Host": target.host_header, "Accept": "image/*"},
+                                               extensions={"sni_hostname": host})
                 response = await client.send(request, stream=True)
+            except httpx.InvalidURL:  # a path or query httpx refuses to send (control characters)
+                raise _bad(param, "the URL is not a valid URL.") from None
             except httpx.HTTPError as exc:
                 raise _bad(param, f"the server could not be reached ({type(exc).__name__}).") from None
             try:
@@ -152,15 +198,18 @@ async def _fetch(url: str, *, param: str, policy: FetchPolicy,
                     location = response.headers.get("location")
                     if not location:
                         raise _bad(param, "a redirect without a Location.")
-                    url = urljoin(url, location)
+                    try:
+                        url = urljoin(url, location)
+                    except ValueError:
+                        raise _bad(param, "a redirect to an invalid URL.") from None
                     continue
                 if response.status_code != 200:
                     raise _bad(param, f"the server answered HTTP {response.status_code}.")
                 declared = response.headers.get("content-type", "").split(";")[0].strip().lower()
                 if declared and not (declared.startswith("image/") or declared == "application/octet-stream"):
                     raise _bad(param, f"the server sent {declared}, not an image.")
-                length = response.headers.get("content-length")
-                if length and length.isdigit() and int(length) > policy.max_bytes:
+                length = ascii_int(response.headers.get("content-length", ""), max_digits=30)
+                if length is not None and length > policy.max_bytes:
                     raise _bad(param, f"the image is larger than {policy.max_bytes // (1024 * 1024)} MiB.")
                 chunks: list[bytes] = []
                 size = 0
@@ -175,7 +224,9 @@ async def _fetch(url: str, *, param: str, policy: FetchPolicy,
                 await response.aclose()
             data = b"".join(chunks)
             try:
-                return Fetched(data=data, info=probe(data))
+                return Fetched(data=data, info=probe(data, max_pixels=policy.max_pixels))
+            except ImageTooLargeError as error:
+                raise _bad(param, f"{error}.") from None
             except NotAnImageError:
                 raise _bad(param, "the content is not a PNG, JPEG, WebP or GIF image.") from None
         raise _bad(param, f"more than {MAX_REDIRECTS} redirects.")

@@ -42,11 +42,12 @@ from api.state import AppState
 from api.submit import Submission, submit_job
 from core.billing.money import format_usd
 from core.db import DATABASE_UNAVAILABLE
-from core.errors import ContentPolicyError, GatewayError, error_for_failed_job
+from core.errors import ContentPolicyError, GatewayError, InvalidRequestError, error_for_failed_job
 from core.generation import AppliedParams, DeliveredImage
 from core.jobs import ImageStatus
 from core.models import ApiKey, Job, JobImage
 from core.repo import jobs
+from core.text import ascii_int, refused_character
 
 log = logging.getLogger(__name__)
 
@@ -173,14 +174,16 @@ Stream = Callable[[JobStream], AsyncIterator[bytes]]
 
 def idempotency_key(request: Request) -> str | None:
     value = request.headers.get("idempotency-key", "").strip()
+    if refused_character(value):  # the key is stored with the job
+        raise InvalidRequestError("The Idempotency-Key header may not hold NUL characters.", param="Idempotency-Key")
     return value or None
 
 
 def is_sdk_retry(request: Request) -> bool:
     """Whether an openai or anthropic SDK sends this request again (``x-stainless-retry-count``
     above 0): after a timeout or an error, the same logical call."""
-    count = request.headers.get("x-stainless-retry-count", "").strip()
-    return count.isascii() and count.isdigit() and int(count) > 0
+    count = ascii_int(request.headers.get("x-stainless-retry-count", "").strip())
+    return count is not None and count > 0
 
 
 async def respond(request: Request, state: AppState, *, key: ApiKey, submission: Submission, render: Render,

@@ -28,7 +28,7 @@ from api.fetch import FetchPolicy, fetch_image
 from core.config import Settings
 from core.errors import InvalidRequestError
 from core.generation import InputImage
-from core.imaging import ImageInfo, NotAnImageError, declared_matches, probe
+from core.imaging import ImageInfo, ImageTooLargeError, NotAnImageError, declared_matches, probe
 from core.storage import ImageStore
 
 _DATA_URL = re.compile(r"^data:(?P<mime>[\w.+-]+/[\w.+-]+)?(?P<params>(;[\w-]+=[^;,]*)*);base64,(?P<data>.*)$",
@@ -85,6 +85,10 @@ class InputLimits:
     total_timeout_s: float
     fetch: FetchPolicy
 
+    @property
+    def max_pixels(self) -> int:
+        return self.fetch.max_pixels
+
     @classmethod
     def from_settings(cls, settings: Settings) -> InputLimits:
         max_image = int(settings.fetch_max_mb * 1024 * 1024)
@@ -92,7 +96,7 @@ class InputLimits:
                    max_total_bytes=int(settings.max_input_mb * 1024 * 1024),
                    total_timeout_s=settings.fetch_total_timeout_s,
                    fetch=FetchPolicy(max_bytes=max_image, timeout_s=settings.fetch_timeout_s,
-                                     allow=tuple(settings.fetch_allow_hosts)))
+                                     allow=tuple(settings.fetch_allow_hosts), max_pixels=settings.max_input_pixels))
 
 
 def _invalid(param: str, message: str, code: str = "invalid_image") -> InvalidRequestError:
@@ -103,13 +107,16 @@ def _mib(size: int) -> str:
     return f"{size / (1024 * 1024):g} MiB"
 
 
-def from_bytes(data: bytes, *, param: str, declared_mime: str | None = None, max_bytes: int) -> PendingImage:
+def from_bytes(data: bytes, *, param: str, declared_mime: str | None = None, max_bytes: int,
+               max_pixels: int) -> PendingImage:
     if not data:
         raise _invalid(param, "the image is empty.")
     if len(data) > max_bytes:
         raise _invalid(param, f"the image is larger than {_mib(max_bytes)}.")
     try:
-        info = probe(data)
+        info = probe(data, max_pixels=max_pixels)
+    except ImageTooLargeError as error:
+        raise _invalid(param, f"{error}.", code="image_too_large") from None
     except NotAnImageError:
         raise _invalid(param, "the content is not a PNG, JPEG, WebP or GIF image.") from None
     if declared_mime and declared_mime != "application/octet-stream" and not declared_matches(declared_mime, info):
@@ -124,7 +131,8 @@ def standard_base64(data: str) -> str:
     return compact + "=" * (-len(compact) % 4)
 
 
-def from_base64(value: str, *, param: str, declared_mime: str | None = None, max_bytes: int) -> PendingImage:
+def from_base64(value: str, *, param: str, declared_mime: str | None = None, max_bytes: int,
+                max_pixels: int) -> PendingImage:
     compact = standard_base64(value)
     if len(compact) * 3 // 4 > max_bytes + 3:
         raise _invalid(param, f"the image is larger than {_mib(max_bytes)}.")
@@ -132,25 +140,28 @@ def from_base64(value: str, *, param: str, declared_mime: str | None = None, max
         data = base64.b64decode(compact, validate=True)
     except (binascii.Error, ValueError):
         raise _invalid(param, "the data is not valid base64.") from None
-    return from_bytes(data, param=param, declared_mime=declared_mime, max_bytes=max_bytes)
+    return from_bytes(data, param=param, declared_mime=declared_mime, max_bytes=max_bytes, max_pixels=max_pixels)
 
 
-def parse_data_url(value: str, *, param: str, max_bytes: int) -> PendingImage:
+def parse_data_url(value: str, *, param: str, max_bytes: int, max_pixels: int) -> PendingImage:
     match = _DATA_URL.match(value.strip())
     if match is None:
         raise _invalid(param, "a data URL must look like data:<mime>;base64,<data>.")
-    return from_base64(match.group("data"), param=param, declared_mime=match.group("mime"), max_bytes=max_bytes)
+    return from_base64(match.group("data"), param=param, declared_mime=match.group("mime"), max_bytes=max_bytes,
+                       max_pixels=max_pixels)
 
 
 async def load_image(ref: ImageRef, *, limits: InputLimits) -> PendingImage:
-    """One image: decoded, or fetched by the SSRF-safe fetcher; checked by its magic bytes."""
+    """One image: decoded, or fetched by the SSRF-safe fetcher; checked by its magic bytes and,
+    from its header, its number of pixels."""
+    caps = {"max_bytes": limits.max_image_bytes, "max_pixels": limits.max_pixels}
     if ref.raw is not None:
-        return from_bytes(ref.raw, param=ref.param, declared_mime=ref.mime_type, max_bytes=limits.max_image_bytes)
+        return from_bytes(ref.raw, param=ref.param, declared_mime=ref.mime_type, **caps)
     if ref.data is not None:
-        return from_base64(ref.data, param=ref.param, declared_mime=ref.mime_type, max_bytes=limits.max_image_bytes)
+        return from_base64(ref.data, param=ref.param, declared_mime=ref.mime_type, **caps)
     url = (ref.url or "").strip()
     if url.lower().startswith("data:"):
-        return parse_data_url(url, param=ref.param, max_bytes=limits.max_image_bytes)
+        return parse_data_url(url, param=ref.param, **caps)
     fetched = await fetch_image(url, param=ref.param, policy=limits.fetch)
     pending = PendingImage(data=fetched.data, info=fetched.info)
     if ref.mime_type and not declared_matches(ref.mime_type, pending.info):

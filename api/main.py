@@ -22,6 +22,7 @@ from api.routes import admin, files, health, models, usage
 from api.routes.jobs import build_router as build_jobs_router
 from api.state import AppState
 from api.sweeper import BrokerWatch, Sweeper, release_embedded_orphans
+from api.urls import RefuseNulInUrl
 from api.wait import JobWaiter, RedisJobEvents, attach_in_process
 from core.billing.prices import PriceTable
 from core.config import Settings, get_settings
@@ -150,6 +151,7 @@ def create_app(
     # innermost first: each add_middleware wraps the ones before it
     app.add_middleware(UnexpectedErrors)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RefuseNulInUrl)
     if settings.cors_origins:
         add_cors(app, settings.cors_origins)
     return app

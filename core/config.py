@@ -31,6 +31,11 @@ class Environment(enum.StrEnum):
     PRODUCTION = "production"
 
 
+DEFAULT_MAX_INPUT_PIXELS = 40_000_000
+"""The most pixels an input image may have (``IMAGEGATE_MAX_INPUT_PIXELS``): 40 megapixels holds
+any camera photo and every size the catalogue's models make (at most about 19 megapixels), while
+decoding one as RGBA takes at most 160 MB."""
+
 PLACEHOLDER_SECRETS = frozenset({"changeme", "changethis", "change-me", "secret", "password"})
 """Values that mean "fill this in" (as in ``.env.example``), never a real secret."""
 
@@ -132,6 +137,9 @@ class Settings(BaseSettings):
     """The most input images one request may carry (a model may take fewer)."""
     max_input_mb: float = Field(100.0, gt=0, validation_alias=_env("MAX_INPUT_MB"))
     """The most bytes of input images one request may carry, in all."""
+    max_input_pixels: int = Field(DEFAULT_MAX_INPUT_PIXELS, ge=1, validation_alias=_env("MAX_INPUT_PIXELS"))
+    """The most pixels (width x height) one input image may have; checked from its header, before
+    any pixel is decoded."""
 
     # -- dialect options
     anthropic_image_urls: bool = Field(False, validation_alias=_env("ANTHROPIC_IMAGE_URLS"))

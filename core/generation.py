@@ -10,9 +10,12 @@ from __future__ import annotations
 import enum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from core.text import refused_character
 
 OutputFormat = Literal["png", "jpeg", "webp"]
+Background = Literal["transparent", "opaque", "auto"]
 
 MIME_BY_FORMAT: dict[str, str] = {"png": "image/png", "jpeg": "image/jpeg", "webp": "image/webp"}
 FORMAT_BY_MIME: dict[str, str] = {mime: fmt for fmt, mime in MIME_BY_FORMAT.items()}
@@ -88,7 +91,7 @@ class GenerationRequest(BaseModel):
     quality: str | None = None
     output_format: OutputFormat | None = None
     output_compression: int | None = Field(None, ge=0, le=100)
-    background: Literal["transparent", "opaque", "auto"] | None = None
+    background: Background | None = None
     style: str | None = None
     moderation: str | None = None
     input_images: list[InputImage] = Field(default_factory=list)
@@ -103,6 +106,17 @@ class GenerationRequest(BaseModel):
     adjusted: dict[str, str] = Field(default_factory=dict)
     """What the dialect changed (an unknown model id served by the default model), reported in
     the job's ``applied.adjusted``."""
+
+    @model_validator(mode="after")
+    def _storable(self) -> GenerationRequest:
+        # a job's request is stored as it is: its text holds nothing a database refuses (the
+        # dialects refuse such text first, naming the field as the caller wrote it)
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            found = refused_character(value) if isinstance(value, str) else None
+            if found:
+                raise ValueError(f"{name} contains {found}")
+        return self
 
     @property
     def is_edit(self) -> bool:

@@ -1,18 +1,28 @@
 """Checking and converting image bytes with Pillow: what arrives from an upstream (or a caller)
 is verified to be the image it claims to be, and converted when the caller asked for another
-format than the upstream can make."""
+format than the upstream can make.
+
+Nothing here decodes an image before its size is checked: :func:`open_checked` opens an image by
+its header only (Pillow's ``Image.open`` is lazy) and refuses one of more pixels than allowed, so
+a small file that claims a huge canvas (a 17 KB PNG of 12000x12000) never costs its pixels' worth
+of memory."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from PIL import Image, UnidentifiedImageError
 
+from core.config import DEFAULT_MAX_INPUT_PIXELS
 from core.generation import FORMAT_BY_MIME, MIME_BY_FORMAT
 
 _PILLOW_FORMATS = {"PNG": "png", "JPEG": "jpeg", "WEBP": "webp", "GIF": "gif"}
-MAX_PIXELS = 16384 * 16384
+MAX_PIXELS = DEFAULT_MAX_INPUT_PIXELS
+"""The most pixels imagegate decodes of an image it is not told a limit for (an upstream's answer
+before transcoding); a caller's images are held to ``IMAGEGATE_MAX_INPUT_PIXELS``."""
 
 
 @dataclass(frozen=True)
@@ -30,18 +40,44 @@ class NotAnImageError(ValueError):
     """The bytes are not a decodable image of a supported format."""
 
 
-def probe(data: bytes) -> ImageInfo:
-    """Format and size from the image's own header (magic bytes), without decoding the pixels."""
+class ImageTooLargeError(NotAnImageError):
+    """The bytes are an image with more pixels than allowed; refused before any pixel is decoded."""
+
+    def __init__(self, *, width: int | None, height: int | None, max_pixels: int) -> None:
+        self.width, self.height, self.max_pixels = width, height, max_pixels
+        limit = f"{max_pixels / 1e6:g} megapixels"
+        if width is None or height is None:
+            super().__init__(f"the image has more pixels than the limit of {limit}")
+        else:
+            super().__init__(f"the image is {width}x{height} ({width * height / 1e6:g} megapixels), "
+                             f"more than the limit of {limit}")
+
+
+@contextmanager
+def open_checked(data: bytes, *, max_pixels: int = MAX_PIXELS) -> Iterator[Image.Image]:
+    """The image, opened lazily: ``Image.open`` reads its header (format and size), not its pixels,
+    and an image of more than ``max_pixels`` pixels is refused before anything decodes it."""
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            fmt = _PILLOW_FORMATS.get(image.format or "")
-            width, height = image.size
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        opened = Image.open(io.BytesIO(data))
+    except Image.DecompressionBombError as exc:  # Pillow's own bound: twice Image.MAX_IMAGE_PIXELS
+        raise ImageTooLargeError(width=None, height=None, max_pixels=max_pixels) from exc
+    except (UnidentifiedImageError, OSError) as exc:
         raise NotAnImageError("the bytes are not a PNG, JPEG, WebP or GIF image") from exc
+    with opened:
+        width, height = opened.size
+        if width * height > max_pixels:
+            raise ImageTooLargeError(width=width, height=height, max_pixels=max_pixels)
+        yield opened
+
+
+def probe(data: bytes, *, max_pixels: int = MAX_PIXELS) -> ImageInfo:
+    """Format and size from the image's own header (magic bytes), without decoding the pixels;
+    :class:`ImageTooLargeError` past ``max_pixels``."""
+    with open_checked(data, max_pixels=max_pixels) as image:
+        fmt = _PILLOW_FORMATS.get(image.format or "")
+        width, height = image.size
     if fmt is None:
         raise NotAnImageError("unsupported image format")
-    if width * height > MAX_PIXELS:
-        raise NotAnImageError(f"image too large ({width}x{height})")
     return ImageInfo(format=fmt, width=width, height=height)
 
 
@@ -56,7 +92,7 @@ def declared_matches(declared_mime: str | None, info: ImageInfo) -> bool:
 def transcode(data: bytes, output_format: str, compression: int | None) -> bytes:
     """The image re-encoded as ``output_format`` (``compression``: jpeg/webp quality 0-100)."""
     quality = 90 if compression is None else max(1, min(100, compression))
-    with Image.open(io.BytesIO(data)) as opened:
+    with open_checked(data) as opened:
         opened.load()
         image: Image.Image = opened
         buffer = io.BytesIO()

@@ -23,6 +23,7 @@ from core.models import ApiKey
 from core.models.types import utcnow
 from core.repo import keys
 from core.routing import Catalogue
+from core.text import refused_character
 
 MAX_LIMIT = 1_000_000
 """The largest requests-per-minute or images-per-minute limit a key may be given."""
@@ -41,8 +42,10 @@ def _markup(value: object) -> Decimal:
 
 
 def _name(value: object) -> object:
-    if isinstance(value, str) and any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError("a key's name cannot hold control characters")
+    # control characters include NUL; a lone surrogate (from a command line that is not UTF-8)
+    # cannot be stored either
+    if isinstance(value, str) and (any(ord(c) < 32 or ord(c) == 127 for c in value) or refused_character(value)):
+        raise ValueError("a key's name cannot hold control characters or lone surrogates")
     return value
 
 

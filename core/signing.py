@@ -6,25 +6,46 @@ with a server secret so that only the gateway can mint them.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import os
 import secrets
 import time
 from pathlib import Path
 
+from core.text import ascii_int
+
+KEY_FILE = "url-signing.key"
+
 
 def load_or_create_signing_key(configured: str | None, data_dir: Path) -> bytes:
-    """The configured key, else one kept in the data dir (created on first use)."""
+    """The configured key, else the one kept in the data dir, created on first use.
+
+    Several processes may start at once on one data dir (``imagegate serve --workers N``), so the
+    key is created without a check-then-write race: each process writes a candidate to a file of
+    its own and hard-links it to the key's name, which succeeds for exactly one of them; every
+    process then reads back the key that is on disk, so all of them sign with the same key."""
     if configured:
         return configured.encode("utf-8")
-    path = data_dir / "url-signing.key"
+    path = data_dir / KEY_FILE
     if not path.exists():
         data_dir.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(secrets.token_hex(32))
-        tmp.chmod(0o600)
-        tmp.replace(path)
-    return path.read_text().strip().encode("utf-8")
+        candidate = data_dir / f".{KEY_FILE}.{os.getpid()}.{secrets.token_hex(8)}"
+        fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_hex(32))
+                out.flush()
+                os.fsync(out.fileno())
+            with contextlib.suppress(FileExistsError):  # another process's key is there: it is the key
+                os.link(candidate, path)
+        finally:
+            candidate.unlink(missing_ok=True)
+    key = path.read_text().strip()
+    if not key:
+        raise RuntimeError(f"the URL-signing key file {path} is empty; delete it to have a new one made")
+    return key.encode("utf-8")
 
 
 def sign(key: bytes, file_id: str, expires: int) -> str:
@@ -37,9 +58,10 @@ def signed_query(key: bytes, file_id: str, *, ttl_s: int, now: float | None = No
 
 
 def verify(key: bytes, file_id: str, expires: str | None, signature: str | None) -> bool:
-    # isascii: str.isdigit() also accepts digits such as '²' that int() refuses
-    if not expires or not signature or not (expires.isascii() and expires.isdigit()) or len(expires) > 12:
+    """Whether ``signature`` is this server's signature of the file until ``expires`` (not past).
+    Anything else a query string may hold is ``False``, never an error."""
+    until = ascii_int(expires or "", max_digits=12)
+    # hmac.compare_digest raises TypeError on str that are not ASCII
+    if until is None or not signature or not signature.isascii() or until < time.time():
         return False
-    if int(expires) < time.time():
-        return False
-    return hmac.compare_digest(sign(key, file_id, int(expires)), signature)
+    return hmac.compare_digest(sign(key, file_id, until), signature)

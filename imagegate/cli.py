@@ -8,7 +8,6 @@ import logging
 import socket
 import sys
 from collections.abc import Awaitable, Callable
-from datetime import UTC, date, datetime, timedelta
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
@@ -18,6 +17,7 @@ from rich.markup import escape
 from rich.table import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.routes.usage import parse_when
 from core import key_service
 from core.billing.repo import usage_query
 from core.billing.reports import METRICS, UsageRow, parse_groups, report, rows_from, to_csv, total
@@ -27,6 +27,7 @@ from core.errors import GatewayError
 from core.key_service import KeyCreate, key_view
 from core.migrate import upgrade_head
 from core.routing import load_for_settings
+from imagegate.access_log import uvicorn_log_config
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -58,7 +59,7 @@ def serve(
     if first_key:
         _create_first_key(settings)
     common = {"host": settings.host, "port": settings.port, "log_level": settings.log_level.lower(),
-              "timeout_graceful_shutdown": 30}
+              "log_config": uvicorn_log_config(), "timeout_graceful_shutdown": 30}
     if settings.redis_url:
         err.print(f"imagegate (distributed) on {settings.resolved_public_url}")
         uvicorn.run("api.main:create_distributed_app", factory=True, workers=workers, **common)  # type: ignore[arg-type]
@@ -218,10 +219,12 @@ def usage(
     settings = get_settings()
     try:
         groups = parse_groups(group_by, default=["key", "model", "day"])
-        start = _day_bound(since, end=False)
-        stop = _day_bound(until, end=True)
+        start = parse_when(since, param="--since", end=False)
+        stop = parse_when(until, param="--until", end=True)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
+    except GatewayError as exc:
+        raise typer.BadParameter(exc.message) from None
     if fmt not in ("table", "csv", "json"):
         raise typer.BadParameter("--format must be table, csv or json")
 
@@ -248,14 +251,6 @@ def usage(
         totals = total(rows).as_dict()
         table.add_row("TOTAL", *[""] * (len(groups) - 1), *[str(totals[m]) for m in METRICS], style="bold")
         Console(width=220).print(table)
-
-
-def _day_bound(value: str | None, *, end: bool) -> datetime | None:
-    if not value:
-        return None
-    day = date.fromisoformat(value)
-    start = datetime(day.year, day.month, day.day, tzinfo=UTC)
-    return start + timedelta(days=1) if end else start
 
 
 def main() -> None:

@@ -6,15 +6,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from api.body import parse_json
+from api.body import parse_json, validation_to_error
 from api.cancel import cancel_job
 from api.deps import ApiKeyDep, StateDep
 from api.flow import accepted, idempotency_key, is_sdk_retry
 from api.results import get_images, get_owned_job, job_view
 from api.submit import Submission, submit_job
-from core.generation import Dialect, GenerationRequest, OutputFormat
+from core.generation import Background, Dialect, GenerationRequest, OutputFormat
 from core.repo import jobs
 
 
@@ -33,7 +33,7 @@ class JobCreateRequest(BaseModel):
     quality: str | None = None
     output_format: OutputFormat | None = None
     output_compression: int | None = Field(None, ge=0, le=100)
-    background: str | None = None
+    background: Background | None = None
     style: str | None = None
 
 
@@ -43,7 +43,10 @@ def build_router(prefix: str) -> APIRouter:
     @router.post("/jobs", status_code=202)
     async def create_job(request: Request, key: ApiKeyDep, state: StateDep) -> JSONResponse:
         wire = parse_json(await request.body(), JobCreateRequest)
-        generation = GenerationRequest.model_validate(wire.model_dump(exclude_none=True))
+        try:  # the fields are the canonical ones, so are their names in an error
+            generation = GenerationRequest.model_validate(wire.model_dump(exclude_none=True))
+        except ValidationError as exc:
+            raise validation_to_error(exc) from None
         job_id = await submit_job(state, key=key, submission=Submission(Dialect.JOBS, generation),
                                   idempotency_key=idempotency_key(request), sdk_retry=is_sdk_retry(request))
         return await accepted(state, job_id, preferred=False)

@@ -21,6 +21,7 @@ from api.dialects.gemini import models as gemini
 from api.dialects.gemini.translate import dump
 from core.errors import InvalidRequestError
 from core.routing import ModelSpec
+from core.text import ascii_int
 
 router = APIRouter(tags=["Models"])
 
@@ -65,10 +66,11 @@ def _is_anthropic(request: Request) -> bool:
 def _limit(raw: str | None) -> int:
     if raw is None:
         return 20
-    if not raw.isdigit() or not 1 <= int(raw) <= 1000:
+    limit = ascii_int(raw)
+    if limit is None or not 1 <= limit <= 1000:
         raise InvalidRequestError(f"Invalid value for 'limit': {raw!r}; it must be an integer from 1 to 1000.",
                                   param="limit")
-    return int(raw)
+    return limit
 
 
 def _page_size(raw: str | None) -> int | None:

@@ -21,6 +21,10 @@ Group = Literal["key", "model", "size", "quality", "day"]
 GROUPS: tuple[Group, ...] = ("key", "model", "size", "quality", "day")
 METRICS = ("images_succeeded", "images_failed", "input_tokens", "output_tokens", "upstream_cost_usd",
            "billed_usd", "margin_usd")
+"""The operator's report (``/admin/usage``, ``imagegate usage``): what upstreams cost, what keys
+were billed, and the margin between them."""
+CUSTOMER_METRICS = ("images_succeeded", "images_failed", "input_tokens", "output_tokens", "billed_usd")
+"""A key's own report (``/v1/usage``): what it pays; never the upstream's cost or the margin."""
 
 
 @dataclass
@@ -37,14 +41,16 @@ class UsageRow:
     def margin_micros(self) -> int:
         return self.billed_micros - self.upstream_cost_micros
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, metrics: Sequence[str] = METRICS) -> dict[str, Any]:
+        """The groups, then the ``metrics`` asked for."""
         out: dict[str, Any] = {}
         for name, value in self.groups.items():
             out[name] = value.isoformat() if isinstance(value, date) else value
-        out.update(images_succeeded=self.images_succeeded, images_failed=self.images_failed,
-                   input_tokens=self.input_tokens, output_tokens=self.output_tokens,
-                   upstream_cost_usd=format_usd(self.upstream_cost_micros), billed_usd=format_usd(self.billed_micros),
-                   margin_usd=format_usd(self.margin_micros))
+        every = dict(images_succeeded=self.images_succeeded, images_failed=self.images_failed,
+                     input_tokens=self.input_tokens, output_tokens=self.output_tokens,
+                     upstream_cost_usd=format_usd(self.upstream_cost_micros),
+                     billed_usd=format_usd(self.billed_micros), margin_usd=format_usd(self.margin_micros))
+        out.update((m, every[m]) for m in metrics)
         return out
 
 
@@ -73,19 +79,19 @@ def total(rows: Sequence[UsageRow]) -> UsageRow:
 
 
 def report(rows: Sequence[UsageRow], *, group_by: Sequence[Group], since: datetime | None,
-           until: datetime | None) -> dict[str, Any]:
+           until: datetime | None, metrics: Sequence[str] = METRICS) -> dict[str, Any]:
     return {"object": "usage", "since": since.isoformat() if since else None,
             "until": until.isoformat() if until else None, "group_by": list(group_by),
-            "totals": total(rows).as_dict(), "data": [r.as_dict() for r in rows]}
+            "totals": total(rows).as_dict(metrics), "data": [r.as_dict(metrics) for r in rows]}
 
 
-def to_csv(rows: Sequence[UsageRow], *, group_by: Sequence[Group]) -> str:
+def to_csv(rows: Sequence[UsageRow], *, group_by: Sequence[Group], metrics: Sequence[str] = METRICS) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow([*group_by, *METRICS])
+    writer.writerow([*group_by, *metrics])
     for row in rows:
-        data = row.as_dict()
-        writer.writerow([data[g] if data[g] is not None else "" for g in group_by] + [data[m] for m in METRICS])
+        data = row.as_dict(metrics)
+        writer.writerow([data[g] if data[g] is not None else "" for g in group_by] + [data[m] for m in metrics])
     return buffer.getvalue()
 
 

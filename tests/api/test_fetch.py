@@ -11,9 +11,11 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
-from api.fetch import Fetched, FetchPolicy, address_is_public, fetch_image
+from api.fetch import Fetched, FetchPolicy, address_is_public, fetch_image, parse_target
 from core.errors import InvalidRequestError
 
 
@@ -45,6 +47,9 @@ class _Handler(BaseHTTPRequestHandler):
             "/to-ok": (301, {"Location": "/ok.png"}, b""),
             "/loop": (302, {"Location": "/loop"}, b""),
             "/missing": (404, {}, b"nope"),
+            "/to-bad-port": (302, {"Location": "http://example.com:99999/x.png"}, b""),
+            "/to-bad-ipv6": (302, {"Location": "http://[::1/x.png"}, b""),
+            "/to-bad-host": (302, {"Location": "http://a..b/x.png"}, b""),
         }
         if self.path == "/slow.png":
             time.sleep(2)
@@ -52,7 +57,11 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(len(body)))
+        if self.path == "/odd-length.png":  # digits str.isdigit() accepts and int() refuses
+            self.send_header("Content-Length", "\u00b2")
+            self.send_header("Connection", "close")
+        else:
+            self.send_header("Content-Length", str(len(body)))
         self.end_headers()
         self.wfile.write(body)
 
@@ -151,3 +160,38 @@ def test_the_timeout(server: str) -> None:
                                  "http://user:pass@example.com/x.png"])
 def test_only_plain_http_and_https_urls(url: str) -> None:
     refused(url)
+
+
+@pytest.mark.parametrize(("url", "message"), [
+    ("http://example.com:99999/x.png", "port is not a number from 0 to 65535"),
+    ("http://[::1/x.png", "not a valid URL"),
+    ("http://[not-an-address]/x.png", "not a valid URL"),
+    ("http://a..b/x.png", "not a valid host name"),
+    ("http://a\x00b/x.png", "not a valid host name"),
+])
+def test_a_url_that_cannot_be_parsed_is_refused_naming_the_field(url: str, message: str) -> None:
+    assert message in refused(url)
+
+
+@pytest.mark.parametrize("path", ["/to-bad-port", "/to-bad-ipv6", "/to-bad-host"])
+def test_a_redirect_to_a_url_that_cannot_be_parsed_is_refused(server: str, path: str) -> None:
+    # httpx itself refuses some Locations (RemoteProtocolError), the fetcher's own check the rest
+    assert "Could not fetch images[0].image_url" in refused(f"http://{server}{path}")
+
+
+def test_a_content_length_that_is_not_ascii_digits_is_refused(server: str) -> None:
+    refused(f"http://{server}/odd-length.png")
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.one_of(st.text(), st.builds("{}://{}{}".format, st.sampled_from(["http", "https", "ftp", ""]),
+                                      st.text(alphabet="0123456789abcdef.:[]@%/?#\\ \x00é", max_size=30),
+                                      st.text(max_size=10))))
+def test_parse_target_refuses_any_text_with_an_invalid_request_error(url: str) -> None:
+    try:
+        target = parse_target(url, param="images[0].image_url")
+    except InvalidRequestError as error:
+        assert error.param == "images[0].image_url"
+        return
+    assert target.host and 0 < target.port <= 65535
+    target.pinned(ipaddress.ip_address("8.8.8.8"))

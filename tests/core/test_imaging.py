@@ -10,7 +10,17 @@ import zlib
 import pytest
 from PIL import Image
 
-from core.imaging import ImageInfo, NotAnImageError, declared_matches, probe, transcode
+from core.imaging import (
+    MAX_PIXELS,
+    ImageInfo,
+    ImageTooLargeError,
+    NotAnImageError,
+    declared_matches,
+    open_checked,
+    probe,
+    transcode,
+)
+from tests.pngs import blank_png
 
 
 def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
@@ -88,6 +98,34 @@ def test_probe_refuses_unsupported_formats(fmt: str) -> None:
 def test_probe_refuses_an_enormous_image() -> None:
     with pytest.raises(NotAnImageError):
         probe(png_header(20000, 20000))
+
+
+def test_probe_refuses_more_pixels_than_the_limit_from_the_header() -> None:
+    with pytest.raises(ImageTooLargeError) as caught:
+        probe(blank_png(12000, 12000))
+    assert (caught.value.width, caught.value.height, caught.value.max_pixels) == (12000, 12000, MAX_PIXELS)
+    assert "12000x12000 (144 megapixels), more than the limit of 40 megapixels" in str(caught.value)
+
+
+def test_the_limit_is_inclusive_and_can_be_lowered() -> None:
+    assert probe(png_header(8000, 5000), max_pixels=40_000_000).width == 8000
+    with pytest.raises(ImageTooLargeError):
+        probe(png_header(8000, 5000), max_pixels=39_999_999)
+    with pytest.raises(ImageTooLargeError):
+        probe(encode(rgb(40, 30), "JPEG"), max_pixels=40 * 30 - 1)
+
+
+def test_pillows_own_bomb_bound_is_reported_as_too_large() -> None:
+    # past twice Image.MAX_IMAGE_PIXELS Pillow refuses to open the image at all
+    with pytest.raises(ImageTooLargeError, match="more pixels than the limit of 40 megapixels"):
+        probe(png_header(20000, 20000))
+
+
+def test_open_checked_refuses_before_decoding() -> None:
+    with pytest.raises(ImageTooLargeError), open_checked(blank_png(12000, 12000)):
+        pass
+    with open_checked(blank_png(30, 20)) as image:
+        assert image.size == (30, 20) and image.mode == "1"
 
 
 def test_not_an_image_is_a_value_error() -> None:
@@ -199,6 +237,11 @@ def test_transcoded_bytes_probe_as_the_target_format() -> None:
 def test_unsupported_target_format_is_refused() -> None:
     with pytest.raises(ValueError, match="gif"):
         transcode(encode(rgb(), "PNG"), "gif", None)
+
+
+def test_transcoding_refuses_an_image_past_the_limit_before_decoding_it() -> None:
+    with pytest.raises(ImageTooLargeError):
+        transcode(blank_png(12000, 12000), "jpeg", None)
 
 
 def test_transcoding_garbage_fails() -> None:

@@ -3,8 +3,10 @@ expiring file URLs."""
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -176,3 +178,34 @@ def test_configured_signing_key_wins(tmp_path: Path) -> None:
 def test_configured_signing_key_writes_no_file(tmp_path: Path) -> None:
     signing.load_or_create_signing_key("my-configured-key", tmp_path / "data")
     assert not (tmp_path / "data" / "url-signing.key").exists()
+
+
+@pytest.mark.parametrize("signature", ["é", "0" * 63 + "é", "\u00b2" * 64])
+def test_a_signature_that_is_not_ascii_is_refused_not_an_error(signature: str) -> None:
+    q = parts(signing.signed_query(KEY, "img_1", ttl_s=60))
+    assert signing.verify(KEY, "img_1", q["expires"], signature) is False
+
+
+def _race_for_the_key(data_dir: str, start: Any, out: Any) -> None:
+    start.wait()
+    out.put(signing.load_or_create_signing_key(None, Path(data_dir)))
+
+
+def test_processes_racing_on_an_empty_data_dir_all_get_the_key_on_disk(tmp_path: Path) -> None:
+    # ``imagegate serve --workers N``: every process creates the key at once on a fresh data dir
+    context = multiprocessing.get_context("fork")
+    processes_per_dir, rounds = 6, 10
+    for round_ in range(rounds):
+        data_dir = tmp_path / f"data-{round_}"
+        start, out = context.Barrier(processes_per_dir), context.Queue()
+        racers = [context.Process(target=_race_for_the_key, args=(str(data_dir), start, out))
+                  for _ in range(processes_per_dir)]
+        for racer in racers:
+            racer.start()
+        for racer in racers:
+            racer.join(30)
+        assert all(racer.exitcode == 0 for racer in racers), f"round {round_}: a process failed"
+        keys = {out.get(timeout=5) for _ in racers}
+        on_disk = (data_dir / "url-signing.key").read_text().strip().encode()
+        assert keys == {on_disk}, f"round {round_}: {len(keys)} different keys"
+        assert sorted(p.name for p in data_dir.iterdir()) == ["url-signing.key"]  # no candidate left over

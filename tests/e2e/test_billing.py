@@ -212,6 +212,13 @@ def test_usage_reports_equal_the_ledger(gw: Stack, admin: httpx.Client, upstream
     assert Decimal(mine["totals"]["billed_usd"]) * MICRO == charged
     assert mine["totals"]["images_succeeded"] == 4
     assert {r["model"] for r in mine["data"]} == {"gemini-3-pro-image", "gpt-image-1.5", "demo-image"}
+    # a key sees what it pays, never what the upstream cost the reseller or the margin
+    for shown in (mine["totals"], *mine["data"]):
+        assert "upstream_cost_usd" not in shown and "margin_usd" not in shown
+    mine_csv = httpx.get(f"{gw.base_url}/v1/usage", params={"format": "csv"},
+                         headers={"Authorization": f"Bearer {secret}"}).text
+    assert mine_csv.splitlines()[0].split(",") == ["day", "model", "images_succeeded", "images_failed",
+                                                    "input_tokens", "output_tokens", "billed_usd"]
 
     admin_json = admin.get("/admin/usage", params={"key": "reported", "group_by": "key,model,size,quality"}).json()
     assert Decimal(admin_json["totals"]["billed_usd"]) * MICRO == charged

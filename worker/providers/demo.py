@@ -16,15 +16,18 @@ import time
 
 from PIL import Image, ImageDraw, ImageFont
 
+from core.errors import InvalidRequestError
 from core.generation import MIME_BY_FORMAT, ProviderImage
+from core.imaging import MAX_PIXELS, ImageTooLargeError, open_checked
 from worker.providers.base import ProviderCall
 
 
 class DemoProvider:
     name = "demo"
 
-    def __init__(self, *, latency_s: float = 0.0) -> None:
+    def __init__(self, *, latency_s: float = 0.0, max_input_pixels: int = MAX_PIXELS) -> None:
         self.latency_s = latency_s
+        self.max_input_pixels = max_input_pixels
 
     def generate(self, call: ProviderCall) -> list[ProviderImage]:
         if self.latency_s:
@@ -33,7 +36,11 @@ class DemoProvider:
         width, height = applied.width or 1024, applied.height or 1024
         images = []
         edits = call.edit_inputs
-        base = _input_background(edits[0].data, width, height) if edits else None
+        try:
+            base = (_input_background(edits[0].data, width, height, max_pixels=self.max_input_pixels)
+                    if edits else None)
+        except ImageTooLargeError as error:  # checked at submit too, under the same setting
+            raise InvalidRequestError(f"Invalid input image: {error}.", code="image_too_large") from None
         for index in call.indices:
             image = draw(request.prompt, index=index, width=width, height=height,
                          transparent=applied.background == "transparent", base=base)
@@ -52,9 +59,11 @@ def _seed(prompt: str, index: int) -> int:
     return int.from_bytes(digest[:8], "big")
 
 
-def _input_background(data: bytes, width: int, height: int) -> Image.Image:
-    """An edit: the first input image, scaled to cover the output and centre-cropped."""
-    with Image.open(io.BytesIO(data)) as opened:
+def _input_background(data: bytes, width: int, height: int, *, max_pixels: int) -> Image.Image:
+    """An edit: the first input image, scaled to cover the output and centre-cropped. Its size is
+    checked before it is decoded (a JPEG decodes straight at a reduced scale when it can)."""
+    with open_checked(data, max_pixels=max_pixels) as opened:
+        opened.draft("RGB", (width, height))  # JPEG only; other formats ignore it
         source = opened.convert("RGBA")
     scale = max(width / source.width, height / source.height)
     resized = source.resize((max(1, round(source.width * scale)), max(1, round(source.height * scale))))

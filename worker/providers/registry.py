@@ -83,7 +83,8 @@ class _Parts:
 Builder = Callable[[_Parts, str], Provider]
 
 BUILDERS: Mapping[str, Builder] = {
-    "demo": lambda parts, name: DemoProvider(latency_s=parts.settings.demo_latency_s),
+    "demo": lambda parts, name: DemoProvider(latency_s=parts.settings.demo_latency_s,
+                                             max_input_pixels=parts.settings.max_input_pixels),
     "gemini": lambda parts, name: parts.http(name, GeminiAdapter(), parts.settings.gemini_base_url,
                                              parts.google_key),
     "imagen": lambda parts, name: parts.http(name, ImagenAdapter(), parts.settings.gemini_base_url,

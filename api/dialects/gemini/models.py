@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from api.dialects.gemini.schemas import GeminiModel, ListModelsResponse
 from api.dialects.gemini.translate import ACTIONS, invalid
 from core.routing import ModelSpec
+from core.text import ascii_int
 
 INPUT_TOKEN_LIMIT = 65536
 OUTPUT_TOKEN_LIMIT = 32768
@@ -44,9 +45,10 @@ def list_models(specs: list[ModelSpec], *, page_size: int | None, page_token: st
     size = 50 if not page_size or page_size < 1 else min(page_size, 1000)
     start = 0
     if page_token:
-        if not page_token.isdigit() or int(page_token) > len(specs):
+        offset = ascii_int(page_token)
+        if offset is None or offset > len(specs):
             raise invalid("pageToken", "not a token this API returned.")
-        start = int(page_token)
+        start = offset
     end = start + size
     return ListModelsResponse(
         models=[model_resource(s) for s in specs[start:end]],

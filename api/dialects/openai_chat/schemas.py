@@ -78,7 +78,7 @@ class ChatMessage(_Wire):
             raise PydanticCustomError("content_type", "content must be a string or an array of content parts")
         for k, part in enumerate(value if isinstance(value, list) else ()):
             kind = part.get("type") if isinstance(part, dict) else None
-            if kind not in _PART_FIELDS:
+            if not isinstance(kind, str) or kind not in _PART_FIELDS:  # a list or an object is no type
                 raise PydanticCustomError(
                     "content_part", "content[{k}].type {kind} is not supported; use 'text' or 'image_url'",
                     {"k": k, "kind": repr(kind)})

@@ -4,10 +4,9 @@ body, translate it, and hand it to the shared flow with this dialect's renderer.
 from __future__ import annotations
 
 from fastapi import APIRouter, Request, Response
-from pydantic import ValidationError
 from starlette.datastructures import UploadFile
 
-from api.body import parse_json, validation_to_error
+from api.body import parse_form, parse_json
 from api.deps import ApiKeyDep, StateDep
 from api.dialects.openai_images import translate
 from api.dialects.openai_images.schemas import ImageEditRequest, ImageGenerateRequest, ImagesResponse
@@ -74,11 +73,7 @@ async def _multipart(request: Request, *, max_files: int) -> tuple[ImageEditRequ
                 fields[name] = value
     finally:
         await form.close()
-    try:
-        wire = ImageEditRequest.model_validate(fields)
-    except ValidationError as exc:
-        raise validation_to_error(exc) from None
-    return wire, images, mask
+    return parse_form(fields, ImageEditRequest), images, mask
 
 
 def _renderer(*, as_b64: bool) -> Render:

@@ -8,6 +8,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from core.generation import Background
+
 
 class ImageGenerateRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
@@ -22,7 +24,7 @@ class ImageGenerateRequest(BaseModel):
     response_format: Literal["url", "b64_json"] | None = None
     output_format: Literal["png", "jpeg", "webp"] | None = None
     output_compression: int | None = Field(None, ge=0, le=100)
-    background: Literal["transparent", "opaque", "auto"] | None = None
+    background: Background | None = None
     moderation: Literal["low", "auto"] | None = None
     user: str | None = None
     stream: bool | None = None
@@ -98,7 +100,7 @@ class ImageEditRequest(BaseModel):
     aspect_ratio: str | None = None
     quality: str | None = None
     input_fidelity: Literal["high", "low"] | None = None
-    background: Literal["transparent", "opaque", "auto"] | None = None
+    background: Background | None = None
     response_format: Literal["url", "b64_json"] | None = None
     output_format: Literal["png", "jpeg", "webp"] | None = None
     output_compression: int | None = Field(None, ge=0, le=100)

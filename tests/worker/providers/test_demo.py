@@ -9,8 +9,10 @@ import time
 import pytest
 from PIL import Image
 
+from core.errors import InvalidRequestError
 from core.generation import AppliedParams, GenerationRequest, ProviderImage
-from worker.providers.base import ProviderCall
+from tests.pngs import blank_png
+from worker.providers.base import InputBytes, ProviderCall
 from worker.providers.demo import DemoProvider
 
 PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
@@ -115,3 +117,23 @@ def test_latency_is_honoured() -> None:
     started = time.monotonic()
     generate_one(provider, GenerationRequest(prompt="slow"), applied(width=64, height=64), 0)
     assert time.monotonic() - started >= 0.2
+
+
+def test_an_input_image_past_the_pixel_limit_is_refused_before_it_is_decoded() -> None:
+    provider = DemoProvider(max_input_pixels=1_000_000)
+    call = ProviderCall(GenerationRequest(prompt="edit"), applied(), [0],
+                        inputs=[InputBytes(blank_png(2000, 1000), "image/png")])
+    with pytest.raises(InvalidRequestError) as caught:
+        provider.generate(call)
+    assert caught.value.code == "image_too_large" and "2000x1000" in caught.value.message
+    edited = provider.generate(ProviderCall(GenerationRequest(prompt="edit"), applied(), [0],
+                                            inputs=[InputBytes(blank_png(1000, 1000), "image/png")]))
+    assert (edited[0].width, edited[0].height) == (320, 200)
+
+
+def test_a_large_jpeg_input_is_scaled_to_the_output() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (4000, 3000), (10, 20, 30)).save(buffer, format="JPEG")
+    [image] = DemoProvider().generate(ProviderCall(GenerationRequest(prompt="edit"), applied(), [0],
+                                                   inputs=[InputBytes(buffer.getvalue(), "image/jpeg")]))
+    assert (image.width, image.height) == (320, 200)
