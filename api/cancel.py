@@ -21,7 +21,7 @@ async def cancel_job(state: AppState, job_id: str) -> list[str]:
     this process wake at once (those of other processes on their next database re-check)."""
     now = utcnow()
     async with state.sessions.begin() as session:
-        canceled = await session.run_sync(lambda sync: settlement.cancel_images(sync, job_id, now=now))
+        canceled = await settlement.cancel_images(session, job_id, now=now)
     if canceled:
         state.waiter.notify(job_id)
     return canceled

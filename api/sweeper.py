@@ -18,11 +18,9 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
-from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from api.enqueue import Enqueuer
@@ -120,9 +118,10 @@ class Sweeper:
         for image_id in ids:
             # one transaction per image: its row, its job's, its key's, in that order
             async with self.sessions.begin() as session:
-                job_id = await session.run_sync(_fail, image_id, now, self.max_attempts)
-            if job_id is not None:
-                self.on_job_changed(job_id)
+                failed = await settlement.fail_out_of_attempts(session, image_id, now=now,
+                                                               max_attempts=self.max_attempts)
+            if failed is not None:
+                self.on_job_changed(failed.job_id)
 
     async def _send_all_waiting(self) -> int:
         now, sent = utcnow(), 0
@@ -141,10 +140,6 @@ class Sweeper:
             return 0
         log.info("sweeper: sending %d image task(s)", len(ids))
         return len(ids) if await _send(self.sessions, self.enqueuer, ids) else 0
-
-
-def _fail(session: Session, image_id: str, now: datetime, max_attempts: int) -> str | None:
-    return settlement.fail_out_of_attempts(session, image_id, now=now, max_attempts=max_attempts)
 
 
 async def _send(sessions: async_sessionmaker[AsyncSession], enqueuer: Enqueuer, ids: Sequence[str]) -> bool:

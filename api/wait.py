@@ -104,10 +104,11 @@ class RedisJobEvents:
 
 
 def attach_in_process(bus: InProcessEventBus, waiter: JobWaiter) -> Callable[[], None]:
-    """Embedded mode: worker threads publish on ``bus``; hop onto the loop to wake waiters."""
+    """Embedded mode: the worker (on its own thread's event loop) publishes on ``bus``; hop onto this loop
+    to wake waiters."""
     loop = asyncio.get_running_loop()
 
-    def on_event(job_id: str) -> None:
+    def on_event(job_id: str, ended: str | None) -> None:
         loop.call_soon_threadsafe(waiter.notify, job_id)
 
     return bus.subscribe(on_event)

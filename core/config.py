@@ -107,6 +107,12 @@ class Settings(BaseSettings):
     upstream_retry_budget_s: float = Field(600.0, gt=0, validation_alias=_env("UPSTREAM_RETRY_BUDGET_S"))
     upstream_backoff_base_s: float = Field(1.0, ge=0, validation_alias=_env("UPSTREAM_BACKOFF_BASE_S"))
     upstream_backoff_max_s: float = Field(30.0, ge=0, validation_alias=_env("UPSTREAM_BACKOFF_MAX_S"))
+    upstream_max_connections: int | None = Field(None, ge=1, validation_alias=_env("UPSTREAM_MAX_CONNECTIONS"))
+    """Connections a worker process opens to one upstream host; unset: the worker's concurrency,
+    so that no call waits for a connection."""
+    upstream_concurrent_reads: int = Field(64, ge=1, validation_alias=_env("UPSTREAM_CONCURRENT_READS"))
+    """Upstream answers a worker process reads into memory at once (the others wait in their
+    sockets): bounds the memory of many answers arriving together."""
 
     # -- models and prices
     default_model: str | None = Field(None, validation_alias=_env("DEFAULT_MODEL", "IMAGE_PROXY_MODEL"))
@@ -163,7 +169,9 @@ class Settings(BaseSettings):
     max_body_mb: float = Field(64.0, gt=0, validation_alias=_env("MAX_BODY_MB"))
 
     # -- worker
-    worker_concurrency: int = Field(128, ge=1, validation_alias=_env("WORKER_CONCURRENCY"))
+    worker_concurrency: int = Field(200, ge=1, validation_alias=_env("WORKER_CONCURRENCY"))
+    """Images one worker process runs at once. Each waits for its upstream as a coroutine on the
+    process's event loop (``worker/pool.py``), not as a thread, so hundreds cost little."""
     image_lease_s: float = Field(60.0, gt=0, validation_alias=_env("IMAGE_LEASE_S"))
     """How long a running image stays its worker's without news: the worker renews it every third
     of this while the image runs, and once it lapses another worker takes the image over."""
@@ -238,6 +246,10 @@ class Settings(BaseSettings):
             return self.public_url
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"http://{host}:{self.port}"
+
+    @property
+    def resolved_upstream_max_connections(self) -> int:
+        return self.upstream_max_connections or self.worker_concurrency
 
     @property
     def resolved_vertex_base_url(self) -> str:

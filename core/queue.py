@@ -15,8 +15,8 @@ GENERATE_IMAGE_TASK = "generation.run_image"
 
 
 EMBEDDED_BROKER_URL = "memory://localhost/"
-EMBEDDED_POLLING_INTERVAL_S = 0.005
-"""The in-memory transport polls; kombu's default of 1 s would add up to a second per image."""
+EMBEDDED_TRANSPORT = "imagegate.inprocess_broker:Transport"
+"""kombu's in-memory transport, whose consumer is woken by each message instead of polling."""
 
 
 def broker_url(settings: Settings) -> str:
@@ -25,7 +25,7 @@ def broker_url(settings: Settings) -> str:
 
 def celery_config(settings: Settings) -> dict[str, Any]:
     """Celery settings common to the API's sending client and the worker."""
-    transport_options: dict[str, Any]
+    transport_options: dict[str, Any] = {}
     if settings.redis_url:
         transport_options = {
             # an unacked task (its worker died) comes back after this long; the sweeper
@@ -34,10 +34,9 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "socket_connect_timeout": 5,
             "socket_timeout": 30,
         }
-    else:
-        transport_options = {"polling_interval": EMBEDDED_POLLING_INTERVAL_S}
     return {
         "broker_url": broker_url(settings),
+        "broker_transport": None if settings.redis_url else EMBEDDED_TRANSPORT,
         "broker_transport_options": transport_options,
         "broker_connection_retry_on_startup": True,
         "result_backend": None,

@@ -7,8 +7,10 @@ outcome (``worker/run_job.py``), an image out of attempts failed by its claim or
 transaction, after the caller's statement has locked the image rows, so the lock order is always
 image rows, then the job row, then the key row (see :func:`core.repo.jobs.count_outcome`).
 
-The functions take a synchronous :class:`~sqlalchemy.orm.Session`: the worker passes its own, the
-async API passes them to ``AsyncSession.run_sync``, so both execute the very same statements.
+The functions take an :class:`~sqlalchemy.ext.asyncio.AsyncSession`: the worker (on its event
+loop) and the API pass their own, so both execute the very same statements. :func:`settle_ended`
+returns the job's terminal status when the images it counted ended the job, which the worker's
+event carries to waiting requests (``core/events.py``).
 """
 
 from __future__ import annotations
@@ -19,12 +21,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Executable
 
 from core.billing import ledger
 from core.billing.ledger import Charge, ImageRecord, JobBilling
-from core.jobs import ImageStatus
+from core.jobs import ImageStatus, JobStatus
 from core.repo import jobs
 
 log = logging.getLogger(__name__)
@@ -53,23 +55,27 @@ class Ended:
                    values.get("quality"), values.get("input_tokens"), values.get("output_tokens"))
 
 
-def settle_ended(session: Session, billing: JobBilling, ended: Sequence[Ended], *, now: datetime) -> None:
+async def settle_ended(session: AsyncSession, billing: JobBilling, ended: Sequence[Ended], *,
+                       now: datetime) -> JobStatus | None:
     """Count ``ended`` (images of ``billing``'s job whose rows the caller has just updated) on the
     job, close the job if they were its last, and settle each image in the ledger: a delivered
-    one is charged and its share of the hold released, a failed or canceled one released."""
+    one is charged and its share of the hold released, a failed or canceled one released.
+    Returns the job's terminal status if these images ended it, else None."""
     if not ended:
-        return
+        return None
     job_id = billing.job_id
-    counts = session.execute(jobs.count_outcome(
+    counts = (await session.execute(jobs.count_outcome(
         job_id,
         succeeded=sum(e.status is ImageStatus.SUCCEEDED for e in ended),
         failed=sum(e.status is ImageStatus.FAILED for e in ended),
         canceled=sum(e.status is ImageStatus.CANCELED for e in ended),
         cost_micros=sum(e.charge.billed_micros for e in ended if e.charge is not None),
-    )).one()
+    ))).one()
     close = jobs.finalize_job(job_id, counts, now=now)
+    ended_as: JobStatus | None = None
     if close is not None:
-        session.execute(close)
+        closed = (await session.execute(close)).scalar_one_or_none()
+        ended_as = JobStatus(closed) if closed is not None else None
     statements: list[Executable] = []
     for image in ended:
         if image.status is not ImageStatus.CANCELED:
@@ -79,24 +85,35 @@ def settle_ended(session: Session, billing: JobBilling, ended: Sequence[Ended], 
                                               record=record, dialect=session.get_bind().dialect.name)
     statements += ledger.release_images(billing, [e.image_id for e in ended if e.status is ImageStatus.CANCELED])
     for statement in statements:
-        session.execute(statement)
+        await session.execute(statement)
+    return ended_as
 
 
-def job_billing(session: Session, job_id: str) -> JobBilling:
+async def job_billing(session: AsyncSession, job_id: str) -> JobBilling:
     """What settling an image of the job needs (a plain read of the job row: no lock)."""
-    row = session.execute(jobs.run_context(job_id)).one()
+    row = (await session.execute(jobs.run_context(job_id))).one()
     return JobBilling.of(key_id=row.api_key_id, job_id=job_id, model=row.model,
                          hold_per_image=row.hold_per_image_micros, pricing=row.pricing)
 
 
-def fail_out_of_attempts(session: Session, image_id: str, *, now: datetime, max_attempts: int) -> str | None:
+@dataclass(frozen=True)
+class FailedOut:
+    """An image failed by :func:`fail_out_of_attempts`: its job, and the job's terminal status if
+    that ended it."""
+
+    job_id: str
+    ended: JobStatus | None
+
+
+async def fail_out_of_attempts(session: AsyncSession, image_id: str, *, now: datetime,
+                               max_attempts: int) -> FailedOut | None:
     """Fail the image if it waits for an attempt it may no longer have (``max_attempts`` started,
-    none ended with an outcome), releasing its hold; returns its job id if it did.
+    none ended with an outcome), releasing its hold; says which job, if it did.
 
     The claim calls it when it refuses an image, the sweeper for a lease that expired during an
     image's last attempt.
     """
-    found = session.execute(jobs.waiting_image(image_id, now=now)).one_or_none()
+    found = (await session.execute(jobs.waiting_image(image_id, now=now))).one_or_none()
     if found is None or found.attempts < max_attempts:
         return None
     if found.status == ImageStatus.RUNNING:
@@ -105,22 +122,23 @@ def fail_out_of_attempts(session: Session, image_id: str, *, now: datetime, max_
         why = "the gateway restarted while it ran"
     message = (f"The image could not be made in {found.attempts} attempt{'s' if found.attempts != 1 else ''}: "
                f"none ended with an outcome, and during the last one {why}.")
-    job_id = session.execute(jobs.fail_waiting_image(
+    job_id = (await session.execute(jobs.fail_waiting_image(
         image_id, status=found.status, attempts=found.attempts, now=now, code=ATTEMPTS_EXHAUSTED,
-        message=message)).scalar_one_or_none()
+        message=message))).scalar_one_or_none()
     if job_id is None:
         return None
     log.warning("image %s failed: %d attempts started, the last one's %s", image_id, found.attempts,
                 "lease expired" if found.status == ImageStatus.RUNNING else "gateway restarted")
-    settle_ended(session, job_billing(session, job_id), [Ended(image_id, ImageStatus.FAILED)], now=now)
-    return job_id
+    ended = await settle_ended(session, await job_billing(session, job_id), [Ended(image_id, ImageStatus.FAILED)],
+                               now=now)
+    return FailedOut(job_id, ended)
 
 
-def cancel_images(session: Session, job_id: str, *, now: datetime) -> list[str]:
+async def cancel_images(session: AsyncSession, job_id: str, *, now: datetime) -> list[str]:
     """Cancel the job's images that no living attempt is making (queued, or running under an
     expired lease), count them and release their holds; returns their ids."""
-    canceled = list(session.execute(jobs.cancel_images(job_id, now=now)).scalars())
+    canceled = list((await session.execute(jobs.cancel_images(job_id, now=now))).scalars())
     if canceled:
-        settle_ended(session, job_billing(session, job_id),
-                     [Ended(image_id, ImageStatus.CANCELED) for image_id in canceled], now=now)
+        await settle_ended(session, await job_billing(session, job_id),
+                           [Ended(image_id, ImageStatus.CANCELED) for image_id in canceled], now=now)
     return canceled

@@ -100,8 +100,8 @@ def _create_first_key(settings: Settings) -> None:
 def worker(
     hostname: Annotated[str | None, typer.Option(help="Celery node name.")] = None,
 ) -> None:
-    """Run a Celery worker for distributed mode (thread pool, IMAGEGATE_WORKER_CONCURRENCY)."""
-    from worker.celery_app import create_celery_app, worker_argv
+    """Run a Celery worker for distributed mode (an event-loop pool, IMAGEGATE_WORKER_CONCURRENCY images at once)."""
+    from worker.celery_app import create_celery_app, run_worker
     from worker.runtime import WorkerRuntime
 
     settings = get_settings()
@@ -109,11 +109,10 @@ def worker(
     if not settings.redis_url:
         raise typer.BadParameter("'imagegate worker' is for distributed mode: set IMAGEGATE_REDIS_URL")
     runtime = WorkerRuntime.build(settings)
-    celery = create_celery_app(runtime)
-    try:
-        celery.worker_main(worker_argv(settings, hostname=hostname or f"imagegate@{socket.gethostname()}"))
-    finally:
-        runtime.close()
+    # the runtime's clients are closed on the pool's event loop as the worker shuts down
+    code = run_worker(create_celery_app(runtime), runtime, hostname or f"imagegate@{socket.gethostname()}")
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -1,5 +1,6 @@
-"""Embedded mode: the API and a real Celery worker (thread pool, in-memory transport) in one
-process, sharing an in-process event bus. Same tasks, same code path as distributed mode."""
+"""Embedded mode: the API and a real Celery worker (its event-loop pool on a thread of its own,
+the in-process transport) in one process, sharing an in-process event bus. Same tasks, same code
+path as distributed mode."""
 
 from __future__ import annotations
 
@@ -15,19 +16,16 @@ from worker.runtime import WorkerRuntime
 def create_embedded_app(settings: Settings) -> FastAPI:
     bus = InProcessEventBus()
     holder: dict[str, EmbeddedWorker] = {}
-    runtime_holder: dict[str, WorkerRuntime] = {}
 
     def start() -> None:
-        runtime = WorkerRuntime.build(settings, events=bus)
-        worker = EmbeddedWorker(runtime)
+        worker = EmbeddedWorker(WorkerRuntime.build(settings, events=bus))
         worker.start()
-        runtime_holder["runtime"], holder["worker"] = runtime, worker
+        holder["worker"] = worker
 
     def stop() -> None:
+        # the images in flight end, then the worker's runtime is closed on its event loop
         if "worker" in holder:
             holder.pop("worker").stop()
-        if "runtime" in runtime_holder:
-            runtime_holder.pop("runtime").close()
 
     def alive() -> bool:
         worker = holder.get("worker")

@@ -1,4 +1,7 @@
-"""The worker's Celery app, built from settings (never at import time)."""
+"""The worker's Celery app, built from settings (never at import time), and the two ways to run
+its worker: ``imagegate worker`` (:func:`run_worker`) and embedded mode (:class:`EmbeddedWorker`).
+Both run the tasks on :class:`worker.pool.AsyncioPool`, with the same options
+(:func:`worker_options`)."""
 
 from __future__ import annotations
 
@@ -10,31 +13,43 @@ from celery.worker import WorkController
 
 from core.config import Settings
 from core.queue import celery_config
+from worker.pool import AsyncioPool, register_loop_closer
 from worker.runtime import WorkerRuntime
 from worker.tasks import register_tasks
 
 
 def create_celery_app(runtime: WorkerRuntime) -> Celery:
+    """The app, its tasks bound to ``runtime``, whose clients are closed on the pool's event loop
+    when the worker shuts down."""
     app = Celery("imagegate", set_as_current=False)
     app.conf.update(celery_config(runtime.settings))
     register_tasks(app, runtime)
+    register_loop_closer(app, runtime.aclose)
     return app
 
 
-def worker_argv(settings: Settings, *, hostname: str | None = None) -> list[str]:
-    """``celery worker`` arguments: a thread pool, because an image call is I/O for minutes."""
-    argv = [
-        "worker",
-        "--pool=threads",
-        f"--concurrency={settings.worker_concurrency}",
-        f"--queues={settings.queue}",
-        f"--loglevel={settings.log_level}",
-        "--without-gossip",
-        "--without-mingle",
-    ]
+def worker_options(settings: Settings, *, hostname: str | None) -> dict[str, Any]:
+    """The worker's options: the event-loop pool, ``IMAGEGATE_WORKER_CONCURRENCY`` images at
+    once (Celery's prefetch limit bounds them), the image queue."""
+    options: dict[str, Any] = {
+        "pool_cls": AsyncioPool,
+        "concurrency": settings.worker_concurrency,
+        "queues": [settings.queue],
+        "without_mingle": True,
+        "without_gossip": True,
+    }
     if hostname:
-        argv.append(f"--hostname={hostname}")
-    return argv
+        options["hostname"] = hostname
+    return options
+
+
+def run_worker(app: Celery, runtime: WorkerRuntime, hostname: str | None) -> int:
+    """``imagegate worker``: Celery's worker (banner, signal handlers: SIGTERM is a warm shutdown
+    that lets the images in flight end) until it is stopped; returns its exit code."""
+    worker = app.Worker(loglevel=runtime.settings.log_level, redirect_stdouts=False,
+                        **worker_options(runtime.settings, hostname=hostname))
+    worker.start()
+    return int(worker.exitcode or 0)
 
 
 _embedded_lock = threading.Lock()
@@ -42,21 +57,18 @@ _embedded_running: EmbeddedWorker | None = None
 
 
 class EmbeddedWorker:
-    """A real Celery worker (thread pool) running inside the API process, for embedded mode.
+    """A real Celery worker (the event-loop pool) running inside the API process, for embedded
+    mode, on a thread of its own: its event loop is not the API's.
 
-    It consumes the same tasks from the in-memory transport that ``imagegate worker`` consumes
-    from Redis; only the transport differs.
-
-    A pool thread finds the task it runs by name on the process's default Celery app
-    (``celery.app.trace.trace_task_ret``), so the worker makes its app the default one, as
-    ``imagegate worker`` does through Celery's own start-up (``celery.apps.worker``). Hence one
-    embedded worker per process at a time: a second one is refused while the first runs.
+    It consumes the same tasks from the in-process transport (``imagegate/inprocess_broker.py``)
+    that ``imagegate worker`` consumes from Redis; only the transport differs. One embedded worker
+    per process at a time (the in-process transport's queues are the process's): a second one is
+    refused while the first runs.
     """
 
     def __init__(self, runtime: WorkerRuntime) -> None:
         self.app = create_celery_app(runtime)
-        self._concurrency = runtime.settings.worker_concurrency
-        self._queue = runtime.settings.queue
+        self._settings = runtime.settings
         self._controller: Any = None
         self._thread: threading.Thread | None = None
         self._ready = threading.Event()
@@ -67,17 +79,12 @@ class EmbeddedWorker:
             if _embedded_running is not None and _embedded_running.alive:
                 raise RuntimeError("an embedded worker is already running in this process")
             _embedded_running = self
-        self.app.set_default()
         self._controller = WorkController(
             app=self.app,
-            pool_cls="threads",
-            concurrency=self._concurrency,
-            queues=[self._queue],
             without_heartbeat=True,
-            without_mingle=True,
-            without_gossip=True,
             ready_callback=lambda _consumer: self._ready.set(),
             loglevel="WARNING",
+            **worker_options(self._settings, hostname=None),
         )
         self._thread = threading.Thread(target=self._controller.start, name="imagegate-worker", daemon=True)
         self._thread.start()
@@ -88,12 +95,19 @@ class EmbeddedWorker:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def pool(self) -> AsyncioPool | None:
+        """The worker's pool, once it runs."""
+        pool = getattr(self._controller, "pool", None)
+        return pool if isinstance(pool, AsyncioPool) else None
+
     def stop(self) -> None:
+        """Warm shutdown: the images in flight end, then the runtime's clients are closed."""
         global _embedded_running
         if self._controller is not None:
             self._controller.stop()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=60)
         with _embedded_lock:
             if _embedded_running is self:
                 _embedded_running = None

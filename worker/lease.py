@@ -8,16 +8,19 @@ an image whose worker died is taken over once its lease lapses (see ``api/sweepe
 
 While the database is unreachable the beat is tried again every second, so that a lease is
 renewed as soon as the database answers, before anyone else may take the image over.
+
+The heartbeat is an asyncio task on the worker process's event loop (``worker/pool.py``), started
+by the first image held; a beat is one short transaction, so it never holds the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-import threading
 from collections.abc import Iterable, Iterator
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from core.models.types import utcnow
 from core.repo import jobs
@@ -34,71 +37,70 @@ RETRY_WHILE_FAILING_S = 1.0
 
 
 class LeaseKeeper:
-    """The images this process runs, as (id, attempt), and the thread that renews their leases."""
+    """The images this process runs, as (id, attempt), and the task that renews their leases. Used
+    from one event loop (the worker's), so its bookkeeping needs no lock."""
 
-    def __init__(self, sessions: sessionmaker[Session], *, lease_s: float) -> None:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], *, lease_s: float) -> None:
         self._sessions = sessions
         self.lease_s = lease_s
         self.interval_s = lease_s / 3
         self._held: dict[str, int] = {}
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self._closed = False
+        self._task: asyncio.Task[None] | None = None
 
     @contextlib.contextmanager
     def holding(self, images: Iterable[tuple[str, int]]) -> Iterator[None]:
-        """Keep the leases of ``images`` (id, attempt) alive for the duration of the block."""
+        """Keep the leases of ``images`` (id, attempt) alive for the duration of the block (entered
+        on the event loop, which runs the heartbeat)."""
         mine = dict(images)
-        with self._lock:
-            self._held.update(mine)
-            if self._thread is None and not self._stop.is_set():
-                self._thread = threading.Thread(target=self._run, name="imagegate-leases", daemon=True)
-                self._thread.start()
+        self._held.update(mine)
+        if self._task is None and not self._closed:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="imagegate-leases")
         try:
             yield
         finally:
-            with self._lock:
-                for image_id, attempt in mine.items():
-                    if self._held.get(image_id) == attempt:
-                        del self._held[image_id]
+            for image_id, attempt in mine.items():
+                if self._held.get(image_id) == attempt:
+                    del self._held[image_id]
 
     @property
     def held(self) -> dict[str, int]:
-        with self._lock:
-            return dict(self._held)
+        return dict(self._held)
 
-    def beat(self) -> int:
+    async def beat(self) -> int:
         """Renew every held lease now, in one statement; returns how many were renewed. An image
         that is no longer its attempt's (taken over, canceled, failed) is let go of."""
         held = self.held
         if not held:
             return 0
-        with self._sessions.begin() as session:
-            renewed = set(session.execute(
-                jobs.renew_leases(list(held.items()), now=utcnow(), lease_s=self.lease_s)).scalars())
+        async with self._sessions.begin() as session:
+            renewed = set((await session.execute(
+                jobs.renew_leases(list(held.items()), now=utcnow(), lease_s=self.lease_s))).scalars())
         lost = held.keys() - renewed
         if lost:
             log.warning("lease of %d image(s) no longer ours (taken over, canceled or failed): %s",
                         len(lost), ", ".join(sorted(lost)))
-            with self._lock:
-                for image_id in lost:
-                    if self._held.get(image_id) == held[image_id]:
-                        del self._held[image_id]
+            for image_id in lost:
+                if self._held.get(image_id) == held[image_id]:
+                    del self._held[image_id]
         return len(renewed)
 
-    def _run(self) -> None:
+    async def _run(self) -> None:
         delay = self.interval_s
-        while not self._stop.wait(delay):
+        while True:
+            await asyncio.sleep(delay)
             try:
-                self.beat()
+                await self.beat()
                 delay = self.interval_s
             except Exception as exc:
                 delay = min(self.interval_s, RETRY_WHILE_FAILING_S)
                 log.warning("could not renew the leases of %d image(s) (%s: %s); trying again in %.1f s",
-                            len(self.held), type(exc).__name__, first_line(exc), delay)
+                            len(self._held), type(exc).__name__, first_line(exc), delay)
 
-    def close(self) -> None:
-        self._stop.set()
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout=5)
+    async def aclose(self) -> None:
+        self._closed = True
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

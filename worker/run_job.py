@@ -4,10 +4,15 @@ Safe to run twice for the same image (a redelivered task, a sweeper's re-send): 
 conditional update, so an image that already succeeded, is running under a live lease, or was
 canceled is left alone; and each outcome is fenced by the attempt number.
 
+It is a coroutine on the worker process's event loop (``worker/pool.py``): while it waits for
+an upstream it holds no thread. On PostgreSQL the claim is one statement that also marks the job
+running and returns everything the attempt needs of it (:func:`core.repo.jobs.claim_with_context`).
+
 Upstreams that make several images per call (GPT image: up to 10) get one call for the whole
 group: the first task of a group claims its claimable siblings, whose own tasks then find nothing
-to do. When a route fails as a route (retries spent, model gone, credentials refused), the next
-model of the fallback chain is tried; the model that finally served each image is recorded.
+to do. The calls of one route for several images (one image per call: Gemini) run concurrently.
+When a route fails as a route (retries spent, model gone, credentials refused), the next model of
+the fallback chain is tried; the model that finally served each image is recorded.
 
 Every image ends, and an outcome once made is kept:
 
@@ -20,11 +25,13 @@ Every image ends, and an outcome once made is kept:
   attempt fence says another attempt owns the image.
 
 So :func:`run_image` raises (and Celery retries the task) only before its claim is committed,
-when no upstream call has been made.
+when no upstream call has been made. The job's event (``core/events.py``) carries the job's
+terminal status when the record ended the job.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -33,15 +40,16 @@ from typing import Any
 
 import sqlalchemy.exc
 from sqlalchemy import Row
-from sqlalchemy.orm import Session
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from core import settlement
 from core.billing import ledger
 from core.billing.ledger import Charge, JobBilling
+from core.db import is_sqlite
 from core.errors import GatewayError, ServiceUnavailableError, UpstreamError
 from core.generation import AppliedParams, GenerationRequest, ProviderImage
 from core.imaging import transcode
-from core.jobs import ImageStatus
+from core.jobs import ImageStatus, JobStatus
 from core.models.types import utcnow
 from core.repo import jobs
 from core.settlement import Ended
@@ -81,6 +89,15 @@ class Outcome:
     error: GatewayError | None = None
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """How recording an image's outcome went (``succeeded``, ``failed``, ``superseded``,
+    ``unrecorded``), and the job's terminal status if the record ended the job."""
+
+    result: str
+    ended: JobStatus | None = None
+
+
 @dataclass
 class Attempt:
     """What one claim took: the images, and what running them needs from their job."""
@@ -93,51 +110,70 @@ class Attempt:
     """``None`` when the job's stored request or plan could not be read: the attempt fails."""
 
 
-def run_image(runtime: WorkerRuntime, image_id: str) -> str:
+async def run_image(runtime: WorkerRuntime, image_id: str) -> str:
     """Generate, store and record one image (and its call group). Returns what happened."""
-    claimed = _claim(runtime, image_id)
+    claimed = await _claim(runtime, image_id)
     if isinstance(claimed, str):
         return claimed
     attempt = claimed
+    results: dict[str, Recorded] = {}
     with runtime.leases.holding((c.image_id, c.attempt) for c in attempt.images):
         started = time.monotonic()
-        outcomes = _outcomes(runtime, attempt)
+        outcomes = await _outcomes(runtime, attempt)
         latency_ms = int((time.monotonic() - started) * 1000)
-        results = {c.image_id: _record(runtime, attempt, c, outcomes[c.index], latency_ms) for c in attempt.images}
-    if any(result in ("succeeded", "failed") for result in results.values()):
-        runtime.events.publish(attempt.job_id)
-    return results[image_id]
+        for c in attempt.images:
+            results[c.image_id] = await _record(runtime, attempt, c, outcomes[c.index], latency_ms)
+    if any(r.result in ("succeeded", "failed") for r in results.values()):
+        ended = next((r.ended for r in results.values() if r.ended is not None), None)
+        await runtime.events.publish(attempt.job_id, ended)
+    return results[image_id].result
 
 
-def _claim(runtime: WorkerRuntime, image_id: str) -> Attempt | str:
+async def _claim(runtime: WorkerRuntime, image_id: str) -> Attempt | str:
     """Claim the image (and its claimable call group) in one transaction; or fail it if it has
     had all its attempts. A database error raised here leaves everything as it was."""
     now = utcnow()
     settings = runtime.settings
     lease, max_attempts = settings.image_lease_s, settings.image_max_attempts
-    with runtime.sessions.begin() as session:
-        first = session.execute(jobs.claim_image(image_id, now=now, lease_s=lease,
-                                                 max_attempts=max_attempts)).one_or_none()
-        if first is not None:
-            job_id, index, number = first
+    async with runtime.sessions.begin() as session:
+        found = await _claim_one(session, image_id, now=now, lease_s=lease, max_attempts=max_attempts,
+                                 sqlite=is_sqlite(settings.resolved_database_url))
+        if found is not None:
             # committed as the block ends, before anything is sent upstream
-            return _start(session, Claimed(image_id, index, number), job_id, now=now, lease_s=lease,
-                          max_attempts=max_attempts)
-        exhausted = settlement.fail_out_of_attempts(session, image_id, now=now, max_attempts=max_attempts)
+            job_id, claimed, row = found
+            return await _start(session, claimed, job_id, row, now=now, lease_s=lease, max_attempts=max_attempts)
+        exhausted = await settlement.fail_out_of_attempts(session, image_id, now=now, max_attempts=max_attempts)
     if exhausted is None:
         log.info("image %s: not claimable (done, canceled, or running elsewhere)", image_id)
         return "skipped"
-    runtime.events.publish(exhausted)
+    await runtime.events.publish(exhausted.job_id, exhausted.ended)
     return "failed"
 
 
-def _start(session: Session, claimed: Claimed, job_id: str, *, now: datetime, lease_s: float,
-           max_attempts: int) -> Attempt:
-    """Read what the job needs to run, claim the claimable siblings of the image's call group,
-    and mark the job running."""
+async def _claim_one(session: AsyncSession, image_id: str, *, now: datetime, lease_s: float, max_attempts: int,
+                     sqlite: bool) -> tuple[str, Claimed, Row[Any]] | None:
+    """Claim the image and mark its job running: its job id, the claim, and the job's
+    :func:`core.repo.jobs.run_context`; None if the image is not claimable."""
+    if not sqlite:
+        row = (await session.execute(jobs.claim_with_context(image_id, now=now, lease_s=lease_s,
+                                                             max_attempts=max_attempts))).one_or_none()
+        return None if row is None else (row.job_id, Claimed(image_id, row.image_index, row.attempt), row)
+    # SQLite has no data-modifying CTE: the same steps, one statement each
+    first = (await session.execute(jobs.claim_image(image_id, now=now, lease_s=lease_s,
+                                                    max_attempts=max_attempts))).one_or_none()
+    if first is None:
+        return None
+    job_id, index, number = first
     # a plain read of the job (no lock); image rows are locked before the job row, always
-    row = session.execute(jobs.run_context(job_id)).one()
-    session.execute(jobs.mark_job_running(job_id, now=now))
+    row = (await session.execute(jobs.run_context(job_id))).one()
+    await session.execute(jobs.mark_job_running(job_id, now=now))
+    return job_id, Claimed(image_id, index, number), row
+
+
+async def _start(session: AsyncSession, claimed: Claimed, job_id: str, row: Row[Any], *, now: datetime,
+                 lease_s: float, max_attempts: int) -> Attempt:
+    """From the job's ``row`` (:func:`core.repo.jobs.run_context`), what running the image needs;
+    and claim the claimable siblings of the image's call group."""
     try:
         billing = JobBilling.of(key_id=row.api_key_id, job_id=job_id, model=row.model,
                                 hold_per_image=row.hold_per_image_micros, pricing=row.pricing)
@@ -151,10 +187,11 @@ def _start(session: Session, claimed: Claimed, job_id: str, *, now: datetime, le
     index, n = claimed.index, row.n
     group = [i for i in range((index // size) * size, min(n, (index // size + 1) * size)) if i != index]
     if group:
-        siblings = list(session.execute(jobs.lock_group(job_id, group, now=now, max_attempts=max_attempts)).scalars())
+        siblings = list((await session.execute(
+            jobs.lock_group(job_id, group, now=now, max_attempts=max_attempts))).scalars())
         if siblings:
-            images += [Claimed(*sibling) for sibling in session.execute(
-                jobs.claim_group(siblings, now=now, lease_s=lease_s, max_attempts=max_attempts)).all()]
+            images += [Claimed(*sibling) for sibling in (await session.execute(
+                jobs.claim_group(siblings, now=now, lease_s=lease_s, max_attempts=max_attempts))).all()]
     images.sort(key=lambda c: c.index)
     return Attempt(job_id, billing, images, request, routes)
 
@@ -165,24 +202,26 @@ def _bare_billing(row: Row[Any], job_id: str) -> JobBilling:
                       hold_per_image=row.hold_per_image_micros, pricing=None)
 
 
-def _outcomes(runtime: WorkerRuntime, attempt: Attempt) -> dict[int, Outcome]:
+async def _outcomes(runtime: WorkerRuntime, attempt: Attempt) -> dict[int, Outcome]:
     """The attempt's outcome for each of its images; anything raised ends it as a failure."""
     indexes = [c.index for c in attempt.images]
     if attempt.request is None or attempt.routes is None:
         return {i: Outcome(error=INTERNAL_ERROR) for i in indexes}
     try:
-        return generate(runtime, attempt.request, attempt.routes, indexes)
+        return await generate(runtime, attempt.request, attempt.routes, indexes)
     except Exception:
         log.exception("job %s: the attempt at image(s) %s failed", attempt.job_id, indexes)
         return {i: Outcome(error=INTERNAL_ERROR) for i in indexes}
 
 
-def generate(runtime: WorkerRuntime, request: GenerationRequest, routes: list[AppliedParams],
-             indexes: list[int]) -> dict[int, Outcome]:
-    """Outcomes for ``indexes``, walking the job's planned routes while they fail as routes."""
+async def generate(runtime: WorkerRuntime, request: GenerationRequest, routes: list[AppliedParams],
+                   indexes: list[int]) -> dict[int, Outcome]:
+    """Outcomes for ``indexes``, walking the job's planned routes while they fail as routes; the
+    calls of one route run concurrently."""
     try:
-        inputs = [InputBytes(runtime.store.get(i.object_key), i.mime_type) for i in request.input_images]
-        mask = InputBytes(runtime.store.get(request.mask.object_key), request.mask.mime_type) if request.mask else None
+        inputs = [InputBytes(await runtime.store.aget(i.object_key), i.mime_type) for i in request.input_images]
+        mask = (InputBytes(await runtime.store.aget(request.mask.object_key), request.mask.mime_type)
+                if request.mask else None)
     except OSError as exc:
         log.error("an input image of image(s) %s cannot be read from the store: %s", indexes, exc)
         return {i: Outcome(error=INPUT_MISSING) for i in indexes}
@@ -193,23 +232,20 @@ def generate(runtime: WorkerRuntime, request: GenerationRequest, routes: list[Ap
         if not pending:
             break
         retry_next: list[int] = []
-        for start in range(0, len(pending), max(1, route.n_per_call)):
-            chunk = pending[start:start + max(1, route.n_per_call)]
-            try:
-                provider = runtime.providers.get(route.provider)
-                images = provider.generate(ProviderCall(request, route, chunk, inputs, mask))
-            except GatewayError as exc:
-                if _route_failed(exc):
-                    log.warning("route %s failed for %d image(s): %s", route.model, len(chunk), exc.code)
-                    last_error = exc
+        size = max(1, route.n_per_call)
+        chunks = [pending[start:start + size] for start in range(0, len(pending), size)]
+        answers = await asyncio.gather(*(_call(runtime, ProviderCall(request, route, chunk, inputs, mask))
+                                         for chunk in chunks))
+        for chunk, answer in zip(chunks, answers, strict=True):
+            if isinstance(answer, GatewayError):
+                if _route_failed(answer):
+                    log.warning("route %s failed for %d image(s): %s", route.model, len(chunk), answer.code)
+                    last_error = answer
                     retry_next += chunk
                 else:
-                    outcomes.update({i: Outcome(error=exc) for i in chunk})
+                    outcomes.update({i: Outcome(error=answer) for i in chunk})
                 continue
-            except Exception:
-                log.exception("provider %s crashed", route.provider)
-                outcomes.update({i: Outcome(error=INTERNAL_ERROR) for i in chunk})
-                continue
+            images = answer
             for position, i in enumerate(chunk):
                 if position < len(images):
                     outcomes[i] = Outcome(image=images[position], applied=route)
@@ -222,37 +258,48 @@ def generate(runtime: WorkerRuntime, request: GenerationRequest, routes: list[Ap
     return outcomes
 
 
+async def _call(runtime: WorkerRuntime, call: ProviderCall) -> list[ProviderImage] | GatewayError:
+    """One provider call: its images, or the error it ended with (a crash is an internal error)."""
+    try:
+        return await runtime.providers.get(call.applied.provider).generate(call)
+    except GatewayError as exc:
+        return exc
+    except Exception:
+        log.exception("provider %s crashed", call.applied.provider)
+        return INTERNAL_ERROR
+
+
 def _route_failed(error: GatewayError) -> bool:
     if isinstance(error, UpstreamError):
         return error.route_failed
     return isinstance(error, ServiceUnavailableError)
 
 
-def _record(runtime: WorkerRuntime, attempt: Attempt, claimed: Claimed, outcome: Outcome,
-            latency_ms: int) -> str:
+async def _record(runtime: WorkerRuntime, attempt: Attempt, claimed: Claimed, outcome: Outcome,
+                  latency_ms: int) -> Recorded:
     """Store and record one image's outcome, and settle it. An outcome the database refuses (not
     an outage: a value it will never take) is recorded as a failure instead."""
-    values, charge = _values(runtime, attempt, claimed, outcome)
+    values, charge = await _values(runtime, attempt, claimed, outcome)
     finished = utcnow()
     timing = {"finished_at": finished, "lease_until": None, "latency_ms": latency_ms}
     try:
-        return _write(runtime, attempt, claimed, {**values, **timing}, charge, now=finished)
+        return await _write(runtime, attempt, claimed, {**values, **timing}, charge, now=finished)
     except Exception:
         log.exception("image %s: the database refused its outcome; recording a failure instead", claimed.image_id)
     try:
-        return _write(runtime, attempt, claimed, {**_failure(UNRECORDABLE), **timing}, None, now=finished)
+        return await _write(runtime, attempt, claimed, {**_failure(UNRECORDABLE), **timing}, None, now=finished)
     except Exception:
         log.exception("image %s: its failure could not be recorded either; its lease will lapse", claimed.image_id)
-        return "unrecorded"
+        return Recorded("unrecorded")
 
 
-def _values(runtime: WorkerRuntime, attempt: Attempt, claimed: Claimed,
-            outcome: Outcome) -> tuple[dict[str, Any], Charge | None]:
+async def _values(runtime: WorkerRuntime, attempt: Attempt, claimed: Claimed,
+                  outcome: Outcome) -> tuple[dict[str, Any], Charge | None]:
     """The image row's new values and, if delivered, its charge; a delivered image is stored here."""
     if outcome.image is None or outcome.applied is None:
         return _failure(outcome.error or GatewayError("No outcome.", code="internal_error")), None
     try:
-        values = _store(runtime, attempt.job_id, claimed, outcome.image, outcome.applied)
+        values = await _store(runtime, attempt.job_id, claimed, outcome.image, outcome.applied)
         charge = ledger.charge_for(attempt.billing, outcome.applied, outcome.image.usage)
     except Exception:
         log.exception("image %s: could not store the result", claimed.image_id)
@@ -261,42 +308,44 @@ def _values(runtime: WorkerRuntime, attempt: Attempt, claimed: Claimed,
     return values, charge
 
 
-def _write(runtime: WorkerRuntime, attempt: Attempt, claimed: Claimed, values: dict[str, Any],
-           charge: Charge | None, *, now: datetime) -> str:
+async def _write(runtime: WorkerRuntime, attempt: Attempt, claimed: Claimed, values: dict[str, Any],
+                 charge: Charge | None, *, now: datetime) -> Recorded:
     """Record the outcome, retrying while the database is unreachable: the image is made (and
     paid upstream), so this attempt waits the outage out rather than leave it to another one.
     Only the attempt fence ends the wait without recording: another attempt owns the image."""
     delay, since = RECORD_BACKOFF_S, time.monotonic()
     while True:
         try:
-            return _record_once(runtime, attempt, claimed, values, charge, now=now)
+            return await _record_once(runtime, attempt, claimed, values, charge, now=now)
         except TRANSIENT_DB_ERRORS as exc:
             log.warning("image %s: could not record its outcome (%s: %s), %.1f s since the first try; "
                         "retrying in %.2f s", claimed.image_id, type(exc).__name__, first_line(exc),
                         time.monotonic() - since, delay)
-            time.sleep(delay)
+            await asyncio.sleep(delay)
             delay = min(delay * 2, RECORD_BACKOFF_MAX_S)
 
 
-def _record_once(runtime: WorkerRuntime, attempt: Attempt, claimed: Claimed, values: dict[str, Any],
-                 charge: Charge | None, *, now: datetime) -> str:
+async def _record_once(runtime: WorkerRuntime, attempt: Attempt, claimed: Claimed, values: dict[str, Any],
+                       charge: Charge | None, *, now: datetime) -> Recorded:
     """One transaction, locking in the order image row -> job row -> key row (see count_outcome)."""
     status = ImageStatus(values["status"])
-    with runtime.sessions.begin() as session:
-        owned = session.execute(jobs.finish_image(claimed.image_id, attempt=claimed.attempt,
-                                                  values=values)).scalar_one_or_none()
+    async with runtime.sessions.begin() as session:
+        owned = (await session.execute(jobs.finish_image(claimed.image_id, attempt=claimed.attempt,
+                                                         values=values))).scalar_one_or_none()
         if owned is None:
-            if _already_recorded(session, claimed, values):
+            if await _already_recorded(session, claimed, values):
                 # an earlier try of this transaction was committed, but its answer was lost
-                return status.value
+                job_status = JobStatus((await session.execute(jobs.status_of(attempt.job_id))).scalar_one())
+                return Recorded(status.value, job_status if job_status.is_terminal else None)
             log.warning("image %s attempt %s lost its lease; outcome discarded", claimed.image_id, claimed.attempt)
-            return "superseded"
-        settlement.settle_ended(session, attempt.billing, [Ended.of(claimed.image_id, values, charge)], now=now)
-    return status.value
+            return Recorded("superseded")
+        ended = await settlement.settle_ended(session, attempt.billing, [Ended.of(claimed.image_id, values, charge)],
+                                              now=now)
+    return Recorded(status.value, ended)
 
 
-def _already_recorded(session: Session, claimed: Claimed, values: dict[str, Any]) -> bool:
-    image = session.execute(jobs.image_by_id(claimed.image_id)).scalar_one_or_none()
+async def _already_recorded(session: AsyncSession, claimed: Claimed, values: dict[str, Any]) -> bool:
+    image = (await session.execute(jobs.image_by_id(claimed.image_id))).scalar_one_or_none()
     return (image is not None and image.attempts == claimed.attempt and image.status == values["status"]
             and image.object_key == values.get("object_key") and image.error_code == values.get("error_code"))
 
@@ -306,15 +355,16 @@ def _failure(error: GatewayError) -> dict[str, Any]:
     return {"status": ImageStatus.FAILED, "error_code": error.code, "error_message": error.message}
 
 
-def _store(runtime: WorkerRuntime, job_id: str, claimed: Claimed, image: ProviderImage,
-           applied: AppliedParams) -> dict[str, Any]:
+async def _store(runtime: WorkerRuntime, job_id: str, claimed: Claimed, image: ProviderImage,
+                 applied: AppliedParams) -> dict[str, Any]:
     data, mime = image.data, image.mime_type
     wanted = applied.mime_type
     if mime != wanted:
         # the upstream cannot make this format (or compression): imagegate converts it
-        data, mime = transcode(data, applied.output_format, applied.output_compression), wanted
+        data = await asyncio.to_thread(transcode, data, applied.output_format, applied.output_compression)
+        mime = wanted
     key = image_object_key(job_id, claimed.index, applied.output_format, attempt=claimed.attempt)
-    runtime.store.put(key, data)
+    await runtime.store.aput(key, data)
     usage = image.usage
     return {
         "status": ImageStatus.SUCCEEDED,

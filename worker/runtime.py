@@ -1,15 +1,20 @@
-"""What a worker needs to run images, built once at startup and handed to the tasks."""
+"""What a worker needs to run images, built once at startup and handed to the tasks.
+
+Everything here is used from the worker process's event loop (``worker/pool.py``): an async
+database engine, the async Redis publisher, the upstream clients. They are made by :meth:`build`
+(no loop is needed to make them) and closed by :meth:`WorkerRuntime.aclose`, on that loop, once
+the last image has ended.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import redis
-from sqlalchemy import Engine
-from sqlalchemy.orm import Session, sessionmaker
+import redis.asyncio as aioredis
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.config import Settings
-from core.db import create_sync_engine, sync_sessionmaker
+from core.db import async_session_factory, create_async_db_engine
 from core.events import EventPublisher, InProcessEventBus, RedisEventPublisher
 from core.storage import ImageStore, open_store
 from worker.lease import LeaseKeeper
@@ -19,8 +24,8 @@ from worker.providers.registry import ProviderRegistry
 @dataclass
 class WorkerRuntime:
     settings: Settings
-    engine: Engine
-    sessions: sessionmaker[Session]
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
     store: ImageStore
     events: EventPublisher
     providers: ProviderRegistry
@@ -30,18 +35,19 @@ class WorkerRuntime:
     @classmethod
     def build(cls, settings: Settings, *, events: InProcessEventBus | None = None) -> WorkerRuntime:
         """Distributed mode publishes on Redis; embedded mode passes the process's event bus."""
-        # a worker thread holds a connection only around its short transactions, never across an
+        # an image holds a connection only around its short transactions, never across an
         # upstream call, so a pool far smaller than the concurrency serves it
-        engine = create_sync_engine(settings.resolved_database_url, pool_size=settings.db_pool_size,
-                                    max_overflow=settings.db_max_overflow)
+        engine = create_async_db_engine(settings.resolved_database_url, pool_size=settings.db_pool_size,
+                                        max_overflow=settings.db_max_overflow)
         publisher: EventPublisher
         if events is not None:
             publisher = events
         elif settings.redis_url:
-            publisher = RedisEventPublisher(redis.Redis.from_url(settings.redis_url))
+            publisher = RedisEventPublisher(aioredis.Redis.from_url(settings.redis_url, socket_connect_timeout=5,
+                                                                    socket_timeout=10))
         else:
             raise ValueError("embedded mode needs the in-process event bus")
-        sessions = sync_sessionmaker(engine)
+        sessions = async_session_factory(engine)
         return cls(
             settings=settings,
             engine=engine,
@@ -52,7 +58,10 @@ class WorkerRuntime:
             leases=LeaseKeeper(sessions, lease_s=settings.image_lease_s),
         )
 
-    def close(self) -> None:
-        self.leases.close()
-        self.providers.close()
-        self.engine.dispose()
+    async def aclose(self) -> None:
+        """Close what the images used, on the event loop they ran on."""
+        await self.leases.aclose()
+        await self.providers.aclose()
+        if isinstance(self.events, RedisEventPublisher):
+            await self.events.aclose()
+        await self.engine.dispose()

@@ -1,31 +1,39 @@
-"""Celery tasks: thin, ids only; the work is in :mod:`worker.run_job`."""
+"""Celery tasks: thin, ids only; the work is in :mod:`worker.run_job`. Each is a coroutine task
+(:class:`worker.pool.CoroutineTask`), run on the worker process's event loop by
+:class:`worker.pool.AsyncioPool`."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import redis
 import sqlalchemy.exc
 from celery import Celery
 
 from core.queue import GENERATE_IMAGE_TASK
+from worker.pool import coroutine_task
 from worker.run_job import run_image
 from worker.runtime import WorkerRuntime
 
-# Infrastructure faults (database or Redis briefly unreachable) retry the task. run_image raises
-# them only before its claim is committed, when no upstream call has been made: once an attempt
-# holds an outcome it records it itself, outlasting an outage, so a retry never makes an image
-# twice. Anything the upstream does is handled inside run_image and recorded on the image.
-INFRA_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, redis.ConnectionError)
+# Infrastructure faults (database or Redis briefly unreachable, the database pool exhausted) retry
+# the task. run_image raises them only before its claim is committed, when no upstream call has
+# been made: once an attempt holds an outcome it records it itself, outlasting an outage, so a
+# retry never makes an image twice. Anything the upstream does is handled inside run_image and
+# recorded on the image.
+INFRA_ERRORS = (sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError,
+                redis.ConnectionError)
 
 
 def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
     """Register the tasks on ``app`` alone, bound to ``runtime``: not shared, since Celery would
-    otherwise also register this closure on every app finalized later in the process, and a
-    gateway started after another in one process (tests) would run its images with the first
-    one's runtime."""
+    otherwise also register them on every app finalized later in the process, and a gateway
+    started after another in one process (tests) would run its images with the first one's
+    runtime."""
 
-    @app.task(
+    async def generate_image(job_image_id: str) -> str:
+        return await run_image(runtime, job_image_id)
+
+    coroutine_task(
+        app,
+        generate_image,
         name=GENERATE_IMAGE_TASK,
         shared=False,
         acks_late=True,
@@ -36,5 +44,3 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
         retry_backoff_max=30,
         max_retries=10,
     )
-    def generate_image(job_image_id: str) -> Any:
-        return run_image(runtime, job_image_id)

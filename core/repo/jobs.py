@@ -123,6 +123,28 @@ def claim_image(image_id: str, *, now: datetime, lease_s: float,
         JobImage.job_id, JobImage.index, JobImage.attempts)
 
 
+def claim_with_context(image_id: str, *, now: datetime, lease_s: float, max_attempts: int) -> Select[Any]:
+    """PostgreSQL: :func:`claim_image`, :func:`mark_job_running` and :func:`run_context` in one
+    statement (data-modifying CTEs), in the usual lock order: the image row, then the job row.
+    One row (``job_id``, ``image_index``, ``attempt`` and the columns of :func:`run_context`) if
+    the image was claimed, none otherwise."""
+    claimed = _claim(JobImage.id == image_id, now=now, lease_s=lease_s, max_attempts=max_attempts).returning(
+        JobImage.job_id, JobImage.index.label("image_index"), JobImage.attempts.label("attempt")).cte("claimed")
+    started = (
+        update(Job)
+        .where(Job.id == claimed.c.job_id, Job.status == JobStatus.QUEUED)
+        .values(status=JobStatus.RUNNING, started_at=now)
+        .returning(Job.id)
+        .cte("started")
+    )
+    return (
+        select(claimed.c.job_id, claimed.c.image_index, claimed.c.attempt, Job.request, Job.routes, Job.n,
+               Job.model, Job.api_key_id, Job.pricing, Job.hold_per_image_micros)
+        .join_from(claimed, Job, Job.id == claimed.c.job_id)
+        .add_cte(started)
+    )
+
+
 def lock_group(job_id: str, indexes: list[int], *, now: datetime, max_attempts: int) -> Select[str]:
     """The claimable images of a call group that no other transaction holds (SKIP LOCKED): the
     siblings' own tasks claim theirs at the same moment, and nobody may wait on anybody."""
@@ -210,8 +232,9 @@ def count_outcome(
 
 
 def finalize_job(job_id: str, counts: Row[int, int, int, int] | tuple[int, int, int, int], *,
-                 now: datetime) -> Update | None:
-    """The statement closing the job if ``counts`` (n, succeeded, failed, canceled) says it is done."""
+                 now: datetime) -> ReturningUpdate[str] | None:
+    """The statement closing the job if ``counts`` (n, succeeded, failed, canceled) says it is done;
+    it returns the status it closed the job with (nothing if the job had ended already)."""
     n, succeeded, failed, canceled = counts
     status = final_job_status(total=n, succeeded=succeeded, failed=failed, canceled=canceled)
     if status is None:
@@ -220,7 +243,8 @@ def finalize_job(job_id: str, counts: Row[int, int, int, int] | tuple[int, int, 
     if status is JobStatus.FAILED:
         values["error_code"] = "all_images_failed"
         values["error_message"] = f"All {n} images failed."
-    return update(Job).where(Job.id == job_id, Job.status.not_in(TERMINAL_JOB)).values(**values)
+    return (update(Job).where(Job.id == job_id, Job.status.not_in(TERMINAL_JOB)).values(**values)
+            .returning(Job.status))
 
 
 def waiting_image(image_id: str, *, now: datetime) -> Select[str, str, int]:

@@ -23,10 +23,14 @@ from core.config import Settings
 
 
 class ImageStore(Protocol):
-    """Blocking methods are for worker threads (and the API, off its event loop); ``a``-prefixed
-    ones are for the API's event loop."""
+    """Blocking methods are for threads (and commands); ``a``-prefixed ones are for an event loop:
+    the API's, and the worker's (``aput``)."""
 
     def put(self, key: str, data: bytes) -> None: ...
+
+    async def aput(self, key: str, data: bytes) -> None:
+        """:meth:`put` without blocking the event loop."""
+        ...
 
     def get(self, key: str) -> bytes:
         """The object's bytes; FileNotFoundError when there is none."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import tempfile
 from collections.abc import AsyncIterator, Sequence
@@ -37,6 +38,9 @@ class LocalImageStore:
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+
+    async def aput(self, key: str, data: bytes) -> None:
+        await asyncio.to_thread(self.put, key, data)
 
     def get(self, key: str) -> bytes:
         return self._path(key).read_bytes()

@@ -55,6 +55,9 @@ class S3ImageStore:
     def put(self, key: str, data: bytes) -> None:
         obstore.put(self._store, key, data)
 
+    async def aput(self, key: str, data: bytes) -> None:
+        await obstore.put_async(self._store, key, data)
+
     def get(self, key: str) -> bytes:
         return bytes(obstore.get(self._store, key).bytes())
 

@@ -148,7 +148,7 @@ def test_in_process_bus_published_from_another_thread_wakes_the_waiter() -> None
         def worker_thread() -> None:
             time.sleep(0.05)
             flag.done = True
-            bus.publish("job_1")
+            bus.notify("job_1")
 
         thread = threading.Thread(target=worker_thread)
         started = time.monotonic()
@@ -178,7 +178,7 @@ def test_unsubscribed_bus_no_longer_wakes() -> None:
         def worker_thread() -> None:
             time.sleep(0.02)
             flag.done = True
-            bus.publish("job_1")
+            bus.notify("job_1")
 
         thread = threading.Thread(target=worker_thread)
         started = time.monotonic()

@@ -1,16 +1,16 @@
 """The provider interface, and the composition every HTTP upstream shares.
 
 A provider turns one :class:`ProviderCall` (a job's request, the applied parameters, which of its
-images this call makes, and the input images' bytes) into images. HTTP providers are a pure
-adapter (one module per upstream protocol: ``build_request`` / ``parse_response``, and
-``retry_hint`` / ``parse_error`` for its error answers, from :mod:`worker.providers.google_errors`
-or :mod:`worker.providers.openai_errors`) plus credentials, sent by
-:class:`worker.providers.http.UpstreamClient`.
+images this call makes, and the input images' bytes) into images, as a coroutine on the worker's
+event loop. HTTP providers are a pure adapter (one module per upstream protocol:
+``build_request`` / ``parse_response``, and ``retry_hint`` / ``parse_error`` for its error
+answers, from :mod:`worker.providers.google_errors` or :mod:`worker.providers.openai_errors`) plus
+credentials, sent by :class:`worker.providers.http.UpstreamClient`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -53,7 +53,7 @@ class Provider(Protocol):
 
     name: str
 
-    def generate(self, call: ProviderCall) -> list[ProviderImage]: ...
+    async def generate(self, call: ProviderCall) -> list[ProviderImage]: ...
 
 
 class HttpAdapter(UpstreamErrors, Protocol):
@@ -77,12 +77,15 @@ class HttpProvider:
     adapter: HttpAdapter
     client: UpstreamClient
     base_url: str
-    auth_headers: Callable[[], dict[str, str]]
-    on_unauthorized: Callable[[], None] | None = None
+    auth_headers: Callable[[], Awaitable[dict[str, str]]]
+    on_unauthorized: Callable[[], Awaitable[None]] | None = None
 
-    def generate(self, call: ProviderCall) -> list[ProviderImage]:
-        return self.client.call(
-            lambda: self.adapter.build_request(call, base_url=self.base_url, headers=self.auth_headers()),
+    async def generate(self, call: ProviderCall) -> list[ProviderImage]:
+        async def build() -> httpx.Request:
+            return self.adapter.build_request(call, base_url=self.base_url, headers=await self.auth_headers())
+
+        return await self.client.call(
+            build,
             lambda response: self.adapter.parse_response(response, call),
             errors=self.adapter,
             on_unauthorized=self.on_unauthorized,

@@ -6,6 +6,7 @@ between attempts, and the wall-clock date that an HTTP-date ``Retry-After`` coun
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Protocol
@@ -16,8 +17,8 @@ class Clock(Protocol):
         """Seconds from an arbitrary origin, never going back (measures the call's budget)."""
         ...
 
-    def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` before the next attempt."""
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` before the next attempt (without blocking the event loop)."""
         ...
 
     def now(self) -> datetime:
@@ -26,13 +27,13 @@ class Clock(Protocol):
 
 
 class SystemClock:
-    """The process's clocks: :func:`time.monotonic`, :func:`time.sleep` and UTC now."""
+    """The process's clocks: :func:`time.monotonic`, :func:`asyncio.sleep` and UTC now."""
 
     def monotonic(self) -> float:
         return time.monotonic()
 
-    def sleep(self, seconds: float) -> None:
-        time.sleep(seconds)
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
 
     def now(self) -> datetime:
         return datetime.now(UTC)

@@ -3,16 +3,17 @@
 The picture is the prompt's text on a background seeded by the prompt and the image's index, so
 the same request gives the same images and the n images of a job differ. It honours the applied
 size, output format, compression and background, and can be slowed down
-(``IMAGEGATE_DEMO_LATENCY_S``) to stand in for a real upstream.
+(``IMAGEGATE_DEMO_LATENCY_S``, a sleep on the event loop) to stand in for a real upstream. Drawing
+is CPU work: it runs on a thread, off the worker's event loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 import random
 import textwrap
-import time
 
 from PIL import Image, ImageDraw, ImageFont
 
@@ -29,9 +30,13 @@ class DemoProvider:
         self.latency_s = latency_s
         self.max_input_pixels = max_input_pixels
 
-    def generate(self, call: ProviderCall) -> list[ProviderImage]:
+    async def generate(self, call: ProviderCall) -> list[ProviderImage]:
         if self.latency_s:
-            time.sleep(self.latency_s)
+            await asyncio.sleep(self.latency_s)
+        return await asyncio.to_thread(self.draw_all, call)
+
+    def draw_all(self, call: ProviderCall) -> list[ProviderImage]:
+        """The call's images, drawn and encoded (blocking: CPU work)."""
         applied, request = call.applied, call.request
         width, height = applied.width or 1024, applied.height or 1024
         images = []

@@ -10,7 +10,6 @@ Error answers are Google's (:mod:`worker.providers.google_errors`).
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import httpx
@@ -22,7 +21,7 @@ from core.generation import Part as RequestPart
 from core.generation import ProviderImage, Usage
 from worker.providers.base import InputBytes, ProviderCall
 from worker.providers.google_errors import GoogleErrors
-from worker.providers.payload import decode_image
+from worker.providers.payload import b64_text, decode_image
 
 SAFETY_FINISH = frozenset({"SAFETY", "IMAGE_SAFETY", "PROHIBITED_CONTENT", "IMAGE_PROHIBITED_CONTENT",
                            "BLOCKLIST", "SPII", "RECITATION", "IMAGE_RECITATION"})
@@ -80,7 +79,7 @@ class GenerateContentResponse(_Wire):
 
 
 def _inline(image: InputBytes) -> dict[str, Any]:
-    return {"inlineData": {"mimeType": image.mime_type, "data": base64.b64encode(image.data).decode("ascii")}}
+    return {"inlineData": {"mimeType": image.mime_type, "data": b64_text(image.data)}}
 
 
 def _wire_part(part: RequestPart, call: ProviderCall) -> dict[str, Any]:

@@ -7,6 +7,13 @@ https://www.rfc-editor.org/rfc/rfc9110#field.retry-after) and ``x-should-retry``
 official OpenAI and Anthropic SDKs honour); other statuses are not. Attempts and total time are
 bounded. Upstream keys never reach a log line or an error message.
 
+Calls run on the worker process's event loop (``worker/pool.py``): a call waiting for an upstream
+costs a socket and a coroutine, not a thread. Each upstream host gets its own
+:class:`httpx.AsyncClient`, so its connection pool (``IMAGEGATE_UPSTREAM_MAX_CONNECTIONS`` per
+host) serves that host alone; and at most ``IMAGEGATE_UPSTREAM_CONCURRENT_READS`` answers are read
+into memory at once, so that a thousand answers arriving together do not all hold their megabytes
+at the same moment (the others wait in their sockets' buffers).
+
 This module knows HTTP only. What an upstream's error body means (a daily quota that no retry
 will cure, a retry delay in the body, which error the caller gets) is the adapter's to say,
 through :class:`UpstreamErrors`.
@@ -14,10 +21,11 @@ through :class:`UpstreamErrors`.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
@@ -150,7 +158,8 @@ class Redactor:
 
 
 class UpstreamClient:
-    """A shared, thread-safe HTTP client for every provider of a worker process."""
+    """The HTTP clients of every provider of a worker process: one :class:`httpx.AsyncClient` per
+    upstream host, made on first use; used from the process's event loop only."""
 
     def __init__(
         self,
@@ -159,34 +168,55 @@ class UpstreamClient:
         read_timeout_s: float,
         policy: RetryPolicy,
         max_connections: int = 200,
+        concurrent_reads: int = 64,
         redact: Redactor | None = None,
-        transport: httpx.BaseTransport | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.policy = policy
         self.read_timeout_s = read_timeout_s
         self.redact = redact or Redactor([])
         self.clock = clock
-        self._client = httpx.Client(
-            timeout=httpx.Timeout(read_timeout_s, connect=connect_timeout_s, write=60.0, pool=30.0),
-            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            transport=transport,
-            follow_redirects=False,
-        )
+        # a call waiting for one of its host's connections is still within its read timeout
+        self._timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s, write=60.0, pool=read_timeout_s)
+        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._transport = transport
+        self._clients: dict[tuple[str, str, int | None], httpx.AsyncClient] = {}
+        self._reads = asyncio.Semaphore(concurrent_reads)
 
-    def close(self) -> None:
-        self._client.close()
+    def _client_for(self, url: httpx.URL) -> httpx.AsyncClient:
+        host = (url.scheme, url.host, url.port)
+        client = self._clients.get(host)
+        if client is None:
+            client = self._clients[host] = httpx.AsyncClient(
+                timeout=self._timeout, limits=self._limits, transport=self._transport, follow_redirects=False)
+        return client
 
-    def call(
+    async def aclose(self) -> None:
+        clients, self._clients = list(self._clients.values()), {}
+        for client in clients:
+            await client.aclose()
+
+    async def _send(self, request: httpx.Request) -> httpx.Response:
+        """Send and read the whole answer, with at most ``concurrent_reads`` bodies read at once."""
+        response = await self._client_for(request.url).send(request, stream=True)
+        try:
+            async with self._reads:
+                await response.aread()
+        finally:
+            await response.aclose()
+        return response
+
+    async def call(
         self,
-        build: Callable[[], httpx.Request],
+        build: Callable[[], Awaitable[httpx.Request]],
         parse: Callable[[httpx.Response], T],
         *,
         errors: UpstreamErrors,
-        on_unauthorized: Callable[[], None] | None = None,
+        on_unauthorized: Callable[[], Awaitable[None]] | None = None,
         label: str = "upstream",
     ) -> T:
-        """Send ``build()``, retrying per the policy, and return ``parse(response)``.
+        """Send ``await build()``, retrying per the policy, and return ``parse(response)``.
 
         ``errors`` reads a non-2xx answer (the adapter knows its upstream's error body); ``parse``
         may itself raise a retryable UpstreamError (no image, broken body). ``on_unauthorized``
@@ -200,8 +230,9 @@ class UpstreamClient:
         while True:
             attempt += 1
             delay: float | None = None
+            request = await build()
             try:
-                response = self._client.send(build())
+                response = await self._send(request)
             except httpx.TimeoutException:
                 error: GatewayError = UpstreamTimeoutError(
                     f"The {label} did not answer within {self.read_timeout_s:g} s.", retryable=True)
@@ -219,7 +250,7 @@ class UpstreamClient:
                 else:
                     if response.status_code == 401 and on_unauthorized is not None and not refreshed:
                         refreshed = True
-                        on_unauthorized()
+                        await on_unauthorized()
                         attempt -= 1
                         continue
                     decision = retry_decision(response, errors.retry_hint(response), now=clock.now())
@@ -233,4 +264,4 @@ class UpstreamClient:
             wait = delay if delay is not None else policy.backoff(attempt)
             if clock.monotonic() + wait > deadline:
                 raise error
-            clock.sleep(wait)
+            await clock.sleep(wait)

@@ -1,10 +1,13 @@
 """Reading images out of upstream answers: strict base64, bytes checked against their declared
-type. Shared by every adapter, so a broken answer is the same clear error everywhere."""
+type. Shared by every adapter, so a broken answer is the same clear error everywhere. Base64 is
+pybase64's (SIMD; the same alphabet and strictness as the standard library's, several times
+faster on megabytes)."""
 
 from __future__ import annotations
 
-import base64
 import binascii
+
+import pybase64
 
 from core.errors import UpstreamError
 from core.generation import ProviderImage, Usage
@@ -15,7 +18,7 @@ def decode_image(b64: str, *, declared_mime: str | None, label: str, text: str |
                  usage: Usage | None = None) -> ProviderImage:
     """One upstream image from base64, or a (retryable) UpstreamError naming what is wrong."""
     try:
-        data = base64.b64decode(b64, validate=True)
+        data = pybase64.b64decode(b64, validate=True)
     except (binascii.Error, ValueError):
         raise UpstreamError(f"The {label} returned an image that is not valid base64.",
                             code="upstream_bad_image", retryable=True) from None
@@ -38,7 +41,12 @@ def image_from_bytes(data: bytes, *, declared_mime: str | None, label: str, text
 
 
 def data_url(data: bytes, mime_type: str) -> str:
-    return f"data:{mime_type};base64,{base64.b64encode(data).decode('ascii')}"
+    return f"data:{mime_type};base64,{b64_text(data)}"
+
+
+def b64_text(data: bytes) -> str:
+    """Standard base64 of ``data``, as text (for a JSON body)."""
+    return pybase64.b64encode_as_string(data)
 
 
 def split_usage(total: Usage, count: int) -> list[Usage]:

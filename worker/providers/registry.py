@@ -7,7 +7,7 @@ module only knows how to build each one (:data:`BUILDERS`), and builds exactly t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from functools import cached_property
 from typing import TypeVar
 
@@ -27,11 +27,14 @@ from worker.providers.vertex import VertexAuth, VertexGeminiAdapter, VertexImage
 
 V = TypeVar("V")
 
-Headers = Callable[[], dict[str, str]]
+Headers = Callable[[], Awaitable[dict[str, str]]]
 
 
 def _static(headers: dict[str, str]) -> Headers:
-    return lambda: dict(headers)
+    async def static() -> dict[str, str]:
+        return dict(headers)
+
+    return static
 
 
 def _needed(value: V | None, setting: str) -> V:
@@ -50,7 +53,7 @@ class _Parts:
         self.client = client
 
     def http(self, name: str, adapter: HttpAdapter, base_url: str, headers: Headers,
-             on_unauthorized: Callable[[], None] | None = None) -> HttpProvider:
+             on_unauthorized: Callable[[], Awaitable[None]] | None = None) -> HttpProvider:
         return HttpProvider(name, adapter, self.client, base_url, headers, on_unauthorized)
 
     @cached_property
@@ -106,7 +109,8 @@ class ProviderRegistry:
         self._client = client
 
     @classmethod
-    def from_settings(cls, settings: Settings, *, transport: httpx.BaseTransport | None = None) -> ProviderRegistry:
+    def from_settings(cls, settings: Settings, *,
+                      transport: httpx.AsyncBaseTransport | None = None) -> ProviderRegistry:
         secrets = [s.get_secret_value() for s in (settings.gemini_api_key, settings.openai_api_key,
                                                   settings.chat_upstream_api_key) if s is not None]
         client = UpstreamClient(
@@ -116,7 +120,8 @@ class ProviderRegistry:
                                budget_s=settings.upstream_retry_budget_s,
                                backoff_base_s=settings.upstream_backoff_base_s,
                                backoff_max_s=settings.upstream_backoff_max_s),
-            max_connections=max(20, settings.worker_concurrency * 2),
+            max_connections=settings.resolved_upstream_max_connections,
+            concurrent_reads=settings.upstream_concurrent_reads,
             redact=Redactor(secrets),
             transport=transport,
         )
@@ -134,6 +139,7 @@ class ProviderRegistry:
             raise ServiceUnavailableError(f"The provider '{name}' is not configured on this worker.")
         return provider
 
-    def close(self) -> None:
+    async def aclose(self) -> None:
+        """Close the upstream connections (on the event loop the calls ran on)."""
         if self._client is not None:
-            self._client.close()
+            await self._client.aclose()

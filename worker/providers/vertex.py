@@ -5,13 +5,14 @@ https://cloud.google.com/vertex-ai/generative-ai/docs/model-reference/imagen-api
 Same bodies as the Gemini API (role always set, JPEG output options allowed), at
 ``{base}/{version}/projects/{project}/locations/{location}/publishers/google/models/{model}:...``
 with an OAuth access token from a service-account file. google-auth signs the JWT and refreshes
-the token before it expires; a 401 forces one refresh and one more try.
+the token before it expires (on a thread: its transport blocks), one refresh at a time however
+many calls need the token; a 401 forces one refresh and one more try.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
-import threading
 from pathlib import Path
 
 import httpx
@@ -32,7 +33,7 @@ SCOPES = ["https://www.googleapis.com/auth/cloud-platform"]
 
 
 class VertexAuth:
-    """Thread-safe OAuth access tokens for a service account."""
+    """OAuth access tokens for a service account, for the calls of one event loop."""
 
     def __init__(self, credentials_file: Path) -> None:
         info = json.loads(Path(credentials_file).read_text("utf-8"))
@@ -41,23 +42,24 @@ class VertexAuth:
         self._credentials = from_info(info, scopes=SCOPES)  # type: ignore[no-untyped-call, unused-ignore]
         pool = PoolManager(num_pools=2, timeout=30.0)
         self._http = Urllib3Request(pool)  # type: ignore[no-untyped-call, unused-ignore]
-        self._lock = threading.Lock()
+        self._lock = asyncio.Lock()
 
-    def headers(self) -> dict[str, str]:
-        with self._lock:
-            # `valid` is False within google-auth's refresh window before expiry, so the token
-            # is renewed ahead of time, never used stale
-            if not self._credentials.valid:
-                self._refresh()
-            return {"Authorization": f"Bearer {self._credentials.token}"}
+    async def headers(self) -> dict[str, str]:
+        # `valid` is False within google-auth's refresh window before expiry, so the token is
+        # renewed ahead of time, never used stale
+        if not self._credentials.valid:
+            async with self._lock:
+                if not self._credentials.valid:  # another call may have refreshed it meanwhile
+                    await self._refresh()
+        return {"Authorization": f"Bearer {self._credentials.token}"}
 
-    def invalidate(self) -> None:
-        with self._lock:
-            self._refresh()
+    async def invalidate(self) -> None:
+        async with self._lock:
+            await self._refresh()
 
-    def _refresh(self) -> None:
+    async def _refresh(self) -> None:
         try:
-            self._credentials.refresh(self._http)
+            await asyncio.to_thread(self._credentials.refresh, self._http)
         except Exception as exc:  # google.auth.exceptions.* carry the token endpoint's answer
             raise ServiceUnavailableError(
                 f"Could not obtain a Vertex AI access token ({type(exc).__name__})."

@@ -1,0 +1,289 @@
+"""A Celery pool that runs tasks as coroutines on one event loop per worker process.
+
+An image spends seconds to minutes waiting for its upstream. Celery's thread pool holds a thread
+for each of those waits; :class:`AsyncioPool` holds a coroutine: one event loop (uvloop when it
+is installed) runs on one thread of the worker process, and every task in flight is a coroutine
+on it. Hundreds of upstream calls in flight then cost a few megabytes and no threads.
+
+Celery still does everything else: its consumer takes the messages from the broker, its prefetch
+limit (``worker_concurrency`` x ``worker_prefetch_multiplier``) bounds how many tasks run at once,
+and its request objects acknowledge them (late: ``acks_late``) or reject them. The pool only
+replaces how a request runs:
+
+- :meth:`AsyncioPool.on_apply` gets what Celery hands a pool (its trace function and the
+  request's message), decodes the message's body as :mod:`celery.app.trace` would (kombu's
+  ``loads`` with the message's content type and encoding), finds the task, and schedules the
+  task's :attr:`CoroutineTask.coroutine` on the loop (``asyncio.run_coroutine_threadsafe``);
+- when the coroutine ends, the pool calls the request's callback as the trace would, with
+  ``(failed, return value or ExceptionInfo, runtime)``, so that Celery acknowledges, rejects or
+  logs the task exactly as for any pool. That happens on a small executor, off the loop, since an
+  acknowledgement is a broker round trip;
+- an exception the task lists in ``autoretry_for`` becomes Celery's own :meth:`Task.retry`, with
+  its exponential backoff (``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``) and
+  ``max_retries``, called on that executor inside the task's request context
+  (``push_request``/``pop_request``), as Celery's autoretry would inside the trace;
+- a warm shutdown (``SIGTERM``, ``WorkController.stop``) waits for every coroutine in flight,
+  then runs the app's loop closers (:func:`register_loop_closer`: async clients are closed on the
+  loop that used them), then stops the loop. A worker that dies instead (``SIGKILL``) has
+  acknowledged none of its tasks: the broker delivers them again.
+
+A task that is not a :class:`CoroutineTask` runs as Celery would run it, on the executor.
+Celery's time limits do not apply to coroutines (the upstream calls have their own timeouts).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import os
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from billiard.einfo import ExceptionInfo
+from celery import Celery, Task
+from celery.app.trace import loads_message
+from celery.concurrency.base import BasePool, apply_target
+from celery.exceptions import Retry
+from celery.utils.saferepr import saferepr
+from celery.utils.time import get_exponential_backoff_interval
+from kombu.serialization import prepare_accept_content
+
+log = logging.getLogger(__name__)
+
+LoopCloser = Callable[[], Awaitable[None]]
+
+CALLBACK_THREADS = 4
+"""Threads that acknowledge tasks and send retries (broker round trips, off the event loop)."""
+
+_closers: weakref.WeakKeyDictionary[Celery, list[LoopCloser]] = weakref.WeakKeyDictionary()
+
+
+def register_loop_closer(app: Celery, closer: LoopCloser) -> None:
+    """Run ``closer()`` on the pool's event loop when the worker of ``app`` shuts down, after the
+    last task has ended (to close async clients: database engine, Redis, HTTP)."""
+    _closers.setdefault(app, []).append(closer)
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's loop when it is installed (it is, from the lock), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is in the lock
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+class CoroutineTask(Task):  # type: ignore[misc]  # Celery ships no type information
+    """A task whose work is :attr:`coroutine`, run by :class:`AsyncioPool` on its event loop.
+
+    ``run`` (the decorated function) is not used by the pool; :func:`coroutine_task` makes it
+    refuse to run elsewhere, since the coroutine's clients belong to the pool's loop."""
+
+    coroutine: Callable[..., Awaitable[Any]]
+
+
+def coroutine_task(app: Celery, coroutine: Callable[..., Awaitable[Any]], **options: Any) -> CoroutineTask:
+    """Register ``coroutine`` as the task ``options["name"]`` of ``app`` (options as for
+    ``app.task``), to be run by :class:`AsyncioPool`."""
+    name = options["name"]
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError(f"the task {name} is a coroutine: it runs on worker.pool.AsyncioPool only")
+
+    run.__name__ = coroutine.__name__
+    task: CoroutineTask = app.task(base=CoroutineTask, coroutine=staticmethod(coroutine), **options)(run)
+    return task
+
+
+class ApplyResult:
+    """What Celery keeps of a task given to the pool (it only ever waits on it at shutdown)."""
+
+    def __init__(self, future: concurrent.futures.Future[Any]) -> None:
+        self._future = future
+
+    def get(self, timeout: float | None = None) -> Any:
+        return self._future.result(timeout)
+
+    def wait(self, timeout: float | None = None) -> None:
+        concurrent.futures.wait([self._future], timeout)
+
+
+class AsyncioPool(BasePool):  # type: ignore[misc]  # Celery ships no type information
+    """Celery's pool interface over one event loop; see the module docstring."""
+
+    body_can_be_buffer = True
+    signal_safe = False
+    task_join_will_block = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._callbacks = concurrent.futures.ThreadPoolExecutor(CALLBACK_THREADS,
+                                                                 thread_name_prefix="imagegate-acks")
+        self._in_flight: set[concurrent.futures.Future[Any]] = set()
+        self._lock = threading.Lock()
+        self._accept: Any = None
+        self._hostname = socket.gethostname()
+
+    # -- lifecycle (called by Celery's worker) ------------------------------------------------
+
+    def on_start(self) -> None:
+        loop = self.loop = new_event_loop()
+        self._accept = prepare_accept_content(self.app.conf.accept_content)
+        self._thread = threading.Thread(target=self._run_loop, args=(loop,), name="imagegate-loop", daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_default_executor())
+            loop.close()
+
+    def on_stop(self) -> None:
+        """Warm shutdown: let every task in flight end, close the clients, stop the loop."""
+        self.drain()
+        self._close_loop()
+
+    def on_terminate(self) -> None:
+        """Cold shutdown: cancel what runs (unacknowledged, the broker delivers it again)."""
+        with self._lock:
+            running = list(self._in_flight)
+        for future in running:
+            future.cancel()
+        self._close_loop()
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait until no task runs (those in flight end as they would)."""
+        while True:
+            with self._lock:
+                running = list(self._in_flight)
+            if not running:
+                return
+            log.info("waiting for %d task(s) in flight to end", len(running))
+            concurrent.futures.wait(running, timeout)
+            if timeout is not None:
+                return
+
+    def _close_loop(self) -> None:
+        loop, thread = self.loop, self._thread
+        if loop is None or thread is None or not thread.is_alive():
+            self._callbacks.shutdown(wait=True)
+            return
+        for closer in _closers.get(self.app, []):
+            try:
+                asyncio.run_coroutine_threadsafe(_awaited(closer), loop).result(timeout=30)
+            except Exception:
+                log.warning("closing a client of the worker's event loop failed", exc_info=True)
+        # the tasks' completions are on the executor: acknowledged before the loop goes
+        self._callbacks.shutdown(wait=True)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(timeout=30)
+
+    def _get_info(self) -> dict[str, Any]:
+        info: dict[str, Any] = super()._get_info()
+        with self._lock:
+            info.update({"max-concurrency": self.limit, "in-flight": len(self._in_flight)})
+        return info
+
+    @property
+    def in_flight(self) -> int:
+        with self._lock:
+            return len(self._in_flight)
+
+    # -- running a task -----------------------------------------------------------------------
+
+    def on_apply(self, target: Callable[..., Any], args: tuple[Any, ...] | None = None,
+                 kwargs: dict[str, Any] | None = None, callback: Callable[..., Any] | None = None,
+                 accept_callback: Callable[..., Any] | None = None, **_: Any) -> ApplyResult:
+        """Celery's ``Request.execute_using_pool`` calls this (through ``apply_async``) with its
+        trace function and ``(task name, task id, request dict, body, content type, content
+        encoding)``."""
+        name, task_id, request, body, content_type, content_encoding = (args or ())[:6]
+        task = self.app.tasks.get(name)
+        if not isinstance(task, CoroutineTask) or self.loop is None:
+            future = self._callbacks.submit(apply_target, target, args, kwargs, callback, accept_callback)
+            return ApplyResult(future)
+        if content_type:
+            task_args, task_kwargs, embed = loads_message(body, content_type, content_encoding, accept=self._accept)
+        else:
+            task_args, task_kwargs, embed = body
+        request.update({"args": task_args, "kwargs": task_kwargs, "hostname": self._hostname,
+                        "is_eager": False}, **(embed or {}))
+        if accept_callback is not None:
+            accept_callback(os.getpid(), time.monotonic())
+        started = time.monotonic()
+        future = asyncio.run_coroutine_threadsafe(_awaited(task.coroutine, *task_args, **task_kwargs), self.loop)
+        with self._lock:
+            self._in_flight.add(future)
+
+        def done(finished: concurrent.futures.Future[Any]) -> None:
+            # on the loop's thread: hand the ending (an ack, maybe a retry) to the executor
+            try:
+                self._callbacks.submit(self._finish, task, task_id, request, finished, started, callback)
+            except RuntimeError:  # the executor is shut down (a cold shutdown): nothing is acked
+                self._forget(finished)
+
+        future.add_done_callback(done)
+        return ApplyResult(future)
+
+    def _forget(self, future: concurrent.futures.Future[Any]) -> None:
+        with self._lock:
+            self._in_flight.discard(future)
+
+    def _finish(self, task: CoroutineTask, task_id: str, request: dict[str, Any],
+                future: concurrent.futures.Future[Any], started: float, callback: Callable[..., Any] | None) -> None:
+        """Report the coroutine's end to Celery's request, as ``celery.app.trace`` would."""
+        try:
+            if future.cancelled():
+                return  # cold shutdown: left unacknowledged, delivered again
+            runtime = time.monotonic() - started
+            error = future.exception()
+            if callback is None:
+                return
+            if error is None:
+                callback((0, saferepr(future.result()), runtime))
+                return
+            if task.autoretry_for and isinstance(error, tuple(task.autoretry_for)):
+                error = self._retry(task, request, error)
+            if not isinstance(error, Retry):
+                log.error("Task %s[%s] raised unexpected: %r", task.name, task_id, error,
+                          exc_info=(type(error), error, error.__traceback__))
+            callback((1, ExceptionInfo((type(error), error, error.__traceback__)), runtime))
+        except Exception:
+            log.exception("task %s[%s]: reporting its end to Celery failed", task.name, task_id)
+        finally:
+            self._forget(future)
+
+    @staticmethod
+    def _retry(task: CoroutineTask, request: dict[str, Any], error: BaseException) -> BaseException:
+        """Celery's autoretry for ``error``: :meth:`Task.retry` with exponential backoff, which
+        sends the task again (returning the :class:`Retry` it raises) or, past ``max_retries``,
+        gives ``error`` back."""
+        task.push_request(request, called_directly=False)
+        try:
+            backoff = task.retry_backoff
+            countdown = None
+            if backoff:
+                countdown = get_exponential_backoff_interval(
+                    factor=int(backoff), retries=task.request.retries, maximum=task.retry_backoff_max,
+                    full_jitter=task.retry_jitter)
+            task.retry(exc=error, countdown=countdown, **(getattr(task, "retry_kwargs", None) or {}))
+        except BaseException as raised:  # Retry (sent again), or the error past max_retries
+            outcome: BaseException = raised
+            return outcome
+        finally:
+            task.pop_request()
+        return error  # pragma: no cover - Task.retry always raises
+
+
+async def _awaited(coroutine: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
+    return await coroutine(*args, **kwargs)
