@@ -1,20 +1,23 @@
 """core.settlement on a real (SQLite) database: an image out of attempts is failed with its reason
 and its hold released; a cancel takes the queued images and those whose lease expired, never one
-running under a live lease; the job's counters, status and the ledger come out exact."""
+running under a live lease; the job's counters, status and the ledger come out exact; an image
+whose end ends its job says with what status. Rows are written and read with a synchronous
+session; settlement runs on the async one, as in the worker and the API."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
 from core import settlement
 from core.config import Settings
-from core.db import create_sync_engine, sync_sessionmaker
+from core.db import async_session_factory, create_async_db_engine, create_sync_engine, sync_sessionmaker
 from core.jobs import ImageStatus, JobStatus
 from core.migrate import upgrade_head
 from core.models import ApiKey, Job, JobImage
@@ -24,14 +27,33 @@ from tests.worker.factories import hold, make_api_key, make_image, make_job
 
 HOLD = 40_000
 
+pytestmark = pytest.mark.anyio
+
 
 @pytest.fixture
-def sessions(tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
     settings = Settings(data_dir=tmp_path, database_url=None, _env_file=None)  # type: ignore[call-arg]
     upgrade_head(settings)
+    return settings
+
+
+@pytest.fixture
+def sessions(settings: Settings) -> Iterator[sessionmaker[Session]]:
     engine = create_sync_engine(settings.resolved_database_url, pool_size=1, max_overflow=1)
     yield sync_sessionmaker(engine)
     engine.dispose()
+
+
+@pytest.fixture
+async def asessions(settings: Settings) -> AsyncIterator[async_sessionmaker[AsyncSession]]:
+    engine = create_async_db_engine(settings.resolved_database_url, pool_size=1, max_overflow=1)
+    yield async_session_factory(engine)
+    await engine.dispose()
 
 
 def held_job(sessions: sessionmaker[Session], images: list[dict[str, object]]) -> tuple[str, str, list[str]]:
@@ -62,13 +84,14 @@ def live(attempts: int) -> dict[str, object]:
     return {"status": ImageStatus.RUNNING, "attempts": attempts, "lease_until": utcnow() + timedelta(minutes=5)}
 
 
-def test_an_expired_lease_on_the_last_attempt_fails_the_image_and_releases_its_hold(
-    sessions: sessionmaker[Session],
+async def test_an_expired_lease_on_the_last_attempt_fails_the_image_and_releases_its_hold(
+    sessions: sessionmaker[Session], asessions: async_sessionmaker[AsyncSession],
 ) -> None:
     key_id, job_id, [image_id] = held_job(sessions, [expired(3)])
 
-    with sessions.begin() as session:
-        assert settlement.fail_out_of_attempts(session, image_id, now=utcnow(), max_attempts=3) == job_id
+    async with asessions.begin() as session:
+        failed = await settlement.fail_out_of_attempts(session, image_id, now=utcnow(), max_attempts=3)
+    assert failed == settlement.FailedOut(job_id, JobStatus.FAILED)  # its only image: the job ended
 
     with sessions() as session:
         image = session.get_one(JobImage, image_id)
@@ -82,12 +105,14 @@ def test_an_expired_lease_on_the_last_attempt_fails_the_image_and_releases_its_h
     assert money(sessions, key_id) == (0, 0, 1)
 
 
-def test_a_queued_image_out_of_attempts_says_the_gateway_restarted(sessions: sessionmaker[Session]) -> None:
+async def test_a_queued_image_out_of_attempts_says_the_gateway_restarted(
+    sessions: sessionmaker[Session], asessions: async_sessionmaker[AsyncSession],
+) -> None:
     # embedded mode puts the images of a killed gateway back in the queue, attempts kept
     _, _, [image_id] = held_job(sessions, [{"status": ImageStatus.QUEUED, "attempts": 2}])
 
-    with sessions.begin() as session:
-        assert settlement.fail_out_of_attempts(session, image_id, now=utcnow(), max_attempts=2) is not None
+    async with asessions.begin() as session:
+        assert await settlement.fail_out_of_attempts(session, image_id, now=utcnow(), max_attempts=2) is not None
 
     with sessions() as session:
         message = session.get_one(JobImage, image_id).error_message
@@ -101,13 +126,13 @@ def test_a_queued_image_out_of_attempts_says_the_gateway_restarted(sessions: ses
     pytest.param({"status": ImageStatus.SUCCEEDED, "attempts": 3}, id="succeeded"),
     pytest.param({"status": ImageStatus.CANCELED, "attempts": 3}, id="canceled"),
 ])
-def test_an_image_with_an_attempt_left_or_a_live_lease_or_an_end_is_left_alone(
-    sessions: sessionmaker[Session], fields: dict[str, object]
+async def test_an_image_with_an_attempt_left_or_a_live_lease_or_an_end_is_left_alone(
+    sessions: sessionmaker[Session], asessions: async_sessionmaker[AsyncSession], fields: dict[str, object]
 ) -> None:
     key_id, job_id, [image_id] = held_job(sessions, [fields])
 
-    with sessions.begin() as session:
-        assert settlement.fail_out_of_attempts(session, image_id, now=utcnow(), max_attempts=3) is None
+    async with asessions.begin() as session:
+        assert await settlement.fail_out_of_attempts(session, image_id, now=utcnow(), max_attempts=3) is None
 
     with sessions() as session:
         image = session.get_one(JobImage, image_id)
@@ -117,8 +142,8 @@ def test_an_image_with_an_attempt_left_or_a_live_lease_or_an_end_is_left_alone(
     assert money(sessions, key_id) == (HOLD, HOLD, 0)
 
 
-def test_cancel_takes_queued_and_expired_images_and_leaves_live_and_finished_ones(
-    sessions: sessionmaker[Session],
+async def test_cancel_takes_queued_and_expired_images_and_leaves_live_and_finished_ones(
+    sessions: sessionmaker[Session], asessions: async_sessionmaker[AsyncSession],
 ) -> None:
     key_id, job_id, ids = held_job(sessions, [
         {},                                                # queued
@@ -127,8 +152,8 @@ def test_cancel_takes_queued_and_expired_images_and_leaves_live_and_finished_one
         {"status": ImageStatus.SUCCEEDED, "attempts": 1},  # delivered (its settlement is not this test's)
     ])
 
-    with sessions.begin() as session:
-        canceled = settlement.cancel_images(session, job_id, now=utcnow())
+    async with asessions.begin() as session:
+        canceled = await settlement.cancel_images(session, job_id, now=utcnow())
 
     assert sorted(canceled) == sorted([ids[0], ids[1]])
     with sessions() as session:
@@ -139,15 +164,17 @@ def test_cancel_takes_queued_and_expired_images_and_leaves_live_and_finished_one
     # the two canceled images' holds came back; the other two still hold theirs
     assert money(sessions, key_id) == (2 * HOLD, 2 * HOLD, 2)
 
-    with sessions.begin() as session:
-        assert settlement.cancel_images(session, job_id, now=utcnow()) == []
+    async with asessions.begin() as session:
+        assert await settlement.cancel_images(session, job_id, now=utcnow()) == []
 
 
-def test_cancel_of_the_last_images_closes_the_job(sessions: sessionmaker[Session]) -> None:
+async def test_cancel_of_the_last_images_closes_the_job(
+    sessions: sessionmaker[Session], asessions: async_sessionmaker[AsyncSession],
+) -> None:
     key_id, job_id, _ = held_job(sessions, [expired(1), expired(2)])
 
-    with sessions.begin() as session:
-        assert len(settlement.cancel_images(session, job_id, now=utcnow())) == 2
+    async with asessions.begin() as session:
+        assert len(await settlement.cancel_images(session, job_id, now=utcnow())) == 2
 
     with sessions() as session:
         job = session.get_one(Job, job_id)

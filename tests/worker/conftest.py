@@ -1,8 +1,9 @@
-"""The worker's unit tests run against a real, migrated SQLite database and a real runtime."""
+"""The worker's unit tests run against a real, migrated SQLite database and a real runtime, on
+the test's own event loop (anyio)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,20 @@ import pytest
 from core.config import Settings
 from core.events import InProcessEventBus
 from core.migrate import upgrade_head
+from tests.worker.factories import dispose_engines
 from worker.runtime import WorkerRuntime
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(autouse=True)
+def _test_engines() -> Iterator[None]:
+    """The synchronous engines the tests read rows with (tests.worker.factories.db), per test."""
+    yield
+    dispose_engines()
 
 
 @pytest.fixture
@@ -28,16 +42,25 @@ def settings(tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def runtime(settings: Settings) -> Iterator[WorkerRuntime]:
+async def runtime(settings: Settings) -> AsyncIterator[WorkerRuntime]:
     rt = WorkerRuntime.build(settings, events=InProcessEventBus())
     yield rt
-    rt.close()
+    await rt.aclose()
+
+
+@pytest.fixture
+def events(runtime: WorkerRuntime) -> list[tuple[str, str | None]]:
+    """Events published on the runtime's event bus, in order: (job id, terminal status or None)."""
+    seen: list[tuple[str, str | None]] = []
+    assert isinstance(runtime.events, InProcessEventBus)
+    runtime.events.subscribe(lambda job_id, ended: seen.append((job_id, ended)))
+    return seen
 
 
 @pytest.fixture
 def published(runtime: WorkerRuntime) -> list[str]:
     """Job ids published on the runtime's event bus, in order."""
-    events: list[str] = []
+    seen: list[str] = []
     assert isinstance(runtime.events, InProcessEventBus)
-    runtime.events.subscribe(events.append)
-    return events
+    runtime.events.subscribe(lambda job_id, ended: seen.append(job_id))
+    return seen

@@ -1,12 +1,17 @@
-"""Plain factories for database rows, shaped as the API's submit writes them."""
+"""Plain factories for database rows, shaped as the API's submit writes them, and a synchronous
+session on a worker runtime's database (:func:`db`) for tests to write and read rows with while
+the worker itself uses its async engine."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
 
+from core.config import Settings
+from core.db import create_sync_engine, sync_sessionmaker
 from core.generation import Dialect, GenerationRequest
 from core.ids import new_id
 from core.jobs import ImageStatus, JobStatus
@@ -18,6 +23,28 @@ from core.planning import plan_routes
 from core.routing import Catalogue
 
 _CATALOGUE = Catalogue.load(configured={"demo"})
+
+_ENGINES: dict[str, tuple[Engine, sessionmaker[Session]]] = {}
+
+
+class _HasSettings(Protocol):
+    @property
+    def settings(self) -> Settings: ...
+
+
+def db(runtime: _HasSettings) -> sessionmaker[Session]:
+    """Synchronous sessions on ``runtime``'s database, one small engine per database URL."""
+    url = runtime.settings.resolved_database_url
+    if url not in _ENGINES:
+        engine = create_sync_engine(url, pool_size=2, max_overflow=2)
+        _ENGINES[url] = (engine, sync_sessionmaker(engine))
+    return _ENGINES[url][1]
+
+
+def dispose_engines() -> None:
+    for engine, _ in _ENGINES.values():
+        engine.dispose()
+    _ENGINES.clear()
 
 
 def make_api_key(session: Session, *, name: str | None = None) -> ApiKey:

@@ -5,8 +5,8 @@ statement per beat, and lets go of an image another attempt took over."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Iterator
+import asyncio
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import pytest
@@ -20,7 +20,7 @@ from core.models import ApiKey, Job, JobImage
 from core.models.ledger import LedgerEntry
 from core.models.types import utcnow
 from core.repo.jobs import requeue_orphans
-from tests.worker.factories import hold, make_api_key, make_image, make_job
+from tests.worker.factories import db, hold, make_api_key, make_image, make_job
 from tests.worker.test_run_job import image_row, job_row, with_provider
 from worker.providers.base import ProviderCall
 from worker.providers.demo import DemoProvider
@@ -28,6 +28,8 @@ from worker.run_job import run_image
 from worker.runtime import WorkerRuntime
 
 HOLD = 30_000
+
+pytestmark = pytest.mark.anyio
 
 
 class CountingProvider:
@@ -38,15 +40,15 @@ class CountingProvider:
     def __init__(self) -> None:
         self.calls: list[ProviderCall] = []
 
-    def generate(self, call: ProviderCall) -> list[ProviderImage]:
+    async def generate(self, call: ProviderCall) -> list[ProviderImage]:
         self.calls.append(call)
-        return DemoProvider().generate(call)
+        return await DemoProvider().generate(call)
 
 
 def held_job(runtime: WorkerRuntime, *, n: int = 1, request: dict[str, object] | None = None,
              **image_fields: object) -> tuple[str, str, list[str]]:
     """A job with its hold, as submit leaves it: (key id, job id, image ids)."""
-    with runtime.sessions.begin() as session:
+    with db(runtime).begin() as session:
         key = make_api_key(session)
         job = make_job(session, key, n=n, **(request or {}))
         hold(session, key, job, per_image=HOLD)
@@ -56,18 +58,18 @@ def held_job(runtime: WorkerRuntime, *, n: int = 1, request: dict[str, object] |
 
 def money(runtime: WorkerRuntime, key_id: str) -> tuple[int, int]:
     """(the key's committed spend, the sum of its ledger rows): equal, always."""
-    with runtime.sessions() as session:
+    with db(runtime)() as session:
         committed = session.get_one(ApiKey, key_id).committed_micros
         total = session.scalar(select(func.sum(LedgerEntry.amount_micros)).where(LedgerEntry.api_key_id == key_id))
         return committed, int(total or 0)
 
 
-def not_resent(runtime: WorkerRuntime, image_id: str) -> bool:
+async def not_resent(runtime: WorkerRuntime, image_id: str) -> bool:
     """Neither a redelivered task nor the sweeper, even much later, would run the image again."""
     later = utcnow() + timedelta(hours=1)
-    with runtime.sessions.begin() as session:
+    with db(runtime).begin() as session:
         orphans = set(session.execute(requeue_orphans(now=later, requeue_after_s=1, max_attempts=99)).scalars())
-    return image_id not in orphans and run_image(runtime, image_id) == "skipped"
+    return image_id not in orphans and await run_image(runtime, image_id) == "skipped"
 
 
 # -- the attempt cap -------------------------------------------------------------------------
@@ -77,14 +79,14 @@ def not_resent(runtime: WorkerRuntime, image_id: str) -> bool:
     pytest.param(ImageStatus.RUNNING, "its worker stopped renewing its lease", id="lease-expired"),
     pytest.param(ImageStatus.QUEUED, "the gateway restarted while it ran", id="gateway-restarted"),
 ])
-def test_a_claim_past_the_attempt_cap_fails_the_image_instead(
+async def test_a_claim_past_the_attempt_cap_fails_the_image_instead(
     runtime: WorkerRuntime, published: list[str], status: ImageStatus, why: str
 ) -> None:
     provider = CountingProvider()
     key_id, job_id, [image_id] = held_job(runtime, status=status, attempts=3,
                                           lease_until=utcnow() - timedelta(seconds=1))
 
-    assert run_image(with_provider(runtime, provider), image_id) == "failed"
+    assert await run_image(with_provider(runtime, provider), image_id) == "failed"
 
     assert provider.calls == []
     image = image_row(runtime, image_id)
@@ -94,22 +96,22 @@ def test_a_claim_past_the_attempt_cap_fails_the_image_instead(
     assert (job.status, job.failed) == (JobStatus.FAILED, 1)
     assert money(runtime, key_id) == (0, 0)
     assert published == [job_id]
-    assert not_resent(runtime, image_id)
+    assert await not_resent(runtime, image_id)
 
 
-def test_an_expired_lease_with_an_attempt_left_is_taken_over(runtime: WorkerRuntime) -> None:
+async def test_an_expired_lease_with_an_attempt_left_is_taken_over(runtime: WorkerRuntime) -> None:
     key_id, _, [image_id] = held_job(runtime, status=ImageStatus.RUNNING, attempts=2,
                                      lease_until=utcnow() - timedelta(seconds=1))
 
-    assert run_image(runtime, image_id) == "succeeded"
+    assert await run_image(runtime, image_id) == "succeeded"
 
     assert image_row(runtime, image_id).attempts == 3
     assert money(runtime, key_id) == (0, 0)  # the demo model costs nothing: the hold came back
 
 
-def test_siblings_out_of_attempts_are_left_out_of_a_group_call(runtime: WorkerRuntime) -> None:
+async def test_siblings_out_of_attempts_are_left_out_of_a_group_call(runtime: WorkerRuntime) -> None:
     provider = CountingProvider()
-    with runtime.sessions.begin() as session:
+    with db(runtime).begin() as session:
         job = make_job(session, make_api_key(session), n=3)
         job.routes = [{**job.routes[0], "n_per_call": 3}]
         expired = utcnow() - timedelta(seconds=1)
@@ -117,11 +119,11 @@ def test_siblings_out_of_attempts_are_left_out_of_a_group_call(runtime: WorkerRu
                make_image(session, job, index=1, status=ImageStatus.RUNNING, attempts=3, lease_until=expired).id,
                make_image(session, job, index=2, status=ImageStatus.RUNNING, attempts=2, lease_until=expired).id]
 
-    assert run_image(with_provider(runtime, provider), ids[0]) == "succeeded"
+    assert await run_image(with_provider(runtime, provider), ids[0]) == "succeeded"
 
     assert [call.indices for call in provider.calls] == [[0, 2]]
     assert image_row(runtime, ids[1]).status == ImageStatus.RUNNING  # the sweeper or its own task fails it
-    assert run_image(runtime, ids[1]) == "failed"
+    assert await run_image(runtime, ids[1]) == "failed"
     assert image_row(runtime, ids[1]).error_code == "attempts_exhausted"
     assert job_row(runtime, job.id).status == JobStatus.PARTIAL
 
@@ -129,7 +131,7 @@ def test_siblings_out_of_attempts_are_left_out_of_a_group_call(runtime: WorkerRu
 # -- whatever goes wrong inside an attempt ends it as a failure --------------------------------
 
 
-def test_an_input_image_gone_from_the_store_fails_the_image_and_releases_its_hold(
+async def test_an_input_image_gone_from_the_store_fails_the_image_and_releases_its_hold(
     runtime: WorkerRuntime, published: list[str]
 ) -> None:
     provider = CountingProvider()
@@ -140,7 +142,7 @@ def test_an_input_image_gone_from_the_store_fails_the_image_and_releases_its_hol
     assert path is not None
     path.unlink()
 
-    assert run_image(with_provider(runtime, provider), image_id) == "failed"
+    assert await run_image(with_provider(runtime, provider), image_id) == "failed"
 
     assert provider.calls == []
     image = image_row(runtime, image_id)
@@ -150,31 +152,31 @@ def test_an_input_image_gone_from_the_store_fails_the_image_and_releases_its_hol
     assert job_row(runtime, job_id).status == JobStatus.FAILED
     assert money(runtime, key_id) == (0, 0)
     assert published == [job_id]
-    assert not_resent(runtime, image_id)
+    assert await not_resent(runtime, image_id)
 
 
-def test_a_job_whose_stored_plan_cannot_be_read_fails_its_image(runtime: WorkerRuntime) -> None:
+async def test_a_job_whose_stored_plan_cannot_be_read_fails_its_image(runtime: WorkerRuntime) -> None:
     key_id, job_id, [image_id] = held_job(runtime)
-    with runtime.sessions.begin() as session:
+    with db(runtime).begin() as session:
         session.execute(update(Job).where(Job.id == job_id).values(routes=[]))
 
-    assert run_image(runtime, image_id) == "failed"
+    assert await run_image(runtime, image_id) == "failed"
 
     image = image_row(runtime, image_id)
     assert (image.status, image.attempts, image.error_code) == (ImageStatus.FAILED, 1, "internal_error")
     assert money(runtime, key_id) == (0, 0)
-    assert not_resent(runtime, image_id)
+    assert await not_resent(runtime, image_id)
 
 
 # -- the heartbeat ---------------------------------------------------------------------------
 
 
 @pytest.fixture
-def short_lease(settings: Settings) -> Iterator[WorkerRuntime]:
+async def short_lease(settings: Settings) -> AsyncIterator[WorkerRuntime]:
     """A runtime whose leases last 0.6 s (renewed every 0.2 s)."""
     built = WorkerRuntime.build(settings.model_copy(update={"image_lease_s": 0.6}), events=InProcessEventBus())
     yield built
-    built.close()
+    await built.aclose()
 
 
 class HeldOpen:
@@ -183,24 +185,27 @@ class HeldOpen:
     name = "demo"
 
     def __init__(self) -> None:
-        self.started = threading.Event()
-        self.release = threading.Event()
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
 
-    def generate(self, call: ProviderCall) -> list[ProviderImage]:
+    async def generate(self, call: ProviderCall) -> list[ProviderImage]:
         self.started.set()
-        assert self.release.wait(30)
-        return DemoProvider().generate(call)
+        await asyncio.wait_for(self.release.wait(), 30)
+        return await DemoProvider().generate(call)
 
 
-def test_an_attempt_longer_than_its_lease_keeps_the_image(short_lease: WorkerRuntime) -> None:
+async def test_an_attempt_longer_than_its_lease_keeps_the_image(short_lease: WorkerRuntime) -> None:
     runtime = short_lease
     upstream = HeldOpen()
     _, job_id, [image_id] = held_job(runtime)
-    outcome: list[str] = []
-    worker = threading.Thread(target=lambda: outcome.append(run_image(with_provider(runtime, upstream), image_id)))
-    worker.start()
+    worker = asyncio.create_task(run_image(with_provider(runtime, upstream), image_id))
+
+    def orphans() -> list[str]:
+        with db(runtime).begin() as session:
+            return list(session.execute(requeue_orphans(now=utcnow(), requeue_after_s=300, max_attempts=3)).scalars())
+
     try:
-        assert upstream.started.wait(10)
+        await asyncio.wait_for(upstream.started.wait(), 10)
         first_lease = image_row(runtime, image_id).lease_until
         assert first_lease is not None
         # five leases' worth of time: the image is renewed all along, never anyone else's to take
@@ -208,29 +213,28 @@ def test_an_attempt_longer_than_its_lease_keeps_the_image(short_lease: WorkerRun
         while utcnow() < deadline:
             lease = image_row(runtime, image_id).lease_until
             assert lease is not None and lease > utcnow() - timedelta(seconds=0.1)
-            with runtime.sessions.begin() as session:
-                orphans = list(session.execute(
-                    requeue_orphans(now=utcnow(), requeue_after_s=300, max_attempts=3)).scalars())
-            assert orphans == []
-            assert run_image(runtime, image_id) == "skipped"
+            # a write from a thread: the heartbeat's transactions go on meanwhile on this loop
+            assert await asyncio.to_thread(orphans) == []
+            assert await run_image(runtime, image_id) == "skipped"
+            await asyncio.sleep(0.05)
         assert image_row(runtime, image_id).lease_until > first_lease + timedelta(seconds=2)  # type: ignore[operator]
     finally:
         upstream.release.set()
-        worker.join(30)
+        outcome = await asyncio.wait_for(worker, 30)
 
-    assert outcome == ["succeeded"]
+    assert outcome == "succeeded"
     image = image_row(runtime, image_id)
     assert (image.status, image.attempts, image.lease_until) == (ImageStatus.SUCCEEDED, 1, None)
     assert job_row(runtime, job_id).status == JobStatus.SUCCEEDED
     assert runtime.leases.held == {}
 
 
-def test_one_statement_renews_every_held_lease_and_an_image_taken_over_is_let_go(
+async def test_one_statement_renews_every_held_lease_and_an_image_taken_over_is_let_go(
     runtime: WorkerRuntime,
 ) -> None:
     soon = utcnow() + timedelta(seconds=5)
     _, _, ids = held_job(runtime, n=3, status=ImageStatus.RUNNING, attempts=1, lease_until=soon)
-    with runtime.sessions.begin() as session:  # another attempt took image 2 over
+    with db(runtime).begin() as session:  # another attempt took image 2 over
         session.execute(update(JobImage).where(JobImage.id == ids[2]).values(attempts=2))
     statements: list[str] = []
 
@@ -238,11 +242,11 @@ def test_one_statement_renews_every_held_lease_and_an_image_taken_over_is_let_go
         statements.append(statement)
 
     with runtime.leases.holding([(image_id, 1) for image_id in ids]):
-        event.listen(runtime.engine, "before_cursor_execute", count)
+        event.listen(runtime.engine.sync_engine, "before_cursor_execute", count)
         try:
-            assert runtime.leases.beat() == 2
+            assert await runtime.leases.beat() == 2
         finally:
-            event.remove(runtime.engine, "before_cursor_execute", count)
+            event.remove(runtime.engine.sync_engine, "before_cursor_execute", count)
         assert set(runtime.leases.held) == {ids[0], ids[1]}
 
     assert [s.split()[0] for s in statements] == ["UPDATE"]

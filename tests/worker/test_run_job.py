@@ -27,7 +27,7 @@ from core.models.types import utcnow
 from core.repo.jobs import finish_image, requeue_orphans
 from core.routing import Catalogue
 from core.storage import image_object_key
-from tests.worker.factories import make_api_key, make_image, make_job
+from tests.worker.factories import db, make_api_key, make_image, make_job
 from worker.providers.base import ProviderCall
 from worker.providers.demo import DemoProvider
 from worker.providers.registry import ProviderRegistry
@@ -35,6 +35,8 @@ from worker.run_job import run_image
 from worker.runtime import WorkerRuntime
 
 NEVER_SENT = datetime(1970, 1, 1, tzinfo=UTC)
+
+pytestmark = pytest.mark.anyio
 
 
 def with_provider(runtime: WorkerRuntime, provider: object) -> WorkerRuntime:
@@ -44,21 +46,21 @@ def with_provider(runtime: WorkerRuntime, provider: object) -> WorkerRuntime:
 
 def new_job(runtime: WorkerRuntime, *, n: int = 1, **image_fields: object) -> tuple[str, list[str]]:
     """A job of ``n`` images; ``image_fields`` apply to every image. Returns (job id, image ids)."""
-    with runtime.sessions.begin() as session:
+    with db(runtime).begin() as session:
         job = make_job(session, make_api_key(session), n=n)
         images = [make_image(session, job, index=i, **image_fields) for i in range(n)]  # type: ignore[arg-type]
         return job.id, [image.id for image in images]
 
 
 def image_row(runtime: WorkerRuntime, image_id: str) -> JobImage:
-    with runtime.sessions() as session:
+    with db(runtime)() as session:
         row = session.get(JobImage, image_id)
         assert row is not None
         return row
 
 
 def job_row(runtime: WorkerRuntime, job_id: str) -> Job:
-    with runtime.sessions() as session:
+    with db(runtime)() as session:
         row = session.get(Job, job_id)
         assert row is not None
         return row
@@ -67,12 +69,12 @@ def job_row(runtime: WorkerRuntime, job_id: str) -> Job:
 # -- the path that succeeds ------------------------------------------------------------------
 
 
-def test_run_image_generates_stores_records_and_publishes(
+async def test_run_image_generates_stores_records_and_publishes(
     runtime: WorkerRuntime, published: list[str]
 ) -> None:
     job_id, [image_id] = new_job(runtime)
 
-    assert run_image(runtime, image_id) == "succeeded"
+    assert await run_image(runtime, image_id) == "succeeded"
 
     image = image_row(runtime, image_id)
     expected_key = image_object_key(job_id, 0, "png", attempt=1)
@@ -99,16 +101,16 @@ def test_run_image_generates_stores_records_and_publishes(
     assert published == [job_id]
 
 
-def test_job_closes_only_when_its_last_image_is_done(
+async def test_job_closes_only_when_its_last_image_is_done(
     runtime: WorkerRuntime, published: list[str]
 ) -> None:
     job_id, [first, second] = new_job(runtime, n=2)
 
-    assert run_image(runtime, first) == "succeeded"
+    assert await run_image(runtime, first) == "succeeded"
     job = job_row(runtime, job_id)
     assert (job.status, job.succeeded, job.finished_at) == (JobStatus.RUNNING, 1, None)
 
-    assert run_image(runtime, second) == "succeeded"
+    assert await run_image(runtime, second) == "succeeded"
     job = job_row(runtime, job_id)
     assert (job.status, job.succeeded) == (JobStatus.SUCCEEDED, 2)
     assert image_row(runtime, second).object_key == image_object_key(job_id, 1, "png", attempt=1)
@@ -121,14 +123,14 @@ def test_job_closes_only_when_its_last_image_is_done(
 # -- safe to repeat --------------------------------------------------------------------------
 
 
-def test_running_a_finished_image_again_is_skipped(
+async def test_running_a_finished_image_again_is_skipped(
     runtime: WorkerRuntime, published: list[str]
 ) -> None:
     job_id, [image_id] = new_job(runtime)
-    assert run_image(runtime, image_id) == "succeeded"
+    assert await run_image(runtime, image_id) == "succeeded"
     before = image_row(runtime, image_id)
 
-    assert run_image(runtime, image_id) == "skipped"
+    assert await run_image(runtime, image_id) == "skipped"
 
     after = image_row(runtime, image_id)
     assert after.attempts == 1
@@ -139,10 +141,10 @@ def test_running_a_finished_image_again_is_skipped(
     assert published == [job_id]
 
 
-def test_canceled_image_is_skipped(runtime: WorkerRuntime, published: list[str]) -> None:
+async def test_canceled_image_is_skipped(runtime: WorkerRuntime, published: list[str]) -> None:
     job_id, [image_id] = new_job(runtime, status=ImageStatus.CANCELED)
 
-    assert run_image(runtime, image_id) == "skipped"
+    assert await run_image(runtime, image_id) == "skipped"
 
     image = image_row(runtime, image_id)
     assert (image.status, image.attempts, image.object_key) == (ImageStatus.CANCELED, 0, None)
@@ -150,26 +152,26 @@ def test_canceled_image_is_skipped(runtime: WorkerRuntime, published: list[str])
     assert published == []
 
 
-def test_image_running_under_a_live_lease_is_skipped(
+async def test_image_running_under_a_live_lease_is_skipped(
     runtime: WorkerRuntime, published: list[str]
 ) -> None:
     _, [image_id] = new_job(
         runtime, status=ImageStatus.RUNNING, attempts=1, lease_until=utcnow() + timedelta(minutes=5)
     )
 
-    assert run_image(runtime, image_id) == "skipped"
+    assert await run_image(runtime, image_id) == "skipped"
 
     image = image_row(runtime, image_id)
     assert (image.status, image.attempts) == (ImageStatus.RUNNING, 1)
     assert published == []
 
 
-def test_image_with_an_expired_lease_is_retaken(runtime: WorkerRuntime) -> None:
+async def test_image_with_an_expired_lease_is_retaken(runtime: WorkerRuntime) -> None:
     job_id, [image_id] = new_job(
         runtime, status=ImageStatus.RUNNING, attempts=1, lease_until=utcnow() - timedelta(seconds=1)
     )
 
-    assert run_image(runtime, image_id) == "succeeded"
+    assert await run_image(runtime, image_id) == "succeeded"
 
     image = image_row(runtime, image_id)
     assert (image.status, image.attempts) == (ImageStatus.SUCCEEDED, 2)
@@ -191,24 +193,24 @@ class LeaseLostProvider:
         self.image_id = image_id
         self.other_outcome: str | None = None
 
-    def generate(self, call: ProviderCall) -> list[ProviderImage]:
-        with self.other.sessions.begin() as session:
+    async def generate(self, call: ProviderCall) -> list[ProviderImage]:
+        with db(self.other).begin() as session:
             session.execute(
                 update(JobImage)
                 .where(JobImage.id == self.image_id)
                 .values(lease_until=utcnow() - timedelta(seconds=1))
             )
-        self.other_outcome = run_image(self.other, self.image_id)
-        return DemoProvider().generate(call)
+        self.other_outcome = await run_image(self.other, self.image_id)
+        return await DemoProvider().generate(call)
 
 
-def test_attempt_that_lost_its_lease_is_superseded(
+async def test_attempt_that_lost_its_lease_is_superseded(
     runtime: WorkerRuntime, published: list[str]
 ) -> None:
     job_id, [image_id] = new_job(runtime)
     slow = LeaseLostProvider(runtime, image_id)
 
-    assert run_image(with_provider(runtime, slow), image_id) == "superseded"
+    assert await run_image(with_provider(runtime, slow), image_id) == "superseded"
 
     assert slow.other_outcome == "succeeded"
     image = image_row(runtime, image_id)
@@ -219,27 +221,27 @@ def test_attempt_that_lost_its_lease_is_superseded(
     assert published[0] == job_id  # the attempt that owns the image published
 
 
-def test_attempt_that_lost_its_lease_does_not_publish(runtime: WorkerRuntime, published: list[str]) -> None:
+async def test_attempt_that_lost_its_lease_does_not_publish(runtime: WorkerRuntime, published: list[str]) -> None:
     job_id, [image_id] = new_job(runtime)
     slow = LeaseLostProvider(runtime, image_id)
 
-    assert run_image(with_provider(runtime, slow), image_id) == "superseded"
+    assert await run_image(with_provider(runtime, slow), image_id) == "superseded"
 
     assert published == [job_id]  # only the attempt that owns the image published
 
 
-def test_finish_image_with_an_old_attempt_changes_nothing(runtime: WorkerRuntime) -> None:
+async def test_finish_image_with_an_old_attempt_changes_nothing(runtime: WorkerRuntime) -> None:
     _, [image_id] = new_job(
         runtime, status=ImageStatus.RUNNING, attempts=2, lease_until=utcnow() + timedelta(minutes=5)
     )
-    with runtime.sessions.begin() as session:
+    with db(runtime).begin() as session:
         stale = session.execute(
             finish_image(image_id, attempt=1, values={"status": ImageStatus.FAILED})
         ).scalar_one_or_none()
         assert stale is None
     assert image_row(runtime, image_id).status == ImageStatus.RUNNING
 
-    with runtime.sessions.begin() as session:
+    with db(runtime).begin() as session:
         current = session.execute(
             finish_image(image_id, attempt=2, values={"status": ImageStatus.FAILED})
         ).scalar_one_or_none()
@@ -253,14 +255,14 @@ def test_finish_image_with_an_old_attempt_changes_nothing(runtime: WorkerRuntime
 class BlockingProvider:
     name = "demo"
 
-    def generate(self, call: ProviderCall) -> list[ProviderImage]:
+    async def generate(self, call: ProviderCall) -> list[ProviderImage]:
         raise ContentPolicyError("Your prompt was rejected by the safety system.")
 
 
 class CrashingProvider:
     name = "demo"
 
-    def generate(self, call: ProviderCall) -> list[ProviderImage]:
+    async def generate(self, call: ProviderCall) -> list[ProviderImage]:
         raise RuntimeError("connection reset; upstream key sk-live-SECRET-123 at /srv/app.py:42")
 
 
@@ -269,18 +271,18 @@ class SecondImageBlockedProvider:
 
     name = "demo"
 
-    def generate(self, call: ProviderCall) -> list[ProviderImage]:
+    async def generate(self, call: ProviderCall) -> list[ProviderImage]:
         if 1 in call.indices:
             raise ContentPolicyError("Blocked.")
-        return DemoProvider().generate(call)
+        return await DemoProvider().generate(call)
 
 
-def test_content_policy_error_fails_the_image_and_the_job(
+async def test_content_policy_error_fails_the_image_and_the_job(
     runtime: WorkerRuntime, published: list[str]
 ) -> None:
     job_id, [image_id] = new_job(runtime)
 
-    assert run_image(with_provider(runtime, BlockingProvider()), image_id) == "failed"
+    assert await run_image(with_provider(runtime, BlockingProvider()), image_id) == "failed"
 
     image = image_row(runtime, image_id)
     assert image.status == ImageStatus.FAILED
@@ -295,12 +297,12 @@ def test_content_policy_error_fails_the_image_and_the_job(
     assert published == [job_id]
 
 
-def test_unexpected_exception_is_an_internal_error_without_its_text(
+async def test_unexpected_exception_is_an_internal_error_without_its_text(
     runtime: WorkerRuntime,
 ) -> None:
     job_id, [image_id] = new_job(runtime)
 
-    assert run_image(with_provider(runtime, CrashingProvider()), image_id) == "failed"
+    assert await run_image(with_provider(runtime, CrashingProvider()), image_id) == "failed"
 
     image = image_row(runtime, image_id)
     assert image.status == ImageStatus.FAILED
@@ -311,12 +313,12 @@ def test_unexpected_exception_is_an_internal_error_without_its_text(
     assert job_row(runtime, job_id).status == JobStatus.FAILED
 
 
-def test_one_image_failed_one_delivered_is_partial(runtime: WorkerRuntime) -> None:
+async def test_one_image_failed_one_delivered_is_partial(runtime: WorkerRuntime) -> None:
     job_id, [first, second] = new_job(runtime, n=2)
     mixed = with_provider(runtime, SecondImageBlockedProvider())
 
-    assert run_image(mixed, first) == "succeeded"
-    assert run_image(mixed, second) == "failed"
+    assert await run_image(mixed, first) == "succeeded"
+    assert await run_image(mixed, second) == "failed"
 
     job = job_row(runtime, job_id)
     assert job.status == JobStatus.PARTIAL
@@ -324,11 +326,11 @@ def test_one_image_failed_one_delivered_is_partial(runtime: WorkerRuntime) -> No
     assert job.error_code is None
 
 
-def test_provider_missing_from_the_registry_fails_the_image(runtime: WorkerRuntime) -> None:
+async def test_provider_missing_from_the_registry_fails_the_image(runtime: WorkerRuntime) -> None:
     _, [image_id] = new_job(runtime)
     empty = replace(runtime, providers=ProviderRegistry({}))
 
-    assert run_image(empty, image_id) == "failed"
+    assert await run_image(empty, image_id) == "failed"
 
     image = image_row(runtime, image_id)
     assert image.error_code == "service_unavailable"
@@ -338,13 +340,13 @@ def test_provider_missing_from_the_registry_fails_the_image(runtime: WorkerRunti
 # -- requeue_orphans -------------------------------------------------------------------------
 
 
-def test_requeue_orphans_returns_each_lost_image_once(runtime: WorkerRuntime) -> None:
+async def test_requeue_orphans_returns_each_lost_image_once(runtime: WorkerRuntime) -> None:
     now = utcnow()
 
     def ago(seconds: float) -> datetime:
         return now - timedelta(seconds=seconds)
 
-    with runtime.sessions.begin() as session:
+    with db(runtime).begin() as session:
         job = make_job(session, make_api_key(session), n=7)
         rows = {
             "queued_long_ago": make_image(session, job, index=0, enqueued_at=ago(600)),
@@ -370,14 +372,14 @@ def test_requeue_orphans_returns_each_lost_image_once(runtime: WorkerRuntime) ->
         }
         ids = {name: row.id for name, row in rows.items()}
 
-    with runtime.sessions.begin() as session:
+    with db(runtime).begin() as session:
         first = set(session.execute(requeue_orphans(now=now, requeue_after_s=300, max_attempts=3)).scalars())
     assert first == {ids["queued_long_ago"], ids["never_sent"], ids["lease_expired"]}
     for name in ("queued_long_ago", "never_sent", "lease_expired"):
         assert image_row(runtime, ids[name]).enqueued_at == now
     assert image_row(runtime, ids["queued_recently"]).enqueued_at == ago(10)
 
-    with runtime.sessions.begin() as session:
+    with db(runtime).begin() as session:
         second = list(
             session.execute(
                 requeue_orphans(now=now + timedelta(seconds=1), requeue_after_s=300, max_attempts=3)
@@ -386,18 +388,18 @@ def test_requeue_orphans_returns_each_lost_image_once(runtime: WorkerRuntime) ->
     assert second == []
 
 
-def test_requeue_orphans_sends_again_after_another_window(runtime: WorkerRuntime) -> None:
+async def test_requeue_orphans_sends_again_after_another_window(runtime: WorkerRuntime) -> None:
     now = utcnow()
-    with runtime.sessions.begin() as session:
+    with db(runtime).begin() as session:
         job = make_job(session, make_api_key(session))
         image_id = make_image(session, job, enqueued_at=now - timedelta(seconds=600)).id
 
-    with runtime.sessions.begin() as session:
+    with db(runtime).begin() as session:
         assert list(session.execute(requeue_orphans(now=now, requeue_after_s=300, max_attempts=3)).scalars()) == [
             image_id
         ]
     later = now + timedelta(seconds=301)
-    with runtime.sessions.begin() as session:
+    with db(runtime).begin() as session:
         assert list(session.execute(requeue_orphans(now=later, requeue_after_s=300, max_attempts=3)).scalars()) == [
             image_id
         ]
@@ -427,7 +429,7 @@ class ScriptedProvider:
         self.calls: list[ProviderCall] = []
         self.answer = answer
 
-    def generate(self, call: ProviderCall) -> list[ProviderImage]:
+    async def generate(self, call: ProviderCall) -> list[ProviderImage]:
         self.calls.append(call)
         result = self.answer(call) if callable(self.answer) else None
         if isinstance(result, BaseException):
@@ -456,7 +458,7 @@ def with_upstreams(runtime: WorkerRuntime, configured: set[str], *providers: Scr
 def new_model_job(rt: PlanningRuntime, model: str, *, n: int = 1, size: str | None = None,
                   statuses: dict[int, dict[str, object]] | None = None, **request_fields: object
                   ) -> tuple[str, list[str]]:
-    with rt.sessions.begin() as session:
+    with db(rt).begin() as session:
         job = make_job(session, make_api_key(session), n=n, size=size, model=model, catalogue=rt.catalogue,
                        **request_fields)
         ids = [make_image(session, job, index=i, **(statuses or {}).get(i, {})).id  # type: ignore[arg-type]
@@ -464,12 +466,12 @@ def new_model_job(rt: PlanningRuntime, model: str, *, n: int = 1, size: str | No
         return job.id, ids
 
 
-def test_a_group_is_made_by_one_call_and_recorded_per_image(runtime: WorkerRuntime, published: list[str]) -> None:
+async def test_a_group_is_made_by_one_call_and_recorded_per_image(runtime: WorkerRuntime, published: list[str]) -> None:
     upstream = ScriptedProvider("openai_images")
     rt = with_upstreams(runtime, {"openai_images"}, upstream)
     job_id, ids = new_model_job(rt, "gpt-image-2", n=3, size="1024x1024")
 
-    assert run_image(rt, ids[0]) == "succeeded"
+    assert await run_image(rt, ids[0]) == "succeeded"
 
     assert [c.indices for c in upstream.calls] == [[0, 1, 2]]
     assert upstream.calls[0].applied.model == "gpt-image-2"
@@ -487,23 +489,23 @@ def test_a_group_is_made_by_one_call_and_recorded_per_image(runtime: WorkerRunti
     assert published == [job_id]
 
     # the siblings' own tasks find nothing left to do
-    assert run_image(rt, ids[1]) == "skipped"
-    assert run_image(rt, ids[2]) == "skipped"
+    assert await run_image(rt, ids[1]) == "skipped"
+    assert await run_image(rt, ids[2]) == "skipped"
     assert len(upstream.calls) == 1
 
 
-def test_any_image_of_a_group_claims_the_whole_group(runtime: WorkerRuntime) -> None:
+async def test_any_image_of_a_group_claims_the_whole_group(runtime: WorkerRuntime) -> None:
     upstream = ScriptedProvider("openai_images")
     rt = with_upstreams(runtime, {"openai_images"}, upstream)
     _, ids = new_model_job(rt, "gpt-image-1.5", n=3)
 
-    assert run_image(rt, ids[2]) == "succeeded"
+    assert await run_image(rt, ids[2]) == "succeeded"
 
     assert [c.indices for c in upstream.calls] == [[0, 1, 2]]
     assert [image_row(rt, i).status for i in ids] == [ImageStatus.SUCCEEDED] * 3
 
 
-def test_siblings_done_or_running_elsewhere_are_not_claimed(runtime: WorkerRuntime) -> None:
+async def test_siblings_done_or_running_elsewhere_are_not_claimed(runtime: WorkerRuntime) -> None:
     upstream = ScriptedProvider("openai_images")
     rt = with_upstreams(runtime, {"openai_images"}, upstream)
     live = {"status": ImageStatus.RUNNING, "attempts": 1, "lease_until": utcnow() + timedelta(minutes=5)}
@@ -511,21 +513,21 @@ def test_siblings_done_or_running_elsewhere_are_not_claimed(runtime: WorkerRunti
     expired = {"status": ImageStatus.RUNNING, "attempts": 1, "lease_until": utcnow() - timedelta(seconds=1)}
     _, ids = new_model_job(rt, "gpt-image-2", n=4, statuses={1: live, 2: done, 3: expired})
 
-    assert run_image(rt, ids[0]) == "succeeded"
+    assert await run_image(rt, ids[0]) == "succeeded"
 
     assert [c.indices for c in upstream.calls] == [[0, 3]]
     assert image_row(rt, ids[1]).status == ImageStatus.RUNNING
     assert image_row(rt, ids[3]).attempts == 2
 
 
-def test_one_image_per_call_upstream_is_never_grouped(runtime: WorkerRuntime) -> None:
+async def test_one_image_per_call_upstream_is_never_grouped(runtime: WorkerRuntime) -> None:
     upstream = ScriptedProvider("gemini")
     rt = with_upstreams(runtime, {"gemini"}, upstream)
     _, ids = new_model_job(rt, "gemini-3-pro-image", n=2, aspect_ratio="16:9")
 
-    assert run_image(rt, ids[0]) == "succeeded"
+    assert await run_image(rt, ids[0]) == "succeeded"
     assert image_row(rt, ids[1]).status == ImageStatus.QUEUED
-    assert run_image(rt, ids[1]) == "succeeded"
+    assert await run_image(rt, ids[1]) == "succeeded"
 
     assert [c.indices for c in upstream.calls] == [[0], [1]]
     assert upstream.calls[0].applied.size == "1376x768"
@@ -535,12 +537,12 @@ def first_image_only(call: ProviderCall) -> list[ProviderImage]:
     return [ProviderImage(data=png(), mime_type="image/png", width=16, height=12)]
 
 
-def test_fewer_images_than_asked_fails_the_missing_ones(runtime: WorkerRuntime) -> None:
+async def test_fewer_images_than_asked_fails_the_missing_ones(runtime: WorkerRuntime) -> None:
     upstream = ScriptedProvider("openai_images", first_image_only)
     rt = with_upstreams(runtime, {"openai_images"}, upstream)
     job_id, ids = new_model_job(rt, "gpt-image-2", n=2)
 
-    run_image(rt, ids[0])
+    await run_image(rt, ids[0])
 
     assert image_row(rt, ids[0]).status == ImageStatus.SUCCEEDED
     missing = image_row(rt, ids[1])
@@ -548,11 +550,11 @@ def test_fewer_images_than_asked_fails_the_missing_ones(runtime: WorkerRuntime) 
     assert job_row(rt, job_id).status == JobStatus.PARTIAL
 
 
-def test_run_image_returns_the_outcome_of_the_image_it_was_called_for(runtime: WorkerRuntime) -> None:
+async def test_run_image_returns_the_outcome_of_the_image_it_was_called_for(runtime: WorkerRuntime) -> None:
     rt = with_upstreams(runtime, {"openai_images"}, ScriptedProvider("openai_images", first_image_only))
     _, ids = new_model_job(rt, "gpt-image-2", n=2)
 
-    outcome = run_image(rt, ids[1])
+    outcome = await run_image(rt, ids[1])
 
     assert image_row(rt, ids[1]).status == ImageStatus.FAILED
     assert outcome == "failed"
@@ -561,7 +563,7 @@ def test_run_image_returns_the_outcome_of_the_image_it_was_called_for(runtime: W
 # -- inputs and transcoding ------------------------------------------------------------------
 
 
-def test_input_images_and_mask_reach_the_provider_as_bytes(runtime: WorkerRuntime) -> None:
+async def test_input_images_and_mask_reach_the_provider_as_bytes(runtime: WorkerRuntime) -> None:
     upstream = ScriptedProvider("openai_images")
     rt = with_upstreams(runtime, {"openai_images"}, upstream)
     first, second, mask = png(color=(1, 2, 3)), encoded("jpeg"), png(mode="RGBA", color=(0, 0, 0, 0))
@@ -574,7 +576,7 @@ def test_input_images_and_mask_reach_the_provider_as_bytes(runtime: WorkerRuntim
                       InputImage(object_key="inputs/b.jpg", mime_type="image/jpeg")],
         mask=InputImage(object_key="inputs/mask.png", mime_type="image/png"), input_fidelity="high")
 
-    assert run_image(rt, image_id) == "succeeded"
+    assert await run_image(rt, image_id) == "succeeded"
 
     [call] = upstream.calls
     assert [(i.data, i.mime_type) for i in call.inputs] == [(first, "image/png"), (second, "image/jpeg")]
@@ -584,14 +586,14 @@ def test_input_images_and_mask_reach_the_provider_as_bytes(runtime: WorkerRuntim
 
 
 @pytest.mark.parametrize(("fmt", "pil"), [("webp", "WEBP"), ("jpeg", "JPEG")])
-def test_a_format_the_upstream_cannot_make_is_transcoded(runtime: WorkerRuntime, fmt: str, pil: str) -> None:
+async def test_a_format_the_upstream_cannot_make_is_transcoded(runtime: WorkerRuntime, fmt: str, pil: str) -> None:
     transparent_png = png(mode="RGBA", color=(255, 0, 0, 0))
     upstream = ScriptedProvider("gemini", lambda call: [
         ProviderImage(data=transparent_png, mime_type="image/png", width=16, height=12)])
     rt = with_upstreams(runtime, {"gemini"}, upstream)
     job_id, [image_id] = new_model_job(rt, "gemini-3-pro-image", output_format=fmt, output_compression=40)
 
-    assert run_image(rt, image_id) == "succeeded"
+    assert await run_image(rt, image_id) == "succeeded"
 
     assert upstream.calls[0].applied.upstream_format == "png"
     image = image_row(rt, image_id)
@@ -602,14 +604,14 @@ def test_a_format_the_upstream_cannot_make_is_transcoded(runtime: WorkerRuntime,
     assert (image.mime_type, image.bytes) == (f"image/{fmt}", len(stored))
 
 
-def test_a_format_the_upstream_makes_is_stored_as_delivered(runtime: WorkerRuntime) -> None:
+async def test_a_format_the_upstream_makes_is_stored_as_delivered(runtime: WorkerRuntime) -> None:
     webp = encoded("webp")
     upstream = ScriptedProvider("openai_images", lambda call: [
         ProviderImage(data=webp, mime_type="image/webp", width=20, height=10)])
     rt = with_upstreams(runtime, {"openai_images"}, upstream)
     _, [image_id] = new_model_job(rt, "gpt-image-2", output_format="webp", output_compression=40)
 
-    assert run_image(rt, image_id) == "succeeded"
+    assert await run_image(rt, image_id) == "succeeded"
 
     assert upstream.calls[0].applied.upstream_format == "webp"
     image = image_row(rt, image_id)
@@ -637,12 +639,12 @@ ROUTE_FAILURES = [
 
 
 @pytest.mark.parametrize("error", ROUTE_FAILURES)
-def test_a_failed_route_falls_back_to_the_next_model(runtime: WorkerRuntime, error: GatewayError) -> None:
+async def test_a_failed_route_falls_back_to_the_next_model(runtime: WorkerRuntime, error: GatewayError) -> None:
     upstream = ScriptedProvider("gemini", failing_for("gemini-2.5-flash-image", error))
     rt = with_upstreams(runtime, {"gemini"}, upstream)
     job_id, [image_id] = new_model_job(rt, "gemini-2.5-flash-image", aspect_ratio="21:9")
 
-    assert run_image(rt, image_id) == "succeeded"
+    assert await run_image(rt, image_id) == "succeeded"
 
     assert [c.applied.model for c in upstream.calls] == ["gemini-2.5-flash-image", "gemini-3.1-flash-image"]
     # the fallback is planned for its own model: its own grid and tier
@@ -662,14 +664,14 @@ def test_a_failed_route_falls_back_to_the_next_model(runtime: WorkerRuntime, err
         pytest.param(UpstreamOverloadedError("busy", upstream_status=503), id="not-retryable"),
     ],
 )
-def test_an_error_that_is_not_the_route_failing_does_not_fall_back(
+async def test_an_error_that_is_not_the_route_failing_does_not_fall_back(
     runtime: WorkerRuntime, error: GatewayError
 ) -> None:
     upstream = ScriptedProvider("gemini", failing_for("gemini-2.5-flash-image", error))
     rt = with_upstreams(runtime, {"gemini"}, upstream)
     job_id, [image_id] = new_model_job(rt, "gemini-2.5-flash-image")
 
-    assert run_image(rt, image_id) == "failed"
+    assert await run_image(rt, image_id) == "failed"
 
     assert len(upstream.calls) == 1
     image = image_row(rt, image_id)
@@ -677,7 +679,7 @@ def test_an_error_that_is_not_the_route_failing_does_not_fall_back(
     assert job_row(rt, job_id).status == JobStatus.FAILED
 
 
-def test_every_route_failing_records_the_last_error(runtime: WorkerRuntime) -> None:
+async def test_every_route_failing_records_the_last_error(runtime: WorkerRuntime) -> None:
     def answer(call: ProviderCall) -> GatewayError:
         if call.applied.model == "gemini-2.5-flash-image":
             return UpstreamError("gone", code="upstream_model_not_found", upstream_status=404)
@@ -687,33 +689,33 @@ def test_every_route_failing_records_the_last_error(runtime: WorkerRuntime) -> N
     rt = with_upstreams(runtime, {"gemini"}, upstream)
     _, [image_id] = new_model_job(rt, "gemini-2.5-flash-image")
 
-    assert run_image(rt, image_id) == "failed"
+    assert await run_image(rt, image_id) == "failed"
 
     assert len(upstream.calls) == 2
     image = image_row(rt, image_id)
     assert (image.error_code, image.error_message) == ("upstream_overloaded", "The Gemini API is overloaded.")
 
 
-def test_a_provider_missing_on_the_worker_falls_back(runtime: WorkerRuntime) -> None:
+async def test_a_provider_missing_on_the_worker_falls_back(runtime: WorkerRuntime) -> None:
     # the catalogue offers vertex (configured on the API), but this worker has no vertex provider
     gemini = ScriptedProvider("gemini")
     rt = with_upstreams(runtime, {"gemini", "vertex_gemini"}, gemini)
     _, [image_id] = new_model_job(rt, "vertex/gemini-2.5-flash-image")
 
-    assert run_image(rt, image_id) == "failed"  # its only fallback is vertex too
+    assert await run_image(rt, image_id) == "failed"  # its only fallback is vertex too
     assert image_row(rt, image_id).error_code == ServiceUnavailableError.default_code
 
     _, [image_id] = new_model_job(rt, "gemini-2.5-flash-image")
-    assert run_image(rt, image_id) == "succeeded"
+    assert await run_image(rt, image_id) == "succeeded"
 
 
-def test_a_group_falls_back_as_a_group(runtime: WorkerRuntime) -> None:
+async def test_a_group_falls_back_as_a_group(runtime: WorkerRuntime) -> None:
     gone = UpstreamError("gone", code="upstream_model_not_found", upstream_status=404)
     upstream = ScriptedProvider("openai_images", failing_for("gpt-image-1.5", gone))
     rt = with_upstreams(runtime, {"openai_images"}, upstream)
     _, ids = new_model_job(rt, "gpt-image-1.5", n=3, size="1792x1024")
 
-    assert run_image(rt, ids[0]) == "succeeded"
+    assert await run_image(rt, ids[0]) == "succeeded"
 
     assert [(c.applied.model, c.indices) for c in upstream.calls] == [
         ("gpt-image-1.5", [0, 1, 2]), ("gpt-image-2", [0, 1, 2])]
@@ -722,20 +724,20 @@ def test_a_group_falls_back_as_a_group(runtime: WorkerRuntime) -> None:
     assert {image_row(rt, i).model for i in ids} == {"gpt-image-2"}
 
 
-def test_a_fallback_that_cannot_take_the_request_is_skipped(runtime: WorkerRuntime) -> None:
+async def test_a_fallback_that_cannot_take_the_request_is_skipped(runtime: WorkerRuntime) -> None:
     gone = UpstreamError("gone", code="upstream_model_not_found", upstream_status=404)
     upstream = ScriptedProvider("openai_images", failing_for("gpt-image-1.5", gone))
     rt = with_upstreams(runtime, {"openai_images"}, upstream)
     # 4000x1000 maps to 1536x1024 on gpt-image-1.5 but is beyond gpt-image-2's 3840 px
     _, [image_id] = new_model_job(rt, "gpt-image-1.5", size="4000x1000")
 
-    assert run_image(rt, image_id) == "failed"
+    assert await run_image(rt, image_id) == "failed"
 
     assert [c.applied.model for c in upstream.calls] == ["gpt-image-1.5"]
     assert image_row(rt, image_id).error_code == "upstream_model_not_found"
 
 
-def test_the_whole_chain_is_walked_when_the_model_itself_is_not_configured(runtime: WorkerRuntime) -> None:
+async def test_the_whole_chain_is_walked_when_the_model_itself_is_not_configured(runtime: WorkerRuntime) -> None:
     vertex = ScriptedProvider("vertex_gemini", lambda call: UpstreamOverloadedError(
         "busy", upstream_status=503, retryable=True))
     gateway = ScriptedProvider("openai_chat")
@@ -743,7 +745,7 @@ def test_the_whole_chain_is_walked_when_the_model_itself_is_not_configured(runti
     _, [image_id] = new_model_job(rt, "gemini-3-pro-image", aspect_ratio="1:1")
     assert len(vertex.calls) == 0
 
-    outcome = run_image(rt, image_id)
+    outcome = await run_image(rt, image_id)
 
     assert [c.applied.model for c in vertex.calls] == ["vertex/gemini-3-pro-image"]
     assert [c.applied.model for c in gateway.calls] == ["gateway/gemini-3-pro-image"]

@@ -4,9 +4,8 @@ no deadlock (each transaction locks image row, then job row, then key row)."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from datetime import date
 from decimal import Decimal
 
@@ -23,14 +22,14 @@ from core.generation import ProviderImage
 from core.migrate import upgrade_head
 from core.models import ApiKey, Job, JobImage
 from core.models.ledger import LedgerEntry
-from tests.worker.factories import hold, make_api_key, make_image, make_job
+from tests.worker.factories import db, hold, make_api_key, make_image, make_job
 from worker.providers.base import ProviderCall
 from worker.providers.demo import DemoProvider
 from worker.providers.registry import ProviderRegistry
 from worker.run_job import run_image
 from worker.runtime import WorkerRuntime
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 N = 10
 HOLD = 50_000  # micro-dollars held per image
@@ -44,31 +43,32 @@ class Rendezvous:
     name = "demo"
 
     def __init__(self, parties: int) -> None:
-        self.barrier = threading.Barrier(parties, timeout=30)
+        self.barrier = asyncio.Barrier(parties)
         self.demo = DemoProvider()
 
-    def generate(self, call: ProviderCall) -> list[ProviderImage]:
-        self.barrier.wait()
+    async def generate(self, call: ProviderCall) -> list[ProviderImage]:
+        await asyncio.wait_for(self.barrier.wait(), 30)
         if call.indices[0] % 2:
             raise ContentPolicyError("blocked", code="moderation_blocked")
-        return self.demo.generate(call)
+        return await self.demo.generate(call)
 
 
 @pytest.fixture
-def runtime(make_pg_database: Callable[[], str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerRuntime]:
+async def runtime(make_pg_database: Callable[[], str],
+                  tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[WorkerRuntime]:
     settings = Settings(database_url=make_pg_database(), data_dir=tmp_path_factory.mktemp("pg-data"),
                         db_pool_size=N, db_max_overflow=N, _env_file=None)  # type: ignore[call-arg]
     upgrade_head(settings)
     built = WorkerRuntime.build(settings, events=InProcessEventBus())
     yield built
-    built.close()
+    await built.aclose()
 
 
-def test_simultaneous_outcomes_settle_exactly_without_deadlock(runtime: WorkerRuntime) -> None:
+async def test_simultaneous_outcomes_settle_exactly_without_deadlock(runtime: WorkerRuntime) -> None:
     for round_ in range(5):
         provider = Rendezvous(N)
         runtime.providers = ProviderRegistry({"demo": provider})
-        with runtime.sessions.begin() as session:
+        with db(runtime).begin() as session:
             key = make_api_key(session, name=f"settle-{round_}")
             job = make_job(session, key, n=N, size="64x64")
             hold(session, key, job, per_image=HOLD)
@@ -76,11 +76,10 @@ def test_simultaneous_outcomes_settle_exactly_without_deadlock(runtime: WorkerRu
             images = [make_image(session, job, index=i) for i in range(N)]
             key_id, job_id, image_ids = key.id, job.id, [i.id for i in images]
 
-        with ThreadPoolExecutor(N) as pool:
-            outcomes = list(pool.map(lambda image_id: run_image(runtime, image_id), image_ids))
+        outcomes = list(await asyncio.gather(*(run_image(runtime, image_id) for image_id in image_ids)))
 
         assert sorted(outcomes) == ["failed"] * 5 + ["succeeded"] * 5
-        with runtime.sessions() as session:
+        with db(runtime)() as session:
             job = session.get_one(Job, job_id)
             assert (job.status, job.succeeded, job.failed) == ("partial", 5, 5)
             ledger_total = session.scalar(select(func.sum(LedgerEntry.amount_micros))
@@ -102,33 +101,30 @@ class CountingDemo:
 
     def __init__(self) -> None:
         self.calls: list[list[int]] = []
-        self.lock = threading.Lock()
         self.demo = DemoProvider()
 
-    def generate(self, call: ProviderCall) -> list[ProviderImage]:
-        with self.lock:
-            self.calls.append(list(call.indices))
-        return self.demo.generate(call)
+    async def generate(self, call: ProviderCall) -> list[ProviderImage]:
+        self.calls.append(list(call.indices))
+        return await self.demo.generate(call)
 
 
-def test_sibling_tasks_of_a_group_claim_without_waiting_on_each_other(runtime: WorkerRuntime) -> None:
+async def test_sibling_tasks_of_a_group_claim_without_waiting_on_each_other(runtime: WorkerRuntime) -> None:
     """An upstream making 10 images per call: the 10 tasks of the job start together; whoever
     claims first takes the siblings nobody holds (SKIP LOCKED), the others find theirs taken."""
     for round_ in range(5):
         provider = CountingDemo()
         runtime.providers = ProviderRegistry({"demo": provider})
-        with runtime.sessions.begin() as session:
+        with db(runtime).begin() as session:
             key = make_api_key(session, name=f"group-{round_}")
             job = make_job(session, key, n=N, size="64x64")
             job.routes = [{**job.routes[0], "n_per_call": N}]
             image_ids = [make_image(session, job, index=i).id for i in range(N)]
             job_id = job.id
-        with ThreadPoolExecutor(N) as pool:
-            outcomes = list(pool.map(lambda image_id: run_image(runtime, image_id), image_ids))
+        outcomes = list(await asyncio.gather(*(run_image(runtime, image_id) for image_id in image_ids)))
         made = sorted(i for call in provider.calls for i in call)
         assert made == list(range(N)), "every image made exactly once"
         assert set(outcomes) <= {"succeeded", "skipped"} and "succeeded" in outcomes
-        with runtime.sessions() as session:
+        with db(runtime)() as session:
             job = session.get_one(Job, job_id)
             assert (job.status, job.succeeded) == ("succeeded", N)
 
@@ -138,21 +134,22 @@ class NulInText:
 
     name = "demo"
 
-    def generate(self, call: ProviderCall) -> list[ProviderImage]:
-        return [image.model_copy(update={"text": "a caption\x00with a NUL"}) for image in DemoProvider().generate(call)]
+    async def generate(self, call: ProviderCall) -> list[ProviderImage]:
+        images = await DemoProvider().generate(call)
+        return [image.model_copy(update={"text": "a caption\x00with a NUL"}) for image in images]
 
 
-def test_an_outcome_the_database_refuses_is_recorded_as_a_failure(runtime: WorkerRuntime) -> None:
+async def test_an_outcome_the_database_refuses_is_recorded_as_a_failure(runtime: WorkerRuntime) -> None:
     runtime.providers = ProviderRegistry({"demo": NulInText()})
-    with runtime.sessions.begin() as session:
+    with db(runtime).begin() as session:
         key = make_api_key(session, name="nul")
         job = make_job(session, key, size="64x64")
         hold(session, key, job, per_image=HOLD)
         image_id, job_id, key_id = make_image(session, job).id, job.id, key.id
 
-    assert run_image(runtime, image_id) == "failed"
+    assert await run_image(runtime, image_id) == "failed"
 
-    with runtime.sessions() as session:
+    with db(runtime)() as session:
         image = session.get_one(JobImage, image_id)
         job = session.get_one(Job, job_id)
         committed = session.get_one(ApiKey, key_id).committed_micros
@@ -162,4 +159,4 @@ def test_an_outcome_the_database_refuses_is_recorded_as_a_failure(runtime: Worke
     assert image.lease_until is None and image.text is None
     assert (job.status, job.failed) == ("failed", 1)
     assert committed == ledger_total == 0
-    assert run_image(runtime, image_id) == "skipped"
+    assert await run_image(runtime, image_id) == "skipped"

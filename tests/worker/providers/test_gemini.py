@@ -20,6 +20,8 @@ from worker.providers.base import HttpProvider, InputBytes
 from worker.providers.gemini import GeminiAdapter, build_body
 from worker.providers.registry import ProviderRegistry
 
+pytestmark = pytest.mark.anyio
+
 BASE = "https://generativelanguage.test"
 adapter = GeminiAdapter()
 
@@ -27,7 +29,7 @@ adapter = GeminiAdapter()
 # -- the request -----------------------------------------------------------------------------
 
 
-def test_request_url_method_and_headers() -> None:
+async def test_request_url_method_and_headers() -> None:
     call = make_call("gemini-3-pro-image", aspect_ratio="16:9")
     request = adapter.build_request(call, base_url=BASE, headers={"x-goog-api-key": "AIza-key"})
     assert request.method == "POST"
@@ -36,7 +38,7 @@ def test_request_url_method_and_headers() -> None:
     assert request.headers["content-type"] == "application/json"
 
 
-def test_gemini_2_5_body_has_no_image_size() -> None:
+async def test_gemini_2_5_body_has_no_image_size() -> None:
     call = make_call("gemini-2.5-flash-image", aspect_ratio="16:9", prompt="A tiny banana-shaped robot")
     assert json_body(adapter.build_request(call, base_url=BASE, headers={})) == {
         "contents": [{"role": "user", "parts": [{"text": "A tiny banana-shaped robot"}]}],
@@ -45,14 +47,14 @@ def test_gemini_2_5_body_has_no_image_size() -> None:
 
 
 @pytest.mark.parametrize(("quality", "size"), [("auto", "1K"), ("high", "2K")])
-def test_gemini_3_pro_body_has_image_size_and_no_thinking(quality: str, size: str) -> None:
+async def test_gemini_3_pro_body_has_image_size_and_no_thinking(quality: str, size: str) -> None:
     call = make_call("gemini-3-pro-image", aspect_ratio="16:9", quality=quality)
     body = json_body(adapter.build_request(call, base_url=BASE, headers={}))
     assert body["generationConfig"] == {"responseModalities": ["TEXT", "IMAGE"],
                                         "imageConfig": {"aspectRatio": "16:9", "imageSize": size}}
 
 
-def test_gemini_3_pro_retired_ultra_alias_has_no_thinking() -> None:
+async def test_gemini_3_pro_retired_ultra_alias_has_no_thinking() -> None:
     call = make_call("imagen-4.0-ultra-generate-001", aspect_ratio="1:1", image_size="4K")
     body = json_body(adapter.build_request(call, base_url=BASE, headers={}))
     assert "thinkingConfig" not in body["generationConfig"]
@@ -61,7 +63,7 @@ def test_gemini_3_pro_retired_ultra_alias_has_no_thinking() -> None:
 
 @pytest.mark.parametrize(("model", "level"), [("imagen-4.0-fast-generate-001", "MINIMAL"),
                                               ("imagen-4.0-generate-001", "HIGH")])
-def test_gemini_3_1_body_has_the_thinking_level_of_the_alias(model: str, level: str) -> None:
+async def test_gemini_3_1_body_has_the_thinking_level_of_the_alias(model: str, level: str) -> None:
     call = make_call(model, aspect_ratio="4:1", image_size="0.5K")
     request = adapter.build_request(call, base_url=BASE, headers={})
     assert str(request.url) == f"{BASE}/v1beta/models/gemini-3.1-flash-image:generateContent"
@@ -72,23 +74,23 @@ def test_gemini_3_1_body_has_the_thinking_level_of_the_alias(model: str, level: 
     }
 
 
-def test_gemini_3_1_without_a_thinking_level_sends_none() -> None:
+async def test_gemini_3_1_without_a_thinking_level_sends_none() -> None:
     call = make_call("gemini-3.1-flash-image", aspect_ratio="1:8")
     assert "thinkingConfig" not in json_body(adapter.build_request(call, base_url=BASE, headers={}))["generationConfig"]
 
 
-def test_no_aspect_ratio_sends_only_the_size_tier() -> None:
+async def test_no_aspect_ratio_sends_only_the_size_tier() -> None:
     call = make_call("gemini-3-pro-image")
     config = json_body(adapter.build_request(call, base_url=BASE, headers={}))["generationConfig"]
     assert config["imageConfig"] == {"imageSize": "1K"}
 
 
-def test_no_aspect_ratio_on_2_5_sends_no_image_config() -> None:
+async def test_no_aspect_ratio_on_2_5_sends_no_image_config() -> None:
     config = build_body(make_call("gemini-2.5-flash-image"))["generationConfig"]
     assert config == {"responseModalities": ["TEXT", "IMAGE"]}
 
 
-def test_input_images_are_inline_data_parts_after_the_text() -> None:
+async def test_input_images_are_inline_data_parts_after_the_text() -> None:
     first, second = image_bytes("png"), image_bytes("jpeg", color=(1, 2, 3))
     call = make_call("gemini-3-pro-image", prompt="Put the two together",
                      inputs=[InputBytes(first, "image/png"), InputBytes(second, "image/jpeg")])
@@ -100,7 +102,7 @@ def test_input_images_are_inline_data_parts_after_the_text() -> None:
     ]
 
 
-def test_a_conversation_goes_as_turns_in_the_callers_order_with_thought_signatures() -> None:
+async def test_a_conversation_goes_as_turns_in_the_callers_order_with_thought_signatures() -> None:
     reference, earlier = image_bytes("png"), image_bytes("png", color=(9, 9, 9))
     call = make_call("gemini-3-pro-image", prompt="now make it blue",
                      inputs=[InputBytes(reference, "image/png"), InputBytes(earlier, "image/png")],
@@ -118,18 +120,18 @@ def test_a_conversation_goes_as_turns_in_the_callers_order_with_thought_signatur
     ]
 
 
-def test_system_instruction() -> None:
+async def test_system_instruction() -> None:
     call = make_call("gemini-3.1-flash-image", system="You draw in watercolour.")
     body = json_body(adapter.build_request(call, base_url=BASE, headers={}))
     assert body["systemInstruction"] == {"parts": [{"text": "You draw in watercolour."}]}
     assert body["contents"] == [{"role": "user", "parts": [{"text": "a lighthouse at dusk"}]}]
 
 
-def test_no_system_instruction_when_none_given() -> None:
+async def test_no_system_instruction_when_none_given() -> None:
     assert "systemInstruction" not in build_body(make_call("gemini-3-pro-image"))
 
 
-def test_the_gemini_api_never_gets_vertex_output_options() -> None:
+async def test_the_gemini_api_never_gets_vertex_output_options() -> None:
     # even for an applied jpeg upstream format (imageOutputOptions is a Vertex AI option only)
     call = make_call("vertex/gemini-3-pro-image", output_format="jpeg", output_compression=70, aspect_ratio="1:1")
     assert call.applied.upstream_format == "jpeg"
@@ -137,7 +139,7 @@ def test_the_gemini_api_never_gets_vertex_output_options() -> None:
     assert "imageOutputOptions" not in body["generationConfig"]["imageConfig"]
 
 
-def test_webp_is_asked_as_png() -> None:
+async def test_webp_is_asked_as_png() -> None:
     # the Gemini API has no output format option: nothing about webp goes upstream
     call = make_call("gemini-3-pro-image", output_format="webp", output_compression=50, aspect_ratio="1:1")
     body = json_body(adapter.build_request(call, base_url=BASE, headers={}))
@@ -160,7 +162,7 @@ def inline(data: bytes, mime: str = "image/png", **flags: Any) -> dict[str, Any]
     return {"inlineData": {"mimeType": mime, "data": b64(data)}, **flags}
 
 
-def test_image_and_caption_are_read() -> None:
+async def test_image_and_caption_are_read() -> None:
     picture = image_bytes("png", 40, 30)
     [image] = adapter.parse_response(answer([{"text": "Here is your otter!"}, inline(picture)]),
                                      make_call("gemini-3-pro-image"))
@@ -169,13 +171,13 @@ def test_image_and_caption_are_read() -> None:
     assert image.text == "Here is your otter!"
 
 
-def test_jpeg_part_is_read_as_jpeg() -> None:
+async def test_jpeg_part_is_read_as_jpeg() -> None:
     picture = image_bytes("jpeg", 32, 32)
     [image] = adapter.parse_response(answer([inline(picture, "image/jpeg")]), make_call("gemini-2.5-flash-image"))
     assert (image.mime_type, image.text) == ("image/jpeg", None)
 
 
-def test_thought_parts_are_skipped() -> None:
+async def test_thought_parts_are_skipped() -> None:
     draft, final = image_bytes("png", 8, 8, (0, 0, 0)), image_bytes("png", 48, 27, (255, 255, 255))
     parts = [
         {"text": "Planning the composition...", "thought": True},
@@ -189,20 +191,20 @@ def test_thought_parts_are_skipped() -> None:
     assert image.text == "A lighthouse."
 
 
-def test_only_thought_images_is_no_image() -> None:
+async def test_only_thought_images_is_no_image() -> None:
     parts = [inline(image_bytes(), thought=True)]
     with pytest.raises(UpstreamError) as info:
         adapter.parse_response(answer(parts), make_call("gemini-3-pro-image"))
     assert (info.value.code, info.value.retryable) == ("no_images_generated", True)
 
 
-def test_images_are_capped_at_the_call_count() -> None:
+async def test_images_are_capped_at_the_call_count() -> None:
     first, second = image_bytes(color=(1, 1, 1)), image_bytes(color=(2, 2, 2))
     images = adapter.parse_response(answer([inline(first), inline(second)]), make_call("gemini-3-pro-image"))
     assert [i.data for i in images] == [first]
 
 
-def test_usage_is_mapped_from_usage_metadata() -> None:
+async def test_usage_is_mapped_from_usage_metadata() -> None:
     usage = {
         "promptTokenCount": 300, "candidatesTokenCount": 1130, "thoughtsTokenCount": 200, "totalTokenCount": 1630,
         "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 42}, {"modality": "IMAGE", "tokenCount": 258}],
@@ -216,20 +218,20 @@ def test_usage_is_mapped_from_usage_metadata() -> None:
     assert image.usage.total_tokens == 1630
 
 
-def test_usage_without_details() -> None:
+async def test_usage_without_details() -> None:
     usage = {"promptTokenCount": 12, "candidatesTokenCount": 1290, "totalTokenCount": 1302}
     [image] = adapter.parse_response(answer([inline(image_bytes())], usage=usage), make_call("gemini-2.5-flash-image"))
     assert (image.usage.input_tokens, image.usage.input_text_tokens, image.usage.output_tokens) == (12, 12, 1290)
     assert (image.usage.output_image_tokens, image.usage.output_text_tokens) == (0, 1290)
 
 
-def test_no_usage_metadata_is_zero_usage() -> None:
+async def test_no_usage_metadata_is_zero_usage() -> None:
     [image] = adapter.parse_response(answer([inline(image_bytes())]), make_call("gemini-3-pro-image"))
     assert image.usage.total_tokens == 0
 
 
 @pytest.mark.parametrize("reason", ["SAFETY", "OTHER", "BLOCKLIST", "PROHIBITED_CONTENT", "IMAGE_SAFETY"])
-def test_blocked_prompt_is_a_content_policy_error(reason: str) -> None:
+async def test_blocked_prompt_is_a_content_policy_error(reason: str) -> None:
     response = ok({"promptFeedback": {"blockReason": reason, "safetyRatings": []},
                    "usageMetadata": {"promptTokenCount": 8, "totalTokenCount": 8}})
     with pytest.raises(ContentPolicyError) as info:
@@ -240,7 +242,7 @@ def test_blocked_prompt_is_a_content_policy_error(reason: str) -> None:
 
 
 @pytest.mark.parametrize("reason", ["IMAGE_SAFETY", "IMAGE_PROHIBITED_CONTENT", "SAFETY", "PROHIBITED_CONTENT"])
-def test_safety_finish_without_image_is_a_content_policy_error(reason: str) -> None:
+async def test_safety_finish_without_image_is_a_content_policy_error(reason: str) -> None:
     with pytest.raises(ContentPolicyError) as info:
         adapter.parse_response(answer([{"text": "I can't draw that."}], finish=reason), make_call("gemini-3-pro-image"))
     assert info.value.code == "moderation_blocked"
@@ -248,7 +250,7 @@ def test_safety_finish_without_image_is_a_content_policy_error(reason: str) -> N
 
 
 @pytest.mark.parametrize("reason", ["STOP", "NO_IMAGE", "IMAGE_OTHER", "MAX_TOKENS"])
-def test_no_image_without_a_safety_reason_is_retryable(reason: str) -> None:
+async def test_no_image_without_a_safety_reason_is_retryable(reason: str) -> None:
     with pytest.raises(UpstreamError) as info:
         adapter.parse_response(answer([{"text": "Here you go"}], finish=reason), make_call("gemini-3-pro-image"))
     assert type(info.value) is UpstreamError
@@ -256,20 +258,20 @@ def test_no_image_without_a_safety_reason_is_retryable(reason: str) -> None:
     assert reason in info.value.message
 
 
-def test_no_candidates_is_no_image() -> None:
+async def test_no_candidates_is_no_image() -> None:
     with pytest.raises(UpstreamError) as info:
         adapter.parse_response(ok({"candidates": []}), make_call("gemini-3-pro-image"))
     assert (info.value.code, info.value.retryable) == ("no_images_generated", True)
 
 
-def test_safety_finish_with_an_image_still_returns_it() -> None:
+async def test_safety_finish_with_an_image_still_returns_it() -> None:
     [image] = adapter.parse_response(answer([inline(image_bytes())], finish="IMAGE_SAFETY"),
                                      make_call("gemini-3-pro-image"))
     assert image.mime_type == "image/png"
 
 
 @pytest.mark.parametrize("body", [b"{not json", b"[]", b'{"candidates": "many"}', b"", b"<html>oops</html>"])
-def test_a_body_that_is_not_a_response_is_retryable(body: bytes) -> None:
+async def test_a_body_that_is_not_a_response_is_retryable(body: bytes) -> None:
     with pytest.raises(UpstreamError) as info:
         adapter.parse_response(ok(body), make_call("gemini-3-pro-image"))
     assert (info.value.code, info.value.retryable) == ("upstream_bad_response", True)
@@ -287,7 +289,7 @@ def test_a_body_that_is_not_a_response_is_retryable(body: bytes) -> None:
     ],
     ids=["not-base64", "truncated-base64", "not-an-image", "png-declared-jpeg", "jpeg-declared-webp"],
 )
-def test_a_broken_image_is_a_retryable_bad_image(part: dict[str, Any]) -> None:
+async def test_a_broken_image_is_a_retryable_bad_image(part: dict[str, Any]) -> None:
     with pytest.raises(UpstreamError) as info:
         adapter.parse_response(answer([part]), make_call("gemini-3-pro-image"))
     assert (info.value.code, info.value.retryable) == ("upstream_bad_image", True)
@@ -296,7 +298,7 @@ def test_a_broken_image_is_a_retryable_bad_image(part: dict[str, Any]) -> None:
 # -- errors ----------------------------------------------------------------------------------
 
 
-def test_errors_are_google_errors_labelled_gemini() -> None:
+async def test_errors_are_google_errors_labelled_gemini() -> None:
     # the mapping itself is tested in test_google_errors
     body = {"error": {"code": 404, "message": "models/x is not found", "status": "NOT_FOUND"}}
     error = adapter.parse_error(error_response(404, body), retryable=False, redact=NO_SECRETS)
@@ -319,7 +321,7 @@ def provider_with(handler: Any, **settings: Any) -> tuple[HttpProvider, Provider
     return provider, registry
 
 
-def test_the_registry_sends_the_key_header_and_reads_the_image() -> None:
+async def test_the_registry_sends_the_key_header_and_reads_the_image() -> None:
     picture = image_bytes("png", 64, 36)
     seen: list[httpx.Request] = []
 
@@ -330,9 +332,9 @@ def test_the_registry_sends_the_key_header_and_reads_the_image() -> None:
 
     provider, registry = provider_with(handler)
     try:
-        [image] = provider.generate(make_call("nano-banana-pro", aspect_ratio="16:9"))
+        [image] = await provider.generate(make_call("nano-banana-pro", aspect_ratio="16:9"))
     finally:
-        registry.close()
+        await registry.aclose()
 
     [request] = seen
     assert request.headers["x-goog-api-key"] == "AIza-test-key-0123"
@@ -341,7 +343,7 @@ def test_the_registry_sends_the_key_header_and_reads_the_image() -> None:
     assert Image.open(io.BytesIO(image.data)).size == (64, 36)
 
 
-def test_the_registry_retries_no_image_answers_and_redacts_the_key() -> None:
+async def test_the_registry_retries_no_image_answers_and_redacts_the_key() -> None:
     answers = iter([
         httpx.Response(200, json={"candidates": [{"content": {"parts": [{"text": "no"}]}, "finishReason": "STOP"}]}),
         httpx.Response(400, json={"error": {"code": 400, "status": "INVALID_ARGUMENT",
@@ -356,9 +358,9 @@ def test_the_registry_retries_no_image_answers_and_redacts_the_key() -> None:
     provider, registry = provider_with(handler)
     try:
         with pytest.raises(UpstreamError) as info:
-            provider.generate(make_call("gemini-3-pro-image"))
+            await provider.generate(make_call("gemini-3-pro-image"))
     finally:
-        registry.close()
+        await registry.aclose()
 
     assert len(calls) == 2  # the empty answer was retried, the 400 was not
     assert info.value.code == "upstream_invalid_request"

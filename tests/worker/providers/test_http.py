@@ -13,7 +13,7 @@ from __future__ import annotations
 import email.utils
 import json
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
 
@@ -45,6 +45,8 @@ from worker.providers.openai_images import OpenAIImagesAdapter
 from worker.providers.vertex import VertexGeminiAdapter
 
 URL = "https://upstream.test/v1/images/generations"
+
+pytestmark = pytest.mark.anyio
 Answer: TypeAlias = httpx.Response | BaseException | Callable[[httpx.Request], httpx.Response]
 OPENAI = OpenAIImagesAdapter()
 GEMINI = GeminiAdapter()
@@ -86,7 +88,7 @@ class FakeClock:
     def now(self) -> datetime:
         return self.start + timedelta(seconds=self.elapsed)
 
-    def sleep(self, seconds: float) -> None:
+    async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.elapsed += seconds
 
@@ -106,13 +108,20 @@ class Harness:
     def sleeps(self) -> list[float]:
         return self.clock.sleeps
 
-    def call(self, *, parse: Callable[[httpx.Response], Any] | None = None, errors: UpstreamErrors = OPENAI,
+    async def call(self, *, parse: Callable[[httpx.Response], Any] | None = None, errors: UpstreamErrors = OPENAI,
              on_unauthorized: Callable[[], None] | None = None) -> Any:
-        return self.client.call(
-            lambda: httpx.Request("POST", URL, json={"prompt": "a fox"}),
+        async def build() -> httpx.Request:
+            return httpx.Request("POST", URL, json={"prompt": "a fox"})
+
+        async def refresh() -> None:
+            assert on_unauthorized is not None
+            on_unauthorized()
+
+        return await self.client.call(
+            build,
             parse or (lambda response: response.json()),
             errors=errors,
-            on_unauthorized=on_unauthorized,
+            on_unauthorized=refresh if on_unauthorized is not None else None,
             label="OpenAI Images API",
         )
 
@@ -125,7 +134,7 @@ Make: TypeAlias = Callable[..., Harness]
 
 
 @pytest.fixture
-def make() -> Iterator[Make]:
+async def make() -> AsyncIterator[Make]:
     made: list[Harness] = []
 
     def factory(*answers: Answer, redact: Redactor | None = None, clock: FakeClock | None = None,
@@ -137,7 +146,7 @@ def make() -> Iterator[Make]:
 
     yield factory
     for harness in made:
-        harness.client.close()
+        await harness.client.aclose()
 
 
 OK = httpx.Response(200, json={"created": 1, "data": []})
@@ -156,15 +165,15 @@ def in_jitter(delay: float, base: float) -> bool:
 # -- what is retried -------------------------------------------------------------------------
 
 
-def test_the_retried_statuses_are_the_documented_ones() -> None:
+async def test_the_retried_statuses_are_the_documented_ones() -> None:
     assert frozenset({408, 409, 429, 500, 502, 503, 504, 529}) == RETRY_STATUSES
 
 
 @pytest.mark.parametrize("status", [408, 409, 429, 500, 502, 503, 504, 529])
-def test_retryable_status_is_retried_then_succeeds(make: Make, status: int) -> None:
+async def test_retryable_status_is_retried_then_succeeds(make: Make, status: int) -> None:
     harness = make(openai_error(status, code="whatever"), OK)
 
-    assert harness.call() == {"created": 1, "data": []}
+    assert await harness.call() == {"created": 1, "data": []}
 
     assert harness.attempts == 2
     assert len(harness.sleeps) == 1
@@ -172,11 +181,11 @@ def test_retryable_status_is_retried_then_succeeds(make: Make, status: int) -> N
 
 
 @pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
-def test_client_error_is_not_retried(make: Make, status: int) -> None:
+async def test_client_error_is_not_retried(make: Make, status: int) -> None:
     harness = make(openai_error(status, code="bad"), OK)
 
     with pytest.raises(UpstreamError) as info:
-        harness.call()
+        await harness.call()
 
     assert harness.attempts == 1
     assert harness.sleeps == []
@@ -189,13 +198,13 @@ def test_client_error_is_not_retried(make: Make, status: int) -> None:
     [(503, UpstreamOverloadedError, "upstream_overloaded"), (500, UpstreamError, "upstream_error"),
      (529, UpstreamOverloadedError, "upstream_overloaded"), (408, UpstreamError, "upstream_error")],
 )
-def test_retries_spent_raise_the_last_error_as_retryable(
+async def test_retries_spent_raise_the_last_error_as_retryable(
     make: Make, status: int, error_type: type[UpstreamError], code: str
 ) -> None:
     harness = make(openai_error(status, message="busy"), max_attempts=3)
 
     with pytest.raises(error_type) as info:
-        harness.call()
+        await harness.call()
 
     assert harness.attempts == 3
     assert len(harness.sleeps) == 2
@@ -204,91 +213,91 @@ def test_retries_spent_raise_the_last_error_as_retryable(
     assert info.value.route_failed is True  # the fallback chain may take over
 
 
-def test_content_policy_refusal_is_never_retried(make: Make) -> None:
+async def test_content_policy_refusal_is_never_retried(make: Make) -> None:
     harness = make(openai_error(400, code="moderation_blocked", type_="image_generation_user_error",
                                 message="Your request was rejected by the safety system."), OK)
 
     with pytest.raises(ContentPolicyError) as info:
-        harness.call()
+        await harness.call()
 
     assert harness.attempts == 1
     assert info.value.code == "moderation_blocked"
 
 
-def test_content_policy_refusal_is_not_retried_even_on_a_retryable_status(make: Make) -> None:
+async def test_content_policy_refusal_is_not_retried_even_on_a_retryable_status(make: Make) -> None:
     harness = make(openai_error(409, code="moderation_blocked"), OK)
     with pytest.raises(ContentPolicyError):
-        harness.call()
+        await harness.call()
     assert harness.attempts == 1
 
 
-def test_x_should_retry_false_stops_a_retryable_status(make: Make) -> None:
+async def test_x_should_retry_false_stops_a_retryable_status(make: Make) -> None:
     harness = make(openai_error(503, headers={"x-should-retry": "false"}), OK)
 
     with pytest.raises(UpstreamOverloadedError) as info:
-        harness.call()
+        await harness.call()
 
     assert harness.attempts == 1
     assert info.value.retryable is False
 
 
-def test_x_should_retry_true_retries_a_status_otherwise_final(make: Make) -> None:
+async def test_x_should_retry_true_retries_a_status_otherwise_final(make: Make) -> None:
     harness = make(openai_error(400, headers={"x-should-retry": "true"}), OK)
 
-    assert harness.call() == {"created": 1, "data": []}
+    assert await harness.call() == {"created": 1, "data": []}
     assert harness.attempts == 2
 
 
-def test_exhausted_openai_quota_is_not_retried(make: Make) -> None:
+async def test_exhausted_openai_quota_is_not_retried(make: Make) -> None:
     harness = make(openai_error(429, code="insufficient_quota", type_="insufficient_quota",
                                 message="You exceeded your current quota."), OK)
 
     with pytest.raises(UpstreamError) as info:
-        harness.call()
+        await harness.call()
 
     assert harness.attempts == 1
     assert info.value.retryable is False
     assert info.value.upstream_status == 429
 
 
-def test_openai_rate_limit_is_retried(make: Make) -> None:
+async def test_openai_rate_limit_is_retried(make: Make) -> None:
     harness = make(openai_error(429, code="rate_limit_exceeded", type_="requests",
                                 headers={"retry-after": "2"}), OK)
-    assert harness.call() == {"created": 1, "data": []}
+    assert await harness.call() == {"created": 1, "data": []}
     assert harness.sleeps == [2.0]
 
 
-def test_google_daily_quota_is_not_retried(make: Make) -> None:
+async def test_google_daily_quota_is_not_retried(make: Make) -> None:
     daily = google_error(429, "RESOURCE_EXHAUSTED", details=[
         quota_failure("GenerateRequestsPerDayPerProjectPerModel-FreeTier"),
                                                      retry_info("3600s")])
     harness = make(daily, OK)
 
     with pytest.raises(UpstreamOverloadedError) as info:
-        harness.call(errors=GEMINI)
+        await harness.call(errors=GEMINI)
 
     assert harness.attempts == 1
     assert harness.sleeps == []
     assert info.value.retryable is False
 
 
-def test_google_daily_quota_lets_the_fallback_chain_take_over(make: Make) -> None:
+async def test_google_daily_quota_lets_the_fallback_chain_take_over(make: Make) -> None:
     daily = google_error(429, "RESOURCE_EXHAUSTED", details=[quota_failure("GenerateRequestsPerDayPerProjectPerModel")])
     harness = make(daily)
     with pytest.raises(UpstreamError) as info:
-        harness.call(errors=GEMINI)
+        await harness.call(errors=GEMINI)
     assert harness.attempts == 1
     assert info.value.route_failed is True
 
 
-def test_google_per_minute_quota_is_retried_after_its_retry_delay(make: Make) -> None:
+async def test_google_per_minute_quota_is_retried_after_its_retry_delay(make: Make) -> None:
     per_minute = google_error(429, "RESOURCE_EXHAUSTED", details=[
         quota_failure("GenerateRequestsPerMinutePerProjectPerModel"),
         {"@type": "type.googleapis.com/google.rpc.Help", "links": []},
         retry_info("34s")])
     harness = make(per_minute, OK)
 
-    harness.call(errors=GEMINI)
+    await harness.call(errors=GEMINI)
 
     assert harness.sleeps == [34.0]
 
@@ -296,15 +305,15 @@ def test_google_per_minute_quota_is_retried_after_its_retry_delay(make: Make) ->
 # -- how long to wait ------------------------------------------------------------------------
 
 
-def test_retry_after_seconds(make: Make) -> None:
+async def test_retry_after_seconds(make: Make) -> None:
     harness = make(openai_error(503, headers={"retry-after": "7"}), OK)
-    harness.call()
+    await harness.call()
     assert harness.sleeps == [7.0]
 
 
-def test_retry_after_fractional_seconds(make: Make) -> None:
+async def test_retry_after_fractional_seconds(make: Make) -> None:
     harness = make(openai_error(429, headers={"retry-after": "2.5"}), OK)
-    harness.call()
+    await harness.call()
     assert harness.sleeps == [2.5]
 
 
@@ -312,15 +321,15 @@ def http_date(when: datetime) -> str:
     return email.utils.format_datetime(when, usegmt=True)
 
 
-def test_retry_after_http_date_counts_from_the_clocks_date(make: Make) -> None:
+async def test_retry_after_http_date_counts_from_the_clocks_date(make: Make) -> None:
     harness = make(openai_error(503, headers={"retry-after": http_date(START + timedelta(seconds=30))}), OK)
 
-    harness.call()
+    await harness.call()
 
     assert harness.sleeps == [30.0]  # from the injected clock's date, not the system's
 
 
-def test_retry_after_http_date_of_a_later_attempt_counts_from_then(make: Make) -> None:
+async def test_retry_after_http_date_of_a_later_attempt_counts_from_then(make: Make) -> None:
     clock = FakeClock()
     deadline = http_date(START + timedelta(seconds=100))
 
@@ -330,47 +339,47 @@ def test_retry_after_http_date_of_a_later_attempt_counts_from_then(make: Make) -
 
     harness = make(slow_busy, max_attempts=3, clock=clock)
     with pytest.raises(UpstreamOverloadedError):
-        harness.call()
+        await harness.call()
 
     assert harness.sleeps == [60.0, 0.0]  # at 40 s: 60 s to go; at 140 s the date has passed
 
 
-def test_retry_after_http_date_in_the_past_means_now(make: Make) -> None:
+async def test_retry_after_http_date_in_the_past_means_now(make: Make) -> None:
     harness = make(openai_error(503, headers={"retry-after": http_date(START - timedelta(minutes=5))}), OK)
-    harness.call()
+    await harness.call()
     assert harness.sleeps == [0.0]
 
 
-def test_retry_after_ms_is_preferred_over_retry_after(make: Make) -> None:
+async def test_retry_after_ms_is_preferred_over_retry_after(make: Make) -> None:
     harness = make(openai_error(429, headers={"retry-after-ms": "250", "retry-after": "7"}), OK)
-    harness.call()
+    await harness.call()
     assert harness.sleeps == [0.25]
 
 
-def test_unreadable_retry_after_falls_back_to_backoff(make: Make) -> None:
+async def test_unreadable_retry_after_falls_back_to_backoff(make: Make) -> None:
     harness = make(openai_error(503, headers={"retry-after": "soon", "retry-after-ms": "x"}), OK)
-    harness.call()
+    await harness.call()
     [delay] = harness.sleeps
     assert in_jitter(delay, 1.0)
 
 
 @pytest.mark.parametrize("body_form", ["object", "streamed-array"])
-def test_google_retry_info_in_the_body(make: Make, body_form: str) -> None:
+async def test_google_retry_info_in_the_body(make: Make, body_form: str) -> None:
     error = {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE",
                        "details": [retry_info("1.5s")]}}
     body = error if body_form == "object" else [error]
     harness = make(httpx.Response(503, json=body), OK)
 
-    harness.call(errors=GEMINI)
+    await harness.call(errors=GEMINI)
 
     assert harness.sleeps == [1.5]
 
 
-def test_retry_after_header_wins_over_retry_info(make: Make) -> None:
+async def test_retry_after_header_wins_over_retry_info(make: Make) -> None:
     response = google_error(429, "RESOURCE_EXHAUSTED", details=[retry_info("30s")])
     response.headers["retry-after"] = "3"
     harness = make(response, OK)
-    harness.call(errors=GEMINI)
+    await harness.call(errors=GEMINI)
     assert harness.sleeps == [3.0]
 
 
@@ -390,7 +399,7 @@ def test_retry_after_header_wins_over_retry_info(make: Make) -> None:
         (httpx.Response(503, headers={"x-should-retry": "false"}), RetryHint.after(1.0), False, None),
     ],
 )
-def test_retry_decision(response: httpx.Response, hint: RetryHint, retry: bool, delay: float | None) -> None:
+async def test_retry_decision(response: httpx.Response, hint: RetryHint, retry: bool, delay: float | None) -> None:
     decision = retry_decision(response, hint, now=START)
     assert (decision.retry, decision.delay_s) == (retry, delay)
 
@@ -399,29 +408,29 @@ def test_retry_decision(response: httpx.Response, hint: RetryHint, retry: bool, 
 
 
 @pytest.mark.parametrize("max_attempts", [1, 2, 5])
-def test_max_attempts_is_respected(make: Make, max_attempts: int) -> None:
+async def test_max_attempts_is_respected(make: Make, max_attempts: int) -> None:
     harness = make(openai_error(500), max_attempts=max_attempts)
     with pytest.raises(UpstreamError):
-        harness.call()
+        await harness.call()
     assert harness.attempts == max_attempts
     assert len(harness.sleeps) == max_attempts - 1
 
 
-def test_retry_after_beyond_the_budget_stops_at_once(make: Make) -> None:
+async def test_retry_after_beyond_the_budget_stops_at_once(make: Make) -> None:
     harness = make(openai_error(429, headers={"retry-after": "20"}), OK, budget_s=10.0)
 
     with pytest.raises(UpstreamOverloadedError) as info:
-        harness.call()
+        await harness.call()
 
     assert harness.attempts == 1
     assert harness.sleeps == []
     assert info.value.retryable is True  # retryable, just not within this call's budget
 
 
-def test_backoff_beyond_the_remaining_budget_stops(make: Make) -> None:
+async def test_backoff_beyond_the_remaining_budget_stops(make: Make) -> None:
     harness = make(openai_error(500), max_attempts=10, budget_s=4.4, backoff_base_s=2.0)
     with pytest.raises(UpstreamError) as info:
-        harness.call()
+        await harness.call()
 
     # attempt 1 waits 1.5-2 s; attempt 2 would wait 3-4 s more, past the 4.4 s budget: it stops
     assert harness.attempts == 2
@@ -429,7 +438,7 @@ def test_backoff_beyond_the_remaining_budget_stops(make: Make) -> None:
     assert info.value.retryable is True
 
 
-def test_time_spent_in_attempts_counts_against_the_budget(make: Make) -> None:
+async def test_time_spent_in_attempts_counts_against_the_budget(make: Make) -> None:
     clock = FakeClock()
 
     def slow_failure(request: httpx.Request) -> httpx.Response:
@@ -438,7 +447,7 @@ def test_time_spent_in_attempts_counts_against_the_budget(make: Make) -> None:
 
     harness = make(slow_failure, max_attempts=10, budget_s=120.0, clock=clock)
     with pytest.raises(UpstreamOverloadedError):
-        harness.call()
+        await harness.call()
 
     assert harness.attempts == 3  # 50 + 1 + 50 + 1 + 50 s: no room for another attempt within 120 s
     assert harness.sleeps == [1.0, 1.0]
@@ -451,18 +460,18 @@ def connect_error() -> httpx.ConnectError:
     return httpx.ConnectError("[Errno 111] Connection refused")
 
 
-def test_connection_error_is_retried_then_succeeds(make: Make) -> None:
+async def test_connection_error_is_retried_then_succeeds(make: Make) -> None:
     harness = make(connect_error(), OK)
-    assert harness.call() == {"created": 1, "data": []}
+    assert await harness.call() == {"created": 1, "data": []}
     assert harness.attempts == 2
     assert len(harness.sleeps) == 1
 
 
-def test_connection_errors_surface_as_a_retryable_upstream_error(make: Make) -> None:
+async def test_connection_errors_surface_as_a_retryable_upstream_error(make: Make) -> None:
     harness = make(connect_error(), max_attempts=3)
 
     with pytest.raises(UpstreamError) as info:
-        harness.call()
+        await harness.call()
 
     assert type(info.value) is UpstreamError
     assert harness.attempts == 3
@@ -475,13 +484,13 @@ def test_connection_errors_surface_as_a_retryable_upstream_error(make: Make) -> 
 
 @pytest.mark.parametrize("timeout", [httpx.ReadTimeout("read timed out"), httpx.ConnectTimeout("connect timed out"),
                                      httpx.WriteTimeout("write timed out")])
-def test_timeouts_surface_as_a_retryable_timeout_error(
+async def test_timeouts_surface_as_a_retryable_timeout_error(
     make: Make, timeout: httpx.TimeoutException
 ) -> None:
     harness = make(timeout, max_attempts=2)
 
     with pytest.raises(UpstreamTimeoutError) as info:
-        harness.call()
+        await harness.call()
 
     assert harness.attempts == 2
     assert info.value.retryable is True
@@ -490,21 +499,21 @@ def test_timeouts_surface_as_a_retryable_timeout_error(
     assert "5 s" in info.value.message  # the read timeout
 
 
-def test_timeout_then_success(make: Make) -> None:
+async def test_timeout_then_success(make: Make) -> None:
     harness = make(httpx.ReadTimeout("read timed out"), OK)
-    assert harness.call() == {"created": 1, "data": []}
+    assert await harness.call() == {"created": 1, "data": []}
 
 
-def test_remote_protocol_error_is_retried(make: Make) -> None:
+async def test_remote_protocol_error_is_retried(make: Make) -> None:
     harness = make(httpx.RemoteProtocolError("peer closed connection"), OK)
-    assert harness.call() == {"created": 1, "data": []}
+    assert await harness.call() == {"created": 1, "data": []}
     assert harness.attempts == 2
 
 
 # -- parse errors ----------------------------------------------------------------------------
 
 
-def test_retryable_parse_error_is_retried(make: Make) -> None:
+async def test_retryable_parse_error_is_retried(make: Make) -> None:
     harness = make(httpx.Response(200, json={"data": []}), httpx.Response(200, json={"data": [1]}))
 
     def parse(response: httpx.Response) -> Any:
@@ -512,19 +521,19 @@ def test_retryable_parse_error_is_retried(make: Make) -> None:
             raise UpstreamError("The model returned no image.", code="no_images_generated", retryable=True)
         return response.json()
 
-    assert harness.call(parse=parse) == {"data": [1]}
+    assert await harness.call(parse=parse) == {"data": [1]}
     assert harness.attempts == 2
     assert len(harness.sleeps) == 1
 
 
-def test_retryable_parse_error_every_time_raises_it(make: Make) -> None:
+async def test_retryable_parse_error_every_time_raises_it(make: Make) -> None:
     harness = make(httpx.Response(200, json={}), max_attempts=2)
 
     def parse(response: httpx.Response) -> Any:
         raise UpstreamError("no image", code="no_images_generated", retryable=True)
 
     with pytest.raises(UpstreamError) as info:
-        harness.call(parse=parse)
+        await harness.call(parse=parse)
     assert (harness.attempts, info.value.code) == (2, "no_images_generated")
 
 
@@ -533,14 +542,14 @@ def test_retryable_parse_error_every_time_raises_it(make: Make) -> None:
     [UpstreamError("broken", code="upstream_bad_response", retryable=False),
      ContentPolicyError("blocked")],
 )
-def test_non_retryable_parse_error_is_raised_at_once(make: Make, error: GatewayError) -> None:
+async def test_non_retryable_parse_error_is_raised_at_once(make: Make, error: GatewayError) -> None:
     harness = make(httpx.Response(200, json={}), OK)
 
     def parse(response: httpx.Response) -> Any:
         raise error
 
     with pytest.raises(type(error)) as info:
-        harness.call(parse=parse)
+        await harness.call(parse=parse)
     assert info.value is error
     assert harness.attempts == 1
     assert harness.sleeps == []
@@ -549,7 +558,7 @@ def test_non_retryable_parse_error_is_raised_at_once(make: Make, error: GatewayE
 # -- credentials -----------------------------------------------------------------------------
 
 
-def test_401_refreshes_credentials_once_then_retries(make: Make) -> None:
+async def test_401_refreshes_credentials_once_then_retries(make: Make) -> None:
     tokens = iter(["old-token", "new-token"])
     current = {"token": next(tokens)}
     refreshed: list[int] = []
@@ -559,19 +568,18 @@ def test_401_refreshes_credentials_once_then_retries(make: Make) -> None:
             return OK
         return google_error(401, "UNAUTHENTICATED")
 
-    def refresh() -> None:
+    async def refresh() -> None:
         refreshed.append(1)
         current["token"] = next(tokens)
 
     upstream = Upstream(answer)
     harness = Harness(upstream, RetryPolicy(max_attempts=1))
-    result = harness.client.call(
-        lambda: httpx.Request("POST", URL, headers={"Authorization": f"Bearer {current['token']}"}),
-        lambda response: response.json(),
-        errors=VERTEX,
-        on_unauthorized=refresh,
-    )
-    harness.client.close()
+    async def build() -> httpx.Request:
+        return httpx.Request("POST", URL, headers={"Authorization": f"Bearer {current['token']}"})
+
+    result = await harness.client.call(build, lambda response: response.json(), errors=VERTEX,
+                                       on_unauthorized=refresh)
+    await harness.client.aclose()
 
     assert result == {"created": 1, "data": []}
     assert refreshed == [1]
@@ -579,12 +587,12 @@ def test_401_refreshes_credentials_once_then_retries(make: Make) -> None:
     assert harness.sleeps == []  # the refresh does not count as an attempt nor wait
 
 
-def test_401_twice_is_an_auth_failure_after_one_refresh(make: Make) -> None:
+async def test_401_twice_is_an_auth_failure_after_one_refresh(make: Make) -> None:
     refreshed: list[int] = []
     harness = make(google_error(401, "UNAUTHENTICATED"))
 
     with pytest.raises(UpstreamError) as info:
-        harness.call(errors=VERTEX,
+        await harness.call(errors=VERTEX,
                      on_unauthorized=lambda: refreshed.append(1))
 
     assert refreshed == [1]
@@ -593,10 +601,10 @@ def test_401_twice_is_an_auth_failure_after_one_refresh(make: Make) -> None:
     assert info.value.route_failed is True
 
 
-def test_401_without_a_refresher_is_final(make: Make) -> None:
+async def test_401_without_a_refresher_is_final(make: Make) -> None:
     harness = make(openai_error(401, code="invalid_api_key"))
     with pytest.raises(UpstreamError) as info:
-        harness.call()
+        await harness.call()
     assert harness.attempts == 1
     assert info.value.code == "upstream_auth_failed"
 
@@ -607,41 +615,41 @@ def test_401_without_a_refresher_is_final(make: Make) -> None:
 SECRET = "sk-proj-SECRET0123456789abcdef"
 
 
-def test_a_secret_echoed_by_the_upstream_is_redacted(make: Make) -> None:
+async def test_a_secret_echoed_by_the_upstream_is_redacted(make: Make) -> None:
     harness = make(openai_error(400, code="invalid_request", message=f"Malformed header value: Bearer {SECRET}."),
                    redact=Redactor([SECRET, "AIza-other-key"]))
 
     with pytest.raises(UpstreamError) as info:
-        harness.call()
+        await harness.call()
 
     assert SECRET not in info.value.message
     assert SECRET not in repr(info.value)
     assert "Malformed header value: Bearer [redacted]." in info.value.message
 
 
-def test_a_redacted_error_does_not_carry_the_secret_in_its_str(make: Make) -> None:
+async def test_a_redacted_error_does_not_carry_the_secret_in_its_str(make: Make) -> None:
     harness = make(openai_error(400, message=f"Malformed header value: Bearer {SECRET}."), redact=Redactor([SECRET]))
     with pytest.raises(UpstreamError) as info:
-        harness.call()
+        await harness.call()
     assert SECRET not in str(info.value)
     assert SECRET not in "".join(str(a) for a in info.value.args)
 
 
-def test_a_secret_in_a_google_error_is_redacted(make: Make) -> None:
+async def test_a_secret_in_a_google_error_is_redacted(make: Make) -> None:
     key = "AIzaSyTESTKEY0123456789"
     harness = make(google_error(400, "INVALID_ARGUMENT", message=f"API key {key} not valid."),
                    redact=Redactor([key]))
     with pytest.raises(UpstreamError) as info:
-        harness.call(errors=GEMINI)
+        await harness.call(errors=GEMINI)
     assert key not in info.value.message
     assert "API key [redacted] not valid." in info.value.message
 
 
-def test_a_secret_in_a_retryable_error_is_redacted(make: Make) -> None:
+async def test_a_secret_in_a_retryable_error_is_redacted(make: Make) -> None:
     harness = make(openai_error(500, message=f"internal error for key {SECRET}"), max_attempts=2,
                    redact=Redactor([SECRET]))
     with pytest.raises(UpstreamError) as info:
-        harness.call()
+        await harness.call()
     assert SECRET not in info.value.message
     assert "internal error for key [redacted]" in info.value.message
 
@@ -661,13 +669,13 @@ class RecordingAdapter(OpenAIImagesAdapter):
         return error
 
 
-def test_the_error_raised_after_retries_is_the_last_one_built_untouched(make: Make) -> None:
+async def test_the_error_raised_after_retries_is_the_last_one_built_untouched(make: Make) -> None:
     adapter = RecordingAdapter()
     harness = make(openai_error(500, message=f"internal error for key {SECRET}"), max_attempts=3,
                    redact=Redactor([SECRET]))
 
     with pytest.raises(UpstreamError) as info:
-        harness.call(errors=adapter)
+        await harness.call(errors=adapter)
 
     assert len(adapter.built) == 3
     assert len({id(error) for error, _, _ in adapter.built}) == 3  # a fresh error for each attempt
@@ -678,12 +686,12 @@ def test_the_error_raised_after_retries_is_the_last_one_built_untouched(make: Ma
     assert (info.value.message, info.value.args, info.value.retryable) == (expected, (expected,), True)
 
 
-def test_a_final_error_is_built_final_and_redacted(make: Make) -> None:
+async def test_a_final_error_is_built_final_and_redacted(make: Make) -> None:
     adapter = RecordingAdapter()
     harness = make(openai_error(400, message=f"bad key {SECRET}"), redact=Redactor([SECRET]))
 
     with pytest.raises(UpstreamError) as info:
-        harness.call(errors=adapter)
+        await harness.call(errors=adapter)
 
     [(error, fields, _)] = adapter.built
     assert info.value is error and vars(error) == fields
@@ -691,7 +699,7 @@ def test_a_final_error_is_built_final_and_redacted(make: Make) -> None:
                                                        "(400: bad key [redacted]).")
 
 
-def test_redactor() -> None:
+async def test_redactor() -> None:
     redact = Redactor([SECRET, "AIzaKEY123", "", "abc", None])  # type: ignore[list-item]
     assert redact(f"a {SECRET} b AIzaKEY123 c {SECRET}") == "a [redacted] b [redacted] c [redacted]"
     assert redact("abc is too short to be a secret") == "abc is too short to be a secret"
@@ -702,7 +710,7 @@ def test_redactor() -> None:
 
 
 @pytest.mark.parametrize("attempt", range(1, 9))
-def test_backoff_grows_with_jitter_and_is_capped(attempt: int) -> None:
+async def test_backoff_grows_with_jitter_and_is_capped(attempt: int) -> None:
     policy = RetryPolicy(backoff_base_s=1.0, backoff_max_s=30.0)
     random.seed(attempt)
     base = min(30.0, 2.0 ** (attempt - 1))
@@ -712,19 +720,19 @@ def test_backoff_grows_with_jitter_and_is_capped(attempt: int) -> None:
     assert min(delays) < 0.8 * base and max(delays) > 0.95 * base  # spread over the whole range
 
 
-def test_backoff_through_the_client_doubles_each_attempt(make: Make) -> None:
+async def test_backoff_through_the_client_doubles_each_attempt(make: Make) -> None:
     harness = make(openai_error(500), max_attempts=6, backoff_base_s=0.5, backoff_max_s=4.0)
     with pytest.raises(UpstreamError):
-        harness.call()
+        await harness.call()
     bases = [0.5, 1.0, 2.0, 4.0, 4.0]
     assert len(harness.sleeps) == len(bases)
     for delay, base in zip(harness.sleeps, bases, strict=True):
         assert in_jitter(delay, base), (delay, base)
 
 
-def test_successful_call_sends_the_built_request(make: Make) -> None:
+async def test_successful_call_sends_the_built_request(make: Make) -> None:
     harness = make(OK)
-    harness.call()
+    await harness.call()
     [request] = harness.upstream.requests
     assert (request.method, str(request.url)) == ("POST", URL)
     assert json.loads(request.content) == {"prompt": "a fox"}
@@ -734,10 +742,10 @@ def test_successful_call_sends_the_built_request(make: Make) -> None:
 # -- the system clock ------------------------------------------------------------------------
 
 
-def test_the_system_clock_tells_an_aware_date_and_a_monotonic_time() -> None:
+async def test_the_system_clock_tells_an_aware_date_and_a_monotonic_time() -> None:
     clock = SystemClock()
     before = clock.monotonic()
-    clock.sleep(0.0)
+    await clock.sleep(0.0)
     assert clock.monotonic() >= before
     assert clock.now().tzinfo is not None  # an HTTP-date Retry-After is aware: the two subtract
     assert abs((clock.now() - datetime.now(UTC)).total_seconds()) < 5

@@ -4,8 +4,8 @@ its adapter, base URL and credentials (the two Vertex AI providers share one tok
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,8 @@ from worker.providers.openai_images import OpenAIImagesAdapter
 from worker.providers.registry import BUILDERS, ProviderRegistry
 from worker.providers.vertex import VertexGeminiAdapter, VertexImagenAdapter
 
+pytestmark = pytest.mark.anyio
+
 UNSET: dict[str, Any] = {name: None for needs in PROVIDERS for name in needs.settings}
 
 
@@ -39,16 +41,16 @@ def settings(**values: Any) -> Settings:
     return Settings(_env_file=None, **{**UNSET, **values})
 
 
-@contextmanager
-def registry_for(values: dict[str, Any]) -> Iterator[ProviderRegistry]:
+@asynccontextmanager
+async def registry_for(values: dict[str, Any]) -> AsyncIterator[ProviderRegistry]:
     registry = ProviderRegistry.from_settings(settings(**values))
     try:
         yield registry
     finally:
-        registry.close()
+        await registry.aclose()
 
 
-def test_there_is_a_builder_for_every_provider_of_the_table() -> None:
+async def test_there_is_a_builder_for_every_provider_of_the_table() -> None:
     assert set(BUILDERS) == PROVIDER_NAMES
 
 
@@ -65,9 +67,9 @@ def test_there_is_a_builder_for_every_provider_of_the_table() -> None:
     ],
     ids=["nothing", "gemini", "openai-and-chat", "vertex-without-credentials", "vertex", "everything"],
 )
-def test_exactly_the_configured_providers_are_built(values: dict[str, Any], account: Path) -> None:
+async def test_exactly_the_configured_providers_are_built(values: dict[str, Any], account: Path) -> None:
     values = {k: account if v == "ACCOUNT" else v for k, v in values.items()}
-    with registry_for(values) as registry:
+    async with registry_for(values) as registry:
         assert registry.names == configured_providers(settings(**values))
         for name in PROVIDER_NAMES - registry.names:
             with pytest.raises(ServiceUnavailableError):
@@ -81,12 +83,12 @@ def http(registry: ProviderRegistry, name: str) -> HttpProvider:
     return provider
 
 
-def test_each_provider_has_its_adapter_base_url_and_credentials(account: Path) -> None:
+async def test_each_provider_has_its_adapter_base_url_and_credentials(account: Path) -> None:
     values = {"gemini_api_key": "AIza-test", "gemini_base_url": "https://gemini.test", "openai_api_key": "sk-test",
               "openai_base_url": "https://openai.test/v1", "chat_upstream_base_url": "https://g.test/v1",
               "vertex_project": "p-1", "vertex_location": "europe-west4", "vertex_credentials_file": account,
               "demo_latency_s": 0.5}
-    with registry_for(values) as registry:
+    async with registry_for(values) as registry:
         demo = registry.get("demo")
         assert isinstance(demo, DemoProvider) and demo.latency_s == 0.5
         expected = {"gemini": (GeminiAdapter, "https://gemini.test", {"x-goog-api-key": "AIza-test"}),
@@ -96,7 +98,8 @@ def test_each_provider_has_its_adapter_base_url_and_credentials(account: Path) -
                     "openai_chat": (OpenAIChatAdapter, "https://g.test/v1", {})}  # no key: no header
         for name, (adapter, base_url, headers) in expected.items():
             provider = http(registry, name)
-            assert (type(provider.adapter), provider.base_url, provider.auth_headers()) == (adapter, base_url, headers)
+            headers_sent = await provider.auth_headers()
+            assert (type(provider.adapter), provider.base_url, headers_sent) == (adapter, base_url, headers)
             assert provider.on_unauthorized is None
         gemini, imagen = http(registry, "vertex_gemini"), http(registry, "vertex_imagen")
         assert (type(gemini.adapter), type(imagen.adapter)) == (VertexGeminiAdapter, VertexImagenAdapter)
@@ -108,7 +111,7 @@ def test_each_provider_has_its_adapter_base_url_and_credentials(account: Path) -
         assert gemini.on_unauthorized is not None and gemini.on_unauthorized == imagen.on_unauthorized
 
 
-def test_the_chat_upstream_key_is_sent_when_set() -> None:
+async def test_the_chat_upstream_key_is_sent_when_set() -> None:
     values = {"chat_upstream_base_url": "https://g.test/v1", "chat_upstream_api_key": "sk-or-test"}
-    with registry_for(values) as registry:
-        assert http(registry, "openai_chat").auth_headers() == {"Authorization": "Bearer sk-or-test"}
+    async with registry_for(values) as registry:
+        assert await http(registry, "openai_chat").auth_headers() == {"Authorization": "Bearer sk-or-test"}
