@@ -441,6 +441,7 @@ class FakeUpstream:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = 512  # hundreds of calls may connect at once (the worker's concurrency)
     fake: FakeUpstream
 
     def __init__(self, *args: Any) -> None:

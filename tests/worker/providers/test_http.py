@@ -10,6 +10,7 @@ waits for real. Error bodies are read by the real adapters.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import json
 import random
@@ -749,3 +750,49 @@ async def test_the_system_clock_tells_an_aware_date_and_a_monotonic_time() -> No
     assert clock.monotonic() >= before
     assert clock.now().tzinfo is not None  # an HTTP-date Retry-After is aware: the two subtract
     assert abs((clock.now() - datetime.now(UTC)).total_seconds()) < 5
+
+
+# -- clients per host, bounded reads ------------------------------------------------------------
+
+
+async def test_each_upstream_host_has_its_own_client() -> None:
+    client = UpstreamClient(connect_timeout_s=1.0, read_timeout_s=5.0, policy=RetryPolicy(), max_connections=3)
+    try:
+        a = client._client_for(httpx.URL("https://a.test/v1/images/generations"))
+        assert a is client._client_for(httpx.URL("https://a.test/v1/images/edits"))
+        assert a is not client._client_for(httpx.URL("https://b.test/v1beta/models"))
+        assert a is not client._client_for(httpx.URL("http://a.test/v1"))  # another scheme: another origin
+    finally:
+        await client.aclose()
+
+
+class SlowBody(httpx.AsyncByteStream):
+    """An answer whose body takes a while to read, counting the bodies being read at once."""
+
+    reading = 0
+    peak = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        SlowBody.reading += 1
+        SlowBody.peak = max(SlowBody.peak, SlowBody.reading)
+        try:
+            yield b'{"created": 1, '
+            await asyncio.sleep(0.03)
+            yield b'"data": []}'
+        finally:
+            SlowBody.reading -= 1
+
+
+async def test_at_most_concurrent_reads_answers_are_read_at_once() -> None:
+    client = UpstreamClient(connect_timeout_s=1.0, read_timeout_s=5.0, policy=RetryPolicy(), concurrent_reads=2,
+                            transport=httpx.MockTransport(lambda request: httpx.Response(200, stream=SlowBody())))
+
+    async def build() -> httpx.Request:
+        return httpx.Request("POST", URL, json={"prompt": "a fox"})
+
+    try:
+        results = await asyncio.gather(*(client.call(build, lambda r: r.json(), errors=OPENAI) for _ in range(10)))
+    finally:
+        await client.aclose()
+    assert results == [{"created": 1, "data": []}] * 10
+    assert SlowBody.peak == 2

@@ -1,0 +1,218 @@
+"""AsyncioPool under a real Celery worker (WorkController) on the in-process transport: coroutine
+tasks run concurrently on one event loop without a thread each; an error the task lists in
+``autoretry_for`` is retried by Celery (``Task.retry``: a new message, up to ``max_retries``);
+another error is not; a warm shutdown lets the tasks in flight end, then closes the loop's
+clients. (A worker killed mid-image: tests/e2e/test_resilience.py.)"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+from celery import Celery
+from celery.worker import WorkController
+
+from core.config import Settings
+from core.queue import celery_config
+from worker.pool import AsyncioPool, coroutine_task, register_loop_closer
+
+
+class Flaky(ConnectionError):
+    """An infrastructure fault the task retries on."""
+
+
+@dataclass
+class Worker:
+    """A Celery app with one queue of its own, and its worker running on AsyncioPool."""
+
+    app: Celery
+    queue: str
+    controller: Any = None
+    thread: threading.Thread | None = None
+    calls: dict[str, int] = field(default_factory=dict)
+
+    def task(self, coroutine: Callable[..., Awaitable[Any]], **options: Any) -> str:
+        name = f"test.{coroutine.__name__}.{uuid.uuid4().hex[:6]}"
+        coroutine_task(self.app, coroutine, name=name, acks_late=True, ignore_result=True,
+                       **{"default_retry_delay": 0, **options})
+        return name
+
+    def start(self, concurrency: int) -> None:
+        ready = threading.Event()
+        self.controller = WorkController(app=self.app, pool_cls=AsyncioPool, concurrency=concurrency,
+                                         queues=[self.queue], without_heartbeat=True, without_mingle=True,
+                                         without_gossip=True, loglevel="WARNING",
+                                         ready_callback=lambda _consumer: ready.set())
+        self.thread = threading.Thread(target=self.controller.start, daemon=True)
+        self.thread.start()
+        assert ready.wait(30), "the worker did not start"
+
+    def send(self, name: str, *args: Any) -> None:
+        self.app.send_task(name, args=list(args), queue=self.queue)
+
+    def stop(self) -> None:
+        if self.controller is not None:
+            self.controller.stop()
+        if self.thread is not None:
+            self.thread.join(30)
+            assert not self.thread.is_alive()
+
+    @property
+    def pool(self) -> AsyncioPool:
+        pool = self.controller.pool
+        assert isinstance(pool, AsyncioPool)
+        return pool
+
+
+@pytest.fixture
+def worker(tmp_path: Any) -> Iterator[Worker]:
+    queue = f"pool-test-{uuid.uuid4().hex[:8]}"
+    settings = Settings(data_dir=tmp_path, redis_url=None, queue=queue, _env_file=None)  # type: ignore[call-arg]
+    app = Celery(f"pool-test-{queue}", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    made = Worker(app, queue)
+    yield made
+    made.stop()
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_tasks_run_concurrently_on_one_loop_without_a_thread_each(worker: Worker) -> None:
+    running: set[str] = set()
+    peak = {"running": 0}
+    release = threading.Event()
+    loop_threads: set[int] = set()
+
+    async def wait_upstream(task_id: str) -> str:
+        loop_threads.add(threading.get_ident())
+        running.add(task_id)
+        peak["running"] = max(peak["running"], len(running))
+        while not release.is_set():
+            await asyncio.sleep(0.01)
+        running.discard(task_id)
+        return task_id
+
+    name = worker.task(wait_upstream)
+    worker.start(concurrency=100)
+    threads_before = threading.active_count()
+    for i in range(100):
+        worker.send(name, f"t{i}")
+    wait_for(lambda: len(running) == 100, 30, "100 tasks in flight")
+    assert worker.pool.in_flight == 100
+    # 100 waits in flight, on one thread: the thread pool would have started 100 threads
+    assert threading.active_count() - threads_before < 5
+    assert len(loop_threads) == 1
+    release.set()
+    wait_for(lambda: worker.pool.in_flight == 0, 30, "the tasks to end")
+    assert peak["running"] == 100
+
+
+def test_concurrency_bounds_the_tasks_in_flight(worker: Worker) -> None:
+    running: set[str] = set()
+    peak = {"running": 0}
+    done: list[str] = []
+
+    async def bounded(task_id: str) -> None:
+        running.add(task_id)
+        peak["running"] = max(peak["running"], len(running))
+        await asyncio.sleep(0.05)
+        running.discard(task_id)
+        done.append(task_id)
+
+    name = worker.task(bounded)
+    worker.start(concurrency=5)
+    for i in range(30):
+        worker.send(name, f"t{i}")
+    wait_for(lambda: len(done) == 30, 30, "30 tasks done")
+    assert peak["running"] == 5  # Celery's prefetch limit: concurrency x worker_prefetch_multiplier (1)
+
+
+def test_an_autoretry_error_is_retried_by_celery_until_it_succeeds(worker: Worker) -> None:
+    calls: list[float] = []
+
+    async def flaky_twice(label: str) -> str:
+        calls.append(time.monotonic())
+        if len(calls) <= 2:
+            raise Flaky(f"{label}: the database is away")
+        return label
+
+    name = worker.task(flaky_twice, autoretry_for=(Flaky,), retry_backoff=False, max_retries=5)
+    worker.start(concurrency=4)
+    worker.send(name, "once")
+    wait_for(lambda: len(calls) == 3 and worker.pool.in_flight == 0, 30, "two retries and a success")
+    time.sleep(0.3)
+    assert len(calls) == 3  # succeeded: acknowledged, not delivered again
+
+
+def test_retries_stop_at_max_retries_and_other_errors_are_not_retried(worker: Worker) -> None:
+    flaky_calls: list[str] = []
+    broken_calls: list[str] = []
+
+    async def always_flaky(label: str) -> None:
+        flaky_calls.append(label)
+        raise Flaky("down for good")
+
+    async def broken(label: str) -> None:
+        broken_calls.append(label)
+        raise ValueError("a bug, not an outage")
+
+    flaky = worker.task(always_flaky, autoretry_for=(Flaky,), retry_backoff=False, max_retries=2)
+    bug = worker.task(broken, autoretry_for=(Flaky,), retry_backoff=False, max_retries=2)
+    worker.start(concurrency=4)
+    worker.send(flaky, "a")
+    worker.send(bug, "b")
+    wait_for(lambda: len(flaky_calls) == 3 and len(broken_calls) == 1 and worker.pool.in_flight == 0, 30,
+             "the first try and two retries")
+    time.sleep(0.5)
+    assert flaky_calls == ["a"] * 3  # the first try, then max_retries = 2
+    assert broken_calls == ["b"]
+
+
+def test_retry_backoff_waits_exponentially(worker: Worker) -> None:
+    calls: list[float] = []
+
+    async def flaky_once() -> None:
+        calls.append(time.monotonic())
+        if len(calls) == 1:
+            raise Flaky("briefly away")
+
+    name = worker.task(flaky_once, autoretry_for=(Flaky,), retry_backoff=1, retry_backoff_max=1, retry_jitter=False)
+    worker.start(concurrency=2)
+    worker.send(name)
+    wait_for(lambda: len(calls) == 2, 30, "the retry")
+    assert calls[1] - calls[0] >= 0.9  # Celery's countdown: 1 s x 2^0, no jitter
+
+
+def test_warm_shutdown_lets_the_tasks_in_flight_end_then_closes_the_loop_clients(worker: Worker) -> None:
+    order: list[str] = []
+    started = threading.Event()
+
+    async def slow(label: str) -> None:
+        started.set()
+        await asyncio.sleep(0.5)
+        order.append(f"ended {label}")
+
+    async def close_clients() -> None:
+        asyncio.get_running_loop()  # on the pool's loop
+        order.append("closed")
+
+    name = worker.task(slow)
+    register_loop_closer(worker.app, close_clients)
+    worker.start(concurrency=4)
+    worker.send(name, "a")
+    worker.send(name, "b")
+    assert started.wait(10)
+    time.sleep(0.05)
+    worker.stop()
+    assert sorted(order[:2]) == ["ended a", "ended b"] and order[2:] == ["closed"]
