@@ -1,7 +1,8 @@
 """Database plumbing: the declarative base and engine factories (built at startup, not import).
 
-The API uses an async engine, the worker a sync one; both come from the same URL. PostgreSQL URLs
-use psycopg 3 (sync and async); SQLite uses the standard driver and aiosqlite.
+The API and the worker use async engines (the worker's on its pool's event loop); the sync ones
+serve commands (migrations, ``imagegate keys``) and tests. All come from the same URL. PostgreSQL
+URLs use psycopg 3 (sync and async); SQLite uses the standard driver and aiosqlite.
 """
 
 from __future__ import annotations
@@ -65,8 +66,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def create_sync_engine(url: str, *, pool_size: int, max_overflow: int) -> Engine:
-    """The worker's engine; the pool sizes are the settings' (``IMAGEGATE_DB_POOL_SIZE`` and
-    ``IMAGEGATE_DB_MAX_OVERFLOW``), or one connection for a command."""
+    """A blocking engine, for commands and tests; the pool sizes are the caller's."""
     if is_sqlite(url):
         engine = create_engine(sync_url(url), connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
@@ -77,7 +77,8 @@ def create_sync_engine(url: str, *, pool_size: int, max_overflow: int) -> Engine
 
 
 def create_async_db_engine(url: str, *, pool_size: int, max_overflow: int) -> AsyncEngine:
-    """The API's engine, sized like :func:`create_sync_engine`."""
+    """The API's and the worker's engine; the pool sizes are the settings' (``IMAGEGATE_DB_POOL_SIZE``
+    and ``IMAGEGATE_DB_MAX_OVERFLOW``)."""
     if is_sqlite(url):
         engine = create_async_engine(async_url(url), connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)

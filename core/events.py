@@ -60,6 +60,9 @@ class RedisEventPublisher:
             # waiting callers re-check the database on their own; a lost event only delays them
             log.warning("could not publish the event of job %s", job_id, exc_info=True)
 
+    async def ping(self) -> None:
+        await self._client.ping()
+
     async def aclose(self) -> None:
         await self._client.aclose()
 

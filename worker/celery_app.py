@@ -13,17 +13,20 @@ from celery.worker import WorkController
 
 from core.config import Settings
 from core.queue import celery_config
-from worker.pool import AsyncioPool, register_loop_closer
+from worker.pool import AsyncioPool, register_loop_closer, register_loop_opener
+from worker.run_job import prepare
 from worker.runtime import WorkerRuntime
 from worker.tasks import register_tasks
 
 
 def create_celery_app(runtime: WorkerRuntime) -> Celery:
-    """The app, its tasks bound to ``runtime``, whose clients are closed on the pool's event loop
-    when the worker shuts down."""
+    """The app, its tasks bound to ``runtime``, whose clients are opened on the pool's event loop
+    as the worker starts and closed there when it shuts down."""
     app = Celery("imagegate", set_as_current=False)
     app.conf.update(celery_config(runtime.settings))
     register_tasks(app, runtime)
+    register_loop_opener(app, runtime.open)
+    register_loop_opener(app, lambda: prepare(runtime))
     register_loop_closer(app, runtime.aclose)
     return app
 

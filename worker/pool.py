@@ -22,6 +22,9 @@ replaces how a request runs:
   its exponential backoff (``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``) and
   ``max_retries``, called on that executor inside the task's request context
   (``push_request``/``pop_request``), as Celery's autoretry would inside the trace;
+- as the pool starts (before Celery's consumer takes a message), the app's loop openers run
+  (:func:`register_loop_opener`: a first database connection, a first Redis connection), so that
+  the first images do not pay for them;
 - a warm shutdown (``SIGTERM``, ``WorkController.stop``) waits for every coroutine in flight,
   then runs the app's loop closers (:func:`register_loop_closer`: async clients are closed on the
   loop that used them), then stops the loop. A worker that dies instead (``SIGKILL``) has
@@ -46,6 +49,7 @@ from typing import Any
 
 from billiard.einfo import ExceptionInfo
 from celery import Celery, Task
+from celery.app import trace as celery_trace
 from celery.app.trace import loads_message
 from celery.concurrency.base import BasePool, apply_target
 from celery.exceptions import Retry
@@ -60,13 +64,24 @@ LoopCloser = Callable[[], Awaitable[None]]
 CALLBACK_THREADS = 4
 """Threads that acknowledge tasks and send retries (broker round trips, off the event loop)."""
 
+OPENERS_TIMEOUT_S = 15.0
+"""How long the pool's start waits for the loop openers (a database that is down does not keep
+the worker from starting: its tasks then retry as usual)."""
+
 _closers: weakref.WeakKeyDictionary[Celery, list[LoopCloser]] = weakref.WeakKeyDictionary()
+_openers: weakref.WeakKeyDictionary[Celery, list[LoopCloser]] = weakref.WeakKeyDictionary()
 
 
 def register_loop_closer(app: Celery, closer: LoopCloser) -> None:
     """Run ``closer()`` on the pool's event loop when the worker of ``app`` shuts down, after the
     last task has ended (to close async clients: database engine, Redis, HTTP)."""
     _closers.setdefault(app, []).append(closer)
+
+
+def register_loop_opener(app: Celery, opener: LoopCloser) -> None:
+    """Run ``opener()`` on the pool's event loop as the worker of ``app`` starts, before it takes
+    a task (to open connections ahead of the first task); a failure is logged, not fatal."""
+    _openers.setdefault(app, []).append(opener)
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -138,6 +153,12 @@ class AsyncioPool(BasePool):  # type: ignore[misc]  # Celery ships no type infor
         self._accept = prepare_accept_content(self.app.conf.accept_content)
         self._thread = threading.Thread(target=self._run_loop, args=(loop,), name="imagegate-loop", daemon=True)
         self._thread.start()
+        for opener in _openers.get(self.app, []):
+            try:
+                asyncio.run_coroutine_threadsafe(_awaited(opener), loop).result(timeout=OPENERS_TIMEOUT_S)
+            except Exception as exc:
+                log.warning("the worker's event loop could not open a client ahead of its first task (%s: %s)",
+                            type(exc).__name__, (str(exc).splitlines() or [""])[0])
 
     @staticmethod
     def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
@@ -249,14 +270,20 @@ class AsyncioPool(BasePool):  # type: ignore[misc]  # Celery ships no type infor
             error = future.exception()
             if callback is None:
                 return
+            # the trace's own log lines, so that a worker's log reads the same whatever its pool
             if error is None:
-                callback((0, saferepr(future.result()), runtime))
+                shown = saferepr(future.result())
+                celery_trace.info(celery_trace.LOG_SUCCESS, {"id": task_id, "name": task.name,
+                                                             "return_value": shown, "runtime": runtime})
+                callback((0, shown, runtime))
                 return
             if task.autoretry_for and isinstance(error, tuple(task.autoretry_for)):
                 error = self._retry(task, request, error)
-            if not isinstance(error, Retry):
-                log.error("Task %s[%s] raised unexpected: %r", task.name, task_id, error,
-                          exc_info=(type(error), error, error.__traceback__))
+            if isinstance(error, Retry):
+                celery_trace.info(celery_trace.LOG_RETRY, {"id": task_id, "name": task.name, "exc": str(error)})
+            else:
+                celery_trace.logger.error("Task %s[%s] raised unexpected: %r", task.name, task_id, error,
+                                          exc_info=(type(error), error, error.__traceback__))
             callback((1, ExceptionInfo((type(error), error, error.__traceback__)), runtime))
         except Exception:
             log.exception("task %s[%s]: reporting its end to Celery failed", task.name, task_id)

@@ -129,6 +129,22 @@ async def run_image(runtime: WorkerRuntime, image_id: str) -> str:
     return results[image_id].result
 
 
+async def prepare(runtime: WorkerRuntime, *, connections: int = 4) -> None:
+    """Run the claim for an image that does not exist, as the worker starts, on a few connections
+    at once: its statements are compiled (and cached) and those connections opened then, not on
+    the first images' way to their upstream."""
+    settings = runtime.settings
+
+    async def claim_nothing() -> None:
+        async with runtime.sessions() as session:
+            await _claim_one(session, "img_prepare", now=utcnow(), lease_s=settings.image_lease_s,
+                             max_attempts=settings.image_max_attempts,
+                             sqlite=is_sqlite(settings.resolved_database_url))
+            await session.rollback()
+
+    await asyncio.gather(*(claim_nothing() for _ in range(max(1, min(settings.db_pool_size, connections)))))
+
+
 async def _claim(runtime: WorkerRuntime, image_id: str) -> Attempt | str:
     """Claim the image (and its claimable call group) in one transaction; or fail it if it has
     had all its attempts. A database error raised here leaves everything as it was."""

@@ -2,8 +2,9 @@
 
 Everything here is used from the worker process's event loop (``worker/pool.py``): an async
 database engine, the async Redis publisher, the upstream clients. They are made by :meth:`build`
-(no loop is needed to make them) and closed by :meth:`WorkerRuntime.aclose`, on that loop, once
-the last image has ended.
+(no loop is needed to make them), opened by :meth:`WorkerRuntime.open` on that loop as the
+worker starts, and closed by :meth:`WorkerRuntime.aclose`, on that loop, once the last image has
+ended.
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ class WorkerRuntime:
             providers=ProviderRegistry.from_settings(settings),
             leases=LeaseKeeper(sessions, lease_s=settings.image_lease_s),
         )
+
+    async def open(self) -> None:
+        """Open the Redis publisher's connection ahead of the first image (the database's:
+        :func:`worker.run_job.prepare`)."""
+        if isinstance(self.events, RedisEventPublisher):
+            await self.events.ping()
 
     async def aclose(self) -> None:
         """Close what the images used, on the event loop they ran on."""

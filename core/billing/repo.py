@@ -1,7 +1,7 @@
 """The ledger's statements: its rows and the key's committed spend (the billing repository).
 
 Plain SQLAlchemy Core statements, executed by whichever side moves the money (the API's async
-session at submit and cancel, the worker's sync session at settlement), always inside the caller's
+session at submit and cancel, the worker's async session at settlement), always inside the caller's
 transaction. :mod:`core.billing.ledger` decides what to write; this module only says how.
 """
 

@@ -1,6 +1,6 @@
 """The jobs repository: every statement that reads or writes jobs and their images.
 
-Each is a plain SQLAlchemy statement, executed by the API (async) or the worker (sync). Those that
+Each is a plain SQLAlchemy statement, executed by the API or the worker (both async). Those that
 move jobs and images through the state machine are written to be safe under concurrency without
 explicit locks: every transition is one conditional ``UPDATE`` (the row lock serialises writers),
 job counters are incremented in the database, and an image's completion is fenced by its attempt

@@ -20,7 +20,7 @@ from celery.worker import WorkController
 
 from core.config import Settings
 from core.queue import celery_config
-from worker.pool import AsyncioPool, coroutine_task, register_loop_closer
+from worker.pool import AsyncioPool, coroutine_task, register_loop_closer, register_loop_opener
 
 
 class Flaky(ConnectionError):
@@ -216,3 +216,20 @@ def test_warm_shutdown_lets_the_tasks_in_flight_end_then_closes_the_loop_clients
     time.sleep(0.05)
     worker.stop()
     assert sorted(order[:2]) == ["ended a", "ended b"] and order[2:] == ["closed"]
+
+
+def test_loop_openers_run_on_the_loop_before_the_first_task(worker: Worker) -> None:
+    order: list[str] = []
+
+    async def first() -> None:
+        order.append("ran")
+
+    async def open_clients() -> None:
+        await asyncio.sleep(0.2)  # a connection being opened
+        order.append("opened")
+
+    name = worker.task(first)
+    register_loop_opener(worker.app, open_clients)
+    worker.send(name)  # sent before the worker starts: it waits in the queue
+    worker.start(concurrency=2)
+    wait_for(lambda: order == ["opened", "ran"], 10, "the opener, then the task")
