@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import redis.asyncio as aioredis
 
@@ -56,9 +56,41 @@ class JobWaiter:
                 if not waiters:
                     del self._events[job_id]
 
+    @contextlib.contextmanager
+    def changes(self, job_id: str) -> Iterator[JobChanges]:
+        """Follow every event of ``job_id`` (not only its end) while the block runs: what a
+        job's event stream (``GET /v1/jobs/{id}/events``) sleeps on between two reads of it."""
+        changes = JobChanges()
+        self._events[job_id].add(changes.event)  # registered before the caller's first read
+        try:
+            yield changes
+        finally:
+            waiters = self._events.get(job_id)
+            if waiters is not None:
+                waiters.discard(changes.event)
+                if not waiters:
+                    del self._events[job_id]
+
     @property
     def waiting(self) -> int:
         return sum(len(v) for v in self._events.values())
+
+
+class JobChanges:
+    """The events of one job, as :meth:`JobWaiter.changes` hands them out."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    async def next(self, *, timeout: float) -> bool:
+        """Until the job's next event (True), or ``timeout`` seconds without one (False). Events
+        that came since the last call count: none is missed between two calls."""
+        try:
+            await asyncio.wait_for(self.event.wait(), timeout=timeout)
+        except TimeoutError:
+            return False
+        self.event.clear()
+        return True
 
 
 class RedisJobEvents:

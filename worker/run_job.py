@@ -99,6 +99,7 @@ def run_image(runtime: WorkerRuntime, image_id: str) -> str:
     if isinstance(claimed, str):
         return claimed
     attempt = claimed
+    runtime.events.publish(attempt.job_id)  # its images started: followers of the job's events hear it
     with runtime.leases.holding((c.image_id, c.attempt) for c in attempt.images):
         started = time.monotonic()
         outcomes = _outcomes(runtime, attempt)
