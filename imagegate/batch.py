@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import threading
 from collections.abc import Callable
@@ -111,6 +112,16 @@ def read_results(path: Path) -> dict[str, dict[str, Any]]:
     return found
 
 
+def _end_last_line(path: Path) -> None:
+    """A results file whose last line an interruption cut short gets its newline, so that the
+    next record starts a line of its own."""
+    if path.exists() and path.stat().st_size:
+        with path.open("rb+") as handle:
+            handle.seek(-1, os.SEEK_END)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+
+
 def _done(record: dict[str, Any], out: Path) -> bool:
     """Whether a recorded line is finished: its images are all still on disk."""
     return all((out / Path(p).name).exists() for p in record.get("images") or [])
@@ -180,6 +191,7 @@ class BatchRun:
     def run(self, lines: list[Line]) -> Tally:
         self.out.mkdir(parents=True, exist_ok=True)
         recorded = read_results(self.results)
+        _end_last_line(self.results)
         tally = Tally(total=len(lines))
         todo: list[tuple[Line, str | None]] = []
         for line in lines:
@@ -195,10 +207,15 @@ class BatchRun:
             todo.append((line, str(record["replacing"]) if record and record.get("replacing") else None))
         tally.images_total = sum(int(line.body.get("n") or 1) for line, _ in todo)
         self.on_change(tally)
-        with ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="batch") as pool:
+        pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="batch")
+        try:
             futures = [pool.submit(self._one, line, replacing, tally) for line, replacing in todo]
             for future in as_completed(futures):
                 future.result()
+        except BaseException:  # Ctrl-C: start no other line; those in flight are the caller's to end
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+        pool.shutdown()
         return tally
 
     def _one(self, line: Line, replacing: str | None, tally: Tally) -> None:

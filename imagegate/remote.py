@@ -9,6 +9,7 @@ are :class:`imagegate.client.ExitCode`'s.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import uuid
 from collections.abc import Callable, Iterator
@@ -215,7 +216,18 @@ def batch(
                 )
 
             runner = BatchRun(client, out, results_path, concurrency, retry_failed=retry_failed, on_change=show)
-            tally = runner.run(lines)
+            try:
+                tally = runner.run(lines)
+            except KeyboardInterrupt:
+                progress.stop()
+                err.print(
+                    "[red]Interrupted[/red]; the lines in flight go on in the gateway. Run the same command "
+                    "again to resume: nothing is paid twice."
+                )
+                sys.stderr.flush()
+                # the lines in flight are threads blocked on the network: leave without waiting for
+                # them (every finished line's record is already written and closed)
+                os._exit(int(ExitCode.INTERRUPTED))
     summary = tally.summary(results_path)
     if as_json:
         _print_json(summary)

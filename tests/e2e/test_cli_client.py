@@ -257,7 +257,9 @@ def test_a_batch_killed_mid_way_resumes_without_paying_twice(slow: Stack, tmp_pa
         for path in record["images"]:
             with Image.open(tmp_path / path) as image:
                 assert image.size == (64, 64)
-    assert not [p for p in out.iterdir() if p.name.endswith(".part")]
+    # nothing else was written (a download cut short by the kill may leave a hidden .part file)
+    written_names = {Path(path).name for record in records for path in record["images"]} | {"results.jsonl"}
+    assert {p.name for p in out.iterdir() if not p.name.endswith(".part")} == written_names
     # one job per line, each image charged once: the lines in flight were picked up, not sent anew
     made = jobs_of(slow, name)
     assert len(made) == len(lines) and len({j["idempotency_key"] for j in made}) == len(lines)
@@ -269,6 +271,46 @@ def test_a_batch_killed_mid_way_resumes_without_paying_twice(slow: Stack, tmp_pa
     again = run(slow, key, "batch", "prompts.jsonl", "--out", "out", "--json", cwd=tmp_path)
     assert again.returncode == 0 and json.loads(again.stdout)["skipped"] == len(lines)
     assert len(jobs_of(slow, name)) == len(lines) and slow.money(name).charged == images * DEMO_MICROS
+
+
+def test_ctrl_c_stops_a_batch_at_once_and_it_resumes(slow_embedded: Stack, tmp_path: Path) -> None:
+    key = slow_embedded.create_key("cli-batch-sigint")
+    lines = write_batch(tmp_path / "prompts.jsonl", 6)
+    results = tmp_path / "out" / "results.jsonl"
+    results.parent.mkdir()
+    results.write_text('{"id": "line-5", "status": "succ')  # a record cut short by an earlier kill
+    argv = [str(BIN / "imagegate"), "batch", "prompts.jsonl", "--out", "out", "--concurrency", "2"]
+    batch = subprocess.Popen(
+        argv, env=cli_env(slow_embedded, key), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(results_of_complete(results)) < 1 and time.monotonic() < deadline and batch.poll() is None:
+            time.sleep(0.05)
+        batch.send_signal(signal.SIGINT)
+        stopped = time.monotonic()
+        _, stderr = batch.communicate(timeout=30)
+    finally:
+        batch.kill()
+    assert batch.returncode == 130 and "Interrupted" in stderr
+    assert time.monotonic() - stopped < 10  # it did not wait for the lines in flight
+    resumed = run(slow_embedded, key, "batch", "prompts.jsonl", "--out", "out", "--json", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert sorted(r["id"] for r in results_of_complete(results)) == sorted(line["id"] for line in lines)
+    images = sum(line["n"] for line in lines)
+    assert len(jobs_of(slow_embedded, "cli-batch-sigint")) == len(lines)
+    assert slow_embedded.money("cli-batch-sigint").charged == images * DEMO_MICROS
+
+
+def results_of_complete(path: Path) -> list[dict[str, Any]]:
+    """The records of a results file, without a line cut short."""
+    found = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        try:
+            found.append(json.loads(line))
+        except ValueError:
+            continue
+    return found
 
 
 def test_a_bad_batch_file_sends_nothing(slow_embedded: Stack, tmp_path: Path) -> None:
