@@ -75,21 +75,18 @@ async def _read(state: AppState, job_id: str) -> dict[str, Any] | None:
 async def job_events(state: AppState, job_id: str) -> AsyncIterator[bytes]:
     """The stream of one job the caller owns (checked before): see the module docstring."""
     every_s = state.settings.events_keepalive_s
+    loop = asyncio.get_running_loop()
     with state.waiter.changes(job_id) as changes:  # before the first read: no event is missed
-        view = await _read(state, job_id)
-        if view is None:
-            return
+        view: dict[str, Any] | None = None
         seen = ImageChanges()
-        seen.since(view)
-        yield sse("job.snapshot", view)
-        loop = asyncio.get_running_loop()
         sent = loop.time()
         unreachable = False
-        while not JobStatus(view["status"]).is_terminal:
-            await changes.next(timeout=max(0.0, sent + every_s - loop.time()))
-            if loop.time() >= sent + every_s:
-                yield KEEP_ALIVE
-                sent = loop.time()
+        while view is None or not JobStatus(view["status"]).is_terminal:
+            if view is not None or unreachable:
+                await changes.next(timeout=max(0.0, sent + every_s - loop.time()))
+                if loop.time() >= sent + every_s:
+                    yield KEEP_ALIVE
+                    sent = loop.time()
             try:
                 current = await _read(state, job_id)
             except DATABASE_UNAVAILABLE as exc:
@@ -103,8 +100,9 @@ async def job_events(state: AppState, job_id: str) -> AsyncIterator[bytes]:
             if current is None:  # deleted while followed (retention)
                 yield sse("error", {"error": {"code": "job_not_found", "message": f"The job '{job_id}' is gone."}})
                 return
-            view = current
-            for event in seen.since(view):
+            events = seen.since(current)
+            for event in [sse("job.snapshot", current)] if view is None else events:
                 yield event
                 sent = loop.time()
+            view = current
         yield sse("job.ended", view)
