@@ -86,7 +86,7 @@ class Declined(ClientError):
 def _error_of(response: httpx.Response) -> ClientError:
     """The gateway's error answer (OpenAI's ``{"error": {...}}`` shape) as a ClientError."""
     message, code = f"HTTP {response.status_code}", None
-    with contextlib.suppress(ValueError, AttributeError, TypeError):
+    with contextlib.suppress(ValueError, AttributeError, TypeError, KeyError):
         error = response.json()["error"]
         message, code = str(error.get("message") or message), error.get("code")
     status = response.status_code
@@ -125,11 +125,14 @@ def _atomic_write(path: Path, chunks: Iterator[bytes]) -> int:
 class GatewayClient:
     """One gateway, one API key; safe to share between threads (httpx.Client is)."""
 
-    def __init__(self, base_url: str, api_key: str, *, timeout_s: float = 60.0) -> None:
+    def __init__(self, base_url: str, api_key: str, *, timeout_s: float = 60.0,
+                 transport: httpx.BaseTransport | None = None, poll_s: float = POLL_S) -> None:
         self.base_url = base_url.rstrip("/")
+        self.poll_s = poll_s
         self._auth = {"Authorization": f"Bearer {api_key}"}
         self._http = httpx.Client(
-            timeout=httpx.Timeout(timeout_s, connect=10.0), headers={"User-Agent": "imagegate-cli"}
+            timeout=httpx.Timeout(timeout_s, connect=10.0), headers={"User-Agent": "imagegate-cli"},
+            transport=transport,
         )
 
     def close(self) -> None:
@@ -259,7 +262,7 @@ class GatewayClient:
                 yield view
             if JobStatus(current["status"]).is_terminal:
                 return
-            time.sleep(POLL_S)
+            time.sleep(self.poll_s)
 
 
 class EventsUnavailable(Exception):

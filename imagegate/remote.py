@@ -93,7 +93,7 @@ class ImageBars:
             if image["index"] in saved:
                 label += f" {escape(saved[image['index']].name)}"
             elif image.get("error"):
-                label += f" {escape(str(image['error'].get('message', '')))[:80]}"
+                label += f" {escape(str(image['error'].get('message', ''))[:80])}"
             ended = status in ("succeeded", "failed", "canceled")
             self.progress.update(task, total=1 if ended else None, completed=1 if ended else 0, status=label)
 
