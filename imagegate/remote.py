@@ -45,25 +45,31 @@ KeyOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
-def _exit(code: ExitCode, message: str | None = None) -> NoReturn:
+def _exit(
+    code: ExitCode, message: str | None = None, *, as_json: bool = False, error: ClientError | None = None
+) -> NoReturn:
+    """Leave with ``code``, saying why on stderr (and, for ``--json``, as ``{"error": …}`` on stdout)."""
     if message:
         err.print(f"[red]{escape(message)}[/red]")
+    if as_json and code != ExitCode.OK:
+        detail = error.as_dict() if error is not None else {"status": None, "code": None, "message": message}
+        _print_json({"error": detail, "exit_code": int(code)})
     raise typer.Exit(int(code))
 
 
 @contextmanager
-def _client(url: str, api_key: str | None) -> Iterator[GatewayClient]:
+def _client(url: str, api_key: str | None, *, as_json: bool = False) -> Iterator[GatewayClient]:
     if not api_key:
-        _exit(ExitCode.USAGE, "No API key: set IMAGEGATE_API_KEY or pass --api-key.")
+        _exit(ExitCode.USAGE, "No API key: set IMAGEGATE_API_KEY or pass --api-key.", as_json=as_json)
     if not url.startswith(("http://", "https://")):
-        _exit(ExitCode.USAGE, f"--url must be an http(s) URL, not {url!r}.")
+        _exit(ExitCode.USAGE, f"--url must be an http(s) URL, not {url!r}.", as_json=as_json)
     client = GatewayClient(url, api_key)
     try:
         yield client
     except ClientError as exc:
-        _exit(exc.exit_code, exc.message)
+        _exit(exc.exit_code, exc.message, as_json=as_json, error=exc)
     except KeyboardInterrupt:
-        _exit(ExitCode.INTERRUPTED, "Interrupted; what was submitted goes on in the gateway.")
+        _exit(ExitCode.INTERRUPTED, "Interrupted; what was submitted goes on in the gateway.", as_json=as_json)
     finally:
         client.close()
 
@@ -143,7 +149,7 @@ def generate(
         }
     )
     saved: dict[int, Path] = {}
-    with _client(url, api_key) as client:
+    with _client(url, api_key, as_json=as_json) as client:
         submitted = client.submit(body, idempotency_key=f"imagegate-cli-{uuid.uuid4()}")
         view = submitted
         err.print(f"job [bold]{view['id']}[/bold] ({escape(str(view.get('model')))}, {n} image(s))")
@@ -160,7 +166,9 @@ def generate(
                     save_images(client, view, out, view["id"], saved)
                     bars.show(view, saved)
         except KeyboardInterrupt:
-            _exit(ExitCode.INTERRUPTED, f"Interrupted; the job goes on: imagegate jobs show {view['id']}")
+            _exit(
+                ExitCode.INTERRUPTED, f"Interrupted; the job goes on: imagegate jobs show {view['id']}", as_json=as_json
+            )
     result = _job_result(view, saved)
     if as_json:
         _print_json(result)
@@ -194,9 +202,9 @@ def batch(
     try:
         lines = read_lines(file)
     except BatchFileError as exc:
-        _exit(ExitCode.USAGE, str(exc))
+        _exit(ExitCode.USAGE, str(exc), as_json=as_json)
     results_path = results or out / "results.jsonl"
-    with _client(url, api_key) as client:
+    with _client(url, api_key, as_json=as_json) as client:
         columns = (
             TextColumn("lines"),
             BarColumn(),
@@ -252,7 +260,7 @@ def jobs_list(
     as_json: JsonOption = False,
 ) -> None:
     """The key's most recent jobs."""
-    with _client(url, api_key) as client:
+    with _client(url, api_key, as_json=as_json) as client:
         page = client.jobs(limit=limit, status=status)
     if as_json:
         _print_json(page)
@@ -279,7 +287,7 @@ def _job_command(name: str, summary: str, act: Callable[[GatewayClient, str], di
         api_key: KeyOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        with _client(url, api_key) as client:
+        with _client(url, api_key, as_json=as_json) as client:
             view = act(client, job_id)
         _show(view, as_json=as_json)
 

@@ -154,6 +154,8 @@ def test_exit_codes_of_usage_errors_and_an_unreachable_gateway(slow_embedded: St
     assert bad_option.returncode == 2
     refused = run(stack, key, "generate", "x", "--size", "7x7000000", cwd=tmp_path)
     assert refused.returncode == 2 and "size" in refused.stderr
+    said = json.loads(run(stack, key, "generate", "x", "--size", "7x7000000", "--json", cwd=tmp_path).stdout)
+    assert said["exit_code"] == 2 and said["error"]["status"] == 400 and "size" in said["error"]["message"]
     wrong_key = run(stack, "sk-not-a-key", "jobs", "list", cwd=tmp_path)
     assert wrong_key.returncode == 2
     gone = run(None, key, "generate", "x", cwd=tmp_path, IMAGEGATE_URL=f"http://127.0.0.1:{free_port()}")

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,7 +17,8 @@ from PIL import Image
 
 from tests.e2e.test_jobs import poll
 from tests.fakes.upstream import FakeUpstream
-from tests.harness import Stack
+from tests.harness import Stack, priced_demo
+from tests.outage import PostgresServer, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -139,3 +142,43 @@ def test_a_failed_image_is_said_with_its_error(gw: Stack, key: str, upstream: Fa
     failed = [data for name, data in read.events if name == "image.failed"]
     assert len(failed) == 1 and failed[0]["error"]["code"] == "moderation_blocked"
     assert read.names()[-1] == "job.ended" and read.events[-1][1]["status"] == "partial"
+
+
+def test_a_stream_goes_on_through_a_database_outage(
+    make_stack: Callable[..., Stack], own_postgres: PostgresServer, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    stack = make_stack(
+        "distributed",
+        IMAGEGATE_DATABASE_URL=own_postgres.create_database(),
+        **priced_demo(tmp_path_factory.mktemp("prices")),
+        IMAGEGATE_DEMO_LATENCY_S="2",
+        IMAGEGATE_EVENTS_KEEPALIVE_S="0.5",
+        IMAGEGATE_IMAGE_LEASE_S="30",
+        IMAGEGATE_AUTH_CACHE_S="60",
+    )
+    try:
+        key = stack.create_key("events-db-down")
+        job_id = httpx.post(
+            f"{stack.base_url}/v1/jobs",
+            headers=_auth(key),
+            json={"prompt": "through an outage", "n": 2, "size": "64x64"},
+        ).json()["id"]
+        read: list[Read] = []
+        reader = threading.Thread(target=lambda: read.append(read_events(stack.base_url, key, job_id, timeout=30)))
+        reader.start()
+        wait_until(
+            lambda: any(r["status"] == "running" for r in stack.rows("SELECT status FROM job_images")),
+            20,
+            "the images running",
+        )
+        with own_postgres.down():
+            time.sleep(4)  # the images end meanwhile; their records wait for the database
+        reader.join(timeout=90)
+        assert read, "the stream did not end"
+        names = read[0].names()
+        assert names[0] == "job.snapshot" and names[-1] == "job.ended", names
+        assert read[0].events[-1][1]["status"] == "succeeded"
+        assert read[0].keep_alives >= 4  # kept alive while the database was away
+        assert stack.money("events-db-down").charged == 2 * 40_000
+    finally:
+        stack.stop()
