@@ -121,7 +121,6 @@ class DashboardView:
 
 def _row_view(row: UsageRow, metrics: Sequence[str], *, whole_micros: int) -> dict[str, Any]:
     view = row.as_dict(metrics)
-    view["failure_rate"] = reports.failure_rate(row)
     view["share"] = share(row.billed_micros, whole_micros)
     return view
 
