@@ -93,6 +93,12 @@ class Visit:
     def read(self) -> Page:
         return read(self.page.content())
 
+    def open(self, url: str) -> Page:
+        """Go to ``url``, wait for everything it loads, and read it."""
+        self.page.goto(url)
+        self.page.wait_for_load_state("networkidle")
+        return self.read()
+
     def storage(self) -> dict[str, Any]:
         found: dict[str, Any] = self.page.evaluate(
             "() => ({local: Object.assign({}, localStorage), session: Object.assign({}, sessionStorage), "
@@ -200,9 +206,7 @@ def test_a_key_signs_in_with_the_form_and_sees_its_own_usage(browser: Any, gw: S
 def test_the_admin_key_in_a_header_shows_every_key(browser: Any, gw: Stack, accounts: dict[str, str]) -> None:
     visit = Visit(browser, extra_http_headers={"Authorization": f"Bearer {ADMIN_KEY}"})
     try:
-        visit.page.goto(gw.base_url + "/dashboard")
-        visit.page.wait_for_load_state("networkidle")
-        page = visit.read()
+        page = visit.open(gw.base_url + "/dashboard")
         assert page.viewer == "admin"
         metrics = ("images_succeeded", "images_failed", "billed_usd", "upstream_cost_usd", "margin_usd")
         assert_shows(page, gw, "/admin/usage", ADMIN_KEY, metrics)
@@ -227,9 +231,7 @@ def test_the_admin_key_in_a_header_shows_every_key(browser: Any, gw: Stack, acco
 def test_a_key_sees_nothing_of_another_key(browser: Any, gw: Stack, accounts: dict[str, str]) -> None:
     visit = Visit(browser, extra_http_headers={"Authorization": f"Bearer {accounts['second']}"})
     try:
-        visit.page.goto(gw.base_url + "/dashboard")
-        visit.page.wait_for_load_state("networkidle")
-        page = visit.read()
+        page = visit.open(gw.base_url + "/dashboard")
         assert page.viewer == "key" and page.totals["images_succeeded"] == "1"
         assert_shows(page, gw, "/v1/usage", accounts["second"], ("images_succeeded", "billed_usd"))
         assert list(page.tables["model"]) == ["demo-image"]
