@@ -23,7 +23,6 @@ from api.dashboard.session import COOKIE, SESSION_TTL_S, Viewer
 from api.deps import StateDep
 from api.state import AppState
 from core import key_service
-from core.billing.money import format_usd
 from core.errors import AuthenticationError, InvalidRequestError, NotFoundError
 from core.models.types import utcnow
 
@@ -52,7 +51,6 @@ templates = Environment(
     trim_blocks=True,
     lstrip_blocks=True,
 )
-templates.globals["format_usd"] = format_usd
 
 router = APIRouter(prefix="/dashboard", tags=["Dashboard"], include_in_schema=False)
 
@@ -68,14 +66,17 @@ def _login(*, status: int = 200, message: str | None = None, forget: bool = Fals
     return response
 
 
-def _same_origin(request: Request) -> bool:
+def _same_origin(request: Request, state: AppState) -> bool:
     """Whether a form post comes from this gateway's own page (or from no page at all, as curl's):
-    a login or logout posted by another site's page is refused."""
+    a login or logout posted by another site's page is refused. Browsers say so in
+    ``Sec-Fetch-Site``; older ones only send ``Origin``, which must then be this gateway's, as the
+    request reached it or as the public URL names it (behind a proxy that ends TLS)."""
     site = request.headers.get("sec-fetch-site")
     if site is not None:
         return site in ("same-origin", "none")
     origin = request.headers.get("origin")
-    return origin is None or origin == str(request.base_url).rstrip("/")
+    own = {str(request.base_url).rstrip("/"), state.settings.resolved_public_url.rstrip("/")}
+    return origin is None or origin in own
 
 
 def _cross_site(what: str) -> HTMLResponse:
@@ -129,7 +130,7 @@ async def _scope(state: AppState, viewer: Viewer, key_name: str | None) -> Any:
 
 @router.post("/login")
 async def login(request: Request, state: StateDep) -> Response:
-    if not _same_origin(request):
+    if not _same_origin(request, state):
         return _cross_site("sign-in")
     form = await request.form()
     secret = form.get("key")
@@ -154,8 +155,8 @@ async def login(request: Request, state: StateDep) -> Response:
 
 
 @router.post("/logout")
-async def logout(request: Request) -> Response:
-    if not _same_origin(request):
+async def logout(request: Request, state: StateDep) -> Response:
+    if not _same_origin(request, state):
         return _cross_site("sign-out")
     response = RedirectResponse("/dashboard", status_code=303)
     response.delete_cookie(COOKIE, path="/dashboard")
