@@ -313,3 +313,42 @@ async def test_every_page_has_a_strict_content_security_policy_and_no_inline_cod
         assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
     for name in ("../router.py", "%2e%2e%2frouter.py", "nope.js"):
         assert (await gw.http.get(f"/dashboard/static/{name}")).status_code == 404
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "since=%00",
+        "until=2026-12-0%001",
+        "key_name=%00",
+        "key_name=%ED%A0%80",
+        "since=%FF%FE",
+        "since=" + "9" * 5000,
+        "key_name=" + "x" * 5000,
+        "since=0000-01-01",
+        "since=2026-02-30",
+        "until=+2026-12-01",
+        "since=%E2%80%AE2026-12-01",
+    ],
+)
+async def test_hostile_queries_are_answered_never_with_a_500(gw: Gateway, query: str) -> None:
+    response = await gw.http.get(f"/dashboard?{query}", headers=ADMIN)
+    assert response.status_code in (400, 404), response.text
+
+
+@pytest.mark.parametrize(
+    ("body", "content_type"),
+    [
+        (b"key=%00", "application/x-www-form-urlencoded"),
+        (b"key=%ED%A0%80", "application/x-www-form-urlencoded"),
+        (b'{"key": "ig-x"}', "application/json"),
+        (b"", "application/x-www-form-urlencoded"),
+        (b"\xff\xfe", "text/plain"),
+        (b"key=" + b"a" * 200_000, "application/x-www-form-urlencoded"),
+    ],
+)
+async def test_hostile_logins_are_refused_never_with_a_500(gw: Gateway, body: bytes, content_type: str) -> None:
+    response = await gw.http.post("/dashboard/login", content=body, headers={"Content-Type": content_type})
+    gw.http.cookies.clear()
+    assert response.status_code in (400, 401, 413), response.text
+    assert "set-cookie" not in response.headers
