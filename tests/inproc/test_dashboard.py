@@ -352,3 +352,17 @@ async def test_hostile_logins_are_refused_never_with_a_500(gw: Gateway, body: by
     gw.http.cookies.clear()
     assert response.status_code in (400, 401, 413), response.text
     assert "set-cookie" not in response.headers
+
+
+async def test_names_and_prompts_are_shown_as_text_never_as_markup(gw: Gateway) -> None:
+    name = '<img src=x onerror="alert(1)">&amp;'
+    key = await gw.create_key(name)
+    response = await gw.generate(
+        key, {"model": "demo-image", "prompt": "</td><script>alert(2)</script>", "size": "64x64"}
+    )
+    assert response.status_code == 200, response.text
+    for headers in (ADMIN, key.auth):
+        html = (await gw.http.get("/dashboard", headers=headers)).text
+        assert "<img src=x" not in html and "<script>alert" not in html
+        assert "&lt;img src=x onerror=&#34;alert(1)&#34;&gt;&amp;amp;" in html and "&lt;script&gt;alert(2)" in html
+        assert read(html).scripts == [("/dashboard/static/dashboard.js", "")]
