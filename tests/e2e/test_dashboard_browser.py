@@ -5,7 +5,8 @@ the page loads with no console error (a Content-Security-Policy violation is one
 tables show the numbers ``/v1/usage`` and ``/admin/usage`` return, a key sees only its own usage,
 a wrong key is refused, and the key is never in the page, a URL, the history, the browser's
 storage or a cookie. Each page is kept as a screenshot under ``test-artefacts/dashboard/`` (the
-directory is printed at the end of the run; git ignores it)."""
+directory is printed at the end of the run; git ignores it). The last test reads the same numbers
+over plain HTTP, so that PostgreSQL's side is checked where Chromium cannot be installed."""
 
 from __future__ import annotations
 
@@ -268,3 +269,22 @@ def test_a_wrong_key_is_refused(browser: Any, gw: Stack) -> None:
         visit.shot("wrong-key-refused")
     finally:
         visit.close()
+
+
+def test_the_page_over_http_equals_the_usage_api_on_postgresql(gw: Stack, accounts: dict[str, str]) -> None:
+    """The same numbers without a browser (also where Chromium cannot be installed): PostgreSQL's
+    days, budgets and failure reasons, read from the HTML."""
+    for secret, path, metrics in (
+        (accounts["first"], "/v1/usage", ("images_succeeded", "images_failed", "billed_usd")),
+        (
+            ADMIN_KEY,
+            "/admin/usage",
+            ("images_succeeded", "images_failed", "billed_usd", "upstream_cost_usd", "margin_usd"),
+        ),
+    ):
+        answer = httpx.get(gw.base_url + "/dashboard", headers={"Authorization": f"Bearer {secret}"}, timeout=30)
+        assert answer.status_code == 200 and secret not in answer.text
+        assert_shows(read(answer.text), gw, path, secret, metrics)
+    own = read(httpx.get(gw.base_url + "/dashboard", headers={"Authorization": f"Bearer {accounts['first']}"}).text)
+    assert [limit for _, limit in next(iter(own.budgets.values()))] == ["3.000000", "1.000000"]
+    assert own.tables["failures"]["gemini-3.1-flash-image"]["failure_rate"] == "33.3%"
