@@ -1,9 +1,9 @@
 """Usage and cost reports, grouped by key, model, size, quality and day.
 
-One query (:func:`core.billing.repo.usage_query`, from the ledger alone) serves ``GET /v1/usage``, ``GET /admin/usage``
-and ``imagegate usage``; this module shapes its rows. Images, tokens and money all come from the
-ledger (each finished image's charge or release row says what the image was), so a report's
-totals equal the ledger's sums to the micro-dollar, and stay so after jobs are deleted.
+One query (:func:`core.billing.repo.usage_query`, from the ledger alone) serves ``GET /v1/usage``, ``GET /admin/usage``,
+``imagegate usage`` and the dashboard (``/dashboard``); this module shapes its rows. Images, tokens and money
+all come from the ledger (each finished image's charge or release row says what the image was), so
+a report's totals equal the ledger's sums to the micro-dollar, and stay so after jobs are deleted.
 """
 
 from __future__ import annotations
