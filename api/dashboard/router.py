@@ -79,6 +79,17 @@ def _same_origin(request: Request, state: AppState) -> bool:
     return origin is None or origin in own
 
 
+REFUSED = "That key was not accepted: it is not a live API key or the admin key."
+SIGN_IN_ANSWERS = {"refused": (401, REFUSED), "empty": (400, "Enter an API key, or the admin key.")}
+"""What the login page says after a sign-in that did not open the dashboard (``?signin=``)."""
+
+
+def _back_to_sign_in(answer: str) -> Response:
+    """A refused sign-in is answered as an accepted one is, by a redirect (303): the page that says
+    so is then a plain GET, and the browser keeps no form holding the key to post again."""
+    return RedirectResponse(f"/dashboard?signin={answer}", status_code=303, headers={"Cache-Control": "no-store"})
+
+
 def _cross_site(what: str) -> HTMLResponse:
     return _page(
         "error.html",
@@ -102,8 +113,11 @@ async def dashboard(request: Request, state: StateDep) -> Response:
     try:
         viewer = await session.viewer_of(request, state)
     except AuthenticationError:
-        return _login(status=401, message="That key was not accepted: it is not a live API key or the admin key.")
+        return _login(status=401, message=REFUSED)
     if viewer is None:
+        attempt = SIGN_IN_ANSWERS.get(request.query_params.get("signin", ""))
+        if attempt is not None:
+            return _login(status=attempt[0], message=attempt[1])
         had_cookie = COOKIE in request.cookies
         return _login(message="Your session has ended: sign in again." if had_cookie else None, forget=had_cookie)
     today = utcnow().date()
@@ -135,11 +149,11 @@ async def login(request: Request, state: StateDep) -> Response:
     form = await request.form()
     secret = form.get("key")
     if not isinstance(secret, str) or not secret.strip():
-        return _login(status=400, message="Enter an API key, or the admin key.")
+        return _back_to_sign_in("empty")
     try:
         viewer = await session.from_secret(state, secret.strip())
     except AuthenticationError:
-        return _login(status=401, message="That key was not accepted: it is not a live API key or the admin key.")
+        return _back_to_sign_in("refused")
     response = RedirectResponse("/dashboard", status_code=303)
     response.set_cookie(
         COOKIE,
