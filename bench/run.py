@@ -225,7 +225,8 @@ class Bench:
         p = self.plan
         self.upstream.reset()
         sample, cpu = await self.measured(lambda: load.closed_loop(
-            client, work, concurrency=p.concurrency, duration_s=p.throughput_s, warmup_s=p.throughput_warmup_s))
+            client, work, concurrency=p.concurrency, duration_s=p.throughput_s, warmup_s=p.throughput_warmup_s,
+            min_answers=2 * p.concurrency))
         return sample, cpu, self.upstream.stats()
 
     async def throughput(self, client: load.ClientPool, model: str, only: str) -> None:
@@ -233,7 +234,7 @@ class Bench:
         direct, direct_cpu, _ = await self._closed_loop(client, self._direct(model))
         await asyncio.sleep(0.5)
         gateway, gateway_cpu, stats = await self._closed_loop(client, self._through(model))
-        d_rps, g_rps = len(direct.seconds) / p.throughput_s, len(gateway.seconds) / p.throughput_s
+        d_rps, g_rps = _rps(direct), _rps(gateway)
         calls = sum(int(v) for v in dict(stats.get("calls") or {}).values())
         gateway_ms = self._gateway_cpu_ms(gateway_cpu, gateway.units)
         fake_ms = round(gateway_cpu.get("fake_upstream", 0.0) * 1000 / calls, 3) if calls else None
@@ -241,7 +242,7 @@ class Bench:
         vc = bars.throughput(share, d_rps, g_rps, errors=gateway.errors)
         vb = bars.cpu_per_image(gateway_ms, fake_ms)
         self.results[f"c_throughput_{model}"] = {
-            "concurrency": p.concurrency, "window_s": p.throughput_s,
+            "concurrency": p.concurrency, "window_s": {"direct": direct.wall_s, "gateway": gateway.wall_s},
             "direct": direct.summary() | {"rps": round(d_rps, 1)},
             "gateway": gateway.summary() | {"rps": round(g_rps, 1)},
             "ratio": bars.ratio(g_rps, d_rps), "bar": vc.bar, "verdict": vc.text,
@@ -385,7 +386,7 @@ class Bench:
             figures[name] = {"latency": sample.summary()}
         for name, key in (("fresh", fresh), ("history", heavy)):
             sample, _, _ = await self._closed_loop(client, self._through(model, key=key))
-            figures[name]["rps"] = round(len(sample.seconds) / p.throughput_s, 1)
+            figures[name]["rps"] = round(_rps(sample), 1)
             figures[name]["closed_loop"] = sample.summary()
         f_p50, h_p50 = figures["fresh"]["latency"]["p50_ms"], figures["history"]["latency"]["p50_ms"]
         f_rps, h_rps = figures["fresh"]["rps"], figures["history"]["rps"]
@@ -441,6 +442,11 @@ def _sub(a: float | None, b: float | None) -> float | None:
 def _per(cpu: dict[str, float], sample: load.Sample) -> dict[str, float]:
     done = sample.units or len(sample.seconds) + sample.errors
     return {k: round(v * 1000 / done, 2) for k, v in cpu.items()} if done else {}
+
+
+def _rps(sample: load.Sample) -> float:
+    """Requests answered per second in a closed loop's measured window."""
+    return len(sample.seconds) / sample.wall_s if sample.wall_s else 0.0
 
 
 def _ms(value: float | None) -> str:
