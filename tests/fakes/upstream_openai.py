@@ -321,9 +321,11 @@ class _ImagePlan:
         prefix = "image_edit" if self.edit else "image_generation"
         transparent = self.p.background == "transparent"
         events: list[tuple[str, dict[str, Any]]] = []
-        for item in data:
+        for i, item in enumerate(data):
             for j in range(self.p.partial_images or 0):
-                draft = img.b64(img.render(self.width, self.height, self.fmt, j + 5, transparent))
+                # a draft is a picture of its own, never its image's final colour
+                colour = img.colour_for(self.p.prompt) + i + j + 1
+                draft = img.b64(img.render(self.width, self.height, self.fmt, colour, transparent))
                 events.append((f"{prefix}.partial_image", {
                     "type": f"{prefix}.partial_image", "b64_json": draft, "partial_image_index": j,
                     "created_at": int(time.time()), **echo}))
