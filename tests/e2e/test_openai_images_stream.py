@@ -17,12 +17,16 @@ import openai
 import pytest
 from PIL import Image
 
+from api.dialects.openai_images.stream import KEEP_ALIVE_S
+from tests.e2e.test_jobs import poll
 from tests.fakes.upstream import FakeUpstream
 from tests.fakes.upstream_openai import PARTIAL_IMAGE_TOKENS, STREAM_PAUSE_S
-from tests.harness import Stack, env_names
+from tests.harness import Stack, env_names, priced_demo
 from tests.pngs import blank_png as png_bytes
 
 pytestmark = pytest.mark.integration
+
+PER_IMAGE = 40_000  # the priced demo's $0.04, at the default markup of 1.0
 
 
 @pytest.fixture(scope="module")
@@ -253,3 +257,51 @@ def test_a_multipart_edit_with_partial_images_out_of_range_is_refused(gw: Stack)
     )
     assert response.status_code == 400 and response.json()["error"]["param"] == "partial_images"
     assert httpx.get(f"{gw.base_url}/v1/jobs", headers={"Authorization": f"Bearer {key}"}).json()["data"] == []
+
+
+@pytest.fixture(scope="module")
+def slow_demo(make_stack: Callable[..., Stack], tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    """One worker thread, a paid demo model that takes longer than a keep-alive an image."""
+    return make_stack(
+        "distributed",
+        **priced_demo(tmp_path_factory.mktemp("stream-prices")),
+        IMAGEGATE_DEMO_LATENCY_S=str(KEEP_ALIVE_S + 1),
+        IMAGEGATE_WORKER_CONCURRENCY="1",
+    )
+
+
+def test_a_reader_who_leaves_cancels_what_has_not_started(slow_demo: Stack) -> None:
+    key = slow_demo.create_key("stream-leaver")
+    raw = _client(slow_demo, key).images.with_raw_response.generate(
+        model="demo", prompt="nobody will see the rest", n=3, size="64x64", stream=True
+    )
+    job_id = raw.headers["x-imagegate-job-id"]
+    stream = raw.parse()
+    first = next(iter(stream))
+    assert first.type == "image_generation.completed"
+    stream.close()
+    final = poll(slow_demo, key, job_id, until={"succeeded", "partial", "failed", "canceled"}, timeout=30)
+    statuses = [i["status"] for i in sorted(final["images"], key=lambda i: i["index"])]
+    # the image sent was made and billed; the one running when the reader left finishes (and
+    # stays in /v1/jobs); what had not started is canceled, its hold released
+    assert statuses[0] == "succeeded" and "canceled" in statuses, statuses
+    money = slow_demo.money("stream-leaver")
+    assert money.charges == statuses.count("succeeded")
+    assert money.committed == money.charged == statuses.count("succeeded") * PER_IMAGE
+
+
+def test_keep_alives_flow_while_the_job_runs(slow_demo: Stack) -> None:
+    key = slow_demo.create_key("stream-patient")
+    lines: list[str] = []
+    with httpx.stream(
+        "POST",
+        f"{slow_demo.base_url}/v1/images/generations",
+        timeout=60,
+        headers={"Authorization": f"Bearer {key}"},
+        json={"model": "demo", "prompt": "patience", "n": 1, "size": "64x64", "stream": True},
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache"
+        lines = [line for line in response.iter_lines() if line]
+    assert lines.count(": keep-alive") >= 1
+    assert [line for line in lines if line.startswith("event: ")] == ["event: image_generation.completed"]

@@ -47,7 +47,7 @@ from core.repo import jobs
 log = logging.getLogger(__name__)
 
 KEEP_ALIVE = b": keep-alive\n\n"
-KEEP_ALIVE_S = 10.0
+KEEP_ALIVE_S = 5.0
 """The longest a stream stays silent: proxies and clients give up on a quiet connection."""
 
 
