@@ -128,7 +128,7 @@ def estimate_image_micros(price: ModelPrice, applied: AppliedParams, request: Ge
     with localcontext(EXACT):
         cost = (input_tokens * max(unit.text_in, unit.image_in)
                 + bounds.text_out_tokens * unit.text_out
-                + (output_image_tokens(price, applied) + request.partial_images * PARTIAL_IMAGE_TOKENS)
+                + (output_image_tokens(price, applied) + (request.partial_images or 0) * PARTIAL_IMAGE_TOKENS)
                 * unit.image_out)
         return to_micros(cost)
 

@@ -60,7 +60,7 @@ class ProviderCall:
 
     @property
     def wants_partials(self) -> bool:
-        return self.on_partial is not None and self.request.partial_images > 0
+        return self.on_partial is not None and bool(self.request.partial_images)
 
     @property
     def count(self) -> int:

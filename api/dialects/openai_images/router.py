@@ -66,7 +66,7 @@ async def _respond(request: Request, state: AppState, key: ApiKey, wire: ImageGe
     render = _renderer(as_b64=wire.response_format != "url")
     if not wire.stream:
         return await respond(request, state, key=key, submission=submission, render=render)
-    stream = streamer(edit=isinstance(wire, ImageEditRequest), partials=submission.generation.partial_images > 0)
+    stream = streamer(edit=isinstance(wire, ImageEditRequest), partials=bool(submission.generation.partial_images))
     return await respond(request, state, key=key, submission=submission, render=render, stream=stream)
 
 

@@ -83,7 +83,7 @@ def to_generation(wire: ImageGenerateRequest | ImageEditRequest, *, partials: bo
         style=getattr(wire, "style", None),
         moderation=wire.moderation,
         input_fidelity=getattr(wire, "input_fidelity", None),
-        partial_images=(wire.partial_images or 0) if wire.stream and partials else 0,
+        partial_images=(wire.partial_images or None) if wire.stream and partials else None,
     )
 
 

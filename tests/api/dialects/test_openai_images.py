@@ -70,17 +70,17 @@ def test_to_generation_maps_every_field() -> None:
 def test_to_generation_minimal_request() -> None:
     generation = to_generation(ImageGenerateRequest(prompt="x"))
     assert generation.model_dump(exclude_none=True) == {"prompt": "x", "n": 1, "input_images": [], "parts": [],
-                                                           "history": [], "ignored": [], "adjusted": {},
-                                                           "partial_images": 0}
+                                                           "history": [], "ignored": [], "adjusted": {}}
     assert not generation.is_edit
 
 
 def test_a_stream_asks_for_its_partial_images() -> None:
     assert to_generation(ImageGenerateRequest(prompt="x", stream=True, partial_images=2)).partial_images == 2
-    assert to_generation(ImageGenerateRequest(prompt="x", stream=True)).partial_images == 0
+    assert to_generation(ImageGenerateRequest(prompt="x", stream=True)).partial_images is None
+    assert to_generation(ImageGenerateRequest(prompt="x", stream=True, partial_images=0)).partial_images is None
     # an asynchronous submission is watched by nobody
     assert to_generation(ImageGenerateRequest(prompt="x", stream=True, partial_images=2),
-                         partials=False).partial_images == 0
+                         partials=False).partial_images is None
 
 
 @pytest.mark.parametrize(
