@@ -134,6 +134,8 @@ class FakeUpstream:
         self.calls: list[Call] = []
         self.violations: list[str] = []
         self._faults: list[Fault] = []
+        self.stream_pause_s: float | None = None
+        """When set, the pause between a streamed answer's events (instead of each handler's own)."""
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -280,6 +282,7 @@ class FakeUpstream:
             self.calls.clear()
             self.violations.clear()
             self._faults.clear()
+            self.stream_pause_s = None
         if forget_tokens:
             self.oauth.reset()
 
@@ -388,6 +391,13 @@ class FakeUpstream:
         return Accepted(None, "", build)
 
     def _answer(self, call: Call, accepted: Accepted) -> FakeResponse:
+        response = self._faulted(call, accepted)
+        pause = self.stream_pause_s
+        if response.chunks is not None and pause is not None:
+            response.chunks = [(pause if i else 0.0, chunk) for i, (_, chunk) in enumerate(response.chunks)]
+        return response
+
+    def _faulted(self, call: Call, accepted: Accepted) -> FakeResponse:
         call.model = accepted.model or call.model
         fault = self._take_fault(call.endpoint, call.model, accepted.prompt)
         if fault is None:
