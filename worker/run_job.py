@@ -55,7 +55,8 @@ from core.repo import jobs
 from core.settlement import Ended
 from core.storage import image_object_key
 from worker.lease import first_line
-from worker.providers.base import InputBytes, ProviderCall
+from worker.partials import PartialImages
+from worker.providers.base import InputBytes, PartialSink, ProviderCall
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -117,6 +118,7 @@ async def run_image(runtime: WorkerRuntime, image_id: str) -> str:
         return claimed
     attempt = claimed
     results: dict[str, Recorded] = {}
+    await runtime.events.publish(attempt.job_id)  # its images started: followers of the job's events hear it
     with runtime.leases.holding((c.image_id, c.attempt) for c in attempt.images):
         started = time.monotonic()
         outcomes = await _outcomes(runtime, attempt)
@@ -223,17 +225,20 @@ async def _outcomes(runtime: WorkerRuntime, attempt: Attempt) -> dict[int, Outco
     indexes = [c.index for c in attempt.images]
     if attempt.request is None or attempt.routes is None:
         return {i: Outcome(error=INTERNAL_ERROR) for i in indexes}
+    partials = (PartialImages(runtime, attempt.job_id, attempts={c.index: c.attempt for c in attempt.images})
+                if attempt.request.partial_images else None)
     try:
-        return await generate(runtime, attempt.request, attempt.routes, indexes)
+        return await generate(runtime, attempt.request, attempt.routes, indexes, on_partial=partials)
     except Exception:
         log.exception("job %s: the attempt at image(s) %s failed", attempt.job_id, indexes)
         return {i: Outcome(error=INTERNAL_ERROR) for i in indexes}
 
 
 async def generate(runtime: WorkerRuntime, request: GenerationRequest, routes: list[AppliedParams],
-                   indexes: list[int]) -> dict[int, Outcome]:
+                   indexes: list[int], *, on_partial: PartialSink | None = None) -> dict[int, Outcome]:
     """Outcomes for ``indexes``, walking the job's planned routes while they fail as routes; the
-    calls of one route run concurrently."""
+    calls of one route run concurrently (``on_partial`` takes the drafts of a caller who streams
+    partial images)."""
     try:
         inputs = [InputBytes(await runtime.store.aget(i.object_key), i.mime_type) for i in request.input_images]
         mask = (InputBytes(await runtime.store.aget(request.mask.object_key), request.mask.mime_type)
@@ -250,8 +255,8 @@ async def generate(runtime: WorkerRuntime, request: GenerationRequest, routes: l
         retry_next: list[int] = []
         size = max(1, route.n_per_call)
         chunks = [pending[start:start + size] for start in range(0, len(pending), size)]
-        answers = await asyncio.gather(*(_call(runtime, ProviderCall(request, route, chunk, inputs, mask))
-                                         for chunk in chunks))
+        answers = await asyncio.gather(*(
+            _call(runtime, ProviderCall(request, route, chunk, inputs, mask, on_partial)) for chunk in chunks))
         for chunk, answer in zip(chunks, answers, strict=True):
             if isinstance(answer, GatewayError):
                 if _route_failed(answer):

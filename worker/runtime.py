@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from core.config import Settings
 from core.db import async_session_factory, create_async_db_engine
-from core.events import EventPublisher, InProcessEventBus, RedisEventPublisher
+from core.events import InProcessEventBus, JobEvents, RedisEventPublisher
 from core.storage import ImageStore, open_store
 from worker.lease import LeaseKeeper
 from worker.providers.registry import ProviderRegistry
@@ -28,7 +28,7 @@ class WorkerRuntime:
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     store: ImageStore
-    events: EventPublisher
+    events: JobEvents
     providers: ProviderRegistry
     leases: LeaseKeeper
     """The heartbeat that keeps the leases of the images this process runs alive."""
@@ -40,7 +40,7 @@ class WorkerRuntime:
         # upstream call, so a pool far smaller than the concurrency serves it
         engine = create_async_db_engine(settings.resolved_database_url, pool_size=settings.db_pool_size,
                                         max_overflow=settings.db_max_overflow)
-        publisher: EventPublisher
+        publisher: JobEvents
         if events is not None:
             publisher = events
         elif settings.redis_url:

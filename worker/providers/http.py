@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import inspect
 import logging
 import random
 from collections.abc import Awaitable, Callable, Sequence
@@ -197,31 +198,24 @@ class UpstreamClient:
         for client in clients:
             await client.aclose()
 
-    async def _send(self, request: httpx.Request) -> httpx.Response:
-        """Send and read the whole answer, with at most ``concurrent_reads`` bodies read at once."""
-        response = await self._client_for(request.url).send(request, stream=True)
-        try:
-            async with self._reads:
-                await response.aread()
-        finally:
-            await response.aclose()
-        return response
-
     async def call(
         self,
         build: Callable[[], Awaitable[httpx.Request]],
-        parse: Callable[[httpx.Response], T],
+        parse: Callable[[httpx.Response], T | Awaitable[T]],
         *,
         errors: UpstreamErrors,
         on_unauthorized: Callable[[], Awaitable[None]] | None = None,
         label: str = "upstream",
+        stream: bool = False,
     ) -> T:
         """Send ``await build()``, retrying per the policy, and return ``parse(response)``.
 
         ``errors`` reads a non-2xx answer (the adapter knows its upstream's error body); ``parse``
         may itself raise a retryable UpstreamError (no image, broken body). ``on_unauthorized``
         refreshes credentials once on a 401 (Vertex OAuth tokens). Every error raised is the one
-        built for the last attempt, never an altered one.
+        built for the last attempt, never an altered one. With ``stream``, ``parse`` reads the
+        answer as it arrives (a coroutine over ``response.aiter_lines()``); a stream broken off is
+        retried like a failed connection.
         """
         policy, clock = self.policy, self.clock
         deadline = clock.monotonic() + policy.budget_s
@@ -230,34 +224,44 @@ class UpstreamClient:
         while True:
             attempt += 1
             delay: float | None = None
+            error: GatewayError
             request = await build()
             try:
-                response = await self._send(request)
-            except httpx.TimeoutException:
-                error: GatewayError = UpstreamTimeoutError(
-                    f"The {label} did not answer within {self.read_timeout_s:g} s.", retryable=True)
-            except httpx.TransportError as exc:
-                error = UpstreamError(f"Could not reach the {label}: {type(exc).__name__}.",
-                                      retryable=True, code="upstream_unreachable")
+                response = await self._client_for(request.url).send(request, stream=True)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                error = self._transport_error(exc, label)
             else:
-                if response.is_success:
+                try:
                     try:
-                        return parse(response)
-                    except UpstreamError as exc:
-                        error = exc
-                        if not exc.retryable:
-                            raise
-                else:
-                    if response.status_code == 401 and on_unauthorized is not None and not refreshed:
-                        refreshed = True
-                        await on_unauthorized()
-                        attempt -= 1
-                        continue
-                    decision = retry_decision(response, errors.retry_hint(response), now=clock.now())
-                    error = errors.parse_error(response, retryable=decision.retry, redact=self.redact)
-                    if not decision.retry:
-                        raise error
-                    delay = decision.delay_s
+                        if not (stream and response.is_success):
+                            async with self._reads:  # a whole answer read into memory
+                                await response.aread()
+                    except (httpx.TimeoutException, httpx.TransportError) as exc:
+                        error = self._transport_error(exc, label)
+                    else:
+                        if response.is_success:
+                            try:
+                                parsed = parse(response)
+                                return await parsed if inspect.isawaitable(parsed) else parsed
+                            except UpstreamError as exc:
+                                error = exc
+                                if not exc.retryable:
+                                    raise
+                            except (httpx.TimeoutException, httpx.TransportError) as exc:  # broken off
+                                error = self._transport_error(exc, label)
+                        else:
+                            if response.status_code == 401 and on_unauthorized is not None and not refreshed:
+                                refreshed = True
+                                await on_unauthorized()
+                                attempt -= 1
+                                continue
+                            decision = retry_decision(response, errors.retry_hint(response), now=clock.now())
+                            error = errors.parse_error(response, retryable=decision.retry, redact=self.redact)
+                            if not decision.retry:
+                                raise error
+                            delay = decision.delay_s
+                finally:
+                    await response.aclose()
             log.info("%s attempt %d failed: %s", label, attempt, error.code)
             if attempt >= policy.max_attempts:
                 raise error
@@ -265,3 +269,10 @@ class UpstreamClient:
             if clock.monotonic() + wait > deadline:
                 raise error
             await clock.sleep(wait)
+
+    def _transport_error(self, exc: httpx.TimeoutException | httpx.TransportError, label: str) -> UpstreamError:
+        if isinstance(exc, httpx.TimeoutException):
+            return UpstreamTimeoutError(f"The {label} did not answer within {self.read_timeout_s:g} s.",
+                                        retryable=True)
+        return UpstreamError(f"Could not reach the {label}: {type(exc).__name__}.", retryable=True,
+                             code="upstream_unreachable")
