@@ -57,11 +57,12 @@ def test_200_upstream_calls_in_flight_at_once_in_one_worker_with_few_threads(
         assert time.monotonic() < deadline, f"only {slow.count('gemini')} calls reached the upstream"
         time.sleep(0.05)
     peak_threads = max(peak_threads, threads_of(worker_pid))
-    # every call has arrived and none is answered yet (each waits DELAY_S): all in flight at once
-    answered = [c for c in slow.calls if c.endpoint == "gemini" and c.status]
-    first, last = min(c.time for c in slow.calls), max(c.time for c in slow.calls)
-    assert answered == [], f"{len(answered)} answered before the last call arrived ({last - first:.1f} s)"
+    # each answer leaves the upstream DELAY_S after its call arrived: if the last call arrived less
+    # than DELAY_S after the first, no answer had left before it, and all 200 were in flight at once
+    arrivals = [c.time for c in slow.calls if c.endpoint == "gemini"]
+    assert max(arrivals) - min(arrivals) < DELAY_S, f"the calls took {max(arrivals) - min(arrivals):.1f} s to arrive"
     assert peak_threads <= THREADS_AT_MOST, f"{peak_threads} threads (idle: {idle_threads})"
+    print(f"200 calls arrived within {max(arrivals) - min(arrivals):.1f} s; worker threads: {peak_threads} at most")
 
     for job_id in job_ids:
         job = poll(stack, key, job_id, until={"succeeded", "partial", "failed"}, timeout=120)
