@@ -25,6 +25,8 @@ from api.sweeper import BrokerWatch, Sweeper, release_embedded_orphans
 from api.urls import RefuseNulInUrl
 from api.wait import JobWaiter, RedisJobEvents, attach_in_process
 from core.billing.prices import PriceTable
+from core.circuit import CircuitStore
+from core.circuit_redis import open_circuits
 from core.config import Settings, get_settings
 from core.db import async_session_factory, create_async_db_engine
 from core.events import InProcessEventBus
@@ -53,9 +55,10 @@ def create_app(
     worker_alive: Callable[[], bool] | None = None,
     on_startup: Sequence[Hook] = (),
     on_shutdown: Sequence[Hook] = (),
+    circuits: CircuitStore | None = None,
 ) -> FastAPI:
-    """The API. Embedded mode passes the in-process event bus and the worker's start/stop hooks;
-    distributed mode passes nothing and talks to Redis."""
+    """The API. Embedded mode passes the in-process event bus, the worker's start/stop hooks and
+    its circuits; distributed mode passes nothing and talks to Redis."""
     if event_bus is None and settings.redis_url is None:
         raise ValueError("embedded mode (no IMAGEGATE_REDIS_URL) needs the in-process event bus")
 
@@ -95,6 +98,7 @@ def create_app(
             redis=redis_client,
             worker_alive=worker_alive,
             keys=KeyCache(ttl_s=settings.auth_cache_s),
+            circuits=circuits or open_circuits(settings, redis_client),
         )
         app.state.imagegate = state
 

@@ -7,7 +7,8 @@ canceled is left alone; and each outcome is fenced by the attempt number.
 Upstreams that make several images per call (GPT image: up to 10) get one call for the whole
 group: the first task of a group claims its claimable siblings, whose own tasks then find nothing
 to do. When a route fails as a route (retries spent, model gone, credentials refused), the next
-model of the fallback chain is tried; the model that finally served each image is recorded.
+model of the fallback chain is tried; the model that finally served each image is recorded. A
+route whose circuit is open (``core/circuit.py``) is skipped as if it had failed, without a call.
 
 Every image ends, and an outcome once made is kept:
 
@@ -29,6 +30,7 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import sqlalchemy.exc
@@ -38,6 +40,7 @@ from sqlalchemy.orm import Session
 from core import settlement
 from core.billing import ledger
 from core.billing.ledger import Charge, JobBilling
+from core.circuit import route_key
 from core.errors import GatewayError, ServiceUnavailableError, UpstreamError
 from core.generation import AppliedParams, GenerationRequest, ProviderImage
 from core.imaging import transcode
@@ -197,7 +200,9 @@ def generate(runtime: WorkerRuntime, request: GenerationRequest, routes: list[Ap
             chunk = pending[start:start + max(1, route.n_per_call)]
             try:
                 provider = runtime.providers.get(route.provider)
-                images = provider.generate(ProviderCall(request, route, chunk, inputs, mask))
+                images = runtime.circuits.call(route_key(route.provider, route.upstream_model), route.model,
+                                               partial(provider.generate, ProviderCall(request, route, chunk,
+                                                                                       inputs, mask)))
             except GatewayError as exc:
                 if _route_failed(exc):
                     log.warning("route %s failed for %d image(s): %s", route.model, len(chunk), exc.code)
