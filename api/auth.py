@@ -17,6 +17,7 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 
+from core import logcontext
 from core.errors import AuthenticationError
 from core.keys import extract_key, hash_secret
 from core.models import ApiKey
@@ -85,4 +86,5 @@ async def authenticate(request: Request, sessions: async_sessionmaker[AsyncSessi
         cache.put(secret_hash, key)
     if key.revoked_at is not None:
         raise AuthenticationError("This API key has been revoked.", code="invalid_api_key")
+    logcontext.bind(key_prefix=key.prefix)  # for the rest of this request (its own context)
     return key

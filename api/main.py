@@ -17,8 +17,9 @@ from api.cors import add_cors
 from api.dialects import DialectPackage, anthropic_messages, gemini, openai_chat, openai_images, simple
 from api.enqueue import Enqueuer
 from api.errors import UnexpectedErrors, install_error_handlers
+from api.observe import Observe
 from api.ratelimit import limiter_for
-from api.routes import admin, files, health, models, usage
+from api.routes import admin, files, health, metrics, models, usage
 from api.routes.jobs import build_router as build_jobs_router
 from api.state import AppState
 from api.sweeper import BrokerWatch, Sweeper, release_embedded_orphans
@@ -152,10 +153,13 @@ def create_app(
     app.include_router(health.router)
     app.include_router(usage.router)
     app.include_router(admin.router)
+    app.include_router(metrics.router)
     # innermost first: each add_middleware wraps the ones before it
     app.add_middleware(UnexpectedErrors)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RefuseNulInUrl)
+    app.add_middleware(Observe, dialects={route.path: str(d.dialect) for d in DIALECTS
+                                          for route in d.router.routes if hasattr(route, "path")})
     if settings.cors_origins:
         add_cors(app, settings.cors_origins)
     return app

@@ -39,6 +39,7 @@ from api.inputs import ImageRef, InputLimits, PendingImage, load_images, store_p
 from api.own_files import read_own_files
 from api.ratelimit import Admission, RateLimits
 from api.state import AppState
+from core import logcontext, metrics
 from core.billing import ledger
 from core.db import DATABASE_UNAVAILABLE
 from core.errors import ConflictError, GatewayError, InvalidRequestError, PermissionDeniedError, RateLimitError
@@ -198,6 +199,7 @@ async def submit(
     """Price, hold, insert and commit the job, then enqueue its images; returns its id."""
     now = utcnow()
     job_id = new_id("job")
+    logcontext.bind(job_id=job_id, model=route_plan.model)  # for the rest of this request
     quote = ledger.quote(request, route_plan.routes, prices=state.prices, markup=markup)
     image_ids = [new_id("img") for _ in range(request.n)]
     try:
@@ -226,6 +228,7 @@ async def submit(
             if existing is not None:
                 return existing.id
         raise
+    metrics.JOBS("submitted", route_plan.model).inc()
 
     # one task per upstream call: an upstream making n images per call (GPT image) gets the first
     # image of each group, whose task claims the group; the sweeper still watches every image

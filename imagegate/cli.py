@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import logging.config
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -25,6 +26,7 @@ from core.config import Settings, get_settings
 from core.db import async_session_factory, create_async_db_engine
 from core.errors import GatewayError
 from core.key_service import KeyCreate, key_view
+from core.logcontext import logging_config
 from core.migrate import upgrade_head
 from core.routing import load_for_settings
 from imagegate.access_log import uvicorn_log_config
@@ -40,8 +42,7 @@ err = Console(stderr=True)
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.config.dictConfig(logging_config(settings.log_format, settings.log_level))
 
 
 @app.command()
@@ -59,7 +60,8 @@ def serve(
     if first_key:
         _create_first_key(settings)
     common = {"host": settings.host, "port": settings.port, "log_level": settings.log_level.lower(),
-              "log_config": uvicorn_log_config(), "timeout_graceful_shutdown": 30}
+              "log_config": uvicorn_log_config(settings.log_format, settings.log_level),
+              "timeout_graceful_shutdown": 30}
     if settings.redis_url:
         err.print(f"imagegate (distributed) on {settings.resolved_public_url}")
         uvicorn.run("api.main:create_distributed_app", factory=True, workers=workers, **common)  # type: ignore[arg-type]
@@ -101,7 +103,7 @@ def worker(
     hostname: Annotated[str | None, typer.Option(help="Celery node name.")] = None,
 ) -> None:
     """Run a Celery worker for distributed mode (thread pool, IMAGEGATE_WORKER_CONCURRENCY)."""
-    from worker.celery_app import create_celery_app, worker_argv
+    from worker.celery_app import create_celery_app, serve_metrics, worker_argv
     from worker.runtime import WorkerRuntime
 
     settings = get_settings()
@@ -109,7 +111,9 @@ def worker(
     if not settings.redis_url:
         raise typer.BadParameter("'imagegate worker' is for distributed mode: set IMAGEGATE_REDIS_URL")
     runtime = WorkerRuntime.build(settings)
-    celery = create_celery_app(runtime)
+    celery = create_celery_app(runtime, keep_logging=settings.log_format == "json")
+    if settings.worker_metrics_port:
+        serve_metrics(settings.host, settings.worker_metrics_port)
     try:
         celery.worker_main(worker_argv(settings, hostname=hostname or f"imagegate@{socket.gethostname()}"))
     finally:

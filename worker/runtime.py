@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from core import metrics
 from core.circuit import CircuitStore, SyncCircuits
 from core.circuit_redis import open_circuits
 from core.config import Settings
@@ -60,6 +62,7 @@ class WorkerRuntime:
         )
 
     def close(self) -> None:
+        metrics.process_exited(os.getpid())
         self.circuits.close()
         self.leases.close()
         self.providers.close()

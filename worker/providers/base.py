@@ -87,4 +87,5 @@ class HttpProvider:
             errors=self.adapter,
             on_unauthorized=self.on_unauthorized,
             label=self.adapter.label,
+            provider=self.name,
         )

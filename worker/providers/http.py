@@ -17,6 +17,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from typing import Protocol, TypeVar
 
 import httpx
 
+from core import metrics
 from core.errors import GatewayError, UpstreamError, UpstreamTimeoutError
 from worker.providers.clock import SYSTEM_CLOCK, Clock
 
@@ -149,6 +151,14 @@ class Redactor:
         return text
 
 
+def _count_call(provider: str, status: str, attempt: int, sent: float) -> int:
+    """Count and time one call; its latency in milliseconds."""
+    elapsed = time.perf_counter() - sent
+    metrics.UPSTREAM_CALLS(provider, status, "true" if attempt > 1 else "false").inc()
+    metrics.UPSTREAM_LATENCY(provider).observe(elapsed)
+    return int(elapsed * 1000)
+
+
 class UpstreamClient:
     """A shared, thread-safe HTTP client for every provider of a worker process."""
 
@@ -185,13 +195,15 @@ class UpstreamClient:
         errors: UpstreamErrors,
         on_unauthorized: Callable[[], None] | None = None,
         label: str = "upstream",
+        provider: str = "upstream",
     ) -> T:
         """Send ``build()``, retrying per the policy, and return ``parse(response)``.
 
         ``errors`` reads a non-2xx answer (the adapter knows its upstream's error body); ``parse``
         may itself raise a retryable UpstreamError (no image, broken body). ``on_unauthorized``
         refreshes credentials once on a 401 (Vertex OAuth tokens). Every error raised is the one
-        built for the last attempt, never an altered one.
+        built for the last attempt, never an altered one. Each attempt is counted and timed under
+        ``provider`` (``imagegate_upstream_calls_total``, ``imagegate_upstream_seconds``).
         """
         policy, clock = self.policy, self.clock
         deadline = clock.monotonic() + policy.budget_s
@@ -200,16 +212,22 @@ class UpstreamClient:
         while True:
             attempt += 1
             delay: float | None = None
+            sent, latency_ms = time.perf_counter(), 0
             try:
                 response = self._client.send(build())
             except httpx.TimeoutException:
+                latency_ms = _count_call(provider, "timeout", attempt, sent)
                 error: GatewayError = UpstreamTimeoutError(
                     f"The {label} did not answer within {self.read_timeout_s:g} s.", retryable=True)
             except httpx.TransportError as exc:
+                latency_ms = _count_call(provider, "error", attempt, sent)
                 error = UpstreamError(f"Could not reach the {label}: {type(exc).__name__}.",
                                       retryable=True, code="upstream_unreachable")
             else:
+                latency_ms = _count_call(provider, str(response.status_code), attempt, sent)
                 if response.is_success:
+                    log.info("%s answered in %d ms", label, latency_ms,
+                             extra={"upstream_status": response.status_code, "latency_ms": latency_ms})
                     try:
                         return parse(response)
                     except UpstreamError as exc:
@@ -227,7 +245,8 @@ class UpstreamClient:
                     if not decision.retry:
                         raise error
                     delay = decision.delay_s
-            log.info("%s attempt %d failed: %s", label, attempt, error.code)
+            log.info("%s attempt %d failed: %s", label, attempt, error.code,
+                     extra={"upstream_status": getattr(error, "upstream_status", None), "latency_ms": latency_ms})
             if attempt >= policy.max_attempts:
                 raise error
             wait = delay if delay is not None else policy.backoff(attempt)
