@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -51,6 +52,8 @@ from core.models.types import utcnow
 from core.planning import RoutePlan, plan_routes
 from core.repo import jobs
 from core.routing import Catalogue
+
+log = logging.getLogger(__name__)
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 REFUSALS: tuple[type[Exception], ...] = (GatewayError, *DATABASE_UNAVAILABLE)
@@ -229,6 +232,7 @@ async def submit(
                 return existing.id
         raise
     metrics.JOBS("submitted", route_plan.model).inc()
+    log.info("job accepted: %d image(s) of %s", request.n, route_plan.model)
 
     # one task per upstream call: an upstream making n images per call (GPT image) gets the first
     # image of each group, whose task claims the group; the sweeper still watches every image

@@ -43,6 +43,17 @@ err = Console(stderr=True)
 
 def _logging(settings: Settings) -> None:
     logging.config.dictConfig(logging_config(settings.log_format, settings.log_level))
+    # warnings (Celery's about running as root, deprecations) become records, in the same format
+    logging.captureWarnings(settings.log_format == "json")
+
+
+def _say(settings: Settings, text: str) -> None:
+    """A line for the operator: on the console, or a log record in the JSON format (so that
+    every line of the output is a JSON object)."""
+    if settings.log_format == "json":
+        logging.getLogger("imagegate").info(text)
+    else:
+        err.print(text)
 
 
 @app.command()
@@ -63,14 +74,14 @@ def serve(
               "log_config": uvicorn_log_config(settings.log_format, settings.log_level),
               "timeout_graceful_shutdown": 30}
     if settings.redis_url:
-        err.print(f"imagegate (distributed) on {settings.resolved_public_url}")
+        _say(settings, f"imagegate (distributed) on {settings.resolved_public_url}")
         uvicorn.run("api.main:create_distributed_app", factory=True, workers=workers, **common)  # type: ignore[arg-type]
     else:
         from imagegate.embedded import create_embedded_app
 
         if workers != 1:
             raise typer.BadParameter("embedded mode runs one process; set IMAGEGATE_REDIS_URL to scale")
-        err.print(f"imagegate (embedded) on {settings.resolved_public_url}")
+        _say(settings, f"imagegate (embedded) on {settings.resolved_public_url}")
         uvicorn.run(create_embedded_app(settings), **common)  # type: ignore[arg-type]
 
 

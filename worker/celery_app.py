@@ -51,6 +51,8 @@ def worker_argv(settings: Settings, *, hostname: str | None = None) -> list[str]
     ]
     if hostname:
         argv.append(f"--hostname={hostname}")
+    if settings.log_format == "json":
+        argv.insert(0, "--quiet")  # no banner: every line of the output is a JSON object
     return argv
 
 

@@ -310,14 +310,16 @@ def _record_once(runtime: WorkerRuntime, attempt: Attempt, claimed: Claimed, val
             return "superseded"
         closed = settlement.settle_ended(session, attempt.billing, [Ended.of(claimed.image_id, values, charge)],
                                          now=now)
-    _count(attempt, status, values.get("model"), charge, closed, now=now)
+    _count(attempt, claimed, status, values, charge, closed, now=now)
     return status.value
 
 
-def _count(attempt: Attempt, status: ImageStatus, model: str | None, charge: Charge | None,
+def _count(attempt: Attempt, claimed: Claimed, status: ImageStatus, values: dict[str, Any], charge: Charge | None,
            closed: JobStatus | None, *, now: datetime) -> None:
-    """The metrics of an outcome once it is committed."""
-    served = model or attempt.billing.model
+    """The log line and the metrics of an outcome once it is committed."""
+    served = values.get("model") or attempt.billing.model
+    log.info("image %s (%s) after %s ms", status.value, values.get("error_code") or served, values.get("latency_ms"),
+             extra={"image_id": claimed.image_id, "model": served})
     metrics.IMAGES(status.value, served).inc()
     if charge is not None and charge.billed_micros:
         metrics.BILLED(served).inc(charge.billed_micros)
