@@ -173,3 +173,16 @@ def test_upstream_lines_carry_status_and_latency(observed: Stack, key: str, upst
         time.sleep(0.2)
     assert [line["upstream_status"] for line in calls] == [503, 200]
     assert all(isinstance(line["latency_ms"], int) and line["model"] == "gemini-3.1-flash-image" for line in calls)
+
+
+def test_the_dashboard_graphs_metrics_the_gateway_exposes(observed: Stack) -> None:
+    import re
+    from pathlib import Path
+
+    dashboard = json.loads((Path(__file__).resolve().parents[2] / "deploy" / "grafana-dashboard.json").read_text())
+    graphed = {name for panel in dashboard["panels"] for target in panel["targets"]
+               for name in re.findall(r"imagegate_[a-z_]+", target["expr"])}
+    exposed = {name for name, _ in scrape(observed)}
+    # families read at scrape time expose no sample while there is nothing to show (no circuit)
+    assert graphed - exposed <= {"imagegate_circuit_state"}, graphed - exposed
+    assert len(graphed) >= 10
