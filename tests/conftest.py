@@ -147,10 +147,16 @@ class _Recorder(logging.Handler):
         self.addFilter(DropQueryString())
 
     def emit(self, record: logging.LogRecord) -> None:
+        if record.name in TEST_SERVERS_LOGGERS:
+            return
         # a record that cannot be formatted is not this handler's to report
         with contextlib.suppress(Exception):
             self.lines.extend(self.format(record).splitlines())
 
+
+TEST_SERVERS_LOGGERS = frozenset({"werkzeug"})
+"""The request lines of the tests' own servers (moto's S3 server logs the presigned URLs it
+serves, signatures included): logs of the test fixtures, not of imagegate."""
 
 _RECORDER = _Recorder()
 
