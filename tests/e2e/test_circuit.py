@@ -18,7 +18,7 @@ from tests.harness import Stack, env_names
 
 pytestmark = pytest.mark.integration
 
-COOLDOWN_S = 3.0
+COOLDOWN_S = 12.0  # long enough for a few images on a loaded machine while the circuit is open
 ATTEMPTS = 3  # the fake's gateway_settings: upstream_max_attempts
 
 
@@ -47,6 +47,10 @@ def _circuits(stack: Stack) -> dict[str, Any]:
     return circuits
 
 
+def _sleep_out_the_cooldown(stack: Stack, route: str) -> None:
+    time.sleep(_circuits(stack)[route]["retry_in_s"] + 0.3)
+
+
 def _served_by(client: openai.OpenAI, model: str) -> str:
     raw = client.images.with_raw_response.generate(model=model, prompt="a lighthouse in a storm")
     assert len(raw.parse().data) == 1
@@ -73,7 +77,7 @@ def test_failures_open_the_circuit_later_images_skip_the_route_and_a_probe_close
     assert upstream.count("vertex_gemini") == 5
 
     # after the cool-down, with the upstream still failing, the one probe re-opens it
-    time.sleep(COOLDOWN_S + 0.5)
+    _sleep_out_the_cooldown(breaker, route)
     assert _circuits(breaker)[route]["state"] == "half_open"
     assert _served_by(client, "gemini-3-pro-image") == "vertex/gemini-3-pro-image"
     assert upstream.count("gemini") == 3 * ATTEMPTS
@@ -83,7 +87,7 @@ def test_failures_open_the_circuit_later_images_skip_the_route_and_a_probe_close
 
     # the upstream recovers: the next probe succeeds and closes the circuit
     upstream.reset()
-    time.sleep(COOLDOWN_S + 0.5)
+    _sleep_out_the_cooldown(breaker, route)
     assert _served_by(client, "gemini-3-pro-image") == "gemini-3-pro-image"
     assert upstream.count("gemini") == 1
     assert route not in _circuits(breaker)
