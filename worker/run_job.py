@@ -108,6 +108,7 @@ def run_image(runtime: WorkerRuntime, image_id: str) -> str:
 
 
 def _run(runtime: WorkerRuntime, image_id: str, attempt: Attempt) -> str:
+    runtime.events.publish(attempt.job_id)  # its images started: followers of the job's events hear it
     with runtime.leases.holding((c.image_id, c.attempt) for c in attempt.images):
         started = time.monotonic()
         metrics.IN_FLIGHT.inc(len(attempt.images))
