@@ -177,6 +177,29 @@ class Settings(BaseSettings):
     )
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
 
+    # -- retention (the ledger is never deleted: billing and usage reports outlive every job)
+    result_ttl_s: int | None = Field(None, gt=0, validation_alias=_env("RESULT_TTL_S"))
+    """How long a finished job, its generated images and its rows are kept (unset: for ever); a
+    job may ask for less (``result_ttl_s`` on ``POST /v1/jobs``)."""
+    input_ttl_s: int | None = Field(None, gt=0, validation_alias=_env("INPUT_TTL_S"))
+    """How long an input image is kept after the last request that sent it (unset: for ever)."""
+    retention_interval_s: float = Field(3600.0, gt=0, validation_alias=_env("RETENTION_INTERVAL_S"))
+    """How often the clean-up runs (Celery beat in distributed mode, the API in embedded mode)."""
+    retention_batch: int = Field(500, ge=1, le=10_000, validation_alias=_env("RETENTION_BATCH"))
+    """Jobs (or input images) deleted per transaction by one clean-up pass."""
+
+    # -- webhooks (Standard Webhooks: https://www.standardwebhooks.com)
+    webhook_secret: SecretStr | None = Field(None, validation_alias=_env("WEBHOOK_SECRET"))
+    """``whsec_`` and base64: the secret signing every webhook (unset: webhooks are refused)."""
+    webhook_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("WEBHOOK_TIMEOUT_S"))
+    """How long one delivery attempt may take."""
+    webhook_retry_base_s: float = Field(5.0, gt=0, validation_alias=_env("WEBHOOK_RETRY_BASE_S"))
+    """The delay after the first failed attempt; it doubles after each one."""
+    webhook_retry_max_s: float = Field(3600.0, gt=0, validation_alias=_env("WEBHOOK_RETRY_MAX_S"))
+    """The longest delay between two attempts."""
+    webhook_give_up_s: float = Field(86400.0, gt=0, validation_alias=_env("WEBHOOK_GIVE_UP_S"))
+    """After this long since the job ended, a webhook not delivered is given up."""
+
     @field_validator("fetch_allow_hosts", "cors_origins", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
@@ -190,6 +213,16 @@ class Settings(BaseSettings):
         if value is None or not value.strip():
             return None
         return value.strip().rstrip("/") if not value.startswith("file://") else value.strip()
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        from core.webhooks.signing import decode_secret
+
+        decode_secret(value.get_secret_value().strip())  # a ValueError saying what is wrong
+        return SecretStr(value.get_secret_value().strip())
 
     @field_validator("public_url")
     @classmethod

@@ -68,8 +68,8 @@ def settle_ended(session: Session, billing: JobBilling, ended: Sequence[Ended], 
         cost_micros=sum(e.charge.billed_micros for e in ended if e.charge is not None),
     )).one()
     close = jobs.finalize_job(job_id, counts, now=now)
-    if close is not None:
-        session.execute(close)
+    if close is not None and session.execute(close).scalar_one_or_none() is not None:
+        jobs.job_ended(session, job_id, now=now)
     statements: list[Executable] = []
     for image in ended:
         if image.status is not ImageStatus.CANCELED:

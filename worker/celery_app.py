@@ -21,8 +21,10 @@ def create_celery_app(runtime: WorkerRuntime) -> Celery:
     return app
 
 
-def worker_argv(settings: Settings, *, hostname: str | None = None) -> list[str]:
-    """``celery worker`` arguments: a thread pool, because an image call is I/O for minutes."""
+def worker_argv(settings: Settings, *, hostname: str | None = None, beat: bool = False) -> list[str]:
+    """``celery worker`` arguments: a thread pool, because an image call is I/O for minutes.
+    ``beat``: this worker also runs Celery beat, which sends the periodic tasks (the retention
+    clean-up); one worker of a deployment is enough (a second one's passes are harmless)."""
     argv = [
         "worker",
         "--pool=threads",
@@ -34,6 +36,8 @@ def worker_argv(settings: Settings, *, hostname: str | None = None) -> list[str]
     ]
     if hostname:
         argv.append(f"--hostname={hostname}")
+    if beat:
+        argv += ["--beat", f"--schedule={settings.data_dir / 'celerybeat-schedule'}"]
     return argv
 
 

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.config import Settings
 from core.db import create_sync_engine, sync_sessionmaker
 from core.events import EventPublisher, InProcessEventBus, RedisEventPublisher
+from core.signing import load_or_create_signing_key
 from core.storage import ImageStore, open_store
 from worker.lease import LeaseKeeper
 from worker.providers.registry import ProviderRegistry
@@ -26,6 +27,8 @@ class WorkerRuntime:
     providers: ProviderRegistry
     leases: LeaseKeeper
     """The heartbeat that keeps the leases of the images this process runs alive."""
+    url_signing_key: bytes
+    """Signs the image URLs of webhook bodies (the API's key: the setting, or the data dir's)."""
 
     @classmethod
     def build(cls, settings: Settings, *, events: InProcessEventBus | None = None) -> WorkerRuntime:
@@ -50,6 +53,9 @@ class WorkerRuntime:
             events=publisher,
             providers=ProviderRegistry.from_settings(settings),
             leases=LeaseKeeper(sessions, lease_s=settings.image_lease_s),
+            url_signing_key=load_or_create_signing_key(
+                settings.url_signing_key.get_secret_value() if settings.url_signing_key else None,
+                settings.data_dir),
         )
 
     def close(self) -> None:

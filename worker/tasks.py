@@ -8,9 +8,12 @@ import redis
 import sqlalchemy.exc
 from celery import Celery
 
-from core.queue import GENERATE_IMAGE_TASK
+from core.models.types import utcnow
+from core.queue import DELIVER_WEBHOOK_TASK, GENERATE_IMAGE_TASK, RETENTION_TASK
+from core.retention import run_retention
 from worker.run_job import run_image
 from worker.runtime import WorkerRuntime
+from worker.webhooks import deliver_webhook
 
 # Infrastructure faults (database or Redis briefly unreachable) retry the task. run_image raises
 # them only before its claim is committed, when no upstream call has been made: once an attempt
@@ -38,3 +41,13 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
     )
     def generate_image(job_image_id: str) -> Any:
         return run_image(runtime, job_image_id)
+
+    @app.task(name=DELIVER_WEBHOOK_TASK, shared=False, acks_late=True, ignore_result=True,
+              autoretry_for=INFRA_ERRORS, retry_backoff=1, retry_backoff_max=30, max_retries=10)
+    def deliver(delivery_id: str) -> Any:
+        return deliver_webhook(runtime, delivery_id)
+
+    @app.task(name=RETENTION_TASK, shared=False, acks_late=True, ignore_result=True)
+    def retention_sweep() -> Any:
+        report = run_retention(runtime.sessions, runtime.store, runtime.settings, now=utcnow())
+        return report.jobs_expired
