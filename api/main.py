@@ -28,7 +28,7 @@ from core.billing.prices import PriceTable
 from core.config import Settings, get_settings
 from core.db import async_session_factory, create_async_db_engine
 from core.events import InProcessEventBus
-from core.queue import RETENTION_TASK, retention_enabled
+from core.queue import RETENTION_TASK
 from core.routing import load_for_settings
 from core.signing import load_or_create_signing_key
 from core.storage import open_store
@@ -116,7 +116,7 @@ def create_app(
                          on_job_changed=waiter.notify)
         sweeper = asyncio.create_task(sweeps.run(interval_s=settings.sweep_interval_s), name="imagegate-sweeper")
         background = [sweeper]
-        if event_bus is not None and settings.redis_url is None and retention_enabled(settings):
+        if event_bus is not None and settings.redis_url is None:
             background.append(asyncio.create_task(
                 send_periodically(enqueuer, RETENTION_TASK, interval_s=settings.retention_interval_s),
                 name="imagegate-retention"))

@@ -18,10 +18,6 @@ RETENTION_TASK = "retention.sweep"
 """No args. One pass of the clean-up (sent by Celery beat, or by the API in embedded mode)."""
 
 
-def retention_enabled(settings: Settings) -> bool:
-    return bool(settings.result_ttl_s or settings.input_ttl_s)
-
-
 EMBEDDED_BROKER_URL = "memory://localhost/"
 EMBEDDED_POLLING_INTERVAL_S = 0.005
 """The in-memory transport polls; kombu's default of 1 s would add up to a second per image."""
@@ -54,8 +50,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_routes": {name: {"queue": settings.queue}
                         for name in (GENERATE_IMAGE_TASK, DELIVER_WEBHOOK_TASK, RETENTION_TASK)},
         # read by ``imagegate worker --beat`` alone
-        "beat_schedule": ({"retention": {"task": RETENTION_TASK, "schedule": settings.retention_interval_s}}
-                          if retention_enabled(settings) else {}),
+        "beat_schedule": {"retention": {"task": RETENTION_TASK, "schedule": settings.retention_interval_s}},
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
