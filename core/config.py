@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     """imagegate's configuration. See ``.env.example`` for every field with a comment."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True,
+        # an error names the setting and says what is wrong; it never quotes values (secrets)
+        hide_input_in_errors=True,
     )
 
     environment: Environment = Field(Environment.DEVELOPMENT, validation_alias=_env("ENVIRONMENT"))
@@ -214,16 +216,6 @@ class Settings(BaseSettings):
             return None
         return value.strip().rstrip("/") if not value.startswith("file://") else value.strip()
 
-    @field_validator("webhook_secret")
-    @classmethod
-    def _check_webhook_secret(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is None or not value.get_secret_value().strip():
-            return None
-        from core.webhooks.signing import decode_secret
-
-        decode_secret(value.get_secret_value().strip())  # a ValueError saying what is wrong
-        return SecretStr(value.get_secret_value().strip())
-
     @field_validator("public_url")
     @classmethod
     def _strip_slash(cls, value: str | None) -> str | None:
@@ -238,6 +230,20 @@ class Settings(BaseSettings):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"{name} must be an http(s) URL, got {url!r}")
             setattr(self, name, url.rstrip("/"))
+        return self
+
+    @model_validator(mode="after")
+    def _check_webhook_secret(self) -> Settings:
+        if self.webhook_secret is None or not self.webhook_secret.get_secret_value().strip():
+            self.webhook_secret = None
+            return self
+        from core.webhooks.signing import decode_secret
+
+        self.webhook_secret = SecretStr(self.webhook_secret.get_secret_value().strip())
+        try:
+            decode_secret(self.webhook_secret.get_secret_value())
+        except ValueError as exc:
+            raise ValueError(f"IMAGEGATE_WEBHOOK_SECRET: {exc}") from None
         return self
 
     @model_validator(mode="after")
