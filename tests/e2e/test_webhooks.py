@@ -243,3 +243,29 @@ def test_webhooks_are_refused_while_no_secret_is_set(embedded: Stack) -> None:
                           json={"model": "demo", "prompt": "no", "webhook_url": "https://example.com/hook"})
     assert response.status_code == 400
     assert response.json()["error"]["code"] == "webhooks_disabled"
+
+
+def test_a_webhook_never_accepted_is_given_up_in_bounded_time(make_stack: Callable[..., Stack],
+                                                              receiver: Receiver) -> None:
+    stack = make_stack("embedded", **FAST_RETRIES, IMAGEGATE_WEBHOOK_GIVE_UP_S="3")
+    key = stack.create_key("hook-give-up")
+    path = "/fail-1000/give-up"
+    job_id = httpx.post(f"{stack.base_url}/v1/jobs", headers=_auth(key),
+                        json={"model": "demo", "prompt": "nobody listens", "size": "64x64",
+                              "webhook_url": receiver.url(path)}).json()["id"]
+    job = _job(stack, key, job_id, until=lambda j: bool(j.get("webhooks")) and j["webhooks"][0]["status"] != "pending")
+    [delivery] = job["webhooks"]
+    assert delivery["status"] == "failed"
+    attempts = delivery["attempts"]
+    assert len(attempts) >= 2 and {a["status_code"] for a in attempts} == {500}
+    assert attempts[-1]["at"] - job["finished_at"] <= 4
+    got = receiver.wait(path, count=len(attempts))
+    assert len(got) == len(attempts) and len({g.headers["webhook-id"] for g in got}) == 1
+    time.sleep(1.5)
+    assert len(receiver.wait(path, count=1)) == len(attempts)  # given up: no more attempts
+
+
+def test_the_command_line_refuses_a_private_default_webhook(hooked: Stack) -> None:
+    with pytest.raises(RuntimeError) as caught:
+        hooked.cli("keys", "create", "--name", f"cli-hook-{hooked.mode}", "--webhook-url", "http://10.9.8.7/x")
+    assert "webhook_url" in str(caught.value) and "not a public address" in str(caught.value)
