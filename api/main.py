@@ -97,6 +97,7 @@ def create_app(
             redis=redis_client,
             worker_alive=worker_alive,
             keys=KeyCache(ttl_s=settings.auth_cache_s),
+            event_bus=event_bus,
         )
         app.state.imagegate = state
 

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 
 import redis.asyncio as aioredis
 
@@ -25,10 +25,14 @@ class JobWaiter:
     def __init__(self, *, recheck_s: float = 2.0) -> None:
         self.recheck_s = recheck_s
         self._events: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._followers: dict[str, set[asyncio.Event]] = defaultdict(set)
+        """The event streams following a job (:meth:`changes`): woken by every event of it."""
 
     def notify(self, job_id: str) -> None:
         """Wake every request waiting on ``job_id`` (call on the event loop's thread)."""
         for event in self._events.get(job_id, ()):
+            event.set()
+        for event in self._followers.get(job_id, ()):
             event.set()
 
     async def wait(
@@ -56,9 +60,41 @@ class JobWaiter:
                 if not waiters:
                     del self._events[job_id]
 
+    @contextlib.contextmanager
+    def changes(self, job_id: str) -> Iterator[JobChanges]:
+        """Follow every event of ``job_id`` (not only its end) while the block runs: what a
+        job's event stream (``GET /v1/jobs/{id}/events``) sleeps on between two reads of it."""
+        changes = JobChanges()
+        self._followers[job_id].add(changes.event)  # registered before the caller's first read
+        try:
+            yield changes
+        finally:
+            followers = self._followers.get(job_id)
+            if followers is not None:
+                followers.discard(changes.event)
+                if not followers:
+                    del self._followers[job_id]
+
     @property
     def waiting(self) -> int:
-        return sum(len(v) for v in self._events.values())
+        return sum(len(v) for v in self._events.values()) + sum(len(v) for v in self._followers.values())
+
+
+class JobChanges:
+    """The events of one job, as :meth:`JobWaiter.changes` hands them out."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    async def next(self, *, timeout: float) -> bool:
+        """Until the job's next event (True), or ``timeout`` seconds without one (False). Events
+        that came since the last call count: none is missed between two calls."""
+        try:
+            await asyncio.wait_for(self.event.wait(), timeout=timeout)
+        except TimeoutError:
+            return False
+        self.event.clear()
+        return True
 
 
 class RedisJobEvents:
