@@ -6,7 +6,12 @@
 - an image whose task was lost is sent again: never sent (the broker was down at submit), queued
   for ``IMAGEGATE_REQUEUE_AFTER_S``, or taken by a worker that died (its lease expired);
 - when the broker (Redis) restarted, or answers again after being unreachable, its queue may be
-  gone: every image waiting for a task is sent again at once (:class:`BrokerWatch`).
+  gone: every image waiting for a task is sent again at once (:class:`BrokerWatch`);
+- webhook deliveries that are due (a job just ended, or a retry's backoff has passed) get their
+  task (:func:`core.repo.webhooks.claim_due`).
+
+In embedded mode the API also sends the retention clean-up's task every
+``IMAGEGATE_RETENTION_INTERVAL_S`` (:func:`send_periodically`; distributed mode has Celery beat).
 
 The conditional updates of :mod:`core.repo.jobs` keep concurrent sweepers from sending the same
 image twice in one window, and a duplicate delivery is harmless anyway (the claim is idempotent).
@@ -24,8 +29,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from api.enqueue import Enqueuer
-from core import settlement
+from core import logcontext, settlement
 from core.models.types import utcnow
+from core.queue import DELIVER_WEBHOOK_TASK
+from core.repo import webhooks
 from core.repo.jobs import (
     expired_on_last_attempt,
     mark_unsent,
@@ -98,7 +105,18 @@ class Sweeper:
         sent += await self._mark_and_send(
             requeue_orphans(now=now, requeue_after_s=self.requeue_after_s, max_attempts=self.max_attempts,
                             limit=BATCH))
+        await self.dispatch_webhooks()
         return sent
+
+    async def dispatch_webhooks(self) -> int:
+        """Send a task for each webhook delivery that is due; returns how many. A task the broker
+        does not take is sent again once its claim lapses."""
+        async with self.sessions() as session:
+            ids = list((await session.execute(webhooks.claim_due(now=utcnow(), limit=BATCH))).scalars())
+            await session.commit()
+        if ids:
+            await self.enqueuer.send(ids, task=DELIVER_WEBHOOK_TASK)
+        return len(ids)
 
     async def run(self, *, interval_s: float) -> None:
         while True:
@@ -121,6 +139,9 @@ class Sweeper:
                 failed = await settlement.fail_out_of_attempts(session, image_id, now=now,
                                                                max_attempts=self.max_attempts)
             if failed is not None:
+                with logcontext.bound(job_id=failed.job_id, image_id=image_id):
+                    log.warning("sweeper: the image's last attempt lapsed; it fails (%s)",
+                                settlement.ATTEMPTS_EXHAUSTED)
                 self.on_job_changed(failed.job_id)
 
     async def _send_all_waiting(self) -> int:
@@ -161,3 +182,11 @@ async def release_embedded_orphans(sessions: async_sessionmaker[AsyncSession], e
         log.info("resuming %d unfinished image(s) from the previous run", len(ids))
         await _send(sessions, enqueuer, ids)
     return len(ids)
+
+
+async def send_periodically(enqueuer: Enqueuer, task: str, *, interval_s: float) -> None:
+    """Send ``task`` (without arguments) every ``interval_s``, the first time at once: embedded
+    mode's scheduler of the retention clean-up."""
+    while True:
+        await enqueuer.send([""], task=task)
+        await asyncio.sleep(interval_s)

@@ -75,7 +75,9 @@ async def settle_ended(session: AsyncSession, billing: JobBilling, ended: Sequen
     ended_as: JobStatus | None = None
     if close is not None:
         closed = (await session.execute(close)).scalar_one_or_none()
-        ended_as = JobStatus(closed) if closed is not None else None
+        if closed is not None:
+            ended_as = JobStatus(closed)
+            await jobs.job_ended(session, job_id, now=now)
     statements: list[Executable] = []
     for image in ended:
         if image.status is not ImageStatus.CANCELED:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import logging.config
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -25,7 +26,8 @@ from core.billing.reports import METRICS, UsageRow, parse_groups, report, rows_f
 from core.config import Settings, get_settings
 from core.db import async_session_factory, create_async_db_engine
 from core.errors import GatewayError
-from core.key_service import KeyCreate, key_view
+from core.key_service import KeyCreate, WebhookPolicy, key_view
+from core.logcontext import logging_config
 from core.migrate import upgrade_head
 from core.routing import load_for_settings
 from imagegate import remote
@@ -43,8 +45,18 @@ err = Console(stderr=True)
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.config.dictConfig(logging_config(settings.log_format, settings.log_level))
+    # warnings (Celery's about running as root, deprecations) become records, in the same format
+    logging.captureWarnings(settings.log_format == "json")
+
+
+def _say(settings: Settings, text: str) -> None:
+    """A line for the operator: on the console, or a log record in the JSON format (so that
+    every line of the output is a JSON object)."""
+    if settings.log_format == "json":
+        logging.getLogger("imagegate").info(text)
+    else:
+        err.print(text)
 
 
 @app.command()
@@ -62,16 +74,17 @@ def serve(
     if first_key:
         _create_first_key(settings)
     common = {"host": settings.host, "port": settings.port, "log_level": settings.log_level.lower(),
-              "log_config": uvicorn_log_config(), "timeout_graceful_shutdown": 30}
+              "log_config": uvicorn_log_config(settings.log_format, settings.log_level),
+              "timeout_graceful_shutdown": 30}
     if settings.redis_url:
-        err.print(f"imagegate (distributed) on {settings.resolved_public_url}")
+        _say(settings, f"imagegate (distributed) on {settings.resolved_public_url}")
         uvicorn.run("api.main:create_distributed_app", factory=True, workers=workers, **common)  # type: ignore[arg-type]
     else:
         from imagegate.embedded import create_embedded_app
 
         if workers != 1:
             raise typer.BadParameter("embedded mode runs one process; set IMAGEGATE_REDIS_URL to scale")
-        err.print(f"imagegate (embedded) on {settings.resolved_public_url}")
+        _say(settings, f"imagegate (embedded) on {settings.resolved_public_url}")
         uvicorn.run(create_embedded_app(settings), **common)  # type: ignore[arg-type]
 
 
@@ -102,9 +115,11 @@ def _create_first_key(settings: Settings) -> None:
 @app.command()
 def worker(
     hostname: Annotated[str | None, typer.Option(help="Celery node name.")] = None,
+    beat: Annotated[bool, typer.Option(
+        "--beat", help="Also run Celery beat: the periodic retention clean-up (one worker is enough).")] = False,
 ) -> None:
     """Run a Celery worker for distributed mode (an event-loop pool, IMAGEGATE_WORKER_CONCURRENCY images at once)."""
-    from worker.celery_app import create_celery_app, run_worker
+    from worker.celery_app import create_celery_app, run_worker, serve_metrics
     from worker.runtime import WorkerRuntime
 
     settings = get_settings()
@@ -112,8 +127,11 @@ def worker(
     if not settings.redis_url:
         raise typer.BadParameter("'imagegate worker' is for distributed mode: set IMAGEGATE_REDIS_URL")
     runtime = WorkerRuntime.build(settings)
+    if settings.worker_metrics_port:
+        serve_metrics(settings.host, settings.worker_metrics_port)
     # the runtime's clients are closed on the pool's event loop as the worker shuts down
-    code = run_worker(create_celery_app(runtime), runtime, hostname or f"imagegate@{socket.gethostname()}")
+    code = run_worker(create_celery_app(runtime, keep_logging=settings.log_format == "json"), runtime,
+                      hostname or f"imagegate@{socket.gethostname()}", beat=beat)
     if code:
         raise typer.Exit(code)
 
@@ -165,20 +183,29 @@ def keys_create(
     images_per_minute: Annotated[int | None, typer.Option("--images-per-minute")] = None,
     models: Annotated[str | None, typer.Option("--models", help="Allowed model ids, comma-separated.")] = None,
     markup: Annotated[str | None, typer.Option("--markup", help="This key's markup, e.g. 1.25.")] = None,
+    webhook_url: Annotated[str | None, typer.Option("--webhook-url",
+                                                    help="The webhook of the key's jobs that name none.")] = None,
+    own_webhook_secret: Annotated[bool, typer.Option(
+        "--own-webhook-secret", help="Sign the key's webhooks with a secret of its own (printed once).")] = False,
 ) -> None:
     """Create a key; its secret is printed once, alone on the last line of stdout."""
     settings = get_settings()
     spec = _validated(KeyCreate, {
         "name": name, "budget_usd": budget_usd, "monthly_budget_usd": monthly_budget_usd, "rpm": rpm,
-        "images_per_minute": images_per_minute, "markup": markup,
+        "images_per_minute": images_per_minute, "markup": markup, "webhook_url": webhook_url,
+        "webhook_secret": "new" if own_webhook_secret else None,
         "models": [m.strip() for m in models.split(",") if m.strip()] if models else None})
     catalogue = load_for_settings(settings)
+    policy = WebhookPolicy.from_settings(settings)
     try:
-        key, secret = _run(settings, lambda session: key_service.create_key(session, spec, catalogue=catalogue))
+        key, secret, webhook_secret = _run(settings, lambda session: key_service.create_key_with_webhook(
+            session, spec, catalogue=catalogue, webhooks=policy))
     except GatewayError as exc:
         _fail(exc.message)
     err.print(f"Created key [bold]{escape(key.name)}[/bold] ({key.prefix}…). Store the secret now: "
               "it is not shown again.")
+    if webhook_secret is not None:
+        err.print(f"Its webhooks are signed with its own secret (shown once): {webhook_secret}", highlight=False)
     print(secret)
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api.main import create_app
+from core.circuit_redis import open_circuits
 from core.config import Settings
 from core.events import InProcessEventBus
 from worker.celery_app import EmbeddedWorker
@@ -15,10 +16,11 @@ from worker.runtime import WorkerRuntime
 
 def create_embedded_app(settings: Settings) -> FastAPI:
     bus = InProcessEventBus()
+    circuits = open_circuits(settings)  # the process's own: the worker's, shown by the API
     holder: dict[str, EmbeddedWorker] = {}
 
     def start() -> None:
-        worker = EmbeddedWorker(WorkerRuntime.build(settings, events=bus))
+        worker = EmbeddedWorker(WorkerRuntime.build(settings, events=bus, circuits=circuits))
         worker.start()
         holder["worker"] = worker
 
@@ -31,4 +33,5 @@ def create_embedded_app(settings: Settings) -> FastAPI:
         worker = holder.get("worker")
         return worker is not None and worker.alive
 
-    return create_app(settings, event_bus=bus, worker_alive=alive, on_startup=[start], on_shutdown=[stop])
+    return create_app(settings, event_bus=bus, worker_alive=alive, on_startup=[start], on_shutdown=[stop],
+                      circuits=circuits)

@@ -8,9 +8,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from celery.worker import WorkController
+from prometheus_client import start_http_server
 
+from core import metrics
 from core.config import Settings
 from core.queue import celery_config
 from worker.pool import AsyncioPool, register_loop_closer, register_loop_opener
@@ -19,16 +21,31 @@ from worker.runtime import WorkerRuntime
 from worker.tasks import register_tasks
 
 
-def create_celery_app(runtime: WorkerRuntime) -> Celery:
+def create_celery_app(runtime: WorkerRuntime, *, keep_logging: bool = False) -> Celery:
     """The app, its tasks bound to ``runtime``, whose clients are opened on the pool's event loop
-    as the worker starts and closed there when it shuts down."""
+    as the worker starts and closed there when it shuts down. ``keep_logging``: Celery leaves the
+    logging configured by imagegate as it is (the JSON format) instead of installing its own
+    handlers on the root logger."""
     app = Celery("imagegate", set_as_current=False)
     app.conf.update(celery_config(runtime.settings))
     register_tasks(app, runtime)
     register_loop_opener(app, runtime.open)
     register_loop_opener(app, lambda: prepare(runtime))
     register_loop_closer(app, runtime.aclose)
+    if keep_logging:
+        # Celery configures no logging when a receiver of setup_logging is connected
+        # (https://docs.celeryq.dev/en/stable/userguide/signals.html#setup-logging)
+        signals.setup_logging.connect(_keep_logging, weak=False)
     return app
+
+
+def _keep_logging(**_: Any) -> None:
+    """imagegate's logging is configured already."""
+
+
+def serve_metrics(host: str, port: int) -> None:
+    """This worker's Prometheus metrics on ``http://host:port/metrics`` (a thread of its own)."""
+    start_http_server(port, addr=host, registry=metrics.registry())
 
 
 def worker_options(settings: Settings, *, hostname: str | None) -> dict[str, Any]:
@@ -46,11 +63,19 @@ def worker_options(settings: Settings, *, hostname: str | None) -> dict[str, Any
     return options
 
 
-def run_worker(app: Celery, runtime: WorkerRuntime, hostname: str | None) -> int:
+def run_worker(app: Celery, runtime: WorkerRuntime, hostname: str | None, *, beat: bool = False) -> int:
     """``imagegate worker``: Celery's worker (banner, signal handlers: SIGTERM is a warm shutdown
-    that lets the images in flight end) until it is stopped; returns its exit code."""
-    worker = app.Worker(loglevel=runtime.settings.log_level, redirect_stdouts=False,
-                        **worker_options(runtime.settings, hostname=hostname))
+    that lets the images in flight end) until it is stopped; returns its exit code. ``beat``: this
+    worker also runs Celery beat, which sends the periodic tasks (the retention clean-up); one
+    worker of a deployment is enough (a second one's passes are harmless)."""
+    settings = runtime.settings
+    extra: dict[str, Any] = {}
+    if beat:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        extra = {"beat": True, "schedule_filename": str(settings.data_dir / "celerybeat-schedule")}
+    worker = app.Worker(loglevel=settings.log_level, redirect_stdouts=False,
+                        quiet=settings.log_format == "json",  # no banner: every line of the output is JSON
+                        **worker_options(settings, hostname=hostname), **extra)
     worker.start()
     return int(worker.exitcode or 0)
 

@@ -57,6 +57,9 @@ from celery.utils.saferepr import saferepr
 from celery.utils.time import get_exponential_backoff_interval
 from kombu.serialization import prepare_accept_content
 
+from core import logcontext
+from core.queue import REQUEST_ID_HEADER
+
 log = logging.getLogger(__name__)
 
 LoopCloser = Callable[[], Awaitable[None]]
@@ -155,7 +158,7 @@ class AsyncioPool(BasePool):  # type: ignore[misc]  # Celery ships no type infor
         self._thread.start()
         for opener in _openers.get(self.app, []):
             try:
-                asyncio.run_coroutine_threadsafe(_awaited(opener), loop).result(timeout=OPENERS_TIMEOUT_S)
+                asyncio.run_coroutine_threadsafe(_awaited(opener, None), loop).result(timeout=OPENERS_TIMEOUT_S)
             except Exception as exc:
                 log.warning("the worker's event loop could not open a client ahead of its first task (%s: %s)",
                             type(exc).__name__, (str(exc).splitlines() or [""])[0])
@@ -201,7 +204,7 @@ class AsyncioPool(BasePool):  # type: ignore[misc]  # Celery ships no type infor
             return
         for closer in _closers.get(self.app, []):
             try:
-                asyncio.run_coroutine_threadsafe(_awaited(closer), loop).result(timeout=30)
+                asyncio.run_coroutine_threadsafe(_awaited(closer, None), loop).result(timeout=30)
             except Exception:
                 log.warning("closing a client of the worker's event loop failed", exc_info=True)
         # the tasks' completions are on the executor: acknowledged before the loop goes
@@ -242,7 +245,8 @@ class AsyncioPool(BasePool):  # type: ignore[misc]  # Celery ships no type infor
         if accept_callback is not None:
             accept_callback(os.getpid(), time.monotonic())
         started = time.monotonic()
-        future = asyncio.run_coroutine_threadsafe(_awaited(task.coroutine, *task_args, **task_kwargs), self.loop)
+        future = asyncio.run_coroutine_threadsafe(
+            _awaited(task.coroutine, request.get(REQUEST_ID_HEADER), *task_args, **task_kwargs), self.loop)
         with self._lock:
             self._in_flight.add(future)
 
@@ -312,5 +316,8 @@ class AsyncioPool(BasePool):  # type: ignore[misc]  # Celery ships no type infor
         return error  # pragma: no cover - Task.retry always raises
 
 
-async def _awaited(coroutine: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any) -> Any:
-    return await coroutine(*args, **kwargs)
+async def _awaited(coroutine: Callable[..., Awaitable[Any]], request_id: str | None, *args: Any,
+                   **kwargs: Any) -> Any:
+    # the id of the request that made the task, from its headers (api/enqueue.py), on its log lines
+    with logcontext.bound(request_id=request_id):
+        return await coroutine(*args, **kwargs)

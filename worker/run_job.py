@@ -12,7 +12,8 @@ Upstreams that make several images per call (GPT image: up to 10) get one call f
 group: the first task of a group claims its claimable siblings, whose own tasks then find nothing
 to do. The calls of one route for several images (one image per call: Gemini) run concurrently.
 When a route fails as a route (retries spent, model gone, credentials refused), the next model of
-the fallback chain is tried; the model that finally served each image is recorded.
+the fallback chain is tried; the model that finally served each image is recorded. A route whose
+circuit is open (``core/circuit.py``) is skipped as if it had failed, without a call.
 
 Every image ends, and an outcome once made is kept:
 
@@ -42,9 +43,10 @@ import sqlalchemy.exc
 from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from core import settlement
+from core import logcontext, metrics, settlement
 from core.billing import ledger
 from core.billing.ledger import Charge, JobBilling
+from core.circuit import guarded, route_key
 from core.db import is_sqlite
 from core.errors import GatewayError, ServiceUnavailableError, UpstreamError
 from core.generation import AppliedParams, GenerationRequest, ProviderImage
@@ -109,19 +111,29 @@ class Attempt:
     request: GenerationRequest | None = None
     routes: list[AppliedParams] | None = None
     """``None`` when the job's stored request or plan could not be read: the attempt fails."""
+    submitted_at: datetime | None = None
 
 
 async def run_image(runtime: WorkerRuntime, image_id: str) -> str:
     """Generate, store and record one image (and its call group). Returns what happened."""
-    claimed = await _claim(runtime, image_id)
-    if isinstance(claimed, str):
-        return claimed
-    attempt = claimed
+    with logcontext.bound(image_id=image_id):
+        claimed = await _claim(runtime, image_id)
+        if isinstance(claimed, str):
+            return claimed
+        with logcontext.bound(job_id=claimed.job_id):
+            return await _run(runtime, image_id, claimed)
+
+
+async def _run(runtime: WorkerRuntime, image_id: str, attempt: Attempt) -> str:
     results: dict[str, Recorded] = {}
     await runtime.events.publish(attempt.job_id)  # its images started: followers of the job's events hear it
     with runtime.leases.holding((c.image_id, c.attempt) for c in attempt.images):
         started = time.monotonic()
-        outcomes = await _outcomes(runtime, attempt)
+        metrics.IN_FLIGHT.inc(len(attempt.images))
+        try:
+            outcomes = await _outcomes(runtime, attempt)
+        finally:
+            metrics.IN_FLIGHT.dec(len(attempt.images))
         latency_ms = int((time.monotonic() - started) * 1000)
         for c in attempt.images:
             results[c.image_id] = await _record(runtime, attempt, c, outcomes[c.index], latency_ms)
@@ -211,7 +223,9 @@ async def _start(session: AsyncSession, claimed: Claimed, job_id: str, row: Row[
             images += [Claimed(*sibling) for sibling in (await session.execute(
                 jobs.claim_group(siblings, now=now, lease_s=lease_s, max_attempts=max_attempts))).all()]
     images.sort(key=lambda c: c.index)
-    return Attempt(job_id, billing, images, request, routes)
+    if row.created_at is not None:
+        metrics.QUEUE_WAIT.observe(max(0.0, (now - row.created_at).total_seconds()))
+    return Attempt(job_id, billing, images, request, routes, submitted_at=row.created_at)
 
 
 def _bare_billing(row: Row[Any], job_id: str) -> JobBilling:
@@ -281,8 +295,12 @@ async def generate(runtime: WorkerRuntime, request: GenerationRequest, routes: l
 
 async def _call(runtime: WorkerRuntime, call: ProviderCall) -> list[ProviderImage] | GatewayError:
     """One provider call: its images, or the error it ended with (a crash is an internal error)."""
+    route = call.applied
     try:
-        return await runtime.providers.get(call.applied.provider).generate(call)
+        provider = runtime.providers.get(route.provider)
+        with logcontext.bound(model=route.model):
+            return await guarded(runtime.circuits, route_key(route.provider, route.upstream_model), route.model,
+                                 lambda: provider.generate(call))
     except GatewayError as exc:
         return exc
     except Exception:
@@ -362,7 +380,23 @@ async def _record_once(runtime: WorkerRuntime, attempt: Attempt, claimed: Claime
             return Recorded("superseded")
         ended = await settlement.settle_ended(session, attempt.billing, [Ended.of(claimed.image_id, values, charge)],
                                               now=now)
+    _count(attempt, claimed, status, values, charge, ended, now=now)
     return Recorded(status.value, ended)
+
+
+def _count(attempt: Attempt, claimed: Claimed, status: ImageStatus, values: dict[str, Any], charge: Charge | None,
+           closed: JobStatus | None, *, now: datetime) -> None:
+    """The log line and the metrics of an outcome once it is committed."""
+    served = values.get("model") or attempt.billing.model
+    log.info("image %s (%s) after %s ms", status.value, values.get("error_code") or served, values.get("latency_ms"),
+             extra={"image_id": claimed.image_id, "model": served})
+    metrics.IMAGES(status.value, served).inc()
+    if charge is not None and charge.billed_micros:
+        metrics.BILLED(served).inc(charge.billed_micros)
+    if attempt.submitted_at is not None:
+        metrics.TOTAL_LATENCY(status.value).observe(max(0.0, (now - attempt.submitted_at).total_seconds()))
+    if closed is not None:
+        metrics.JOBS(closed.value, attempt.billing.model).inc()
 
 
 async def _already_recorded(session: AsyncSession, claimed: Claimed, values: dict[str, Any]) -> bool:

@@ -9,14 +9,19 @@ ended.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from core import metrics
+from core.circuit import CircuitStore
+from core.circuit_redis import RedisCircuitStore, open_circuits
 from core.config import Settings
 from core.db import async_session_factory, create_async_db_engine
 from core.events import InProcessEventBus, JobEvents, RedisEventPublisher
+from core.signing import load_or_create_signing_key
 from core.storage import ImageStore, open_store
 from worker.lease import LeaseKeeper
 from worker.providers.registry import ProviderRegistry
@@ -32,10 +37,16 @@ class WorkerRuntime:
     providers: ProviderRegistry
     leases: LeaseKeeper
     """The heartbeat that keeps the leases of the images this process runs alive."""
+    circuits: CircuitStore
+    """The upstream routes' circuits: shared in Redis (distributed), or the process's own."""
+    url_signing_key: bytes
+    """Signs the image URLs of webhook bodies (the API's key: the setting, or the data dir's)."""
 
     @classmethod
-    def build(cls, settings: Settings, *, events: InProcessEventBus | None = None) -> WorkerRuntime:
-        """Distributed mode publishes on Redis; embedded mode passes the process's event bus."""
+    def build(cls, settings: Settings, *, events: InProcessEventBus | None = None,
+              circuits: CircuitStore | None = None) -> WorkerRuntime:
+        """Distributed mode publishes on Redis; embedded mode passes the process's event bus (and
+        the circuits the API shows)."""
         # an image holds a connection only around its short transactions, never across an
         # upstream call, so a pool far smaller than the concurrency serves it
         engine = create_async_db_engine(settings.resolved_database_url, pool_size=settings.db_pool_size,
@@ -57,6 +68,10 @@ class WorkerRuntime:
             events=publisher,
             providers=ProviderRegistry.from_settings(settings),
             leases=LeaseKeeper(sessions, lease_s=settings.image_lease_s),
+            circuits=circuits or open_circuits(settings),
+            url_signing_key=load_or_create_signing_key(
+                settings.url_signing_key.get_secret_value() if settings.url_signing_key else None,
+                settings.data_dir),
         )
 
     async def open(self) -> None:
@@ -67,8 +82,11 @@ class WorkerRuntime:
 
     async def aclose(self) -> None:
         """Close what the images used, on the event loop they ran on."""
+        metrics.process_exited(os.getpid())
         await self.leases.aclose()
         await self.providers.aclose()
+        if isinstance(self.circuits, RedisCircuitStore):
+            await self.circuits.aclose()
         if isinstance(self.events, RedisEventPublisher):
             await self.events.aclose()
         await self.engine.dispose()

@@ -4,14 +4,20 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import redis
 import sqlalchemy.exc
 from celery import Celery
 
-from core.queue import GENERATE_IMAGE_TASK
+from core.db import create_sync_engine, sync_sessionmaker
+from core.models.types import utcnow
+from core.queue import DELIVER_WEBHOOK_TASK, GENERATE_IMAGE_TASK, RETENTION_TASK
+from core.retention import run_retention
 from worker.pool import coroutine_task
 from worker.run_job import run_image
 from worker.runtime import WorkerRuntime
+from worker.webhooks import deliver_webhook
 
 # Infrastructure faults (database or Redis briefly unreachable, the database pool exhausted) retry
 # the task. run_image raises them only before its claim is committed, when no upstream call has
@@ -44,3 +50,26 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
         retry_backoff_max=30,
         max_retries=10,
     )
+
+    async def deliver(delivery_id: str) -> str:
+        return await deliver_webhook(runtime, delivery_id)
+
+    coroutine_task(app, deliver, name=DELIVER_WEBHOOK_TASK, shared=False, acks_late=True, ignore_result=True,
+                   autoretry_for=INFRA_ERRORS, retry_backoff=1, retry_backoff_max=30, max_retries=10)
+
+    async def retention_sweep() -> int:
+        # a periodic batch job (one pass an interval): it runs on a thread of its own, with a
+        # short-lived synchronous engine, rather than on the loop the images share
+        return await asyncio.to_thread(_retention_pass, runtime)
+
+    coroutine_task(app, retention_sweep, name=RETENTION_TASK, shared=False, acks_late=True, ignore_result=True)
+
+
+def _retention_pass(runtime: WorkerRuntime) -> int:
+    settings = runtime.settings
+    engine = create_sync_engine(settings.resolved_database_url, pool_size=1, max_overflow=0)
+    try:
+        report = run_retention(sync_sessionmaker(engine), runtime.store, settings, now=utcnow())
+    finally:
+        engine.dispose()
+    return report.jobs_expired

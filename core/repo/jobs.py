@@ -14,10 +14,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Insert, Row, ScalarSelect, Select, and_, insert, or_, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningUpdate, Update
 
 from core.jobs import ImageStatus, JobStatus, final_job_status
 from core.models import Job, JobImage
+from core.repo import webhooks
 
 TERMINAL_JOB = [s.value for s in JobStatus if s.is_terminal]
 
@@ -74,9 +76,10 @@ def image_by_id(image_id: str) -> Select[JobImage]:
 
 
 def list_for_key(key_id: str, *, limit: int, before: str | None, status: str | None) -> Select[Job]:
-    """A key's jobs, newest first (ids are time-ordered), older than ``before``; one more than
-    ``limit``, so the caller knows whether there are more."""
-    query = select(Job).where(Job.api_key_id == key_id).order_by(Job.id.desc()).limit(limit + 1)
+    """A key's jobs that have not expired, newest first (ids are time-ordered), older than
+    ``before``; one more than ``limit``, so the caller knows whether there are more."""
+    query = (select(Job).where(Job.api_key_id == key_id, Job.expired_at.is_(None))
+             .order_by(Job.id.desc()).limit(limit + 1))
     if before:
         query = query.where(Job.id < before)
     if status:
@@ -87,7 +90,7 @@ def list_for_key(key_id: str, *, limit: int, before: str | None, status: str | N
 def run_context(job_id: str) -> Select[Any]:
     """What a worker needs of a job to run its images (a plain read, no lock)."""
     return select(Job.request, Job.routes, Job.n, Job.model, Job.api_key_id, Job.pricing,
-                  Job.hold_per_image_micros).where(Job.id == job_id)
+                  Job.hold_per_image_micros, Job.created_at).where(Job.id == job_id)
 
 
 # -- the state machine ------------------------------------------------------------------------
@@ -231,12 +234,19 @@ def count_outcome(
     )
 
 
+def closing_status(counts: Row[int, int, int, int] | tuple[int, int, int, int]) -> JobStatus | None:
+    """The status a job with ``counts`` (n, succeeded, failed, canceled) ends with, if it is done."""
+    n, succeeded, failed, canceled = counts
+    return final_job_status(total=n, succeeded=succeeded, failed=failed, canceled=canceled)
+
+
 def finalize_job(job_id: str, counts: Row[int, int, int, int] | tuple[int, int, int, int], *,
                  now: datetime) -> ReturningUpdate[str] | None:
     """The statement closing the job if ``counts`` (n, succeeded, failed, canceled) says it is done;
-    it returns the status it closed the job with (nothing if the job had ended already)."""
-    n, succeeded, failed, canceled = counts
-    status = final_job_status(total=n, succeeded=succeeded, failed=failed, canceled=canceled)
+    it returns the status it closed the job with (nothing if the job had ended already), and
+    :func:`job_ended` follows, in the same transaction."""
+    n = counts[0]
+    status = closing_status(counts)
     if status is None:
         return None
     values: dict[str, Any] = {"status": status, "finished_at": now}
@@ -245,6 +255,17 @@ def finalize_job(job_id: str, counts: Row[int, int, int, int] | tuple[int, int, 
         values["error_message"] = f"All {n} images failed."
     return (update(Job).where(Job.id == job_id, Job.status.not_in(TERMINAL_JOB)).values(**values)
             .returning(Job.status))
+
+
+async def job_ended(session: AsyncSession, job_id: str, *, now: datetime) -> None:
+    """What follows a job's end, in the transaction that ended it: its own retention starts
+    (``expires_at``), and its webhook goes into the outbox."""
+    row = (await session.execute(select(Job.webhook_url, Job.result_ttl_s).where(Job.id == job_id))).one()
+    if row.result_ttl_s is not None:
+        await session.execute(update(Job).where(Job.id == job_id)
+                              .values(expires_at=now + timedelta(seconds=row.result_ttl_s)))
+    if row.webhook_url:
+        await session.execute(webhooks.new_delivery(job_id, row.webhook_url, now=now))
 
 
 def waiting_image(image_id: str, *, now: datetime) -> Select[str, str, int]:

@@ -26,6 +26,7 @@ import email.utils
 import inspect
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +34,7 @@ from typing import Protocol, TypeVar
 
 import httpx
 
+from core import metrics
 from core.errors import GatewayError, UpstreamError, UpstreamTimeoutError
 from worker.providers.clock import SYSTEM_CLOCK, Clock
 
@@ -158,6 +160,14 @@ class Redactor:
         return text
 
 
+def _count_call(provider: str, status: str, attempt: int, sent: float) -> int:
+    """Count and time one call; its latency in milliseconds."""
+    elapsed = time.perf_counter() - sent
+    metrics.UPSTREAM_CALLS(provider, status, "true" if attempt > 1 else "false").inc()
+    metrics.UPSTREAM_LATENCY(provider).observe(elapsed)
+    return int(elapsed * 1000)
+
+
 class UpstreamClient:
     """The HTTP clients of every provider of a worker process: one :class:`httpx.AsyncClient` per
     upstream host, made on first use; used from the process's event loop only."""
@@ -207,6 +217,7 @@ class UpstreamClient:
         on_unauthorized: Callable[[], Awaitable[None]] | None = None,
         label: str = "upstream",
         stream: bool = False,
+        provider: str = "upstream",
     ) -> T:
         """Send ``await build()``, retrying per the policy, and return ``parse(response)``.
 
@@ -215,7 +226,8 @@ class UpstreamClient:
         refreshes credentials once on a 401 (Vertex OAuth tokens). Every error raised is the one
         built for the last attempt, never an altered one. With ``stream``, ``parse`` reads the
         answer as it arrives (a coroutine over ``response.aiter_lines()``); a stream broken off is
-        retried like a failed connection.
+        retried like a failed connection. Each attempt is counted and timed under ``provider``
+        (``imagegate_upstream_calls_total``, ``imagegate_upstream_seconds``).
         """
         policy, clock = self.policy, self.clock
         deadline = clock.monotonic() + policy.budget_s
@@ -226,11 +238,15 @@ class UpstreamClient:
             delay: float | None = None
             error: GatewayError
             request = await build()
+            sent, latency_ms = time.perf_counter(), 0
             try:
                 response = await self._client_for(request.url).send(request, stream=True)
             except (httpx.TimeoutException, httpx.TransportError) as exc:
+                latency_ms = _count_call(provider, "timeout" if isinstance(exc, httpx.TimeoutException) else "error",
+                                         attempt, sent)
                 error = self._transport_error(exc, label)
             else:
+                latency_ms = _count_call(provider, str(response.status_code), attempt, sent)
                 try:
                     try:
                         if not (stream and response.is_success):
@@ -240,6 +256,8 @@ class UpstreamClient:
                         error = self._transport_error(exc, label)
                     else:
                         if response.is_success:
+                            log.info("%s answered in %d ms", label, latency_ms,
+                                     extra={"upstream_status": response.status_code, "latency_ms": latency_ms})
                             try:
                                 parsed = parse(response)
                                 return await parsed if inspect.isawaitable(parsed) else parsed
@@ -262,7 +280,8 @@ class UpstreamClient:
                             delay = decision.delay_s
                 finally:
                     await response.aclose()
-            log.info("%s attempt %d failed: %s", label, attempt, error.code)
+            log.info("%s attempt %d failed: %s", label, attempt, error.code,
+                     extra={"upstream_status": getattr(error, "upstream_status", None), "latency_ms": latency_ms})
             if attempt >= policy.max_attempts:
                 raise error
             wait = delay if delay is not None else policy.backoff(attempt)
