@@ -142,7 +142,7 @@ def claim_with_context(image_id: str, *, now: datetime, lease_s: float, max_atte
     )
     return (
         select(claimed.c.job_id, claimed.c.image_index, claimed.c.attempt, Job.request, Job.routes, Job.n,
-               Job.model, Job.api_key_id, Job.pricing, Job.hold_per_image_micros)
+               Job.model, Job.api_key_id, Job.pricing, Job.hold_per_image_micros, Job.created_at)
         .join_from(claimed, Job, Job.id == claimed.c.job_id)
         .add_cte(started)
     )
