@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 import logging
 from datetime import datetime
 from typing import Any
 
+import pybase64
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.splice import Splice
 from api.state import AppState
 from core import signing
 from core.billing.money import format_usd
@@ -26,16 +27,38 @@ async def get_owned_job(session: AsyncSession, job_id: str, key: ApiKey) -> Job:
     """The job, if this key made it; anyone else's is indistinguishable from a missing one."""
     job = await session.scalar(jobs.owned(job_id, key.id))
     if job is None:
-        raise NotFoundError(f"No job found with id '{job_id}'.", param="job_id", code="job_not_found")
+        raise _no_such_job(job_id)
     return job
+
+
+def _no_such_job(job_id: str) -> NotFoundError:
+    return NotFoundError(f"No job found with id '{job_id}'.", param="job_id", code="job_not_found")
 
 
 async def get_images(session: AsyncSession, job_id: str) -> list[JobImage]:
     return list(await session.scalars(jobs.images_of(job_id)))
 
 
+async def read_job(state: AppState, job_id: str, *, key: ApiKey | None = None) -> tuple[Job, list[JobImage]] | None:
+    """The job and its images in one read without a transaction, if it exists (and ``key``, when
+    given, made it)."""
+    async with state.reads() as session:
+        rows = (await session.execute(jobs.with_images(job_id, key_id=key.id if key else None))).all()
+    if not rows:
+        return None
+    return rows[0][0], [image for _, image in rows if image is not None]
+
+
+async def read_owned_job(state: AppState, job_id: str, key: ApiKey) -> tuple[Job, list[JobImage]]:
+    """As :func:`get_owned_job`, with the images, in one read."""
+    found = await read_job(state, job_id, key=key)
+    if found is None:
+        raise _no_such_job(job_id)
+    return found
+
+
 async def job_is_terminal(state: AppState, job_id: str) -> bool:
-    async with state.sessions() as session:
+    async with state.reads() as session:
         status = await session.scalar(jobs.status_of(job_id))
     return status is not None and JobStatus(status).is_terminal
 
@@ -63,18 +86,21 @@ def _usage(image: JobImage) -> Usage:
 
 
 async def _read_b64(state: AppState, keys: list[str]) -> list[str]:
-    return [base64.b64encode(await state.store.aget(key)).decode("ascii") for key in keys]
+    return [pybase64.b64encode(await state.store.aget(key)).decode("ascii") for key in keys]
 
 
 async def delivered_images(
-    state: AppState, images: list[JobImage], *, as_b64: bool
+    state: AppState, images: list[JobImage], *, as_b64: bool, splice: Splice | None = None
 ) -> list[DeliveredImage]:
     """The succeeded images of a job, with their bytes as base64 (read off the event loop) or a
-    signed URL."""
+    signed URL. With ``splice``, the base64 is a placeholder the answer replaces as it is sent
+    (api/splice.py)."""
     done = [i for i in images if i.status == ImageStatus.SUCCEEDED and i.object_key]
     keys = [i.object_key for i in done if i.object_key]
     encoded: list[str | None]
-    if as_b64:
+    if as_b64 and splice is not None:
+        encoded = [splice.placeholder(key, image.bytes) for key, image in zip(keys, done, strict=True)]
+    elif as_b64:
         encoded = list(await _read_b64(state, keys))
     else:
         encoded = [None] * len(done)
@@ -98,9 +124,11 @@ def _ts(value: datetime | None) -> int | None:
     return int(value.timestamp()) if value is not None else None
 
 
-async def job_view(state: AppState, job: Job, images: list[JobImage], *, include_b64: bool) -> dict[str, Any]:
-    """imagegate's own JSON view of a job (``GET /v1/jobs/{id}``)."""
-    delivered = {d.id: d for d in await delivered_images(state, images, as_b64=include_b64)}
+async def job_view(state: AppState, job: Job, images: list[JobImage], *, include_b64: bool,
+                   splice: Splice | None = None) -> dict[str, Any]:
+    """imagegate's own JSON view of a job (``GET /v1/jobs/{id}``); ``splice`` as for
+    :func:`delivered_images`."""
+    delivered = {d.id: d for d in await delivered_images(state, images, as_b64=include_b64, splice=splice)}
     image_views = []
     for image in images:
         view: dict[str, Any] = {

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -14,6 +15,7 @@ from api.ratelimit import RateLimiter
 from api.wait import JobWaiter
 from core.billing.prices import PriceTable
 from core.config import Settings
+from core.db import async_session_factory
 from core.routing import Catalogue
 from core.storage import ImageStore
 
@@ -34,3 +36,10 @@ class AppState:
     worker_alive: Callable[[], bool] | None
     """Embedded mode: whether the in-process worker runs (the broker check of /health)."""
     keys: KeyCache
+
+    @cached_property
+    def reads(self) -> async_sessionmaker[AsyncSession]:
+        """Sessions for reads that need no transaction (a finished job, its images, a poll):
+        their connections autocommit, so a read is its statement alone, without a BEGIN before
+        it and a ROLLBACK after. Writes use :attr:`sessions`."""
+        return async_session_factory(self.engine.execution_options(isolation_level="AUTOCOMMIT"))
