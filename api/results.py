@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
 import pybase64
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.splice import Splice
 from api.state import AppState
 from core import signing
 from core.billing.money import format_usd
-from core.db import DATABASE_UNAVAILABLE
+from core.db import DATABASE_UNAVAILABLE, retry_dropped
 from core.errors import GatewayError, JobWaitTimeoutError, NotFoundError, ServiceUnavailableError
 from core.generation import DeliveredImage, Usage
 from core.jobs import ImageStatus, JobStatus
@@ -42,8 +44,11 @@ async def get_images(session: AsyncSession, job_id: str) -> list[JobImage]:
 async def read_job(state: AppState, job_id: str, *, key: ApiKey | None = None) -> tuple[Job, list[JobImage]] | None:
     """The job and its images in one read without a transaction, if it exists (and ``key``, when
     given, made it)."""
-    async with state.reads() as session:
-        rows = (await session.execute(jobs.with_images(job_id, key_id=key.id if key else None))).all()
+    async def read() -> Sequence[Row[Job, JobImage]]:
+        async with state.reads() as session:
+            return (await session.execute(jobs.with_images(job_id, key_id=key.id if key else None))).all()
+
+    rows = await retry_dropped(read)
     if not rows:
         return None
     return rows[0][0], [image for _, image in rows if image is not None]
@@ -58,8 +63,11 @@ async def read_owned_job(state: AppState, job_id: str, key: ApiKey) -> tuple[Job
 
 
 async def job_is_terminal(state: AppState, job_id: str) -> bool:
-    async with state.reads() as session:
-        status = await session.scalar(jobs.status_of(job_id))
+    async def read() -> str | None:
+        async with state.reads() as session:
+            return await session.scalar(jobs.status_of(job_id))
+
+    status = await retry_dropped(read)
     return status is not None and JobStatus(status).is_terminal
 
 

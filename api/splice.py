@@ -111,7 +111,7 @@ class Splice:
             part = self.parts.get(found.group())
             if part is None:
                 continue  # looks like one of ours, is not: left as it is
-            out.append(body[position:found.start()])
+            out.append(body[position : found.start()])
             out.append(part)
             position = found.end()
         out.append(body[position:])
@@ -133,8 +133,9 @@ class Splice:
         opened = [await self._open(part) for part in used]
         headers = [(k, v) for k, v in rendered.raw_headers if k.lower() != b"content-length"]
         length = sum(len(s) if isinstance(s, bytes) else s.length for s in segments)
-        return SplicedResponse(segments, opened, status_code=rendered.status_code, raw_headers=headers,
-                               content_length=length)
+        return SplicedResponse(
+            segments, opened, status_code=rendered.status_code, raw_headers=headers, content_length=length
+        )
 
     async def _open(self, part: Part) -> AsyncIterator[bytes]:
         if part.data is not None:
@@ -175,8 +176,15 @@ class SplicedResponse(Response):
     """An answer sent as JSON text and images' base64 streamed from the store, in order, with an
     exact Content-Length (see the module docstring)."""
 
-    def __init__(self, segments: list[bytes | Part], opened: list[AsyncIterator[bytes]], *, status_code: int,
-                 raw_headers: list[tuple[bytes, bytes]], content_length: int) -> None:
+    def __init__(
+        self,
+        segments: list[bytes | Part],
+        opened: list[AsyncIterator[bytes]],
+        *,
+        status_code: int,
+        raw_headers: list[tuple[bytes, bytes]],
+        content_length: int,
+    ) -> None:
         self.status_code = status_code
         self.background = None
         self.body = b""

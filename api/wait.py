@@ -54,7 +54,9 @@ class JobWaiter:
 
     def notify(self, job_id: str) -> None:
         """Something changed the job, maybe ended it: every request waiting on it re-reads it
-        (call on the event loop's thread)."""
+        (call on the event loop's thread), and a request that starts waiting on it later reads it
+        on entry, even if the job was expected."""
+        self._expected.pop(job_id, None)
         self._wake(job_id)
 
     def ended(self, job_id: str, status: JobStatus) -> None:

@@ -33,7 +33,7 @@ class ChunkedStore(LocalImageStore):
 
         async def chunks() -> AsyncIterator[bytes]:
             for start in range(0, len(data), self.chunk):
-                yield data[start:start + self.chunk]
+                yield data[start : start + self.chunk]
 
         return chunks()
 
@@ -62,7 +62,7 @@ def test_aligned_chunks_equal_the_one_shot_base64(size: int, chunk: int) -> None
         pytest.skip("too slow for nothing more")
     data = os.urandom(size)
     aligner = Aligner()
-    pieces = [encoded for start in range(0, size, chunk) for encoded in aligner.feed(data[start:start + chunk])]
+    pieces = [encoded for start in range(0, size, chunk) for encoded in aligner.feed(data[start : start + chunk])]
     pieces += list(aligner.close())
     assert b"".join(pieces) == base64.b64encode(data)
     assert aligner.consumed == size
@@ -72,16 +72,25 @@ def test_aligned_chunks_equal_the_one_shot_base64(size: int, chunk: int) -> None
 def render(store: LocalImageStore, images: dict[str, bytes], splice: Splice | None) -> dict[str, Any]:
     """A body shaped like the dialects' (bare base64 and data URLs, several images, text
     around them), with placeholders (``splice``) or the real base64."""
+
     def b64(key: str) -> str:
         if splice is not None:
             return splice.placeholder(key, len(images[key]))
         return base64.b64encode(images[key]).decode()
 
     keys = list(images)
-    return {"created": 1, "data": [{"b64_json": b64(k), "revised_prompt": f"é \"{k}\" \u2028"} for k in keys],
-            "choices": [{"message": {"images": [{"type": "image_url",
-                                                 "image_url": {"url": f"data:image/png;base64,{b64(keys[0])}"}}]}}],
-            "usage": {"total_tokens": 3}}
+    return {
+        "created": 1,
+        "data": [{"b64_json": b64(k), "revised_prompt": f'é "{k}" \u2028'} for k in keys],
+        "choices": [
+            {
+                "message": {
+                    "images": [{"type": "image_url", "image_url": {"url": f"data:image/png;base64,{b64(keys[0])}"}}]
+                }
+            }
+        ],
+        "usage": {"total_tokens": 3},
+    }
 
 
 @pytest.mark.parametrize("chunk", [1_001, 65_536, 262_144])

@@ -306,6 +306,25 @@ def test_plain_events_from_a_publisher_without_statuses_make_the_waiter_read() -
     assert waited.elapsed < 1.0
 
 
+def test_a_plain_event_before_the_wait_makes_it_read_on_entry() -> None:
+    """From a publisher without statuses, an event that came before the request started waiting
+    may have ended the job: the expected job is read at once, not at the first re-check."""
+
+    async def scenario() -> tuple[bool, int, float]:
+        waiter = JobWaiter(recheck_s=30)
+        flag = Flag()
+        waiter.expect("job_1")
+        flag.done = True
+        waiter.heard("job_1", None)
+        started = time.monotonic()
+        result = await waiter.wait("job_1", is_done=flag.is_done, timeout=10)
+        return result, flag.checks, time.monotonic() - started
+
+    result, checks, elapsed = asyncio.run(scenario())
+    assert (result, checks) == (True, 1)
+    assert elapsed < 1.0
+
+
 def test_a_lost_ended_event_is_found_by_the_recheck() -> None:
     async def finish_silently(waiter: JobWaiter, flag: Flag) -> None:
         await later(0.02)
