@@ -20,7 +20,8 @@ from tests.inproc.gateway import ADMIN_KEY, Gateway, Key, running_gateway, write
 FAST_DEMO = """
 # the demo model, small: an accepted request draws its images in milliseconds
 [[models]]
-id = "demo"
+id = "demo-image"
+aliases = ["demo"]
 provider = "demo"
 upstream_model = "demo"
 owned_by = "imagegate"

@@ -15,8 +15,13 @@ def dialect_of(method: str, path: str, headers: Mapping[str, str]) -> str:
         return ANTHROPIC
     if path.startswith("/v1beta"):
         return GOOGLE
-    if method == "GET" and path.startswith("/v1/models") and any(k.lower() == "anthropic-version" for k in headers):
-        return ANTHROPIC
+    names = {k.lower() for k in headers}
+    if path.startswith("/v1/models"):
+        if "anthropic-version" in names:
+            return GOOGLE if method == "POST" else ANTHROPIC
+        # POST /v1/models/{model}:{method} is Gemini's; a Google client's model list is too
+        if method == "POST" or names & {"x-goog-api-client", "x-goog-api-key"}:
+            return GOOGLE
     return OPENAI
 
 

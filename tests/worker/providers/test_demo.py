@@ -10,10 +10,13 @@ import pytest
 from PIL import Image
 
 from core.errors import InvalidRequestError
-from core.generation import AppliedParams, GenerationRequest, ProviderImage
+from core.generation import AppliedParams, GenerationRequest, InputImage, ProviderImage
 from tests.pngs import blank_png
 from worker.providers.base import InputBytes, ProviderCall
 from worker.providers.demo import DemoProvider
+
+EDIT = GenerationRequest(prompt="edit", input_images=[InputImage(object_key="inputs/in.png", mime_type="image/png")])
+"""An edit of one input image (the call's ``inputs`` carry its bytes)."""
 
 PIL_FORMAT = {"png": "PNG", "jpeg": "JPEG", "webp": "WEBP"}
 
@@ -121,12 +124,12 @@ def test_latency_is_honoured() -> None:
 
 def test_an_input_image_past_the_pixel_limit_is_refused_before_it_is_decoded() -> None:
     provider = DemoProvider(max_input_pixels=1_000_000)
-    call = ProviderCall(GenerationRequest(prompt="edit"), applied(), [0],
+    call = ProviderCall(EDIT, applied(), [0],
                         inputs=[InputBytes(blank_png(2000, 1000), "image/png")])
     with pytest.raises(InvalidRequestError) as caught:
         provider.generate(call)
     assert caught.value.code == "image_too_large" and "2000x1000" in caught.value.message
-    edited = provider.generate(ProviderCall(GenerationRequest(prompt="edit"), applied(), [0],
+    edited = provider.generate(ProviderCall(EDIT, applied(), [0],
                                             inputs=[InputBytes(blank_png(1000, 1000), "image/png")]))
     assert (edited[0].width, edited[0].height) == (320, 200)
 
@@ -134,6 +137,8 @@ def test_an_input_image_past_the_pixel_limit_is_refused_before_it_is_decoded() -
 def test_a_large_jpeg_input_is_scaled_to_the_output() -> None:
     buffer = io.BytesIO()
     Image.new("RGB", (4000, 3000), (10, 20, 30)).save(buffer, format="JPEG")
-    [image] = DemoProvider().generate(ProviderCall(GenerationRequest(prompt="edit"), applied(), [0],
+    [image] = DemoProvider().generate(ProviderCall(EDIT, applied(), [0],
                                                    inputs=[InputBytes(buffer.getvalue(), "image/jpeg")]))
     assert (image.width, image.height) == (320, 200)
+    corner = Image.open(io.BytesIO(image.data)).convert("RGB").getpixel((1, 1))
+    assert all(abs(got - want) <= 8 for got, want in zip(corner, (10, 20, 30), strict=True))  # the input shows
