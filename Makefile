@@ -43,6 +43,20 @@ clean:
 
 # Benchmarks (bench/README.md): imagegate against direct calls to a fake upstream, both modes;
 # needs PostgreSQL and Redis on 127.0.0.1 for distributed mode. BENCH_ARGS=--quick for a smoke run.
-.PHONY: bench
+.PHONY: bench bench-peer
 bench: $(STAMP)
 	$(BIN)/python -m bench.run --mode both --wait-quiet 120 $(BENCH_ARGS)
+
+# The same scenarios against LiteLLM's proxy (one worker, no database) in the same run, for the
+# ratio. LiteLLM lives in a venv of its own, from bench/peer-requirements.txt (pinned with hashes;
+# re-pin: uv pip compile bench/peer-requirements.in --generate-hashes --python-version 3.11
+# -o bench/peer-requirements.txt); it is not an imagegate dependency and not part of `make test`.
+PEER_VENV := .bench-peer-venv
+PEER_STAMP := $(PEER_VENV)/.installed
+$(PEER_STAMP): bench/peer-requirements.txt $(STAMP)
+	test -x $(PEER_VENV)/bin/python || $(PYTHON) -m venv $(PEER_VENV)
+	$(BIN)/uv pip install --quiet --python $(PEER_VENV)/bin/python --require-hashes -r bench/peer-requirements.txt
+	touch $(PEER_STAMP)
+
+bench-peer: $(STAMP) $(PEER_STAMP)
+	$(BIN)/python -m bench.run --mode both --peer $(PEER_VENV)/bin/litellm --wait-quiet 120 $(BENCH_ARGS)

@@ -74,6 +74,11 @@ async def authenticate(request: Request, sessions: async_sessionmaker[AsyncSessi
             "'x-api-key', 'x-goog-api-key' or '?key='.",
             code="missing_api_key",
         )
+    return await key_for_secret(secret, sessions, cache)
+
+
+async def key_for_secret(secret: str, sessions: async_sessionmaker[AsyncSession], cache: KeyCache) -> ApiKey:
+    """The live key whose secret this is, or AuthenticationError (never echoing the secret)."""
     secret_hash = hash_secret(secret)
     key = cache.get(secret_hash)
     if key is None:

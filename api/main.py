@@ -14,6 +14,7 @@ from fastapi import FastAPI
 from api.auth import KeyCache
 from api.body import BodySizeLimit
 from api.cors import add_cors
+from api.dashboard import router as dashboard_router
 from api.dialects import DialectPackage, anthropic_messages, gemini, openai_chat, openai_images, simple
 from api.enqueue import Enqueuer
 from api.errors import UnexpectedErrors, install_error_handlers
@@ -95,6 +96,7 @@ def create_app(
             redis=redis_client,
             worker_alive=worker_alive,
             keys=KeyCache(ttl_s=settings.auth_cache_s),
+            event_bus=event_bus,
         )
         app.state.imagegate = state
 
@@ -148,6 +150,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(usage.router)
     app.include_router(admin.router)
+    app.include_router(dashboard_router)
     # innermost first: each add_middleware wraps the ones before it
     app.add_middleware(UnexpectedErrors)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)

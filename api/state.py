@@ -16,6 +16,7 @@ from api.wait import JobWaiter
 from core.billing.prices import PriceTable
 from core.config import Settings
 from core.db import async_session_factory
+from core.events import InProcessEventBus
 from core.routing import Catalogue
 from core.storage import ImageStore
 
@@ -36,6 +37,8 @@ class AppState:
     worker_alive: Callable[[], bool] | None
     """Embedded mode: whether the in-process worker runs (the broker check of /health)."""
     keys: KeyCache
+    event_bus: InProcessEventBus | None = None
+    """Embedded mode: the bus the in-process worker publishes on (its partial-image log)."""
 
     @cached_property
     def reads(self) -> async_sessionmaker[AsyncSession]:

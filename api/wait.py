@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 from collections import OrderedDict, defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import redis.asyncio as aioredis
@@ -46,6 +46,8 @@ class JobWaiter:
         self._ended: OrderedDict[str, JobStatus] = OrderedDict()
         self._expected: OrderedDict[str, None] = OrderedDict()
         self._statuses_heard = False
+        self._followers: dict[str, set[asyncio.Event]] = defaultdict(set)
+        """The event streams following a job (:meth:`changes`): woken by every event of it."""
 
     def expect(self, job_id: str) -> None:
         """The job was just committed here and is not enqueued yet: it cannot have ended, so
@@ -73,6 +75,8 @@ class JobWaiter:
             self.ended(job_id, ended)
         elif not self._statuses_heard:
             self.notify(job_id)
+        else:
+            self._wake_followers(job_id)  # progress: for the job's event streams, not its waiters
 
     def status_of(self, job_id: str) -> JobStatus | None:
         """The terminal status an event said the job ended with, if this waiter remembers it."""
@@ -86,6 +90,11 @@ class JobWaiter:
 
     def _wake(self, job_id: str) -> None:
         for event in self._events.get(job_id, ()):
+            event.set()
+        self._wake_followers(job_id)
+
+    def _wake_followers(self, job_id: str) -> None:
+        for event in self._followers.get(job_id, ()):
             event.set()
 
     async def wait(
@@ -124,9 +133,41 @@ class JobWaiter:
                 if not waiters:
                     del self._events[job_id]
 
+    @contextlib.contextmanager
+    def changes(self, job_id: str) -> Iterator[JobChanges]:
+        """Follow every event of ``job_id`` (not only its end) while the block runs: what a
+        job's event stream (``GET /v1/jobs/{id}/events``) sleeps on between two reads of it."""
+        changes = JobChanges()
+        self._followers[job_id].add(changes.event)  # registered before the caller's first read
+        try:
+            yield changes
+        finally:
+            followers = self._followers.get(job_id)
+            if followers is not None:
+                followers.discard(changes.event)
+                if not followers:
+                    del self._followers[job_id]
+
     @property
     def waiting(self) -> int:
-        return sum(len(v) for v in self._events.values())
+        return sum(len(v) for v in self._events.values()) + sum(len(v) for v in self._followers.values())
+
+
+class JobChanges:
+    """The events of one job, as :meth:`JobWaiter.changes` hands them out."""
+
+    def __init__(self) -> None:
+        self.event = asyncio.Event()
+
+    async def next(self, *, timeout: float) -> bool:
+        """Until the job's next event (True), or ``timeout`` seconds without one (False). Events
+        that came since the last call count: none is missed between two calls."""
+        try:
+            await asyncio.wait_for(self.event.wait(), timeout=timeout)
+        except TimeoutError:
+            return False
+        self.event.clear()
+        return True
 
 
 class RedisJobEvents:

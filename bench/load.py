@@ -216,27 +216,35 @@ async def sequential(client: ClientPool, work: Work, *, count: int, warmup: int,
 
 
 async def closed_loop(client: ClientPool, work: Work, *, concurrency: int, duration_s: float,
-                      warmup_s: float, max_units: int = 100_000) -> Sample:
+                      warmup_s: float, min_answers: int = 0, max_s: float = 60.0,
+                      max_units: int = 100_000) -> Sample:
     """``concurrency`` loops, each sending its next unit when the last one answered, for
     ``duration_s`` (after ``warmup_s`` unmeasured). Units that end inside the measured window
-    count, so rate = completed in the window / window."""
+    count, so rate = completed in the window / ``wall_s`` (the window's length). The window grows
+    past ``duration_s`` (up to ``max_s``) until ``min_answers`` ended in it: a target slower than
+    the window would otherwise show 0 requests/s."""
     await run_work(client, work, verify=True)
     sample = Sample()
     loop_start = time.perf_counter()
     window_start = loop_start + warmup_s
-    window_end = window_start + duration_s
+    window = {"end": window_start + duration_s}
+    hard_end = window_start + max(duration_s, max_s)
     budget = [max_units]
 
     async def loop() -> None:
-        while time.perf_counter() < window_end and budget[0] > 0:
+        while time.perf_counter() < window["end"] and budget[0] > 0:
             budget[0] -= 1
             outcome = await run_work(client, work)
             sample.units += 1
-            if window_start <= time.perf_counter() <= window_end:
+            now = time.perf_counter()
+            answered = len(sample.seconds) + sample.errors
+            if now >= window_start and answered < min_answers and now <= hard_end:
+                window["end"] = max(window["end"], now)
+            if window_start <= now <= window["end"]:
                 sample.add(outcome)
 
     await asyncio.gather(*(loop() for _ in range(concurrency)))
-    sample.wall_s = duration_s
+    sample.wall_s = max(duration_s, window["end"] - window_start)
     return sample
 
 

@@ -109,3 +109,24 @@ def delta(before: Snapshot, after: Snapshot) -> dict[str, float]:
     seen = sum(v for k, v in result.items() if k != "machine")
     result["kernel_and_exited"] = round(result["machine"] - seen, 2)
     return result
+
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _rss(pid: int) -> int:
+    """Resident set size of one live process, in bytes (0 if it is gone)."""
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def rss(groups: dict[str, GroupSpec]) -> dict[str, int]:
+    """Resident memory of each group now, in bytes: the sum of its processes' RSS (pages shared
+    between a forking parent and its children count in each, so this errs on the high side)."""
+    table = _all()
+    children: dict[int, list[int]] = {}
+    for pid, (_, ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    return {label: sum(_rss(p) for p in _members(spec, table, children)) for label, spec in groups.items()}

@@ -160,6 +160,9 @@ class Settings(BaseSettings):
     sync_timeout_s: float = Field(540.0, gt=0, validation_alias=_env("SYNC_TIMEOUT_S"))
     """How long a synchronous call waits for its job: below the openai and anthropic SDKs' own
     600 s timeout, so that the caller hears the 504 naming its job before the SDK gives up."""
+    events_keepalive_s: float = Field(10.0, gt=0, le=300, validation_alias=_env("EVENTS_KEEPALIVE_S"))
+    """How often a job's event stream (``GET /v1/jobs/{id}/events``) sends a keep-alive while
+    nothing changes, and reads the job again in case an event was lost."""
     max_body_mb: float = Field(64.0, gt=0, validation_alias=_env("MAX_BODY_MB"))
 
     # -- worker

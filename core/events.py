@@ -7,13 +7,23 @@ status reads the job once, for its answer; one that hears ``b"1"`` reads nothing
 stays the truth: a lost event costs a caller at most one database re-check interval, never its
 answer. Distributed mode publishes on Redis pub/sub; embedded mode uses
 :class:`InProcessEventBus`, shared by the API and the in-process worker.
+
+Partial images (the drafts a GPT image upstream streams on the way to each final image) travel
+apart from the "job changed" events: their bytes go to the image store, and a
+:class:`PartialImage` naming the stored object is appended to the job's partial-image log — a
+Redis stream (``imagegate:partials:<job id>``, kept for :data:`PARTIALS_TTL_S`) in distributed
+mode, a list held by the bus in embedded mode. A log rather than pub/sub: a streaming request
+reads it from the start, so a draft appended before the request began to listen is not lost.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any, Protocol
 
 import redis
@@ -55,6 +65,51 @@ class EventPublisher(Protocol):
     def publish(self, job_id: str, ended: str | None = None) -> None: ...
 
 
+PARTIALS_PREFIX = "imagegate:partials:"
+PARTIALS_TTL_S = 900
+"""How long a job's partial-image log is kept after its last draft."""
+PARTIALS_MAX = 500
+"""At most this many drafts are kept per job (10 images x 3 drafts x a few attempts)."""
+
+
+def partials_key(job_id: str) -> str:
+    return PARTIALS_PREFIX + job_id
+
+
+@dataclass(frozen=True)
+class PartialImage:
+    """A draft of image ``index`` of a job, stored at ``object_key``; ``partial_index``,
+    ``output_format``, ``size``, ``quality`` and ``background`` are what the upstream said of it."""
+
+    job_id: str
+    index: int
+    partial_index: int
+    object_key: str
+    output_format: str
+    size: str
+    quality: str
+    background: str
+    created_at: int
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self), separators=(",", ":")).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes | str) -> PartialImage:
+        return cls(**json.loads(data))
+
+
+class PartialImagePublisher(Protocol):
+    def publish_partial(self, partial: PartialImage) -> None:
+        """Append a stored draft to its job's partial-image log (best effort: a lost draft costs
+        the caller one preview, never its image)."""
+        ...
+
+
+class JobEvents(EventPublisher, PartialImagePublisher, Protocol):
+    """What a worker publishes: job changes and partial images."""
+
+
 class RedisEventPublisher:
     def __init__(self, client: redis.Redis) -> None:
         self._client = client
@@ -68,13 +123,25 @@ class RedisEventPublisher:
             # waiting callers re-check the database on their own; a lost event only delays them
             log.warning("could not publish the event of job %s", job_id, exc_info=True)
 
+    def publish_partial(self, partial: PartialImage) -> None:
+        key = partials_key(partial.job_id)
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                pipe.xadd(key, {"partial": partial.to_json()}, maxlen=PARTIALS_MAX, approximate=True)
+                pipe.expire(key, PARTIALS_TTL_S)
+                pipe.execute()
+        except redis.RedisError:
+            log.warning("could not publish a partial image of job %s", partial.job_id, exc_info=True)
+
 
 class InProcessEventBus:
-    """Thread-safe fan-out of job events to subscribers in this process (embedded mode)."""
+    """Thread-safe fan-out of job ids to subscribers in this process (embedded mode)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subscribers: list[Callable[[str], None]] = []
+        self._partials: dict[str, tuple[float, list[PartialImage]]] = {}
+        self._partial_subscribers: list[Callable[[str], None]] = []
         self._status_subscribers: list[Callable[[str, JobStatus | None], None]] = []
 
     def subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]:
@@ -100,15 +167,40 @@ class InProcessEventBus:
     def publish(self, job_id: str, ended: str | None = None) -> None:
         status = ended_status(payload(ended))
         with self._lock:
-            plain, with_status = list(self._subscribers), list(self._status_subscribers)
-        for callback in plain:
-            self._call(callback, job_id)
-        for status_callback in with_status:
-            self._call(status_callback, job_id, status)
+            subscribers, with_status = list(self._subscribers), list(self._status_subscribers)
+        _call_each(subscribers, job_id)
+        for callback in with_status:
+            try:
+                callback(job_id, status)
+            except Exception:
+                log.exception("job event subscriber failed")
 
-    @staticmethod
-    def _call(callback: Callable[..., None], *args: Any) -> None:
+    def publish_partial(self, partial: PartialImage) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for job_id in [j for j, (at, _) in self._partials.items() if now - at > PARTIALS_TTL_S]:
+                del self._partials[job_id]
+            drafts = self._partials.get(partial.job_id, (now, []))[1]
+            if len(drafts) < PARTIALS_MAX:  # positions are cursors: drafts are only ever appended
+                drafts.append(partial)
+            self._partials[partial.job_id] = (now, drafts)
+            subscribers = list(self._partial_subscribers)
+        _call_each(subscribers, partial.job_id)
+
+    def partials_after(self, job_id: str, cursor: int) -> tuple[list[PartialImage], int]:
+        """The drafts of ``job_id`` from position ``cursor`` on, and the next cursor."""
+        with self._lock:
+            drafts = list(self._partials.get(job_id, (0.0, []))[1])
+        return drafts[cursor:], max(cursor, len(drafts))
+
+    def subscribe_partials(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """``callback(job_id)`` after each draft appended (on the publishing thread)."""
+        return self._add(self._partial_subscribers, callback)
+
+
+def _call_each(subscribers: list[Callable[[str], None]], job_id: str) -> None:
+    for callback in subscribers:
         try:
-            callback(*args)
+            callback(job_id)
         except Exception:
             log.exception("job event subscriber failed")

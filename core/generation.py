@@ -98,6 +98,10 @@ class GenerationRequest(BaseModel):
     """Images to edit or take as references; an edit when not empty."""
     mask: InputImage | None = None
     input_fidelity: Literal["high", "low"] | None = None
+    partial_images: int | None = Field(None, ge=1, le=3)
+    """How many partial images (drafts drawn on the way to each final image) to stream to the
+    caller from an upstream that makes them (GPT image); None: none. Upstreams that make none
+    ignore it."""
     parts: list[Part] = Field(default_factory=list)
     history: list[Turn] = Field(default_factory=list)
     ignored: list[str] = Field(default_factory=list)

@@ -136,7 +136,10 @@ def plan(request: GenerationRequest, resolved: Resolved | ModelSpec, *,
         "quality": quality, "upstream_quality": upstream_quality, "output_format": output_format,
         "output_compression": compression, "upstream_format": upstream_format,
         "background": "transparent" if background == "transparent" else "opaque",
-        "thinking_level": thinking_level, "n_per_call": caps.n_per_call, "input_fidelity": fidelity,
+        "thinking_level": thinking_level,
+        # streamed partial images name no image: one image per upstream call keeps each image's
+        # partials and usage its own
+        "n_per_call": 1 if request.partial_images else caps.n_per_call, "input_fidelity": fidelity,
         "multi_turn": caps.multi_turn,
     }
     if caps.planner == "ratio_grid":

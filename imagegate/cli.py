@@ -1,4 +1,5 @@
-"""``imagegate``: serve, worker, migrate, keys."""
+"""``imagegate``: serve, worker, migrate, keys, usage; and, against a running gateway, generate,
+batch and jobs (imagegate/remote.py)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from core.errors import GatewayError
 from core.key_service import KeyCreate, key_view
 from core.migrate import upgrade_head
 from core.routing import load_for_settings
+from imagegate import remote
 from imagegate.access_log import uvicorn_log_config
 
 T = TypeVar("T")
@@ -36,6 +38,7 @@ app = typer.Typer(help="imagegate: a queued image-generation gateway.", no_args_
                   pretty_exceptions_enable=False)
 keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+remote.register(app)
 err = Console(stderr=True)
 
 

@@ -47,7 +47,8 @@ from core.repo import jobs
 from core.settlement import Ended
 from core.storage import image_object_key
 from worker.lease import first_line
-from worker.providers.base import InputBytes, ProviderCall
+from worker.partials import PartialImages
+from worker.providers.base import InputBytes, PartialSink, ProviderCall
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -99,6 +100,7 @@ def run_image(runtime: WorkerRuntime, image_id: str) -> str:
     if isinstance(claimed, str):
         return claimed
     attempt = claimed
+    runtime.events.publish(attempt.job_id)  # its images started: followers of the job's events hear it
     with runtime.leases.holding((c.image_id, c.attempt) for c in attempt.images):
         started = time.monotonic()
         outcomes = _outcomes(runtime, attempt)
@@ -170,16 +172,19 @@ def _outcomes(runtime: WorkerRuntime, attempt: Attempt) -> dict[int, Outcome]:
     indexes = [c.index for c in attempt.images]
     if attempt.request is None or attempt.routes is None:
         return {i: Outcome(error=INTERNAL_ERROR) for i in indexes}
+    partials = (PartialImages(runtime, attempt.job_id, attempts={c.index: c.attempt for c in attempt.images})
+                if attempt.request.partial_images else None)
     try:
-        return generate(runtime, attempt.request, attempt.routes, indexes)
+        return generate(runtime, attempt.request, attempt.routes, indexes, on_partial=partials)
     except Exception:
         log.exception("job %s: the attempt at image(s) %s failed", attempt.job_id, indexes)
         return {i: Outcome(error=INTERNAL_ERROR) for i in indexes}
 
 
 def generate(runtime: WorkerRuntime, request: GenerationRequest, routes: list[AppliedParams],
-             indexes: list[int]) -> dict[int, Outcome]:
-    """Outcomes for ``indexes``, walking the job's planned routes while they fail as routes."""
+             indexes: list[int], *, on_partial: PartialSink | None = None) -> dict[int, Outcome]:
+    """Outcomes for ``indexes``, walking the job's planned routes while they fail as routes
+    (``on_partial`` takes the drafts of a caller who streams partial images)."""
     try:
         inputs = [InputBytes(runtime.store.get(i.object_key), i.mime_type) for i in request.input_images]
         mask = InputBytes(runtime.store.get(request.mask.object_key), request.mask.mime_type) if request.mask else None
@@ -197,7 +202,7 @@ def generate(runtime: WorkerRuntime, request: GenerationRequest, routes: list[Ap
             chunk = pending[start:start + max(1, route.n_per_call)]
             try:
                 provider = runtime.providers.get(route.provider)
-                images = provider.generate(ProviderCall(request, route, chunk, inputs, mask))
+                images = provider.generate(ProviderCall(request, route, chunk, inputs, mask, on_partial))
             except GatewayError as exc:
                 if _route_failed(exc):
                     log.warning("route %s failed for %d image(s): %s", route.model, len(chunk), exc.code)

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.config import Settings
 from core.db import create_sync_engine, sync_sessionmaker
-from core.events import EventPublisher, InProcessEventBus, RedisEventPublisher
+from core.events import InProcessEventBus, JobEvents, RedisEventPublisher
 from core.storage import ImageStore, open_store
 from worker.lease import LeaseKeeper
 from worker.providers.registry import ProviderRegistry
@@ -22,7 +22,7 @@ class WorkerRuntime:
     engine: Engine
     sessions: sessionmaker[Session]
     store: ImageStore
-    events: EventPublisher
+    events: JobEvents
     providers: ProviderRegistry
     leases: LeaseKeeper
     """The heartbeat that keeps the leases of the images this process runs alive."""
@@ -34,7 +34,7 @@ class WorkerRuntime:
         # upstream call, so a pool far smaller than the concurrency serves it
         engine = create_sync_engine(settings.resolved_database_url, pool_size=settings.db_pool_size,
                                     max_overflow=settings.db_max_overflow)
-        publisher: EventPublisher
+        publisher: JobEvents
         if events is not None:
             publisher = events
         elif settings.redis_url:

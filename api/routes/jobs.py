@@ -1,18 +1,20 @@
-"""imagegate's own async API: submit a job, poll it, list them, cancel it (``/v1/jobs``, ``/jobs``)."""
+"""imagegate's own async API: submit a job, poll or follow it, list them, cancel it (``/v1/jobs``,
+``/jobs``)."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.responses import Response
 
 from api.body import parse_json, validation_to_error
 from api.cancel import cancel_job
 from api.deps import ApiKeyDep, StateDep
-from api.flow import accepted, idempotency_key, is_sdk_retry
+from api.flow import STREAM_HEADERS, accepted, idempotency_key, is_sdk_retry
+from api.job_events import job_events as follow_job
 from api.results import get_images, get_owned_job, job_view, read_owned_job
 from api.splice import Splice
 from api.submit import Submission, submit_job
@@ -62,6 +64,13 @@ def build_router(prefix: str) -> APIRouter:
         splice = Splice(state.store)
         view = await job_view(state, job, images, include_b64=include == "b64_json", splice=splice)
         return await splice.response(JSONResponse(view))
+
+    @router.get("/jobs/{job_id}/events")
+    async def job_events(job_id: str, key: ApiKeyDep, state: StateDep) -> StreamingResponse:
+        """Server-sent events of the job's progress, until it ends (see api/job_events.py)."""
+        async with state.sessions() as session:
+            await get_owned_job(session, job_id, key)
+        return StreamingResponse(follow_job(state, job_id), media_type="text/event-stream", headers=STREAM_HEADERS)
 
     @router.get("/jobs")
     async def list_jobs(

@@ -24,7 +24,10 @@ Estimate bounds, per image (each one a ``bounds`` field of the row, so operators
   ``input_image_tiles`` and a known input size, at least the tile count times the tile's tokens;
 - all input tokens are priced at the dearer of the text and image input rates, because some
   upstreams (chat gateways) report image input as text;
-- text / thinking output: ``text_out_tokens`` at the text output rate (0 for GPT image models).
+- text / thinking output: ``text_out_tokens`` at the text output rate (0 for GPT image models);
+- streamed partial images (``partial_images``): :data:`PARTIAL_IMAGE_TOKENS` output image tokens
+  each, which GPT image upstreams bill on top of the final image (an upstream that draws no
+  drafts bills none, and settlement releases the difference).
 
 What the bound cannot cover: an upstream that bills more than it documents (a Gemini call that
 returns a second, discarded image; thinking beyond the allowance). Settlement charges what the
@@ -43,6 +46,9 @@ from core.billing.prices import ANY, EstimateBounds, ModelPrice, PriceTable, par
 from core.generation import AppliedParams, GenerationRequest, Usage
 
 AUTO = "auto"
+PARTIAL_IMAGE_TOKENS = 100
+"""Output image tokens a streamed partial image adds ("each partial image adds 100 image output
+tokens", https://platform.openai.com/docs/guides/image-generation#streaming)."""
 
 V = TypeVar("V", int, Decimal)
 
@@ -122,7 +128,8 @@ def estimate_image_micros(price: ModelPrice, applied: AppliedParams, request: Ge
     with localcontext(EXACT):
         cost = (input_tokens * max(unit.text_in, unit.image_in)
                 + bounds.text_out_tokens * unit.text_out
-                + output_image_tokens(price, applied) * unit.image_out)
+                + (output_image_tokens(price, applied) + (request.partial_images or 0) * PARTIAL_IMAGE_TOKENS)
+                * unit.image_out)
         return to_micros(cost)
 
 

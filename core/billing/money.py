@@ -76,3 +76,11 @@ def format_usd(micros: int) -> str:
     sign = "-" if micros < 0 else ""
     whole, fraction = divmod(abs(micros), MICROS_PER_USD)
     return f"{sign}{whole}.{fraction:06d}"
+
+
+def format_usd_brief(micros: int) -> str:
+    """Micro-dollars as an exact decimal string without the zeros past the cents that say nothing:
+    150000 -> "0.15", 38700 -> "0.0387", 12_000_000 -> "12.00" (for chart axes; never rounded)."""
+    exact = format_usd(micros)
+    whole, fraction = exact.split(".")
+    return f"{whole}.{fraction.rstrip('0').ljust(2, '0')}"

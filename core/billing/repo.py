@@ -141,3 +141,22 @@ def usage_query(*, dialect: str, group_by: Sequence[Group], key_id: str | None =
         # which makes a label ambiguous in GROUP BY on SQLite and PostgreSQL alike
         query = query.group_by(*[columns[g] for g in group_by]).order_by(*[columns[g] for g in group_by])
     return query
+
+
+def budget_use(
+    *, month: str, key_id: str | None = None
+) -> Select[str, str, datetime | None, int | None, int | None, int, int, int]:
+    """Each key (or the one ``key_id``) with its limits and what counts against them: its committed
+    spend (open holds plus charges, what the total budget caps), its charges in all, and its
+    charges in ``month`` (``YYYY-MM``, its spend counter), by name."""
+    query = (
+        select(ApiKey.id, ApiKey.name, ApiKey.revoked_at, ApiKey.budget_micros, ApiKey.monthly_budget_micros,
+               ApiKey.committed_micros, ApiKey.charged_micros,
+               func.coalesce(KeySpend.charged_micros, 0).label("month_charged_micros"))
+        .select_from(ApiKey)
+        .outerjoin(KeySpend, and_(KeySpend.api_key_id == ApiKey.id, KeySpend.period == month))
+        .order_by(ApiKey.name)
+    )
+    if key_id is not None:
+        query = query.where(ApiKey.id == key_id)
+    return query

@@ -1,9 +1,9 @@
 """Usage and cost reports, grouped by key, model, size, quality and day.
 
-One query (:func:`core.billing.repo.usage_query`, from the ledger alone) serves ``GET /v1/usage``, ``GET /admin/usage``
-and ``imagegate usage``; this module shapes its rows. Images, tokens and money all come from the
-ledger (each finished image's charge or release row says what the image was), so a report's
-totals equal the ledger's sums to the micro-dollar, and stay so after jobs are deleted.
+One query (:func:`core.billing.repo.usage_query`, from the ledger alone) serves ``GET /v1/usage``, ``GET /admin/usage``,
+``imagegate usage`` and the dashboard (``/dashboard``); this module shapes its rows. Images, tokens and money
+all come from the ledger (each finished image's charge or release row says what the image was), so
+a report's totals equal the ledger's sums to the micro-dollar, and stay so after jobs are deleted.
 """
 
 from __future__ import annotations
@@ -11,8 +11,9 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import date, datetime
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
+from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
 from core.billing.money import format_usd
@@ -103,3 +104,75 @@ def parse_groups(value: str | None, *, default: Sequence[Group]) -> list[Group]:
     if unknown:
         raise ValueError(f"unknown group(s) {', '.join(unknown)}; choose from {', '.join(GROUPS)}")
     return groups  # type: ignore[return-value]
+
+
+# -- the dashboard's views of the same rows -------------------------------------------------------
+
+
+def by_day(rows: Sequence[UsageRow], *, first: date, last: date) -> list[UsageRow]:
+    """The rows of a report grouped by ``day`` alone, one for each day from ``first`` to ``last``
+    (inclusive), a day without usage as a row of zeros: what a chart of days draws."""
+    found = {_as_date(r.groups["day"]): r for r in rows}
+    days = [first + timedelta(days=d) for d in range((last - first).days + 1)]
+    empty = UsageRow(groups={}, images_succeeded=0, images_failed=0, input_tokens=0, output_tokens=0,
+                     upstream_cost_micros=0, billed_micros=0)
+    return [replace(found.get(day) or empty, groups={"day": day}) for day in days]
+
+
+def _as_date(value: Any) -> date:
+    # SQLite's date() answers a string, PostgreSQL's cast a date
+    return value if isinstance(value, date) else date.fromisoformat(str(value))
+
+
+def percent(part: int, whole: int) -> str:
+    """``part`` of ``whole`` as a percentage with one decimal, rounded half up ("12.5"); "0.0" of nothing."""
+    if whole <= 0:
+        return "0.0"
+    return str((Decimal(100 * part) / Decimal(whole)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
+def failure_rate(row: UsageRow) -> str:
+    """The share of the row's finished images that failed, in percent (canceled images do not count)."""
+    return percent(row.images_failed, row.images_succeeded + row.images_failed)
+
+
+def top(rows: Sequence[UsageRow], *, limit: int) -> list[UsageRow]:
+    """The ``limit`` rows billed most (then with the most images), highest first."""
+    return sorted(rows, key=lambda r: (-r.billed_micros, -r.images_succeeded))[:limit]
+
+
+@dataclass(frozen=True)
+class BudgetUse:
+    """A key's budgets and what counts against each, in micro-dollars. The total budget caps the
+    key's committed spend (charges plus open holds); the monthly one this month's charges plus the
+    open holds (:func:`core.billing.ledger.take_hold`)."""
+
+    key_id: str
+    name: str
+    revoked: bool
+    budget_micros: int | None
+    committed_micros: int
+    monthly_budget_micros: int | None
+    month_micros: int
+    """This month's charges plus the open holds."""
+
+    @classmethod
+    def of(cls, record: Any) -> BudgetUse:
+        mapping = record._mapping
+        holds = int(mapping["committed_micros"]) - int(mapping["charged_micros"])
+        return cls(key_id=mapping["id"], name=mapping["name"], revoked=mapping["revoked_at"] is not None,
+                   budget_micros=mapping["budget_micros"], committed_micros=int(mapping["committed_micros"]),
+                   monthly_budget_micros=mapping["monthly_budget_micros"],
+                   month_micros=int(mapping["month_charged_micros"] or 0) + holds)
+
+    def as_dict(self) -> dict[str, Any]:
+        def limit(used: int, cap: int | None) -> dict[str, Any] | None:
+            if cap is None:
+                return None
+            return {"used_usd": format_usd(used), "limit_usd": format_usd(cap), "percent": percent(used, cap),
+                    "left_usd": format_usd(max(0, cap - used))}
+
+        return {"key_id": self.key_id, "name": self.name, "revoked": self.revoked,
+                "committed_usd": format_usd(self.committed_micros), "month_usd": format_usd(self.month_micros),
+                "budget": limit(self.committed_micros, self.budget_micros),
+                "monthly_budget": limit(self.month_micros, self.monthly_budget_micros)}

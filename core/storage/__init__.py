@@ -79,3 +79,10 @@ def image_object_key(job_id: str, index: int, output_format: str, *, attempt: in
     lease expired can never overwrite the image that another attempt delivered."""
     ext = "jpg" if output_format == "jpeg" else output_format
     return f"{job_id[-2:]}/{job_id}/{index}-{attempt}.{ext}"
+
+
+def partial_object_key(job_id: str, index: int, output_format: str, *, attempt: int, partial_index: int) -> str:
+    """Where a draft of an image attempt (a streamed partial image) is stored: beside the job's
+    images, so whatever removes a job's objects removes its drafts too."""
+    ext = "jpg" if output_format == "jpeg" else output_format
+    return f"{job_id[-2:]}/{job_id}/{index}-{attempt}-partial-{partial_index}.{ext}"

@@ -399,3 +399,25 @@ def test_redis_events_carry_the_status_from_the_publisher(redis_url: str) -> Non
             await client.aclose()
 
     assert asyncio.run(scenario()) == (True, 0)
+
+
+def test_changes_hears_every_event_of_its_job_and_only_of_it() -> None:
+    """What a job's event stream sleeps on: each event of the job wakes it (one that came before
+    the call counts), another job's does not, and it unregisters at the end of the block."""
+
+    async def scenario() -> tuple[list[bool], JobWaiter]:
+        waiter = JobWaiter(recheck_s=30)
+        heard = []
+        with waiter.changes("job_1") as changes:
+            waiter.notify("job_1")  # before the call: not missed
+            heard.append(await changes.next(timeout=5))
+            waiter.notify("job_other")
+            heard.append(await changes.next(timeout=0.05))
+            asyncio.get_running_loop().call_later(0.02, waiter.notify, "job_1")
+            heard.append(await changes.next(timeout=5))
+            assert waiter.waiting == 1
+        return heard, waiter
+
+    heard, waiter = asyncio.run(scenario())
+    assert heard == [True, False, True]
+    assert waiter.waiting == 0

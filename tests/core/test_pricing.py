@@ -207,6 +207,16 @@ def test_estimate_counts_utf8_bytes_not_characters(table: PriceTable, full: Cata
             - estimate_image_micros(price, ascii_applied, ascii_request)) == 20 * 8
 
 
+def test_estimate_holds_the_tokens_of_streamed_partial_images(table: PriceTable, full: Catalogue) -> None:
+    price = table.models["gpt-image-1.5"]
+    plain_applied, plain = applied_for(full, "gpt-image-1.5", prompt="x", size="1024x1024", quality="low")
+    drafts_applied, drafts = applied_for(full, "gpt-image-1.5", prompt="x", size="1024x1024", quality="low",
+                                         partial_images=3)
+    # 3 drafts x 100 output image tokens at $32/M
+    assert (estimate_image_micros(price, drafts_applied, drafts)
+            - estimate_image_micros(price, plain_applied, plain)) == 3 * 100 * 32
+
+
 def test_estimate_of_a_gpt_image_edit_by_hand(table: PriceTable, full: Catalogue) -> None:
     price = table.models["gpt-image-1.5"]
     images = [InputImage(object_key="a", mime_type="image/png", width=1024, height=1024)]

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from tests.fakes.upstream import FakeUpstream
-from tests.harness import Stack, base_env, env_names
+from tests.harness import Stack, base_env, env_names, priced_demo
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +62,30 @@ def distributed(make_stack: Callable[..., Stack]) -> Stack:
 def stack(request: pytest.FixtureRequest) -> Stack:
     """Each test using it runs once per mode: same code path, two ways to run."""
     return request.getfixturevalue(request.param)
+
+
+# -- a gateway whose demo model is slow and paid, for following jobs as they run
+
+SLOW_DEMO_S = "0.6"
+
+
+@pytest.fixture(scope="session")
+def slow_embedded(make_stack: Callable[..., Stack], tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    return make_stack("embedded", IMAGEGATE_DEMO_LATENCY_S=SLOW_DEMO_S, IMAGEGATE_EVENTS_KEEPALIVE_S="0.25",
+                      **priced_demo(tmp_path_factory.mktemp("prices")))
+
+
+@pytest.fixture(scope="session")
+def slow_distributed(make_stack: Callable[..., Stack], tmp_path_factory: pytest.TempPathFactory) -> Stack:
+    return make_stack("distributed", IMAGEGATE_DEMO_LATENCY_S=SLOW_DEMO_S, IMAGEGATE_EVENTS_KEEPALIVE_S="0.25",
+                      **priced_demo(tmp_path_factory.mktemp("prices")))
+
+
+@pytest.fixture(params=["embedded", "distributed"])
+def slow(request: pytest.FixtureRequest) -> Stack:
+    """A gateway (each mode in turn) whose demo model takes SLOW_DEMO_S per image and costs
+    DEMO_USD, with keep-alives on job event streams every quarter second."""
+    return request.getfixturevalue(f"slow_{request.param}")
 
 
 # -- a gateway whose providers are the fake upstream (every family configured)

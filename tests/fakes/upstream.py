@@ -14,6 +14,7 @@ import json
 import re
 import threading
 import time
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -54,6 +55,8 @@ FAULT_KINDS: dict[str, set[str]] = {
     **{e: _IMAGE_FAULTS | {"safety_prompt", "safety_finish", "usage"} for e in GEMINI_ENDPOINTS},
     **{e: set(_IMAGE_FAULTS) for e in IMAGEN_ENDPOINTS},
     **{e: _IMAGE_FAULTS | {"moderation", "usage"} for e in OPENAI_ENDPOINTS},
+    # a streamed answer (stream: true) that sends its drafts, then an error event
+    **{e: _IMAGE_FAULTS | {"moderation", "usage", "stream_error"} for e in ("openai_generations", "openai_edits")},
     "token": {"status", "hang", "bad_json"},
 }
 USAGE_FIELDS = ("usage", "usageMetadata")
@@ -131,6 +134,8 @@ class FakeUpstream:
         self.calls: list[Call] = []
         self.violations: list[str] = []
         self._faults: list[Fault] = []
+        self.stream_pause_s: float | None = None
+        """When set, the pause between a streamed answer's events (instead of each handler's own)."""
         self._lock = threading.Lock()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
@@ -277,6 +282,7 @@ class FakeUpstream:
             self.calls.clear()
             self.violations.clear()
             self._faults.clear()
+            self.stream_pause_s = None
         if forget_tokens:
             self.oauth.reset()
 
@@ -385,6 +391,13 @@ class FakeUpstream:
         return Accepted(None, "", build)
 
     def _answer(self, call: Call, accepted: Accepted) -> FakeResponse:
+        response = self._faulted(call, accepted)
+        pause = self.stream_pause_s
+        if response.chunks is not None and pause is not None:
+            response.chunks = [(pause if i else 0.0, chunk) for i, (_, chunk) in enumerate(response.chunks)]
+        return response
+
+    def _faulted(self, call: Call, accepted: Accepted) -> FakeResponse:
         call.model = accepted.model or call.model
         fault = self._take_fault(call.endpoint, call.model, accepted.prompt)
         if fault is None:
@@ -470,12 +483,28 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_response(response.status)
             for name, value in response.headers.items():
                 self.send_header(name, value)
+            if response.chunks is not None:
+                self._send_chunked(response.chunks)
+                return
             self.send_header("Content-Length", str(len(response.body)))
             self.end_headers()
             self.wfile.write(response.body)
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (e.g. a hang fault)
             self.close_connection = True
+
+    def _send_chunked(self, chunks: list[tuple[float, bytes]]) -> None:
+        """A streamed answer, each chunk written (HTTP/1.1 chunked coding) after its pause."""
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        for pause_s, chunk in chunks:
+            if pause_s > 0 and self.server.stopping.wait(pause_s):
+                self.close_connection = True
+                return
+            self.wfile.write(f"{len(chunk):x}\r\n".encode() + chunk + b"\r\n")
+            self.wfile.flush()
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
     def _read_body(self) -> bytes:
         if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -508,7 +537,27 @@ def _to_fake(request: httpx.Request) -> FakeRequest:
 
 
 def _to_httpx(response: FakeResponse, request: httpx.Request) -> httpx.Response:
+    if response.chunks is not None:
+        return httpx.Response(response.status, headers=response.headers, stream=_Chunks(response.chunks),
+                              request=request)
     return httpx.Response(response.status, headers=response.headers, content=response.body, request=request)
+
+
+class _Chunks(httpx.SyncByteStream, httpx.AsyncByteStream):
+    """A streamed answer in-process: each chunk after its pause."""
+
+    def __init__(self, chunks: list[tuple[float, bytes]]) -> None:
+        self._chunks = chunks
+
+    def __iter__(self) -> Iterator[bytes]:
+        for pause_s, chunk in self._chunks:
+            time.sleep(pause_s)
+            yield chunk
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for pause_s, chunk in self._chunks:
+            await anyio.sleep(pause_s)
+            yield chunk
 
 
 class _Transport(httpx.MockTransport):

@@ -37,12 +37,24 @@ class FakeRequest:
 
 @dataclass
 class FakeResponse:
-    """What a handler answers; ``delay_s`` is slept by the adapter before sending (faults)."""
+    """What a handler answers; ``delay_s`` is slept by the adapter before sending (faults).
+
+    A streamed answer (server-sent events) has ``chunks``: each ``(pause_s, bytes)`` is sent
+    ``pause_s`` after the one before it, as a real upstream streams while it works; ``body`` then
+    holds them all (what a client that reads the whole answer gets)."""
 
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=lambda: {"content-type": "application/json"})
     delay_s: float = 0.0
+    chunks: list[tuple[float, bytes]] | None = None
+
+
+def event_stream(chunks: list[tuple[float, bytes]], headers: dict[str, str] | None = None) -> FakeResponse:
+    """A 200 ``text/event-stream`` answer sent a chunk at a time."""
+    return FakeResponse(200, b"".join(c for _, c in chunks),
+                        {"content-type": "text/event-stream", "cache-control": "no-cache", **(headers or {})},
+                        chunks=chunks)
 
 
 def json_response(status: int, payload: Any, headers: dict[str, str] | None = None) -> FakeResponse:

@@ -17,6 +17,7 @@ from tests.fakes.upstream_common import (
     FakeRequest,
     FakeResponse,
     Reject,
+    event_stream,
     json_response,
     load_json_object,
     new_id,
@@ -49,6 +50,17 @@ GEN1_TOKENS = {
 }
 GEN2_TOKENS_1024 = {"low": 200, "medium": 1770, "high": 7030, "xhigh": 10000, "max": 14000}
 INPUT_IMAGE_TOKENS = {"low": 272, "high": 4160}
+STREAM_PAUSE_S = 0.2
+"""Between two events of a streamed answer (a draft takes the real upstream seconds)."""
+PARTIAL_IMAGE_TOKENS = 100
+"""Output image tokens each streamed draft adds (https://platform.openai.com/docs/guides/image-generation:
+"each partial image adds 100 image output tokens")."""
+STREAM_ERROR = {
+    "message": "The server had an error while processing your request. Sorry about that!",
+    "type": "server_error",
+    "param": None,
+    "code": None,
+}
 MODERATION = {
     "message": "Your request was rejected by the safety system. safety_violations=[sexual].",
     "type": "image_generation_user_error",
@@ -254,7 +266,8 @@ class _ImagePlan:
             per_image = round(GEN2_TOKENS_1024[self.quality] * self.width * self.height / (1024 * 1024))
         text_tokens = max(1, prompt_words(self.p.prompt))
         image_in = INPUT_IMAGE_TOKENS[self.fidelity] * self.input_images
-        output = per_image * self.n
+        drafts = (self.p.partial_images or 0) if self.p.stream else 0
+        output = (per_image + PARTIAL_IMAGE_TOKENS * drafts) * self.n
         return {
             "input_tokens": text_tokens + image_in,
             "input_tokens_details": {"text_tokens": text_tokens, "image_tokens": image_in},
@@ -298,31 +311,32 @@ class _ImagePlan:
                 {"created": int(time.time()), "data": data, **echo, "usage": self.usage()},
                 {"x-request-id": new_id("req_", 24)},
             )
+        return self._stream(data, echo, kind)
+
+    def _stream(self, data: list[dict[str, Any]], echo: dict[str, Any], kind: str | None) -> FakeResponse:
+        """Server-sent events as the OpenAI API streams them: each image's drafts
+        (``*.partial_image``, ``partial_image_index`` from 0), then its ``*.completed`` event with
+        the call's usage; ``STREAM_PAUSE_S`` apart. The ``stream_error`` fault sends the first
+        image's drafts, then an ``error`` event, and ends."""
         prefix = "image_edit" if self.edit else "image_generation"
-        events = []
-        for item in data:
+        transparent = self.p.background == "transparent"
+        events: list[tuple[str, dict[str, Any]]] = []
+        for i, item in enumerate(data):
             for j in range(self.p.partial_images or 0):
-                partial = img.b64(img.render(self.width, self.height, self.fmt, j + 5, transparent))
-                events.append(
-                    {
-                        "type": f"{prefix}.partial_image",
-                        "b64_json": partial,
-                        "partial_image_index": j,
-                        "created_at": int(time.time()),
-                        **echo,
-                    }
-                )
-            events.append(
-                {
-                    "type": f"{prefix}.completed",
-                    "b64_json": item["b64_json"],
-                    "created_at": int(time.time()),
-                    **echo,
-                    "usage": self.usage(),
-                }
-            )
-        body = "".join(f"event: {e['type']}\ndata: {json.dumps(e)}\n\n" for e in events)
-        return FakeResponse(200, body.encode(), {"content-type": "text/event-stream"})
+                # a draft is a picture of its own, never its image's final colour
+                colour = img.colour_for(self.p.prompt) + i + j + 1
+                draft = img.b64(img.render(self.width, self.height, self.fmt, colour, transparent))
+                events.append((f"{prefix}.partial_image", {
+                    "type": f"{prefix}.partial_image", "b64_json": draft, "partial_image_index": j,
+                    "created_at": int(time.time()), **echo}))
+            if kind == "stream_error":
+                events.append(("error", {"error": STREAM_ERROR}))
+                break
+            events.append((f"{prefix}.completed", {
+                "type": f"{prefix}.completed", "b64_json": item["b64_json"], "created_at": int(time.time()),
+                **echo, "usage": self.usage()}))
+        return event_stream([(STREAM_PAUSE_S if i else 0.0, f"event: {name}\ndata: {json.dumps(e)}\n\n".encode())
+                             for i, (name, e) in enumerate(events)], {"x-request-id": new_id("req_", 24)})
 
 
 # --- /v1/images/generations -----------------------------------------------------------------------

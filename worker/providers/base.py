@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import httpx
 
@@ -27,6 +27,25 @@ class InputBytes:
 
 
 @dataclass(frozen=True)
+class PartialFrame:
+    """A draft of one of a call's images, streamed by the upstream on the way to the final one
+    (a preview for the caller: never billed, never stored as the image)."""
+
+    index: int
+    """The job's image index this draft belongs to."""
+    partial_index: int
+    data: bytes
+    output_format: str
+    size: str
+    quality: str
+    background: str
+
+
+PartialSink = Callable[[PartialFrame], None]
+"""Where a provider hands each draft as it arrives (stores it and tells the waiting caller)."""
+
+
+@dataclass(frozen=True)
 class ProviderCall:
     request: GenerationRequest
     applied: AppliedParams
@@ -35,6 +54,13 @@ class ProviderCall:
     inputs: list[InputBytes] = field(default_factory=list)
     """The bytes of every image of the request, by index (``request.input_images``)."""
     mask: InputBytes | None = None
+    on_partial: PartialSink | None = None
+    """Set when the caller streams partial images (``request.partial_images``) and can be shown
+    them; a provider whose upstream draws none ignores it."""
+
+    @property
+    def wants_partials(self) -> bool:
+        return self.on_partial is not None and bool(self.request.partial_images)
 
     @property
     def count(self) -> int:
@@ -69,6 +95,13 @@ class HttpAdapter(UpstreamErrors, Protocol):
     def parse_response(self, response: httpx.Response, call: ProviderCall) -> list[ProviderImage]: ...
 
 
+@runtime_checkable
+class StreamingAdapter(Protocol):
+    """An adapter that may ask its upstream for a streamed answer (read as it arrives)."""
+
+    def streams(self, call: ProviderCall) -> bool: ...
+
+
 @dataclass
 class HttpProvider:
     """An upstream reached over HTTP: adapter + base URL + credentials + the shared client."""
@@ -87,4 +120,5 @@ class HttpProvider:
             errors=self.adapter,
             on_unauthorized=self.on_unauthorized,
             label=self.adapter.label,
+            stream=isinstance(self.adapter, StreamingAdapter) and self.adapter.streams(call),
         )

@@ -185,13 +185,16 @@ class UpstreamClient:
         errors: UpstreamErrors,
         on_unauthorized: Callable[[], None] | None = None,
         label: str = "upstream",
+        stream: bool = False,
     ) -> T:
         """Send ``build()``, retrying per the policy, and return ``parse(response)``.
 
         ``errors`` reads a non-2xx answer (the adapter knows its upstream's error body); ``parse``
         may itself raise a retryable UpstreamError (no image, broken body). ``on_unauthorized``
         refreshes credentials once on a 401 (Vertex OAuth tokens). Every error raised is the one
-        built for the last attempt, never an altered one.
+        built for the last attempt, never an altered one. With ``stream``, ``parse`` reads the
+        answer as it arrives (``response.iter_lines()``); a stream broken off is retried like a
+        failed connection.
         """
         policy, clock = self.policy, self.clock
         deadline = clock.monotonic() + policy.budget_s
@@ -200,33 +203,37 @@ class UpstreamClient:
         while True:
             attempt += 1
             delay: float | None = None
+            error: GatewayError
             try:
-                response = self._client.send(build())
-            except httpx.TimeoutException:
-                error: GatewayError = UpstreamTimeoutError(
-                    f"The {label} did not answer within {self.read_timeout_s:g} s.", retryable=True)
-            except httpx.TransportError as exc:
-                error = UpstreamError(f"Could not reach the {label}: {type(exc).__name__}.",
-                                      retryable=True, code="upstream_unreachable")
+                response = self._client.send(build(), stream=stream)
+                if stream and not response.is_success:
+                    response.read()
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                error = self._transport_error(exc, label)
             else:
-                if response.is_success:
-                    try:
-                        return parse(response)
-                    except UpstreamError as exc:
-                        error = exc
-                        if not exc.retryable:
-                            raise
-                else:
-                    if response.status_code == 401 and on_unauthorized is not None and not refreshed:
-                        refreshed = True
-                        on_unauthorized()
-                        attempt -= 1
-                        continue
-                    decision = retry_decision(response, errors.retry_hint(response), now=clock.now())
-                    error = errors.parse_error(response, retryable=decision.retry, redact=self.redact)
-                    if not decision.retry:
-                        raise error
-                    delay = decision.delay_s
+                try:
+                    if response.is_success:
+                        try:
+                            return parse(response)
+                        except UpstreamError as exc:
+                            error = exc
+                            if not exc.retryable:
+                                raise
+                        except (httpx.TimeoutException, httpx.TransportError) as exc:  # a stream broken off
+                            error = self._transport_error(exc, label)
+                    else:
+                        if response.status_code == 401 and on_unauthorized is not None and not refreshed:
+                            refreshed = True
+                            on_unauthorized()
+                            attempt -= 1
+                            continue
+                        decision = retry_decision(response, errors.retry_hint(response), now=clock.now())
+                        error = errors.parse_error(response, retryable=decision.retry, redact=self.redact)
+                        if not decision.retry:
+                            raise error
+                        delay = decision.delay_s
+                finally:
+                    response.close()
             log.info("%s attempt %d failed: %s", label, attempt, error.code)
             if attempt >= policy.max_attempts:
                 raise error
@@ -234,3 +241,10 @@ class UpstreamClient:
             if clock.monotonic() + wait > deadline:
                 raise error
             clock.sleep(wait)
+
+    def _transport_error(self, exc: httpx.TimeoutException | httpx.TransportError, label: str) -> UpstreamError:
+        if isinstance(exc, httpx.TimeoutException):
+            return UpstreamTimeoutError(f"The {label} did not answer within {self.read_timeout_s:g} s.",
+                                        retryable=True)
+        return UpstreamError(f"Could not reach the {label}: {type(exc).__name__}.", retryable=True,
+                             code="upstream_unreachable")

@@ -89,8 +89,8 @@ BUILDERS: Mapping[str, Builder] = {
                                              parts.google_key),
     "imagen": lambda parts, name: parts.http(name, ImagenAdapter(), parts.settings.gemini_base_url,
                                              parts.google_key),
-    "openai_images": lambda parts, name: parts.http(name, OpenAIImagesAdapter(), parts.settings.openai_base_url,
-                                                    parts.openai_bearer),
+    "openai_images": lambda parts, name: parts.http(name, OpenAIImagesAdapter(redact=parts.client.redact),
+                                                    parts.settings.openai_base_url, parts.openai_bearer),
     "openai_chat": lambda parts, name: parts.http(
         name, OpenAIChatAdapter(), _needed(parts.settings.chat_upstream_base_url, "chat_upstream_base_url"),
         parts.chat_bearer),

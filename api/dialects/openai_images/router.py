@@ -1,5 +1,6 @@
 """``POST /v1/images/generations`` and ``POST /v1/images/edits`` (JSON and multipart): parse the
-body, translate it, and hand it to the shared flow with this dialect's renderer."""
+body, translate it, and hand it to the shared flow with this dialect's renderer, or, for
+``stream: true``, its streamer (:mod:`api.dialects.openai_images.stream`)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ from api.body import parse_form, parse_json
 from api.deps import ApiKeyDep, StateDep
 from api.dialects.openai_images import translate
 from api.dialects.openai_images.schemas import ImageEditRequest, ImageGenerateRequest, ImagesResponse
+from api.dialects.openai_images.stream import streamer
 from api.flow import JobResult, Render, respond
 from api.inputs import ImageRef
+from api.results import prefers_async
+from api.state import AppState
 from api.submit import Submission
 from core.errors import InvalidRequestError
-from core.generation import Dialect
+from core.generation import Dialect, GenerationRequest
+from core.models import ApiKey
 
 router = APIRouter(tags=["OpenAI Images"])
 
@@ -27,9 +32,7 @@ MAX_EDIT_IMAGES = 16
 @router.post("/v1/images/generations", response_model=ImagesResponse, openapi_extra=_JSON_SCHEMA)
 async def create_image(request: Request, key: ApiKeyDep, state: StateDep) -> Response:
     wire = parse_json(await request.body(), ImageGenerateRequest)
-    submission = Submission(Dialect.OPENAI_IMAGES, translate.to_generation(wire))
-    return await respond(request, state, key=key, submission=submission,
-                         render=_renderer(as_b64=wire.response_format != "url"))
+    return await _respond(request, state, key, wire, Submission(Dialect.OPENAI_IMAGES, _generation(request, wire)))
 
 
 @router.post("/v1/images/edits", response_model=ImagesResponse)
@@ -49,9 +52,22 @@ async def edit_image(request: Request, key: ApiKeyDep, state: StateDep) -> Respo
                                   code="missing_required_parameter")
     if len(images) > MAX_EDIT_IMAGES:
         raise InvalidRequestError(f"Invalid value for 'image': at most {MAX_EDIT_IMAGES} images.", param="image")
-    submission = Submission(Dialect.OPENAI_IMAGES, translate.to_generation(wire), images=images, mask=mask)
-    return await respond(request, state, key=key, submission=submission,
-                         render=_renderer(as_b64=wire.response_format != "url"))
+    submission = Submission(Dialect.OPENAI_IMAGES, _generation(request, wire), images=images, mask=mask)
+    return await _respond(request, state, key, wire, submission)
+
+
+def _generation(request: Request, wire: ImageGenerateRequest | ImageEditRequest) -> GenerationRequest:
+    # an asynchronous submission is watched by nobody: its upstream draws no drafts
+    return translate.to_generation(wire, partials=not prefers_async(request.headers.get("prefer")))
+
+
+async def _respond(request: Request, state: AppState, key: ApiKey, wire: ImageGenerateRequest | ImageEditRequest,
+                   submission: Submission) -> Response:
+    render = _renderer(as_b64=wire.response_format != "url")
+    if not wire.stream:
+        return await respond(request, state, key=key, submission=submission, render=render)
+    stream = streamer(edit=isinstance(wire, ImageEditRequest), partials=bool(submission.generation.partial_images))
+    return await respond(request, state, key=key, submission=submission, render=render, stream=stream)
 
 
 async def _multipart(request: Request, *, max_files: int) -> tuple[ImageEditRequest, list[ImageRef], ImageRef | None]:

@@ -65,6 +65,33 @@ class ImagesResponse(BaseModel):
     usage: ImagesUsage | None = None
 
 
+class _ImageStreamEvent(BaseModel):
+    """What every image event of a stream says of its image."""
+
+    b64_json: str
+    created_at: int
+    size: str
+    quality: str
+    background: str
+    output_format: str
+
+
+class ImagePartialEvent(_ImageStreamEvent):
+    """``image_generation.partial_image`` / ``image_edit.partial_image`` (openai-python
+    ``types/image_gen_partial_image_event.py``, ``types/image_edit_partial_image_event.py``)."""
+
+    type: Literal["image_generation.partial_image", "image_edit.partial_image"]
+    partial_image_index: int
+
+
+class ImageCompletedEvent(_ImageStreamEvent):
+    """``image_generation.completed`` / ``image_edit.completed`` (openai-python
+    ``types/image_gen_completed_event.py``, ``types/image_edit_completed_event.py``)."""
+
+    type: Literal["image_generation.completed", "image_edit.completed"]
+    usage: ImagesUsage
+
+
 class ErrorBody(BaseModel):
     message: str
     type: str

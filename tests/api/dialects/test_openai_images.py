@@ -74,11 +74,53 @@ def test_to_generation_minimal_request() -> None:
     assert not generation.is_edit
 
 
-def test_stream_true_is_refused_naming_stream() -> None:
+def test_a_stream_asks_for_its_partial_images() -> None:
+    assert to_generation(ImageGenerateRequest(prompt="x", stream=True, partial_images=2)).partial_images == 2
+    assert to_generation(ImageGenerateRequest(prompt="x", stream=True)).partial_images is None
+    assert to_generation(ImageGenerateRequest(prompt="x", stream=True, partial_images=0)).partial_images is None
+    # an asynchronous submission is watched by nobody
+    assert to_generation(ImageGenerateRequest(prompt="x", stream=True, partial_images=2),
+                         partials=False).partial_images is None
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [({"partial_images": 1}, "partial_images"), ({"stream": False, "partial_images": 0}, "partial_images"),
+     ({"stream": True, "response_format": "url"}, "response_format")],
+)
+def test_streaming_parameters_that_cannot_be_served_are_refused(fields: dict[str, Any], param: str) -> None:
     with pytest.raises(InvalidRequestError) as info:
-        to_generation(ImageGenerateRequest(prompt="x", stream=True))
-    assert info.value.param == "stream"
-    assert info.value.code == "unsupported_value"
+        to_generation(ImageGenerateRequest(prompt="x", **fields))
+    assert info.value.param == param and param in info.value.message
+
+
+def test_stream_events_have_the_shapes_of_the_sdks_types() -> None:
+    from openai.types import (
+        ImageEditCompletedEvent,
+        ImageEditPartialImageEvent,
+        ImageGenCompletedEvent,
+        ImageGenPartialImageEvent,
+    )
+
+    from api.dialects.openai_images.translate import completed_event, partial_event
+    from core.events import PartialImage
+
+    draft = PartialImage(job_id="job_1", index=0, partial_index=1, object_key="k", output_format="png",
+                         size="1024x1024", quality="low", background="opaque", created_at=5)
+    image = DeliveredImage(id="img_1", index=0, mime_type="image/png", width=1024, height=1536, b64_json="AAAA",
+                           usage=Usage(input_tokens=12, input_text_tokens=10, input_image_tokens=2, output_tokens=300,
+                                       output_image_tokens=300))
+    for edit, partial_type, completed_type in ((False, ImageGenPartialImageEvent, ImageGenCompletedEvent),
+                                               (True, ImageEditPartialImageEvent, ImageEditCompletedEvent)):
+        sent = partial_type.model_validate(partial_event(edit=edit, partial=draft, b64_json="AAAA", created_at=5)
+                                           .model_dump())
+        assert (sent.partial_image_index, sent.size, sent.quality) == (1, "1024x1024", "low")
+        done = completed_type.model_validate(completed_event(edit=edit, applied=applied(quality="hd"), image=image,
+                                                             created_at=6).model_dump())
+        assert (done.size, done.quality, done.background, done.output_format) == ("1024x1536", "high", "opaque",
+                                                                                   "png")
+        assert (done.usage.input_tokens, done.usage.output_tokens, done.usage.total_tokens) == (12, 300, 312)
+        assert done.usage.input_tokens_details.text_tokens == 10
 
 
 # -- to_wire ---------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from PIL import Image
 from core.generation import GenerationRequest, InputImage
 from core.planning import plan
 from core.routing import Catalogue
-from worker.providers.base import InputBytes, ProviderCall
+from worker.providers.base import InputBytes, PartialSink, ProviderCall
 from worker.providers.http import Redactor
 
 CATALOGUE = Catalogue.load(configured={"demo", "gemini", "imagen", "openai_images", "vertex_gemini",
@@ -27,14 +27,15 @@ NO_SECRETS = Redactor([])
 
 
 def make_call(model: str, *, indices: list[int] | None = None, inputs: list[InputBytes] | None = None,
-              mask: InputBytes | None = None, prompt: str = "a lighthouse at dusk", **fields: Any) -> ProviderCall:
+              mask: InputBytes | None = None, prompt: str = "a lighthouse at dusk",
+              on_partial: PartialSink | None = None, **fields: Any) -> ProviderCall:
     """A ProviderCall as run_job builds it: the request planned for ``model`` on the shipped catalogue."""
     n = max(len(indices or [0]), fields.pop("n", 1))
     fields.setdefault("input_images", [InputImage(object_key=f"inputs/{i}", mime_type=image.mime_type)
                                        for i, image in enumerate(inputs or [])])
     request = GenerationRequest(prompt=prompt, model=model, n=n, **fields)
     applied = plan(request, CATALOGUE.resolve(model), grids=CATALOGUE.grids)
-    return ProviderCall(request, applied, indices or [0], inputs or [], mask)
+    return ProviderCall(request, applied, indices or [0], inputs or [], mask, on_partial)
 
 
 def image_bytes(fmt: str = "png", width: int = 24, height: int = 16, color: tuple[int, ...] = (220, 40, 40),
