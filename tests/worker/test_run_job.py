@@ -96,7 +96,7 @@ def test_run_image_generates_stores_records_and_publishes(
     assert (job.succeeded, job.failed, job.canceled) == (1, 0, 0)
     assert job.started_at is not None and job.finished_at is not None
     assert job.error_code is None
-    assert published == [job_id]
+    assert published == [job_id, job_id]  # its start, then its end
 
 
 def test_job_closes_only_when_its_last_image_is_done(
@@ -115,7 +115,7 @@ def test_job_closes_only_when_its_last_image_is_done(
     assert runtime.store.get(image_row(runtime, first).object_key or "") != runtime.store.get(
         image_row(runtime, second).object_key or ""
     )
-    assert published == [job_id, job_id]
+    assert published == [job_id] * 4  # each image's start and end
 
 
 # -- safe to repeat --------------------------------------------------------------------------
@@ -136,7 +136,7 @@ def test_running_a_finished_image_again_is_skipped(
         before.status, before.object_key, before.finished_at
     )
     assert job_row(runtime, job_id).succeeded == 1
-    assert published == [job_id]
+    assert published == [job_id, job_id]  # the first run's start and end; the second run none
 
 
 def test_canceled_image_is_skipped(runtime: WorkerRuntime, published: list[str]) -> None:
@@ -225,7 +225,7 @@ def test_attempt_that_lost_its_lease_does_not_publish(runtime: WorkerRuntime, pu
 
     assert run_image(with_provider(runtime, slow), image_id) == "superseded"
 
-    assert published == [job_id]  # only the attempt that owns the image published
+    assert published == [job_id] * 3  # both attempts' starts; only the owner's end
 
 
 def test_finish_image_with_an_old_attempt_changes_nothing(runtime: WorkerRuntime) -> None:
@@ -292,7 +292,7 @@ def test_content_policy_error_fails_the_image_and_the_job(
     assert job.status == JobStatus.FAILED
     assert (job.succeeded, job.failed) == (0, 1)
     assert job.error_code == "all_images_failed"
-    assert published == [job_id]
+    assert published == [job_id, job_id]  # its start, then its end
 
 
 def test_unexpected_exception_is_an_internal_error_without_its_text(
@@ -484,7 +484,7 @@ def test_a_group_is_made_by_one_call_and_recorded_per_image(runtime: WorkerRunti
     assert len(stored) == 3  # each image its own bytes
     job = job_row(rt, job_id)
     assert (job.status, job.succeeded, job.failed) == (JobStatus.SUCCEEDED, 3, 0)
-    assert published == [job_id]
+    assert published == [job_id, job_id]  # the group's start, then its end
 
     # the siblings' own tasks find nothing left to do
     assert run_image(rt, ids[1]) == "skipped"
