@@ -71,7 +71,10 @@ class JobWaiter:
         """A published event: the job's terminal status, or None for a change that did not end it
         (or, from a publisher that sends no statuses, a change of unknown effect)."""
         if ended is not None:
-            self._statuses_heard = True
+            # only this gateway's own jobs say whether its workers send statuses: another
+            # deployment on the same Redis (pub/sub ignores the database number) must not
+            if job_id in self._expected or job_id in self._events:
+                self._statuses_heard = True
             self.ended(job_id, ended)
         elif not self._statuses_heard:
             self.notify(job_id)

@@ -229,6 +229,7 @@ def wait_while(meanwhile: Callable[[JobWaiter, Flag], Awaitable[None]], *, expec
         waiter = JobWaiter(recheck_s=recheck_s)
         flag = Flag()
         if statuses:
+            waiter.expect("job_other")  # one of this gateway's jobs: its workers send statuses
             waiter.heard("job_other", JobStatus.SUCCEEDED)
         if expect:
             waiter.expect("job_1")
@@ -293,10 +294,15 @@ def test_non_terminal_events_read_nothing_once_statuses_are_heard() -> None:
     assert waited.elapsed < 1.0
 
 
-def test_plain_events_from_a_publisher_without_statuses_make_the_waiter_read() -> None:
-    """Until a status has been heard, ``b"1"`` may have ended the job: the waiter reads it."""
+@pytest.mark.parametrize("elsewhere", [False, True])
+def test_plain_events_from_a_publisher_without_statuses_make_the_waiter_read(elsewhere: bool) -> None:
+    """Until a status has been heard, ``b"1"`` may have ended the job: the waiter reads it. A
+    status of another deployment's job (same Redis: pub/sub ignores the database number) does
+    not change that."""
 
     async def finish(waiter: JobWaiter, flag: Flag) -> None:
+        if elsewhere:
+            waiter.heard("job_elsewhere", JobStatus.SUCCEEDED)
         await later()
         flag.done = True
         waiter.heard("job_1", None)
@@ -378,6 +384,7 @@ def test_redis_events_carry_the_status_from_the_publisher(redis_url: str) -> Non
         events.start()
         flag = Flag()
         try:
+            waiter.expect(other)  # a job of this gateway: its statuses say the workers send them
             for _ in range(100):  # until the subscription is live
                 await asyncio.to_thread(publisher.publish, other, "succeeded")
                 if waiter.status_of(other) is not None:
