@@ -17,6 +17,7 @@ from collections.abc import Callable
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.requests import Request
 
+from core import logcontext
 from core.errors import AuthenticationError
 from core.keys import extract_key, hash_secret
 from core.models import ApiKey
@@ -90,4 +91,5 @@ async def key_for_secret(secret: str, sessions: async_sessionmaker[AsyncSession]
         cache.put(secret_hash, key)
     if key.revoked_at is not None:
         raise AuthenticationError("This API key has been revoked.", code="invalid_api_key")
+    logcontext.bind(key_prefix=key.prefix)  # for the rest of this request (its own context)
     return key

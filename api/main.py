@@ -18,14 +18,17 @@ from api.dashboard import router as dashboard_router
 from api.dialects import DialectPackage, anthropic_messages, gemini, openai_chat, openai_images, simple
 from api.enqueue import Enqueuer
 from api.errors import UnexpectedErrors, install_error_handlers
+from api.observe import Observe
 from api.ratelimit import limiter_for
-from api.routes import admin, files, health, models, usage
+from api.routes import admin, files, health, metrics, models, usage
 from api.routes.jobs import build_router as build_jobs_router
 from api.state import AppState
 from api.sweeper import BrokerWatch, Sweeper, release_embedded_orphans
 from api.urls import RefuseNulInUrl
 from api.wait import JobWaiter, RedisJobEvents, attach_in_process
 from core.billing.prices import PriceTable
+from core.circuit import CircuitStore
+from core.circuit_redis import open_circuits
 from core.config import Settings, get_settings
 from core.db import async_session_factory, create_async_db_engine
 from core.events import InProcessEventBus
@@ -54,9 +57,10 @@ def create_app(
     worker_alive: Callable[[], bool] | None = None,
     on_startup: Sequence[Hook] = (),
     on_shutdown: Sequence[Hook] = (),
+    circuits: CircuitStore | None = None,
 ) -> FastAPI:
-    """The API. Embedded mode passes the in-process event bus and the worker's start/stop hooks;
-    distributed mode passes nothing and talks to Redis."""
+    """The API. Embedded mode passes the in-process event bus, the worker's start/stop hooks and
+    its circuits; distributed mode passes nothing and talks to Redis."""
     if event_bus is None and settings.redis_url is None:
         raise ValueError("embedded mode (no IMAGEGATE_REDIS_URL) needs the in-process event bus")
 
@@ -97,6 +101,7 @@ def create_app(
             worker_alive=worker_alive,
             keys=KeyCache(ttl_s=settings.auth_cache_s),
             event_bus=event_bus,
+            circuits=circuits or open_circuits(settings, redis_client),
         )
         app.state.imagegate = state
 
@@ -150,11 +155,14 @@ def create_app(
     app.include_router(health.router)
     app.include_router(usage.router)
     app.include_router(admin.router)
+    app.include_router(metrics.router)
     app.include_router(dashboard_router)
     # innermost first: each add_middleware wraps the ones before it
     app.add_middleware(UnexpectedErrors)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RefuseNulInUrl)
+    app.add_middleware(Observe, dialects={route.path: str(d.dialect) for d in DIALECTS
+                                          for route in d.router.routes if hasattr(route, "path")})
     if settings.cors_origins:
         add_cors(app, settings.cors_origins)
     return app

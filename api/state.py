@@ -14,6 +14,7 @@ from api.enqueue import Enqueuer
 from api.ratelimit import RateLimiter
 from api.wait import JobWaiter
 from core.billing.prices import PriceTable
+from core.circuit import CircuitStore
 from core.config import Settings
 from core.db import async_session_factory
 from core.events import InProcessEventBus
@@ -37,6 +38,8 @@ class AppState:
     worker_alive: Callable[[], bool] | None
     """Embedded mode: whether the in-process worker runs (the broker check of /health)."""
     keys: KeyCache
+    circuits: CircuitStore
+    """The upstream routes' circuits (the workers' own, read here for /health and /metrics)."""
     event_bus: InProcessEventBus | None = None
     """Embedded mode: the bus the in-process worker publishes on (its partial-image log)."""
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -39,6 +40,7 @@ from api.inputs import ImageRef, InputLimits, PendingImage, load_images, store_p
 from api.own_files import read_own_files
 from api.ratelimit import Admission, RateLimits
 from api.state import AppState
+from core import logcontext, metrics
 from core.billing import ledger
 from core.db import DATABASE_UNAVAILABLE
 from core.errors import ConflictError, GatewayError, InvalidRequestError, PermissionDeniedError, RateLimitError
@@ -50,6 +52,8 @@ from core.models.types import utcnow
 from core.planning import RoutePlan, plan_routes
 from core.repo import jobs
 from core.routing import Catalogue
+
+log = logging.getLogger(__name__)
 
 IDEMPOTENCY_WINDOW = timedelta(hours=24)
 REFUSALS: tuple[type[Exception], ...] = (GatewayError, *DATABASE_UNAVAILABLE)
@@ -198,6 +202,7 @@ async def submit(
     """Price, hold, insert and commit the job, then enqueue its images; returns its id."""
     now = utcnow()
     job_id = new_id("job")
+    logcontext.bind(job_id=job_id, model=route_plan.model)  # for the rest of this request
     quote = ledger.quote(request, route_plan.routes, prices=state.prices, markup=markup)
     image_ids = [new_id("img") for _ in range(request.n)]
     try:
@@ -226,6 +231,8 @@ async def submit(
             if existing is not None:
                 return existing.id
         raise
+    metrics.JOBS("submitted", route_plan.model).inc()
+    log.info("job accepted: %d image(s) of %s", request.n, route_plan.model)
 
     # one task per upstream call: an upstream making n images per call (GPT image) gets the first
     # image of each group, whose task claims the group; the sweeper still watches every image

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from api.enqueue import Enqueuer
-from core import settlement
+from core import logcontext, settlement
 from core.models.types import utcnow
 from core.repo.jobs import (
     expired_on_last_attempt,
@@ -122,6 +122,9 @@ class Sweeper:
             async with self.sessions.begin() as session:
                 job_id = await session.run_sync(_fail, image_id, now, self.max_attempts)
             if job_id is not None:
+                with logcontext.bound(job_id=job_id, image_id=image_id):
+                    log.warning("sweeper: the image's last attempt lapsed; it fails (%s)",
+                                settlement.ATTEMPTS_EXHAUSTED)
                 self.on_job_changed(job_id)
 
     async def _send_all_waiting(self) -> int:

@@ -107,6 +107,11 @@ class Settings(BaseSettings):
     upstream_retry_budget_s: float = Field(600.0, gt=0, validation_alias=_env("UPSTREAM_RETRY_BUDGET_S"))
     upstream_backoff_base_s: float = Field(1.0, ge=0, validation_alias=_env("UPSTREAM_BACKOFF_BASE_S"))
     upstream_backoff_max_s: float = Field(30.0, ge=0, validation_alias=_env("UPSTREAM_BACKOFF_MAX_S"))
+    circuit_failures: int = Field(5, ge=1, validation_alias=_env("CIRCUIT_FAILURES"))
+    """Consecutive route failures (5xx, timeouts, connection errors, 429s, each after its retries)
+    that open an upstream route's circuit; see core/circuit.py."""
+    circuit_cooldown_s: float = Field(30.0, gt=0, validation_alias=_env("CIRCUIT_COOLDOWN_S"))
+    """How long an open circuit skips its route before one probe call is let through."""
 
     # -- models and prices
     default_model: str | None = Field(None, validation_alias=_env("DEFAULT_MODEL", "IMAGE_PROXY_MODEL"))
@@ -179,6 +184,14 @@ class Settings(BaseSettings):
         3600, gt=0, validation_alias=_env("BROKER_VISIBILITY_TIMEOUT_S")
     )
     log_level: str = Field("INFO", validation_alias=_env("LOG_LEVEL"))
+    log_format: Literal["text", "json"] = Field("text", validation_alias=_env("LOG_FORMAT"))
+    """``json``: one JSON object per line, with the request, job and image ids of each record."""
+    metrics: Literal["admin", "open", "off"] = Field("admin", validation_alias=_env("METRICS"))
+    """``GET /metrics``: with the admin key as a bearer token (``admin``), to anyone (``open``),
+    or not at all (``off``)."""
+    worker_metrics_port: int | None = Field(None, ge=1, le=65535, validation_alias=_env("WORKER_METRICS_PORT"))
+    """``imagegate worker`` serves its own ``/metrics`` on this port (a worker on a host of its
+    own); unset: none (on the API's host, share ``PROMETHEUS_MULTIPROC_DIR`` instead)."""
 
     @field_validator("fetch_allow_hosts", "cors_origins", mode="before")
     @classmethod
@@ -250,6 +263,13 @@ class Settings(BaseSettings):
         if self.vertex_location == "global":
             return "https://aiplatform.googleapis.com"
         return f"https://{self.vertex_location}-aiplatform.googleapis.com"
+
+    @property
+    def circuit_probe_lease_s(self) -> float:
+        """How long a probe may run before another worker may probe: one route call, retries
+        included."""
+        per_attempt = self.upstream_connect_timeout_s + self.upstream_timeout_s + self.upstream_backoff_max_s
+        return min(self.upstream_retry_budget_s, per_attempt * self.upstream_max_attempts)
 
     @property
     def max_body_bytes(self) -> int:

@@ -216,6 +216,7 @@ _IMAGE_ERROR_CLASSES: dict[str, type[GatewayError]] = {
     "content_policy_violation": ContentPolicyError,
     "upstream_timeout": UpstreamTimeoutError,
     "upstream_overloaded": UpstreamOverloadedError,
+    "upstream_unavailable": ServiceUnavailableError,
 }
 
 

@@ -11,6 +11,8 @@ from typing import Any
 from core.config import Settings
 
 GENERATE_IMAGE_TASK = "generation.run_image"
+REQUEST_ID_HEADER = "imagegate_request_id"
+"""A task header: the id of the request that made the job, for the worker's log lines."""
 """Args: ``(job_image_id: str)``. Generates, stores and settles one image of a job."""
 
 

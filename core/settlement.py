@@ -24,7 +24,7 @@ from sqlalchemy.sql import Executable
 
 from core.billing import ledger
 from core.billing.ledger import Charge, ImageRecord, JobBilling
-from core.jobs import ImageStatus
+from core.jobs import ImageStatus, JobStatus
 from core.repo import jobs
 
 log = logging.getLogger(__name__)
@@ -53,12 +53,14 @@ class Ended:
                    values.get("quality"), values.get("input_tokens"), values.get("output_tokens"))
 
 
-def settle_ended(session: Session, billing: JobBilling, ended: Sequence[Ended], *, now: datetime) -> None:
+def settle_ended(session: Session, billing: JobBilling, ended: Sequence[Ended], *,
+                 now: datetime) -> JobStatus | None:
     """Count ``ended`` (images of ``billing``'s job whose rows the caller has just updated) on the
     job, close the job if they were its last, and settle each image in the ledger: a delivered
-    one is charged and its share of the hold released, a failed or canceled one released."""
+    one is charged and its share of the hold released, a failed or canceled one released.
+    Returns the status the job closed with, if these images closed it."""
     if not ended:
-        return
+        return None
     job_id = billing.job_id
     counts = session.execute(jobs.count_outcome(
         job_id,
@@ -68,8 +70,9 @@ def settle_ended(session: Session, billing: JobBilling, ended: Sequence[Ended], 
         cost_micros=sum(e.charge.billed_micros for e in ended if e.charge is not None),
     )).one()
     close = jobs.finalize_job(job_id, counts, now=now)
-    if close is not None:
-        session.execute(close)
+    closed: JobStatus | None = None
+    if close is not None and session.execute(close).rowcount:  # type: ignore[attr-defined]
+        closed = jobs.closing_status(counts)
     statements: list[Executable] = []
     for image in ended:
         if image.status is not ImageStatus.CANCELED:
@@ -80,6 +83,7 @@ def settle_ended(session: Session, billing: JobBilling, ended: Sequence[Ended], 
     statements += ledger.release_images(billing, [e.image_id for e in ended if e.status is ImageStatus.CANCELED])
     for statement in statements:
         session.execute(statement)
+    return closed
 
 
 def job_billing(session: Session, job_id: str) -> JobBilling:

@@ -16,6 +16,8 @@ import copy
 import logging
 from typing import Any
 
+from core.logcontext import formatter_config, logging_config
+
 _URL_ARGUMENT = {"uvicorn.access": 2, "httpx": 1}
 """Which argument of a logger's records is the URL. uvicorn logs a request as
 ``'%s - "%s %s HTTP/%s" %d'`` with (client address, method, path with query string, HTTP version,
@@ -38,13 +40,24 @@ class DropQueryString(logging.Filter):
         return True
 
 
-def uvicorn_log_config() -> dict[str, Any]:
+def uvicorn_log_config(log_format: str = "text", level: str = "INFO") -> dict[str, Any]:
     """uvicorn's own logging configuration with :class:`DropQueryString` on its access logger and
-    on httpx's logger."""
+    on httpx's logger, and imagegate's records (the root logger) in ``log_format`` with their
+    context fields (``core/logcontext.py``): in every process uvicorn starts. In the ``json``
+    format uvicorn's own lines are JSON objects too."""
     from uvicorn.config import LOGGING_CONFIG
 
     config = copy.deepcopy(LOGGING_CONFIG)
+    ours = logging_config(log_format, level)
     config.setdefault("filters", {})["drop_query_string"] = {"()": f"{__name__}.DropQueryString"}
+    config["filters"].update(ours["filters"])
+    config["formatters"].update(ours["formatters"])
+    config["handlers"].update(ours["handlers"])
+    config["root"] = ours["root"]
     config["loggers"]["uvicorn.access"]["filters"] = ["drop_query_string"]
     config["loggers"]["httpx"] = {"filters": ["drop_query_string"]}
+    if log_format == "json":
+        for name in ("default", "access"):
+            config["formatters"][name] = formatter_config("json")
+            config["handlers"][name]["filters"] = ["context"]
     return config

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import logging.config
 import socket
 import sys
 from collections.abc import Awaitable, Callable
@@ -26,6 +27,7 @@ from core.config import Settings, get_settings
 from core.db import async_session_factory, create_async_db_engine
 from core.errors import GatewayError
 from core.key_service import KeyCreate, key_view
+from core.logcontext import logging_config
 from core.migrate import upgrade_head
 from core.routing import load_for_settings
 from imagegate import remote
@@ -43,8 +45,18 @@ err = Console(stderr=True)
 
 
 def _logging(settings: Settings) -> None:
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.config.dictConfig(logging_config(settings.log_format, settings.log_level))
+    # warnings (Celery's about running as root, deprecations) become records, in the same format
+    logging.captureWarnings(settings.log_format == "json")
+
+
+def _say(settings: Settings, text: str) -> None:
+    """A line for the operator: on the console, or a log record in the JSON format (so that
+    every line of the output is a JSON object)."""
+    if settings.log_format == "json":
+        logging.getLogger("imagegate").info(text)
+    else:
+        err.print(text)
 
 
 @app.command()
@@ -62,16 +74,17 @@ def serve(
     if first_key:
         _create_first_key(settings)
     common = {"host": settings.host, "port": settings.port, "log_level": settings.log_level.lower(),
-              "log_config": uvicorn_log_config(), "timeout_graceful_shutdown": 30}
+              "log_config": uvicorn_log_config(settings.log_format, settings.log_level),
+              "timeout_graceful_shutdown": 30}
     if settings.redis_url:
-        err.print(f"imagegate (distributed) on {settings.resolved_public_url}")
+        _say(settings, f"imagegate (distributed) on {settings.resolved_public_url}")
         uvicorn.run("api.main:create_distributed_app", factory=True, workers=workers, **common)  # type: ignore[arg-type]
     else:
         from imagegate.embedded import create_embedded_app
 
         if workers != 1:
             raise typer.BadParameter("embedded mode runs one process; set IMAGEGATE_REDIS_URL to scale")
-        err.print(f"imagegate (embedded) on {settings.resolved_public_url}")
+        _say(settings, f"imagegate (embedded) on {settings.resolved_public_url}")
         uvicorn.run(create_embedded_app(settings), **common)  # type: ignore[arg-type]
 
 
@@ -104,7 +117,7 @@ def worker(
     hostname: Annotated[str | None, typer.Option(help="Celery node name.")] = None,
 ) -> None:
     """Run a Celery worker for distributed mode (thread pool, IMAGEGATE_WORKER_CONCURRENCY)."""
-    from worker.celery_app import create_celery_app, worker_argv
+    from worker.celery_app import create_celery_app, serve_metrics, worker_argv
     from worker.runtime import WorkerRuntime
 
     settings = get_settings()
@@ -112,7 +125,9 @@ def worker(
     if not settings.redis_url:
         raise typer.BadParameter("'imagegate worker' is for distributed mode: set IMAGEGATE_REDIS_URL")
     runtime = WorkerRuntime.build(settings)
-    celery = create_celery_app(runtime)
+    celery = create_celery_app(runtime, keep_logging=settings.log_format == "json")
+    if settings.worker_metrics_port:
+        serve_metrics(settings.host, settings.worker_metrics_port)
     try:
         celery.worker_main(worker_argv(settings, hostname=hostname or f"imagegate@{socket.gethostname()}"))
     finally:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from api.main import create_app
+from core.circuit_redis import open_circuits
 from core.config import Settings
 from core.events import InProcessEventBus
 from worker.celery_app import EmbeddedWorker
@@ -14,11 +15,12 @@ from worker.runtime import WorkerRuntime
 
 def create_embedded_app(settings: Settings) -> FastAPI:
     bus = InProcessEventBus()
+    circuits = open_circuits(settings)  # the process's own: the worker's, shown by the API
     holder: dict[str, EmbeddedWorker] = {}
     runtime_holder: dict[str, WorkerRuntime] = {}
 
     def start() -> None:
-        runtime = WorkerRuntime.build(settings, events=bus)
+        runtime = WorkerRuntime.build(settings, events=bus, circuits=circuits)
         worker = EmbeddedWorker(runtime)
         worker.start()
         runtime_holder["runtime"], holder["worker"] = runtime, worker
@@ -33,4 +35,5 @@ def create_embedded_app(settings: Settings) -> FastAPI:
         worker = holder.get("worker")
         return worker is not None and worker.alive
 
-    return create_app(settings, event_bus=bus, worker_alive=alive, on_startup=[start], on_shutdown=[stop])
+    return create_app(settings, event_bus=bus, worker_alive=alive, on_startup=[start], on_shutdown=[stop],
+                      circuits=circuits)

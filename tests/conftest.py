@@ -7,13 +7,18 @@ real. When one is missing the tests that need it skip, saying why — unless
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from imagegate.access_log import DropQueryString
+from tests import secret_scan
 from tests.fakes.upstream import FakeUpstream
 from tests.harness import (
     PG_ADMIN_URL,
@@ -126,6 +131,59 @@ def s3_server() -> Iterator[S3Server]:
     server = S3Server().start()
     yield server
     server.stop()
+
+
+# -- no secret in any log of the run: the gateways' process logs and this process's own records
+
+
+class _Recorder(logging.Handler):
+    """Keeps every record logged in the test process, formatted (with its traceback), for the scan."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.NOTSET)
+        self.lines: list[str] = []
+        self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
+        # as imagegate's own logging configuration does (imagegate/access_log.py)
+        self.addFilter(DropQueryString())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name in TEST_SERVERS_LOGGERS:
+            return
+        # a record that cannot be formatted is not this handler's to report
+        with contextlib.suppress(Exception):
+            self.lines.extend(self.format(record).splitlines())
+
+
+TEST_SERVERS_LOGGERS = frozenset({"werkzeug"})
+"""The request lines of the tests' own servers (moto's S3 server logs the presigned URLs it
+serves, signatures included): logs of the test fixtures, not of imagegate."""
+
+_RECORDER = _Recorder()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    root = logging.getLogger()
+    root.addHandler(_RECORDER)
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a secret (an API key, an upstream key, a webhook secret or signature, a
+    signed URL's signature) appears in any log of it."""
+    leaks = secret_scan.leaks_in(_RECORDER.lines, where="the test process's log records")
+    factory = getattr(session.config, "_tmp_path_factory", None)
+    basetemp: Path | None = getattr(factory, "_basetemp", None) if factory is not None else None
+    if basetemp is not None and basetemp.exists():
+        leaks += secret_scan.scan_files(basetemp)
+    if not leaks:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.section("secrets in the logs", sep="=", red=True, bold=True)
+        for leak in leaks[:50]:
+            reporter.line(f"{leak.kind} in {leak.where}: {leak.line.strip()[:300]}")
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 # servers of a test's own, to stop and start mid-test (see tests/outage.py)

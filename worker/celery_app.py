@@ -5,20 +5,37 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from celery import Celery
+from celery import Celery, signals
 from celery.worker import WorkController
+from prometheus_client import start_http_server
 
+from core import metrics
 from core.config import Settings
 from core.queue import celery_config
 from worker.runtime import WorkerRuntime
 from worker.tasks import register_tasks
 
 
-def create_celery_app(runtime: WorkerRuntime) -> Celery:
+def create_celery_app(runtime: WorkerRuntime, *, keep_logging: bool = False) -> Celery:
+    """The worker's app. ``keep_logging``: Celery leaves the logging configured by imagegate as
+    it is (the JSON format) instead of installing its own handlers on the root logger."""
     app = Celery("imagegate", set_as_current=False)
     app.conf.update(celery_config(runtime.settings))
     register_tasks(app, runtime)
+    if keep_logging:
+        # Celery configures no logging when a receiver of setup_logging is connected
+        # (https://docs.celeryq.dev/en/stable/userguide/signals.html#setup-logging)
+        signals.setup_logging.connect(_keep_logging, weak=False)
     return app
+
+
+def _keep_logging(**_: Any) -> None:
+    """imagegate's logging is configured already."""
+
+
+def serve_metrics(host: str, port: int) -> None:
+    """This worker's Prometheus metrics on ``http://host:port/metrics`` (a thread of its own)."""
+    start_http_server(port, addr=host, registry=metrics.registry())
 
 
 def worker_argv(settings: Settings, *, hostname: str | None = None) -> list[str]:
@@ -34,6 +51,8 @@ def worker_argv(settings: Settings, *, hostname: str | None = None) -> list[str]
     ]
     if hostname:
         argv.append(f"--hostname={hostname}")
+    if settings.log_format == "json":
+        argv.insert(0, "--quiet")  # no banner: every line of the output is a JSON object
     return argv
 
 

@@ -7,7 +7,8 @@ canceled is left alone; and each outcome is fenced by the attempt number.
 Upstreams that make several images per call (GPT image: up to 10) get one call for the whole
 group: the first task of a group claims its claimable siblings, whose own tasks then find nothing
 to do. When a route fails as a route (retries spent, model gone, credentials refused), the next
-model of the fallback chain is tried; the model that finally served each image is recorded.
+model of the fallback chain is tried; the model that finally served each image is recorded. A
+route whose circuit is open (``core/circuit.py``) is skipped as if it had failed, without a call.
 
 Every image ends, and an outcome once made is kept:
 
@@ -29,19 +30,21 @@ import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import sqlalchemy.exc
 from sqlalchemy import Row
 from sqlalchemy.orm import Session
 
-from core import settlement
+from core import logcontext, metrics, settlement
 from core.billing import ledger
 from core.billing.ledger import Charge, JobBilling
+from core.circuit import route_key
 from core.errors import GatewayError, ServiceUnavailableError, UpstreamError
 from core.generation import AppliedParams, GenerationRequest, ProviderImage
 from core.imaging import transcode
-from core.jobs import ImageStatus
+from core.jobs import ImageStatus, JobStatus
 from core.models.types import utcnow
 from core.repo import jobs
 from core.settlement import Ended
@@ -92,18 +95,28 @@ class Attempt:
     request: GenerationRequest | None = None
     routes: list[AppliedParams] | None = None
     """``None`` when the job's stored request or plan could not be read: the attempt fails."""
+    submitted_at: datetime | None = None
 
 
 def run_image(runtime: WorkerRuntime, image_id: str) -> str:
     """Generate, store and record one image (and its call group). Returns what happened."""
-    claimed = _claim(runtime, image_id)
-    if isinstance(claimed, str):
-        return claimed
-    attempt = claimed
+    with logcontext.bound(image_id=image_id):
+        claimed = _claim(runtime, image_id)
+        if isinstance(claimed, str):
+            return claimed
+        with logcontext.bound(job_id=claimed.job_id):
+            return _run(runtime, image_id, claimed)
+
+
+def _run(runtime: WorkerRuntime, image_id: str, attempt: Attempt) -> str:
     runtime.events.publish(attempt.job_id)  # its images started: followers of the job's events hear it
     with runtime.leases.holding((c.image_id, c.attempt) for c in attempt.images):
         started = time.monotonic()
-        outcomes = _outcomes(runtime, attempt)
+        metrics.IN_FLIGHT.inc(len(attempt.images))
+        try:
+            outcomes = _outcomes(runtime, attempt)
+        finally:
+            metrics.IN_FLIGHT.dec(len(attempt.images))
         latency_ms = int((time.monotonic() - started) * 1000)
         results = {c.image_id: _record(runtime, attempt, c, outcomes[c.index], latency_ms) for c in attempt.images}
     if any(result in ("succeeded", "failed") for result in results.values()):
@@ -158,7 +171,9 @@ def _start(session: Session, claimed: Claimed, job_id: str, *, now: datetime, le
             images += [Claimed(*sibling) for sibling in session.execute(
                 jobs.claim_group(siblings, now=now, lease_s=lease_s, max_attempts=max_attempts)).all()]
     images.sort(key=lambda c: c.index)
-    return Attempt(job_id, billing, images, request, routes)
+    if row.created_at is not None:
+        metrics.QUEUE_WAIT.observe(max(0.0, (now - row.created_at).total_seconds()))
+    return Attempt(job_id, billing, images, request, routes, submitted_at=row.created_at)
 
 
 def _bare_billing(row: Row[Any], job_id: str) -> JobBilling:
@@ -202,7 +217,9 @@ def generate(runtime: WorkerRuntime, request: GenerationRequest, routes: list[Ap
             chunk = pending[start:start + max(1, route.n_per_call)]
             try:
                 provider = runtime.providers.get(route.provider)
-                images = provider.generate(ProviderCall(request, route, chunk, inputs, mask, on_partial))
+                call = partial(provider.generate, ProviderCall(request, route, chunk, inputs, mask, on_partial))
+                with logcontext.bound(model=route.model):
+                    images = runtime.circuits.call(route_key(route.provider, route.upstream_model), route.model, call)
             except GatewayError as exc:
                 if _route_failed(exc):
                     log.warning("route %s failed for %d image(s): %s", route.model, len(chunk), exc.code)
@@ -296,8 +313,25 @@ def _record_once(runtime: WorkerRuntime, attempt: Attempt, claimed: Claimed, val
                 return status.value
             log.warning("image %s attempt %s lost its lease; outcome discarded", claimed.image_id, claimed.attempt)
             return "superseded"
-        settlement.settle_ended(session, attempt.billing, [Ended.of(claimed.image_id, values, charge)], now=now)
+        closed = settlement.settle_ended(session, attempt.billing, [Ended.of(claimed.image_id, values, charge)],
+                                         now=now)
+    _count(attempt, claimed, status, values, charge, closed, now=now)
     return status.value
+
+
+def _count(attempt: Attempt, claimed: Claimed, status: ImageStatus, values: dict[str, Any], charge: Charge | None,
+           closed: JobStatus | None, *, now: datetime) -> None:
+    """The log line and the metrics of an outcome once it is committed."""
+    served = values.get("model") or attempt.billing.model
+    log.info("image %s (%s) after %s ms", status.value, values.get("error_code") or served, values.get("latency_ms"),
+             extra={"image_id": claimed.image_id, "model": served})
+    metrics.IMAGES(status.value, served).inc()
+    if charge is not None and charge.billed_micros:
+        metrics.BILLED(served).inc(charge.billed_micros)
+    if attempt.submitted_at is not None:
+        metrics.TOTAL_LATENCY(status.value).observe(max(0.0, (now - attempt.submitted_at).total_seconds()))
+    if closed is not None:
+        metrics.JOBS(closed.value, attempt.billing.model).inc()
 
 
 def _already_recorded(session: Session, claimed: Claimed, values: dict[str, Any]) -> bool:

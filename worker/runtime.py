@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import redis
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from core import metrics
+from core.circuit import CircuitStore, SyncCircuits
+from core.circuit_redis import open_circuits
 from core.config import Settings
 from core.db import create_sync_engine, sync_sessionmaker
 from core.events import InProcessEventBus, JobEvents, RedisEventPublisher
@@ -26,10 +30,14 @@ class WorkerRuntime:
     providers: ProviderRegistry
     leases: LeaseKeeper
     """The heartbeat that keeps the leases of the images this process runs alive."""
+    circuits: SyncCircuits
+    """The upstream routes' circuits: shared in Redis (distributed), or the process's own."""
 
     @classmethod
-    def build(cls, settings: Settings, *, events: InProcessEventBus | None = None) -> WorkerRuntime:
-        """Distributed mode publishes on Redis; embedded mode passes the process's event bus."""
+    def build(cls, settings: Settings, *, events: InProcessEventBus | None = None,
+              circuits: CircuitStore | None = None) -> WorkerRuntime:
+        """Distributed mode publishes on Redis; embedded mode passes the process's event bus (and
+        the circuits the API shows)."""
         # a worker thread holds a connection only around its short transactions, never across an
         # upstream call, so a pool far smaller than the concurrency serves it
         engine = create_sync_engine(settings.resolved_database_url, pool_size=settings.db_pool_size,
@@ -50,9 +58,13 @@ class WorkerRuntime:
             events=publisher,
             providers=ProviderRegistry.from_settings(settings),
             leases=LeaseKeeper(sessions, lease_s=settings.image_lease_s),
+            circuits=SyncCircuits(circuits or open_circuits(settings)),
         )
 
     def close(self) -> None:
+        metrics.process_exited(os.getpid())
+        self.circuits.close()
         self.leases.close()
         self.providers.close()
         self.engine.dispose()
+

@@ -6,9 +6,10 @@ from typing import Any
 
 import redis
 import sqlalchemy.exc
-from celery import Celery
+from celery import Celery, Task
 
-from core.queue import GENERATE_IMAGE_TASK
+from core import logcontext
+from core.queue import GENERATE_IMAGE_TASK, REQUEST_ID_HEADER
 from worker.run_job import run_image
 from worker.runtime import WorkerRuntime
 
@@ -27,6 +28,7 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
 
     @app.task(
         name=GENERATE_IMAGE_TASK,
+        bind=True,
         shared=False,
         acks_late=True,
         reject_on_worker_lost=True,
@@ -36,5 +38,7 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
         retry_backoff_max=30,
         max_retries=10,
     )
-    def generate_image(job_image_id: str) -> Any:
-        return run_image(runtime, job_image_id)
+    def generate_image(self: Task, job_image_id: str) -> Any:
+        # the id of the request that made the job, from the task's headers (see api/enqueue.py)
+        with logcontext.bound(request_id=getattr(self.request, REQUEST_ID_HEADER, None)):
+            return run_image(runtime, job_image_id)

@@ -1,4 +1,6 @@
-"""``GET /health``: 200 when the database and the broker answer, 503 otherwise."""
+"""``GET /health``: 200 when the database and the broker answer, 503 otherwise; with the upstream
+routes whose circuit is not closed and clean (an open circuit is a degraded upstream, not an
+unhealthy gateway: it does not make /health 503)."""
 
 from __future__ import annotations
 
@@ -36,8 +38,17 @@ async def health(state: StateDep) -> JSONResponse:
     else:
         checks["broker"] = "no worker attached"
 
+    circuits: dict[str, dict[str, object]] | str
+    try:
+        async with asyncio.timeout(3):
+            circuits = {v.route: {"state": v.state.value, "failures": v.failures, "retry_in_s": v.retry_in_s}
+                        for v in await state.circuits.views()}
+    except Exception as exc:
+        circuits = f"unreadable: {type(exc).__name__}"
+
     healthy = all(v == "ok" for v in checks.values())
     return JSONResponse(
-        {"status": "ok" if healthy else "unavailable", "mode": state.settings.mode, "checks": checks},
+        {"status": "ok" if healthy else "unavailable", "mode": state.settings.mode, "checks": checks,
+         "circuits": circuits},
         status_code=200 if healthy else 503,
     )

@@ -97,7 +97,7 @@ def list_for_key(key_id: str, *, limit: int, before: str | None, status: str | N
 def run_context(job_id: str) -> Select[Any]:
     """What a worker needs of a job to run its images (a plain read, no lock)."""
     return select(Job.request, Job.routes, Job.n, Job.model, Job.api_key_id, Job.pricing,
-                  Job.hold_per_image_micros).where(Job.id == job_id)
+                  Job.hold_per_image_micros, Job.created_at).where(Job.id == job_id)
 
 
 # -- the state machine ------------------------------------------------------------------------
@@ -219,11 +219,17 @@ def count_outcome(
     )
 
 
+def closing_status(counts: Row[int, int, int, int] | tuple[int, int, int, int]) -> JobStatus | None:
+    """The status a job with ``counts`` (n, succeeded, failed, canceled) ends with, if it is done."""
+    n, succeeded, failed, canceled = counts
+    return final_job_status(total=n, succeeded=succeeded, failed=failed, canceled=canceled)
+
+
 def finalize_job(job_id: str, counts: Row[int, int, int, int] | tuple[int, int, int, int], *,
                  now: datetime) -> Update | None:
     """The statement closing the job if ``counts`` (n, succeeded, failed, canceled) says it is done."""
-    n, succeeded, failed, canceled = counts
-    status = final_job_status(total=n, succeeded=succeeded, failed=failed, canceled=canceled)
+    n = counts[0]
+    status = closing_status(counts)
     if status is None:
         return None
     values: dict[str, Any] = {"status": status, "finished_at": now}

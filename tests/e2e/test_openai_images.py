@@ -99,4 +99,4 @@ def test_models_list(stack: Stack) -> None:
 
 def test_health(stack: Stack) -> None:
     body = httpx.get(stack.base_url + "/health").json()
-    assert body == {"status": "ok", "mode": stack.mode, "checks": {"database": "ok", "broker": "ok"}}
+    assert body == {"status": "ok", "mode": stack.mode, "checks": {"database": "ok", "broker": "ok"}, "circuits": {}}

@@ -94,7 +94,8 @@ async def test_the_model_list_shows_every_configured_family(gw: Gateway) -> None
 async def test_health_reports_the_database_and_the_embedded_worker(gw: Gateway) -> None:
     response = await gw.http.get("/health")
     assert response.status_code == 200
-    assert response.json() == {"status": "ok", "mode": "embedded", "checks": {"database": "ok", "broker": "ok"}}
+    assert response.json() == {"status": "ok", "mode": "embedded", "checks": {"database": "ok", "broker": "ok"},
+                               "circuits": {}}
 
 
 # -- what an image costs ------------------------------------------------------------------------

@@ -149,7 +149,7 @@ def test_an_input_image_gone_from_the_store_fails_the_image_and_releases_its_hol
     assert image.lease_until is None
     assert job_row(runtime, job_id).status == JobStatus.FAILED
     assert money(runtime, key_id) == (0, 0)
-    assert published == [job_id]
+    assert published == [job_id, job_id]  # its start, then its end
     assert not_resent(runtime, image_id)
 
 

@@ -121,4 +121,5 @@ class HttpProvider:
             on_unauthorized=self.on_unauthorized,
             label=self.adapter.label,
             stream=isinstance(self.adapter, StreamingAdapter) and self.adapter.streams(call),
+            provider=self.name,
         )

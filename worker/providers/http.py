@@ -17,6 +17,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from typing import Protocol, TypeVar
 
 import httpx
 
+from core import metrics
 from core.errors import GatewayError, UpstreamError, UpstreamTimeoutError
 from worker.providers.clock import SYSTEM_CLOCK, Clock
 
@@ -149,6 +151,14 @@ class Redactor:
         return text
 
 
+def _count_call(provider: str, status: str, attempt: int, sent: float) -> int:
+    """Count and time one call; its latency in milliseconds."""
+    elapsed = time.perf_counter() - sent
+    metrics.UPSTREAM_CALLS(provider, status, "true" if attempt > 1 else "false").inc()
+    metrics.UPSTREAM_LATENCY(provider).observe(elapsed)
+    return int(elapsed * 1000)
+
+
 class UpstreamClient:
     """A shared, thread-safe HTTP client for every provider of a worker process."""
 
@@ -186,6 +196,7 @@ class UpstreamClient:
         on_unauthorized: Callable[[], None] | None = None,
         label: str = "upstream",
         stream: bool = False,
+        provider: str = "upstream",
     ) -> T:
         """Send ``build()``, retrying per the policy, and return ``parse(response)``.
 
@@ -194,7 +205,8 @@ class UpstreamClient:
         refreshes credentials once on a 401 (Vertex OAuth tokens). Every error raised is the one
         built for the last attempt, never an altered one. With ``stream``, ``parse`` reads the
         answer as it arrives (``response.iter_lines()``); a stream broken off is retried like a
-        failed connection.
+        failed connection. Each attempt is counted and timed under ``provider``
+        (``imagegate_upstream_calls_total``, ``imagegate_upstream_seconds``).
         """
         policy, clock = self.policy, self.clock
         deadline = clock.monotonic() + policy.budget_s
@@ -204,15 +216,21 @@ class UpstreamClient:
             attempt += 1
             delay: float | None = None
             error: GatewayError
+            sent, latency_ms = time.perf_counter(), 0
             try:
                 response = self._client.send(build(), stream=stream)
                 if stream and not response.is_success:
                     response.read()
             except (httpx.TimeoutException, httpx.TransportError) as exc:
+                latency_ms = _count_call(provider, "timeout" if isinstance(exc, httpx.TimeoutException) else "error",
+                                         attempt, sent)
                 error = self._transport_error(exc, label)
             else:
+                latency_ms = _count_call(provider, str(response.status_code), attempt, sent)
                 try:
                     if response.is_success:
+                        log.info("%s answered in %d ms", label, latency_ms,
+                                 extra={"upstream_status": response.status_code, "latency_ms": latency_ms})
                         try:
                             return parse(response)
                         except UpstreamError as exc:
@@ -234,7 +252,8 @@ class UpstreamClient:
                         delay = decision.delay_s
                 finally:
                     response.close()
-            log.info("%s attempt %d failed: %s", label, attempt, error.code)
+            log.info("%s attempt %d failed: %s", label, attempt, error.code,
+                     extra={"upstream_status": getattr(error, "upstream_status", None), "latency_ms": latency_ms})
             if attempt >= policy.max_attempts:
                 raise error
             wait = delay if delay is not None else policy.backoff(attempt)
