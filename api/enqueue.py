@@ -24,23 +24,24 @@ class Enqueuer:
         self.app = Celery("imagegate-api", set_as_current=False)
         self.app.conf.update(celery_config(settings))
 
-    def send_sync(self, image_ids: Sequence[str], *, request_id: str | None = None) -> None:
+    def send_sync(self, image_ids: Sequence[str], task: str = GENERATE_IMAGE_TASK, *,
+                  request_id: str | None = None) -> None:
         headers = {REQUEST_ID_HEADER: request_id} if request_id else None
         with self.app.producer_or_acquire() as producer:
-            for image_id in image_ids:
-                self.app.send_task(GENERATE_IMAGE_TASK, args=[image_id], queue=self.queue, producer=producer,
+            for ident in image_ids:
+                self.app.send_task(task, args=[ident] if ident else [], queue=self.queue, producer=producer,
                                    headers=headers)
 
-    async def send(self, image_ids: Sequence[str]) -> bool:
-        """Send one task per image, carrying the request's id. False if the broker could not be
-        reached (the job stays queued in the database and the sweeper sends it once the broker is
-        back)."""
+    async def send(self, image_ids: Sequence[str], *, task: str = GENERATE_IMAGE_TASK) -> bool:
+        """Send one task per image (or per id, for another ``task``; an empty id: a task without
+        arguments), carrying the request's id. False if the broker could not be reached (the job
+        stays queued in the database and the sweeper sends it once the broker is back)."""
         try:
-            await anyio.to_thread.run_sync(partial(self.send_sync, list(image_ids),
+            await anyio.to_thread.run_sync(partial(self.send_sync, list(image_ids), task,
                                                    request_id=logcontext.current("request_id")))
         except Exception as exc:
-            log.warning("broker unreachable (%s: %s); %d image task(s) left for the sweeper",
-                        type(exc).__name__, exc, len(image_ids))
+            log.warning("broker unreachable (%s: %s); %d %s task(s) left for the sweeper",
+                        type(exc).__name__, exc, len(image_ids), task)
             return False
         return True
 

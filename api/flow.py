@@ -20,7 +20,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import anyio
@@ -53,6 +53,8 @@ log = logging.getLogger(__name__)
 
 CLIENT_CLOSED_REQUEST = 499
 """The status logged for a request whose caller left before its answer (nginx's convention)."""
+WEBHOOK_HEADER = "x-imagegate-webhook-url"
+"""Names the job's webhook on any generation endpoint (with ``Prefer: respond-async``, typically)."""
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -201,6 +203,9 @@ async def respond(request: Request, state: AppState, *, key: ApiKey, submission:
     ``stream_headers`` gives a stream's own headers from its job's id; ``splice_stream`` says
     that the streamer sends each image whole in one chunk, so that its base64 can be spliced in
     (:class:`JobStream`)."""
+    webhook = request.headers.get(WEBHOOK_HEADER)
+    if webhook is not None:
+        submission = replace(submission, webhook_url=webhook.strip(), webhook_param=WEBHOOK_HEADER)
     job_id = await submit_job(state, key=key, submission=submission, idempotency_key=idempotency_key(request),
                               sdk_retry=is_sdk_retry(request))
     if prefers_async(request.headers.get("prefer")):

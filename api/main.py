@@ -23,7 +23,7 @@ from api.ratelimit import limiter_for
 from api.routes import admin, files, health, metrics, models, usage
 from api.routes.jobs import build_router as build_jobs_router
 from api.state import AppState
-from api.sweeper import BrokerWatch, Sweeper, release_embedded_orphans
+from api.sweeper import BrokerWatch, Sweeper, release_embedded_orphans, send_periodically
 from api.urls import RefuseNulInUrl
 from api.wait import JobWaiter, RedisJobEvents, attach_in_process
 from core.billing.prices import PriceTable
@@ -32,6 +32,7 @@ from core.circuit_redis import open_circuits
 from core.config import Settings, get_settings
 from core.db import async_session_factory, create_async_db_engine
 from core.events import InProcessEventBus
+from core.queue import RETENTION_TASK
 from core.routing import load_for_settings
 from core.signing import load_or_create_signing_key
 from core.storage import open_store
@@ -121,13 +122,19 @@ def create_app(
                          broker=BrokerWatch(redis_client) if redis_client is not None else None,
                          on_job_changed=waiter.notify)
         sweeper = asyncio.create_task(sweeps.run(interval_s=settings.sweep_interval_s), name="imagegate-sweeper")
+        background = [sweeper]
+        if event_bus is not None and settings.redis_url is None:
+            background.append(asyncio.create_task(
+                send_periodically(enqueuer, RETENTION_TASK, interval_s=settings.retention_interval_s),
+                name="imagegate-retention"))
         log.info("imagegate API ready (%s mode)", settings.mode)
         try:
             yield
         finally:
-            sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sweeper
+            for task in background:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             if events is not None:
                 await events.stop()
             if detach is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import datetime
 from typing import Any
 
 import pybase64
@@ -14,13 +13,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from api.splice import Splice
 from api.state import AppState
 from core import signing
-from core.billing.money import format_usd
 from core.db import DATABASE_UNAVAILABLE, retry_dropped
-from core.errors import GatewayError, JobWaitTimeoutError, NotFoundError, ServiceUnavailableError
-from core.generation import DeliveredImage, Usage
+from core.errors import GatewayError, GoneError, JobWaitTimeoutError, NotFoundError, ServiceUnavailableError
+from core.generation import DeliveredImage
+from core.job_view import delivered, image_usage, render_job, webhook_view
 from core.jobs import ImageStatus, JobStatus
 from core.models import ApiKey, Job, JobImage
-from core.repo import jobs
+from core.repo import jobs, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -30,11 +29,18 @@ async def get_owned_job(session: AsyncSession, job_id: str, key: ApiKey) -> Job:
     job = await session.scalar(jobs.owned(job_id, key.id))
     if job is None:
         raise _no_such_job(job_id)
+    _refuse_expired(job)
     return job
 
 
 def _no_such_job(job_id: str) -> NotFoundError:
     return NotFoundError(f"No job found with id '{job_id}'.", param="job_id", code="job_not_found")
+
+
+def _refuse_expired(job: Job) -> None:
+    if job.expired_at is not None:
+        raise GoneError(f"The job '{job.id}' expired on {job.expired_at:%Y-%m-%d %H:%M:%S} UTC: its images and "
+                        "request were deleted (retention).", param="job_id", code="job_expired")
 
 
 async def get_images(session: AsyncSession, job_id: str) -> list[JobImage]:
@@ -59,6 +65,7 @@ async def read_owned_job(state: AppState, job_id: str, key: ApiKey) -> tuple[Job
     found = await read_job(state, job_id, key=key)
     if found is None:
         raise _no_such_job(job_id)
+    _refuse_expired(found[0])
     return found
 
 
@@ -72,25 +79,8 @@ async def job_is_terminal(state: AppState, job_id: str) -> bool:
 
 
 def file_url(state: AppState, image_id: str, object_key: str | None = None) -> str:
-    """Where a stored image can be fetched: the gateway's signed ``/v1/files`` URL, or a presigned
-    object-store URL when the operator enables them (``IMAGEGATE_S3_PRESIGNED_URLS``)."""
-    if object_key is not None and state.settings.s3_presigned_urls:
-        presigned = state.store.presign(object_key, ttl_s=state.settings.file_url_ttl_s)
-        if presigned is not None:
-            return presigned
-    query = signing.signed_query(state.signing_key, image_id, ttl_s=state.settings.file_url_ttl_s)
-    return f"{state.settings.resolved_public_url}/v1/files/{image_id}?{query}"
-
-
-def _usage(image: JobImage) -> Usage:
-    return Usage(
-        input_tokens=image.input_tokens,
-        input_image_tokens=image.input_image_tokens,
-        input_text_tokens=max(0, image.input_tokens - image.input_image_tokens),
-        output_tokens=image.output_tokens,
-        output_image_tokens=image.output_image_tokens,
-        output_text_tokens=max(0, image.output_tokens - image.output_image_tokens),
-    )
+    """Where a stored image can be fetched (:func:`core.signing.file_url`)."""
+    return signing.file_url(state.settings, state.signing_key, state.store, image_id, object_key)
 
 
 async def _read_b64(state: AppState, keys: list[str]) -> list[str]:
@@ -120,7 +110,7 @@ async def delivered_images(
             width=image.width or 0,
             height=image.height or 0,
             text=image.text,
-            usage=_usage(image),
+            usage=image_usage(image),
             b64_json=b64,
             url=None if as_b64 else file_url(state, image.id, image.object_key),
         )
@@ -128,68 +118,29 @@ async def delivered_images(
     ]
 
 
-def _ts(value: datetime | None) -> int | None:
-    return int(value.timestamp()) if value is not None else None
-
-
 async def job_view(state: AppState, job: Job, images: list[JobImage], *, include_b64: bool,
-                   splice: Splice | None = None) -> dict[str, Any]:
-    """imagegate's own JSON view of a job (``GET /v1/jobs/{id}``); ``splice`` as for
-    :func:`delivered_images`."""
-    delivered = {d.id: d for d in await delivered_images(state, images, as_b64=include_b64, splice=splice)}
-    image_views = []
-    for image in images:
-        view: dict[str, Any] = {
-            "id": image.id,
-            "index": image.index,
-            "status": image.status,
-            "attempts": image.attempts,
-            "error": (
-                {"code": image.error_code, "message": image.error_message}
-                if image.status == ImageStatus.FAILED else None
-            ),
-        }
-        if image.id in delivered:
-            d = delivered[image.id]
-            view.update(
-                url=file_url(state, image.id, image.object_key),
-                mime_type=d.mime_type,
-                width=d.width,
-                height=d.height,
-                bytes=image.bytes,
-                revised_prompt=d.text,
-                model=image.model,
-                provider=image.provider,
-                upstream_model=image.upstream_model,
-                latency_ms=image.latency_ms,
-                usage=d.usage.model_dump() | {"total_tokens": d.usage.total_tokens},
-                cost_usd=format_usd(image.cost_micros),
-            )
-            if include_b64:
-                view["b64_json"] = d.b64_json
-        image_views.append(view)
-    return {
-        "id": job.id,
-        "object": "job",
-        "status": job.status,
-        "model": job.model,
-        "dialect": job.dialect,
-        "created_at": _ts(job.created_at),
-        "started_at": _ts(job.started_at),
-        "finished_at": _ts(job.finished_at),
-        "progress": {
-            "total": job.n,
-            "done": job.done,
-            "succeeded": job.succeeded,
-            "failed": job.failed,
-            "canceled": job.canceled,
-        },
-        "request": job.request,
-        "applied": job.applied,
-        "error": {"code": job.error_code, "message": job.error_message} if job.error_code else None,
-        "cost_usd": format_usd(sum(i.cost_micros for i in images)),
-        "images": image_views,
-    }
+                   webhooks: list[dict[str, Any]] | None = None, splice: Splice | None = None) -> dict[str, Any]:
+    """imagegate's own JSON view of a job (``GET /v1/jobs/{id}``; :func:`core.job_view.render_job`);
+    ``splice`` as for :func:`delivered_images`."""
+    b64: dict[str, str] | None = None
+    if include_b64:
+        done = [i for i in images if delivered(i) and i.object_key]
+        if splice is not None:
+            b64 = {i.id: splice.placeholder(i.object_key, i.bytes) for i in done if i.object_key}
+        else:
+            b64 = dict(zip([i.id for i in done],
+                           await _read_b64(state, [i.object_key for i in done if i.object_key]), strict=True))
+    return render_job(job, images, url_for=lambda image: file_url(state, image.id, image.object_key), b64=b64,
+                      webhooks=webhooks)
+
+
+async def job_webhooks(session: AsyncSession, job_id: str) -> list[dict[str, Any]]:
+    """The job's webhook deliveries and their attempts, for its view."""
+    deliveries = list(await session.scalars(webhooks.of_job(job_id)))
+    if not deliveries:
+        return []
+    attempts = list(await session.scalars(webhooks.attempts_of([d.id for d in deliveries])))
+    return webhook_view(deliveries, attempts)
 
 
 class JobCheck:

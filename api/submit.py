@@ -50,8 +50,10 @@ from core.jobs import ImageStatus, JobStatus
 from core.models import ApiKey, Job
 from core.models.types import utcnow
 from core.planning import RoutePlan, plan_routes
-from core.repo import jobs
+from core.repo import jobs, retention
 from core.routing import Catalogue
+from core.ssrf import UnsafeUrl
+from core.webhooks.delivery import check_webhook_url
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +75,12 @@ class Submission:
     images: Sequence[ImageRef] = ()
     mask: ImageRef | None = None
     wire_params: Mapping[str, str] = field(default_factory=dict)
+    webhook_url: str | None = None
+    """The request's own webhook (else its key's default is used)."""
+    webhook_param: str = "webhook_url"
+    """Where the request named it: ``webhook_url``, or the ``x-imagegate-webhook-url`` header."""
+    result_ttl_s: int | None = None
+    """The job's own retention, if it asks for one shorter than ``IMAGEGATE_RESULT_TTL_S``."""
 
     def fingerprint(self) -> str:
         """The hash an Idempotency-Key's request is compared by: the request as sent (an image
@@ -128,6 +136,7 @@ async def submit_job(state: AppState, *, key: ApiKey, submission: Submission,
     sized = submission.sized()
     route_plan = _plan(state.catalogue, sized, submission.wire_params)
     check_model_allowed(key, route_plan.model)
+    webhook_url = await _webhook_url(state, key, submission)
     async with state.sessions() as session:
         if idempotency_key:
             existing = await _replay(session, key, idempotency_key, digest)
@@ -145,7 +154,7 @@ async def submit_job(state: AppState, *, key: ApiKey, submission: Submission,
     admission = await _admit(state, key, sized)
     try:
         return await _load_and_submit(state, key=key, submission=submission, digest=digest, markup=markup,
-                                      idempotency_key=idempotency_key)
+                                      idempotency_key=idempotency_key, webhook_url=webhook_url)
     except REFUSALS:
         # refused after all (an image, the budget): the request used none of the key's allowance
         if admission is not None:
@@ -153,8 +162,26 @@ async def submit_job(state: AppState, *, key: ApiKey, submission: Submission,
         raise
 
 
+async def _webhook_url(state: AppState, key: ApiKey, submission: Submission) -> str | None:
+    """The job's webhook: the request's, checked now (SSRF rules; a signing secret must be set),
+    else the key's default (checked when it was set), else none."""
+    url = submission.webhook_url
+    if url is None:
+        return key.webhook_url if state.settings.webhook_secret is not None else None
+    param = submission.webhook_param
+    if state.settings.webhook_secret is None:
+        raise InvalidRequestError(f"Invalid value for '{param}': this gateway sends no webhooks "
+                                  "(IMAGEGATE_WEBHOOK_SECRET is not set).", param=param, code="webhooks_disabled")
+    try:
+        await check_webhook_url(url, allow=state.settings.fetch_allow_hosts)
+    except UnsafeUrl as exc:
+        raise InvalidRequestError(f"Invalid value for '{param}': {exc}", param=param,
+                                  code="invalid_webhook_url") from None
+    return url
+
+
 async def _load_and_submit(state: AppState, *, key: ApiKey, submission: Submission, digest: str, markup: Decimal,
-                           idempotency_key: str | None) -> str:
+                           idempotency_key: str | None, webhook_url: str | None) -> str:
     refs = await read_own_files(state, key, [*submission.images, *([submission.mask] if submission.mask else [])])
     pending = await load_images(refs, limits=InputLimits.from_settings(state.settings)) if refs else []
     images, mask = (pending[:-1], pending[-1]) if submission.mask else (pending, None)
@@ -169,7 +196,8 @@ async def _load_and_submit(state: AppState, *, key: ApiKey, submission: Submissi
     async with state.sessions() as session:
         return await submit(session, key=key, request=request, dialect=submission.dialect, state=state,
                             route_plan=_plan(state.catalogue, request, submission.wire_params), markup=markup,
-                            digest=digest, inputs=pending, idempotency_key=idempotency_key)
+                            digest=digest, inputs=pending, idempotency_key=idempotency_key,
+                            webhook_url=webhook_url, result_ttl_s=submission.result_ttl_s)
 
 
 async def _admit(state: AppState, key: ApiKey, request: GenerationRequest) -> Admission | None:
@@ -198,6 +226,8 @@ async def submit(
     digest: str,
     inputs: Sequence[PendingImage] = (),
     idempotency_key: str | None = None,
+    webhook_url: str | None = None,
+    result_ttl_s: int | None = None,
 ) -> str:
     """Price, hold, insert and commit the job, then enqueue its images; returns its id."""
     now = utcnow()
@@ -214,6 +244,7 @@ async def submit(
             "succeeded": 0, "failed": 0, "canceled": 0, "created_at": now,
             "idempotency_key": idempotency_key, "request_hash": digest,
             "pricing": quote.pricing.as_json(), "hold_per_image_micros": quote.per_image_micros, "cost_micros": 0,
+            "webhook_url": webhook_url, "result_ttl_s": result_ttl_s,
         }))
         await session.execute(jobs.insert_images([
             {"id": image_id, "job_id": job_id, "index": i, "status": ImageStatus.QUEUED, "attempts": 0,
@@ -223,6 +254,8 @@ async def submit(
         if inputs:
             # accepted: the input images are written now (never for a refused request)
             await anyio.to_thread.run_sync(store_pending, state.store, inputs)
+            await session.execute(retention.touch_inputs([p.key for p in inputs], now=now,
+                                                         dialect=session.get_bind().dialect.name))
         await session.commit()
     except IntegrityError:
         await session.rollback()

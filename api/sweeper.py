@@ -6,7 +6,12 @@
 - an image whose task was lost is sent again: never sent (the broker was down at submit), queued
   for ``IMAGEGATE_REQUEUE_AFTER_S``, or taken by a worker that died (its lease expired);
 - when the broker (Redis) restarted, or answers again after being unreachable, its queue may be
-  gone: every image waiting for a task is sent again at once (:class:`BrokerWatch`).
+  gone: every image waiting for a task is sent again at once (:class:`BrokerWatch`);
+- webhook deliveries that are due (a job just ended, or a retry's backoff has passed) get their
+  task (:func:`core.repo.webhooks.claim_due`).
+
+In embedded mode the API also sends the retention clean-up's task every
+``IMAGEGATE_RETENTION_INTERVAL_S`` (:func:`send_periodically`; distributed mode has Celery beat).
 
 The conditional updates of :mod:`core.repo.jobs` keep concurrent sweepers from sending the same
 image twice in one window, and a duplicate delivery is harmless anyway (the claim is idempotent).
@@ -28,6 +33,8 @@ from sqlalchemy.sql.dml import ReturningUpdate
 from api.enqueue import Enqueuer
 from core import logcontext, settlement
 from core.models.types import utcnow
+from core.queue import DELIVER_WEBHOOK_TASK
+from core.repo import webhooks
 from core.repo.jobs import (
     expired_on_last_attempt,
     mark_unsent,
@@ -100,7 +107,18 @@ class Sweeper:
         sent += await self._mark_and_send(
             requeue_orphans(now=now, requeue_after_s=self.requeue_after_s, max_attempts=self.max_attempts,
                             limit=BATCH))
+        await self.dispatch_webhooks()
         return sent
+
+    async def dispatch_webhooks(self) -> int:
+        """Send a task for each webhook delivery that is due; returns how many. A task the broker
+        does not take is sent again once its claim lapses."""
+        async with self.sessions() as session:
+            ids = list((await session.execute(webhooks.claim_due(now=utcnow(), limit=BATCH))).scalars())
+            await session.commit()
+        if ids:
+            await self.enqueuer.send(ids, task=DELIVER_WEBHOOK_TASK)
+        return len(ids)
 
     async def run(self, *, interval_s: float) -> None:
         while True:
@@ -169,3 +187,11 @@ async def release_embedded_orphans(sessions: async_sessionmaker[AsyncSession], e
         log.info("resuming %d unfinished image(s) from the previous run", len(ids))
         await _send(sessions, enqueuer, ids)
     return len(ids)
+
+
+async def send_periodically(enqueuer: Enqueuer, task: str, *, interval_s: float) -> None:
+    """Send ``task`` (without arguments) every ``interval_s``, the first time at once: embedded
+    mode's scheduler of the retention clean-up."""
+    while True:
+        await enqueuer.send([""], task=task)
+        await asyncio.sleep(interval_s)

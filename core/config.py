@@ -48,7 +48,9 @@ class Settings(BaseSettings):
     """imagegate's configuration. See ``.env.example`` for every field with a comment."""
 
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", populate_by_name=True,
+        # an error names the setting and says what is wrong; it never quotes values (secrets)
+        hide_input_in_errors=True,
     )
 
     environment: Environment = Field(Environment.DEVELOPMENT, validation_alias=_env("ENVIRONMENT"))
@@ -193,6 +195,29 @@ class Settings(BaseSettings):
     """``imagegate worker`` serves its own ``/metrics`` on this port (a worker on a host of its
     own); unset: none (on the API's host, share ``PROMETHEUS_MULTIPROC_DIR`` instead)."""
 
+    # -- retention (the ledger is never deleted: billing and usage reports outlive every job)
+    result_ttl_s: int | None = Field(None, gt=0, validation_alias=_env("RESULT_TTL_S"))
+    """How long a finished job, its generated images and its rows are kept (unset: for ever); a
+    job may ask for less (``result_ttl_s`` on ``POST /v1/jobs``)."""
+    input_ttl_s: int | None = Field(None, gt=0, validation_alias=_env("INPUT_TTL_S"))
+    """How long an input image is kept after the last request that sent it (unset: for ever)."""
+    retention_interval_s: float = Field(3600.0, gt=0, validation_alias=_env("RETENTION_INTERVAL_S"))
+    """How often the clean-up runs (Celery beat in distributed mode, the API in embedded mode)."""
+    retention_batch: int = Field(500, ge=1, le=10_000, validation_alias=_env("RETENTION_BATCH"))
+    """Jobs (or input images) deleted per transaction by one clean-up pass."""
+
+    # -- webhooks (Standard Webhooks: https://www.standardwebhooks.com)
+    webhook_secret: SecretStr | None = Field(None, validation_alias=_env("WEBHOOK_SECRET"))
+    """``whsec_`` and base64: the secret signing every webhook (unset: webhooks are refused)."""
+    webhook_timeout_s: float = Field(10.0, gt=0, validation_alias=_env("WEBHOOK_TIMEOUT_S"))
+    """How long one delivery attempt may take."""
+    webhook_retry_base_s: float = Field(5.0, gt=0, validation_alias=_env("WEBHOOK_RETRY_BASE_S"))
+    """The delay after the first failed attempt; it doubles after each one."""
+    webhook_retry_max_s: float = Field(3600.0, gt=0, validation_alias=_env("WEBHOOK_RETRY_MAX_S"))
+    """The longest delay between two attempts."""
+    webhook_give_up_s: float = Field(86400.0, gt=0, validation_alias=_env("WEBHOOK_GIVE_UP_S"))
+    """After this long since the job ended, a webhook not delivered is given up."""
+
     @field_validator("fetch_allow_hosts", "cors_origins", mode="before")
     @classmethod
     def _split_hosts(cls, value: object) -> object:
@@ -221,6 +246,20 @@ class Settings(BaseSettings):
             if not url.startswith(("http://", "https://")):
                 raise ValueError(f"{name} must be an http(s) URL, got {url!r}")
             setattr(self, name, url.rstrip("/"))
+        return self
+
+    @model_validator(mode="after")
+    def _check_webhook_secret(self) -> Settings:
+        if self.webhook_secret is None or not self.webhook_secret.get_secret_value().strip():
+            self.webhook_secret = None
+            return self
+        from core.webhooks.signing import decode_secret
+
+        self.webhook_secret = SecretStr(self.webhook_secret.get_secret_value().strip())
+        try:
+            decode_secret(self.webhook_secret.get_secret_value())
+        except ValueError as exc:
+            raise ValueError(f"IMAGEGATE_WEBHOOK_SECRET: {exc}") from None
         return self
 
     @model_validator(mode="after")

@@ -9,6 +9,7 @@
      ├── PermissionDeniedError          403   PERMISSION
      ├── NotFoundError                  404   NOT_FOUND
      │    └── ModelNotFoundError        404   MODEL_NOT_FOUND
+     ├── GoneError                      410   GONE               (a job or file retention deleted)
      ├── ConflictError                  409   CONFLICT
      ├── PayloadTooLargeError           413   PAYLOAD_TOO_LARGE
      ├── RateLimitError                 429   RATE_LIMITED       (retry_after set)
@@ -42,6 +43,7 @@ class ErrorKind(enum.StrEnum):
     PERMISSION = "permission"
     NOT_FOUND = "not_found"
     MODEL_NOT_FOUND = "model_not_found"
+    GONE = "gone"
     CONFLICT = "conflict"
     PAYLOAD_TOO_LARGE = "payload_too_large"
     RATE_LIMITED = "rate_limited"
@@ -134,6 +136,14 @@ class NotFoundError(GatewayError):
 class ModelNotFoundError(NotFoundError):
     kind = ErrorKind.MODEL_NOT_FOUND
     default_code = "model_not_found"
+
+
+class GoneError(GatewayError):
+    """A job or file that existed and that retention (``IMAGEGATE_RESULT_TTL_S``) has deleted."""
+
+    status = 410
+    kind = ErrorKind.GONE
+    default_code = "expired"
 
 
 class ConflictError(GatewayError):

@@ -9,21 +9,27 @@ field.
 
 from __future__ import annotations
 
+import secrets
+from dataclasses import dataclass
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictInt
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.billing.money import format_usd, parse_decimal, parse_usd
-from core.errors import ConflictError, NotFoundError
+from core.config import Settings
+from core.errors import ConflictError, InvalidRequestError, NotFoundError
 from core.keys import generate_key
 from core.models import ApiKey
 from core.models.types import utcnow
 from core.repo import keys
 from core.routing import Catalogue
+from core.ssrf import UnsafeUrl
 from core.text import refused_character
+from core.webhooks.delivery import MAX_URL, check_webhook_url
+from core.webhooks.signing import decode_secret, key_secret
 
 MAX_LIMIT = 1_000_000
 """The largest requests-per-minute or images-per-minute limit a key may be given."""
@@ -68,10 +74,60 @@ class KeyLimits(BaseModel):
     models: list[str] | None = None
     """Model ids (or aliases) the key may use; ``None``: every offered model."""
     markup: Annotated[Decimal, BeforeValidator(_markup)] | None = None
+    webhook_url: Annotated[str, Field(min_length=1, max_length=MAX_URL)] | None = None
+    """The webhook of the key's jobs that name none (checked by the SSRF rules when set)."""
+    webhook_secret: Literal["new"] | None = None
+    """``new``: the key's jobs are signed with a new secret of its own (shown once); ``None``:
+    with the server's ``IMAGEGATE_WEBHOOK_SECRET``."""
+
+
+@dataclass(frozen=True)
+class WebhookPolicy:
+    """What setting a key's webhook needs: the server's secret (per-key secrets derive from it)
+    and the hosts allowed although private (``IMAGEGATE_FETCH_ALLOW_HOSTS``)."""
+
+    server_secret: str | None = None
+    allow: tuple[str, ...] = ()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> WebhookPolicy:
+        secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
+        return cls(server_secret=secret, allow=tuple(settings.fetch_allow_hosts))
 
 
 class KeyCreate(KeyLimits):
     name: Annotated[str, BeforeValidator(_name), Field(min_length=1, max_length=200)]
+
+
+async def _webhook_columns(limits: KeyLimits, policy: WebhookPolicy) -> dict[str, Any]:
+    """The webhook columns of the fields given: a URL that may not receive webhooks, or webhooks
+    while the server has no secret, is a 400 naming the field."""
+    given = limits.model_fields_set
+    values: dict[str, Any] = {}
+    wants = ("webhook_url" in given and limits.webhook_url) or ("webhook_secret" in given and limits.webhook_secret)
+    if wants and policy.server_secret is None:
+        field = "webhook_url" if "webhook_url" in given else "webhook_secret"
+        raise InvalidRequestError(f"Invalid value for '{field}': this gateway sends no webhooks "
+                                  "(IMAGEGATE_WEBHOOK_SECRET is not set).", param=field, code="webhooks_disabled")
+    if "webhook_url" in given:
+        if limits.webhook_url is not None:
+            try:
+                await check_webhook_url(limits.webhook_url, allow=policy.allow)
+            except UnsafeUrl as exc:
+                raise InvalidRequestError(f"Invalid value for 'webhook_url': {exc}", param="webhook_url",
+                                          code="invalid_webhook_url") from None
+        values["webhook_url"] = limits.webhook_url
+    if "webhook_secret" in given:
+        values["webhook_secret_salt"] = secrets.token_hex(16) if limits.webhook_secret == "new" else None
+    return values
+
+
+def _new_webhook_secret(key: ApiKey, values: dict[str, Any], policy: WebhookPolicy) -> str | None:
+    """The key's new webhook secret, if ``values`` made one (the only time it is shown)."""
+    salt = values.get("webhook_secret_salt")
+    if not salt or policy.server_secret is None:
+        return None
+    return key_secret(decode_secret(policy.server_secret), key_id=key.id, salt=salt)
 
 
 def _columns(limits: KeyLimits, catalogue: Catalogue) -> dict[str, Any]:
@@ -94,11 +150,21 @@ def _columns(limits: KeyLimits, catalogue: Catalogue) -> dict[str, Any]:
     return values
 
 
-async def create_key(session: AsyncSession, spec: KeyCreate, *, catalogue: Catalogue) -> tuple[ApiKey, str]:
+async def create_key(session: AsyncSession, spec: KeyCreate, *, catalogue: Catalogue,
+                     webhooks: WebhookPolicy | None = None) -> tuple[ApiKey, str]:
     """Create and commit a key; returns it and its secret (the only time the secret exists)."""
+    key, secret, _ = await create_key_with_webhook(session, spec, catalogue=catalogue, webhooks=webhooks)
+    return key, secret
+
+
+async def create_key_with_webhook(session: AsyncSession, spec: KeyCreate, *, catalogue: Catalogue,
+                                  webhooks: WebhookPolicy | None = None) -> tuple[ApiKey, str, str | None]:
+    """:func:`create_key`, and the key's own webhook secret when ``spec`` asks for one."""
+    policy = webhooks or WebhookPolicy()
     new = generate_key()
+    hooks = await _webhook_columns(spec, policy)
     values = {"id": new.id, "name": spec.name, "prefix": new.prefix, "secret_hash": new.secret_hash,
-              "created_at": utcnow(), "committed_micros": 0, **_columns(spec, catalogue)}
+              "created_at": utcnow(), "committed_micros": 0, **_columns(spec, catalogue), **hooks}
     if await session.scalar(keys.name_taken(spec.name)) is not None:
         raise ConflictError(f"A key named '{spec.name}' exists already.", param="name")
     try:
@@ -107,7 +173,8 @@ async def create_key(session: AsyncSession, spec: KeyCreate, *, catalogue: Catal
     except IntegrityError:
         await session.rollback()
         raise ConflictError(f"A key named '{spec.name}' exists already.", param="name") from None
-    return await find_key(session, new.id), new.secret
+    key = await find_key(session, new.id)
+    return key, new.secret, _new_webhook_secret(key, hooks, policy)
 
 
 async def find_key(session: AsyncSession, ident: str) -> ApiKey:
@@ -126,14 +193,19 @@ async def list_keys(session: AsyncSession) -> list[ApiKey]:
     return list(await session.scalars(keys.listing()))
 
 
-async def update_key(session: AsyncSession, ident: str, limits: KeyLimits, *, catalogue: Catalogue) -> ApiKey:
+async def update_key(session: AsyncSession, ident: str, limits: KeyLimits, *, catalogue: Catalogue,
+                     webhooks: WebhookPolicy | None = None) -> tuple[ApiKey, str | None]:
+    """Change the fields given; returns the key and its new webhook secret, if one was made."""
+    policy = webhooks or WebhookPolicy()
     key_id = (await find_key(session, ident)).id
-    values = _columns(limits, catalogue)
+    hooks = await _webhook_columns(limits, policy)
+    values = {**_columns(limits, catalogue), **hooks}
     if values:
         await session.execute(keys.set_limits(key_id, values))
         await session.commit()
     session.expire_all()
-    return await find_key(session, key_id)
+    key = await find_key(session, key_id)
+    return key, _new_webhook_secret(key, hooks, policy)
 
 
 async def revoke_key(session: AsyncSession, ident: str) -> ApiKey:
@@ -155,4 +227,5 @@ def key_view(key: ApiKey) -> dict[str, Any]:
         "monthly_budget_usd": format_usd(key.monthly_budget_micros) if key.monthly_budget_micros is not None else None,
         "rpm": key.rpm, "images_per_minute": key.images_per_minute, "models": key.models_allowed,
         "markup": key.markup, "committed_usd": format_usd(key.committed_micros),
+        "webhook_url": key.webhook_url, "webhook_secret": "own" if key.webhook_secret_salt else "server",
     }

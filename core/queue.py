@@ -14,6 +14,10 @@ GENERATE_IMAGE_TASK = "generation.run_image"
 REQUEST_ID_HEADER = "imagegate_request_id"
 """A task header: the id of the request that made the job, for the worker's log lines."""
 """Args: ``(job_image_id: str)``. Generates, stores and settles one image of a job."""
+DELIVER_WEBHOOK_TASK = "webhooks.deliver"
+"""Args: ``(delivery_id: str)``. One attempt at a job's webhook (sent by the API's sweeper)."""
+RETENTION_TASK = "retention.sweep"
+"""No args. One pass of the clean-up (sent by Celery beat, or by the API in embedded mode)."""
 
 
 EMBEDDED_BROKER_URL = "memory://localhost/"
@@ -45,7 +49,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "result_backend": None,
         "task_ignore_result": True,
         "task_default_queue": settings.queue,
-        "task_routes": {GENERATE_IMAGE_TASK: {"queue": settings.queue}},
+        "task_routes": {name: {"queue": settings.queue}
+                        for name in (GENERATE_IMAGE_TASK, DELIVER_WEBHOOK_TASK, RETENTION_TASK)},
+        # read by ``imagegate worker --beat`` alone
+        "beat_schedule": {"retention": {"task": RETENTION_TASK, "schedule": settings.retention_interval_s}},
         "task_acks_late": True,
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,

@@ -71,8 +71,9 @@ def settle_ended(session: Session, billing: JobBilling, ended: Sequence[Ended], 
     )).one()
     close = jobs.finalize_job(job_id, counts, now=now)
     closed: JobStatus | None = None
-    if close is not None and session.execute(close).rowcount:  # type: ignore[attr-defined]
+    if close is not None and session.execute(close).scalar_one_or_none() is not None:
         closed = jobs.closing_status(counts)
+        jobs.job_ended(session, job_id, now=now)
     statements: list[Executable] = []
     for image in ended:
         if image.status is not ImageStatus.CANCELED:

@@ -14,6 +14,8 @@ import secrets
 import time
 from pathlib import Path
 
+from core.config import Settings
+from core.storage import ImageStore
 from core.text import ascii_int
 
 KEY_FILE = "url-signing.key"
@@ -65,3 +67,14 @@ def verify(key: bytes, file_id: str, expires: str | None, signature: str | None)
     if until is None or not signature or not signature.isascii() or until < time.time():
         return False
     return hmac.compare_digest(sign(key, file_id, until), signature)
+
+
+def file_url(settings: Settings, key: bytes, store: ImageStore, image_id: str, object_key: str | None = None) -> str:
+    """Where a stored image can be fetched: the gateway's signed ``/v1/files`` URL, or a presigned
+    object-store URL when the operator enables them (``IMAGEGATE_S3_PRESIGNED_URLS``)."""
+    if object_key is not None and settings.s3_presigned_urls:
+        presigned = store.presign(object_key, ttl_s=settings.file_url_ttl_s)
+        if presigned is not None:
+            return presigned
+    query = signed_query(key, image_id, ttl_s=settings.file_url_ttl_s)
+    return f"{settings.resolved_public_url}/v1/files/{image_id}?{query}"

@@ -26,7 +26,7 @@ from core.billing.reports import METRICS, UsageRow, parse_groups, report, rows_f
 from core.config import Settings, get_settings
 from core.db import async_session_factory, create_async_db_engine
 from core.errors import GatewayError
-from core.key_service import KeyCreate, key_view
+from core.key_service import KeyCreate, WebhookPolicy, key_view
 from core.logcontext import logging_config
 from core.migrate import upgrade_head
 from core.routing import load_for_settings
@@ -115,6 +115,8 @@ def _create_first_key(settings: Settings) -> None:
 @app.command()
 def worker(
     hostname: Annotated[str | None, typer.Option(help="Celery node name.")] = None,
+    beat: Annotated[bool, typer.Option(
+        "--beat", help="Also run Celery beat: the periodic retention clean-up (one worker is enough).")] = False,
 ) -> None:
     """Run a Celery worker for distributed mode (thread pool, IMAGEGATE_WORKER_CONCURRENCY)."""
     from worker.celery_app import create_celery_app, serve_metrics, worker_argv
@@ -129,7 +131,9 @@ def worker(
     if settings.worker_metrics_port:
         serve_metrics(settings.host, settings.worker_metrics_port)
     try:
-        celery.worker_main(worker_argv(settings, hostname=hostname or f"imagegate@{socket.gethostname()}"))
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        celery.worker_main(worker_argv(settings, hostname=hostname or f"imagegate@{socket.gethostname()}",
+                                       beat=beat))
     finally:
         runtime.close()
 
@@ -181,20 +185,29 @@ def keys_create(
     images_per_minute: Annotated[int | None, typer.Option("--images-per-minute")] = None,
     models: Annotated[str | None, typer.Option("--models", help="Allowed model ids, comma-separated.")] = None,
     markup: Annotated[str | None, typer.Option("--markup", help="This key's markup, e.g. 1.25.")] = None,
+    webhook_url: Annotated[str | None, typer.Option("--webhook-url",
+                                                    help="The webhook of the key's jobs that name none.")] = None,
+    own_webhook_secret: Annotated[bool, typer.Option(
+        "--own-webhook-secret", help="Sign the key's webhooks with a secret of its own (printed once).")] = False,
 ) -> None:
     """Create a key; its secret is printed once, alone on the last line of stdout."""
     settings = get_settings()
     spec = _validated(KeyCreate, {
         "name": name, "budget_usd": budget_usd, "monthly_budget_usd": monthly_budget_usd, "rpm": rpm,
-        "images_per_minute": images_per_minute, "markup": markup,
+        "images_per_minute": images_per_minute, "markup": markup, "webhook_url": webhook_url,
+        "webhook_secret": "new" if own_webhook_secret else None,
         "models": [m.strip() for m in models.split(",") if m.strip()] if models else None})
     catalogue = load_for_settings(settings)
+    policy = WebhookPolicy.from_settings(settings)
     try:
-        key, secret = _run(settings, lambda session: key_service.create_key(session, spec, catalogue=catalogue))
+        key, secret, webhook_secret = _run(settings, lambda session: key_service.create_key_with_webhook(
+            session, spec, catalogue=catalogue, webhooks=policy))
     except GatewayError as exc:
         _fail(exc.message)
     err.print(f"Created key [bold]{escape(key.name)}[/bold] ({key.prefix}…). Store the secret now: "
               "it is not shown again.")
+    if webhook_secret is not None:
+        err.print(f"Its webhooks are signed with its own secret (shown once): {webhook_secret}", highlight=False)
     print(secret)
 
 

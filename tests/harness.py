@@ -260,10 +260,13 @@ class Stack:
             raise
         return self.api
 
-    def start_worker(self, *, hostname: str | None = None, env: dict[str, str] | None = None) -> Process:
-        """``imagegate worker``, once Celery logs that it is ready; ``env`` as for start_api."""
+    def start_worker(self, *, hostname: str | None = None, env: dict[str, str] | None = None,
+                     beat: bool = False) -> Process:
+        """``imagegate worker`` (``--beat``: with Celery beat), once Celery logs that it is ready;
+        ``env`` as for start_api."""
         worker = self._spawn("worker", "worker", "--hostname",
-                             hostname or f"w{self._started + 1}-{self.port}@localhost", env=env)
+                             hostname or f"w{self._started + 1}-{self.port}@localhost", *(["--beat"] if beat else []),
+                             env=env)
         try:
             wait_output(worker, "ready.")
         except RuntimeError:

@@ -38,8 +38,10 @@ def serve_metrics(host: str, port: int) -> None:
     start_http_server(port, addr=host, registry=metrics.registry())
 
 
-def worker_argv(settings: Settings, *, hostname: str | None = None) -> list[str]:
-    """``celery worker`` arguments: a thread pool, because an image call is I/O for minutes."""
+def worker_argv(settings: Settings, *, hostname: str | None = None, beat: bool = False) -> list[str]:
+    """``celery worker`` arguments: a thread pool, because an image call is I/O for minutes.
+    ``beat``: this worker also runs Celery beat, which sends the periodic tasks (the retention
+    clean-up); one worker of a deployment is enough (a second one's passes are harmless)."""
     argv = [
         "worker",
         "--pool=threads",
@@ -53,6 +55,8 @@ def worker_argv(settings: Settings, *, hostname: str | None = None) -> list[str]
         argv.append(f"--hostname={hostname}")
     if settings.log_format == "json":
         argv.insert(0, "--quiet")  # no banner: every line of the output is a JSON object
+    if beat:
+        argv += ["--beat", f"--schedule={settings.data_dir / 'celerybeat-schedule'}"]
     return argv
 
 

@@ -15,6 +15,7 @@ from core.circuit_redis import open_circuits
 from core.config import Settings
 from core.db import create_sync_engine, sync_sessionmaker
 from core.events import InProcessEventBus, JobEvents, RedisEventPublisher
+from core.signing import load_or_create_signing_key
 from core.storage import ImageStore, open_store
 from worker.lease import LeaseKeeper
 from worker.providers.registry import ProviderRegistry
@@ -32,6 +33,8 @@ class WorkerRuntime:
     """The heartbeat that keeps the leases of the images this process runs alive."""
     circuits: SyncCircuits
     """The upstream routes' circuits: shared in Redis (distributed), or the process's own."""
+    url_signing_key: bytes
+    """Signs the image URLs of webhook bodies (the API's key: the setting, or the data dir's)."""
 
     @classmethod
     def build(cls, settings: Settings, *, events: InProcessEventBus | None = None,
@@ -59,6 +62,9 @@ class WorkerRuntime:
             providers=ProviderRegistry.from_settings(settings),
             leases=LeaseKeeper(sessions, lease_s=settings.image_lease_s),
             circuits=SyncCircuits(circuits or open_circuits(settings)),
+            url_signing_key=load_or_create_signing_key(
+                settings.url_signing_key.get_secret_value() if settings.url_signing_key else None,
+                settings.data_dir),
         )
 
     def close(self) -> None:

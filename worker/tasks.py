@@ -9,9 +9,12 @@ import sqlalchemy.exc
 from celery import Celery, Task
 
 from core import logcontext
-from core.queue import GENERATE_IMAGE_TASK, REQUEST_ID_HEADER
+from core.models.types import utcnow
+from core.queue import DELIVER_WEBHOOK_TASK, GENERATE_IMAGE_TASK, REQUEST_ID_HEADER, RETENTION_TASK
+from core.retention import run_retention
 from worker.run_job import run_image
 from worker.runtime import WorkerRuntime
+from worker.webhooks import deliver_webhook
 
 # Infrastructure faults (database or Redis briefly unreachable) retry the task. run_image raises
 # them only before its claim is committed, when no upstream call has been made: once an attempt
@@ -42,3 +45,13 @@ def register_tasks(app: Celery, runtime: WorkerRuntime) -> None:
         # the id of the request that made the job, from the task's headers (see api/enqueue.py)
         with logcontext.bound(request_id=getattr(self.request, REQUEST_ID_HEADER, None)):
             return run_image(runtime, job_image_id)
+
+    @app.task(name=DELIVER_WEBHOOK_TASK, shared=False, acks_late=True, ignore_result=True,
+              autoretry_for=INFRA_ERRORS, retry_backoff=1, retry_backoff_max=30, max_retries=10)
+    def deliver(delivery_id: str) -> Any:
+        return deliver_webhook(runtime, delivery_id)
+
+    @app.task(name=RETENTION_TASK, shared=False, acks_late=True, ignore_result=True)
+    def retention_sweep() -> Any:
+        report = run_retention(runtime.sessions, runtime.store, runtime.settings, now=utcnow())
+        return report.jobs_expired

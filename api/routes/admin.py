@@ -16,7 +16,7 @@ from api.deps import StateDep
 from api.routes.usage import run_report
 from core import key_service
 from core.errors import AuthenticationError, NotFoundError
-from core.key_service import KeyCreate, KeyLimits, key_view
+from core.key_service import KeyCreate, KeyLimits, WebhookPolicy, key_view
 from core.keys import extract_key
 
 
@@ -37,8 +37,12 @@ router = APIRouter(prefix="/admin", tags=["Admin"], dependencies=[Depends(requir
 async def create_key(request: Request, state: StateDep) -> JSONResponse:
     spec = parse_json(await request.body(), KeyCreate)
     async with state.sessions() as session:
-        key, secret = await key_service.create_key(session, spec, catalogue=state.catalogue)
-    return JSONResponse({**key_view(key), "secret": secret}, status_code=201)
+        key, secret, webhook_secret = await key_service.create_key_with_webhook(
+            session, spec, catalogue=state.catalogue, webhooks=WebhookPolicy.from_settings(state.settings))
+    body = {**key_view(key), "secret": secret}
+    if webhook_secret is not None:
+        body["webhook_secret"] = webhook_secret  # shown once, as the key's own secret
+    return JSONResponse(body, status_code=201)
 
 
 @router.get("/keys")
@@ -58,9 +62,13 @@ async def get_key(ident: str, state: StateDep) -> JSONResponse:
 async def update_key(ident: str, request: Request, state: StateDep) -> JSONResponse:
     limits = parse_json(await request.body(), KeyLimits)
     async with state.sessions() as session:
-        key = await key_service.update_key(session, ident, limits, catalogue=state.catalogue)
+        key, webhook_secret = await key_service.update_key(session, ident, limits, catalogue=state.catalogue,
+                                                           webhooks=WebhookPolicy.from_settings(state.settings))
     state.keys.forget(key.id)  # this process sees the change at once; the others within the cache's life
-    return JSONResponse(key_view(key))
+    body = key_view(key)
+    if webhook_secret is not None:
+        body["webhook_secret"] = webhook_secret  # shown once
+    return JSONResponse(body)
 
 
 @router.post("/keys/{ident}/revoke")

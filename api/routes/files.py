@@ -1,4 +1,5 @@
-"""``GET /v1/files/{id}``: a stored image, by signed URL or to the key that made it."""
+"""``GET /v1/files/{id}``: a stored image, by signed URL or to the key that made it; ``410 Gone``
+for a signed URL of an image that retention has deleted."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from fastapi.responses import FileResponse, Response, StreamingResponse
 from api.auth import authenticate
 from api.deps import StateDep
 from core import signing
-from core.errors import NotFoundError
+from core.errors import GoneError, NotFoundError
 from core.jobs import ImageStatus
 from core.repo import jobs
 
@@ -23,6 +24,10 @@ async def get_file(file_id: str, request: Request, state: StateDep) -> Response:
     key = None if signed else await authenticate(request, state.reads, state.keys)
     async with state.reads() as session:
         image = await session.scalar(jobs.image_by_id(file_id))
+        if image is None and signed:
+            # the gateway signed this URL for an image it had: retention has deleted it since
+            raise GoneError(f"The file '{file_id}' expired: retention deleted it.", param="file_id",
+                            code="file_expired")
         if image is None or image.status != ImageStatus.SUCCEEDED or not image.object_key:
             raise not_found
         if key is not None:

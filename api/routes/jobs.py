@@ -15,7 +15,7 @@ from api.cancel import cancel_job
 from api.deps import ApiKeyDep, StateDep
 from api.flow import STREAM_HEADERS, accepted, idempotency_key, is_sdk_retry
 from api.job_events import job_events as follow_job
-from api.results import get_images, get_owned_job, job_view, read_owned_job
+from api.results import get_images, get_owned_job, job_view, job_webhooks, read_owned_job
 from api.splice import Splice
 from api.submit import Submission, submit_job
 from core.generation import Background, Dialect, GenerationRequest, OutputFormat
@@ -39,6 +39,11 @@ class JobCreateRequest(BaseModel):
     output_compression: int | None = Field(None, ge=0, le=100)
     background: Background | None = None
     style: str | None = None
+    webhook_url: str | None = Field(None, min_length=1)
+    """Where the job view is POSTed, signed, when the job ends (Standard Webhooks)."""
+    result_ttl_s: int | None = Field(None, ge=1)
+    """Keep the job and its images for at most this long after it ends (the gateway's
+    ``IMAGEGATE_RESULT_TTL_S`` still applies when it is shorter)."""
 
 
 def build_router(prefix: str) -> APIRouter:
@@ -48,10 +53,13 @@ def build_router(prefix: str) -> APIRouter:
     async def create_job(request: Request, key: ApiKeyDep, state: StateDep) -> JSONResponse:
         wire = parse_json(await request.body(), JobCreateRequest)
         try:  # the fields are the canonical ones, so are their names in an error
-            generation = GenerationRequest.model_validate(wire.model_dump(exclude_none=True))
+            generation = GenerationRequest.model_validate(
+                wire.model_dump(exclude_none=True, exclude={"webhook_url", "result_ttl_s"}))
         except ValidationError as exc:
             raise validation_to_error(exc) from None
-        job_id = await submit_job(state, key=key, submission=Submission(Dialect.JOBS, generation),
+        submission = Submission(Dialect.JOBS, generation, webhook_url=wire.webhook_url,
+                                result_ttl_s=wire.result_ttl_s)
+        job_id = await submit_job(state, key=key, submission=submission,
                                   idempotency_key=idempotency_key(request), sdk_retry=is_sdk_retry(request))
         return await accepted(state, job_id, preferred=False)
 
@@ -61,8 +69,11 @@ def build_router(prefix: str) -> APIRouter:
         include: Annotated[str | None, Query(description="'b64_json' to inline the images")] = None,
     ) -> Response:
         job, images = await read_owned_job(state, job_id, key)
+        async with state.reads() as session:
+            webhooks = await job_webhooks(session, job_id)
         splice = Splice(state.store)
-        view = await job_view(state, job, images, include_b64=include == "b64_json", splice=splice)
+        view = await job_view(state, job, images, include_b64=include == "b64_json", webhooks=webhooks,
+                              splice=splice)
         return await splice.response(JSONResponse(view))
 
     @router.get("/jobs/{job_id}/events")

@@ -2,6 +2,7 @@
 billing module alone (``core/billing``) and by the migrations, which see every table."""
 
 from core.models.api_key import ApiKey
-from core.models.job import Job, JobImage
+from core.models.job import InputObject, Job, JobImage
+from core.models.webhook import DeliveryStatus, WebhookAttempt, WebhookDelivery
 
-__all__ = ["ApiKey", "Job", "JobImage"]
+__all__ = ["ApiKey", "DeliveryStatus", "InputObject", "Job", "JobImage", "WebhookAttempt", "WebhookDelivery"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Integer, String
+from sqlalchemy import JSON, BigInteger, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base
@@ -41,3 +41,9 @@ class ApiKey(Base):
     charged_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     """Everything the key was ever charged (its charge rows' sum), kept with them: committed minus
     charged is what its open holds reserve."""
+
+    webhook_url: Mapped[str | None] = mapped_column(Text, default=None)
+    """The webhook of the key's jobs that name none."""
+    webhook_secret_salt: Mapped[str | None] = mapped_column(String(64), default=None)
+    """Set: the key's jobs are signed with a secret of its own, derived from the server's webhook
+    secret and this salt (:func:`core.webhooks.signing.key_secret`); the secret is never stored."""

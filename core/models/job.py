@@ -22,6 +22,10 @@ class Job(Base):
         Index("ix_jobs_api_key_id_id", "api_key_id", "id"),
         # an SDK's retry of a request finds the job the first attempt made
         Index("ix_jobs_api_key_id_request_hash", "api_key_id", "request_hash"),
+        # retention: jobs finished before the cut-off, those past their own expiry, expired ones
+        Index("ix_jobs_finished_at", "finished_at"),
+        Index("ix_jobs_expires_at", "expires_at"),
+        Index("ix_jobs_expired_at", "expired_at"),
     )
 
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
@@ -53,6 +57,15 @@ class Job(Base):
     """Each image's share of the job's hold."""
     cost_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     """What the delivered images were billed, in micro-dollars."""
+    webhook_url: Mapped[str | None] = mapped_column(Text, default=None)
+    """Where the job view is POSTed when the job ends (the request's, else its key's default)."""
+    result_ttl_s: Mapped[int | None] = mapped_column(Integer, default=None)
+    """The job's own retention, shorter than ``IMAGEGATE_RESULT_TTL_S``, if it asked for one."""
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    """When the job's own retention ends (set as it ends, from ``result_ttl_s``)."""
+    expired_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
+    """When retention deleted its images and request: the row stays a while, so that the job
+    answers 410 Gone rather than 404."""
 
     images: Mapped[list[JobImage]] = relationship(
         back_populates="job", order_by="JobImage.index", lazy="raise"
@@ -112,3 +125,13 @@ class JobImage(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), default=None)
 
     job: Mapped[Job] = relationship(back_populates="images", lazy="raise")
+
+
+class InputObject(Base):
+    """An input image in the store (content-addressed: one object for every request that sent
+    the same bytes) and when a request last sent it, for ``IMAGEGATE_INPUT_TTL_S``."""
+
+    __tablename__ = "input_objects"
+
+    object_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    last_used_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)

@@ -14,11 +14,13 @@ from core.models import ApiKey, Job, JobImage
 
 
 def recent_jobs(*, key_id: str | None, limit: int) -> Select[Job, str]:
-    """The newest ``limit`` jobs (of one key, or of all), each with its key's name. Job ids are
-    time-ordered, so the newest come first by id, through the primary key or the key's index."""
+    """The newest ``limit`` jobs (of one key, or of all) that have not expired, each with its key's
+    name. Job ids are time-ordered, so the newest come first by id, through the primary key or the
+    key's index."""
     query = (
         select(Job, ApiKey.name.label("key_name"))
         .join(ApiKey, ApiKey.id == Job.api_key_id)
+        .where(Job.expired_at.is_(None))
         .order_by(Job.id.desc())
         .limit(limit)
     )

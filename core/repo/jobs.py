@@ -14,10 +14,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, Insert, Row, ScalarSelect, Select, and_, insert, or_, select, tuple_, update
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import ReturningUpdate, Update
 
 from core.jobs import ImageStatus, JobStatus, final_job_status
 from core.models import Job, JobImage
+from core.repo import webhooks
 
 TERMINAL_JOB = [s.value for s in JobStatus if s.is_terminal]
 
@@ -84,9 +86,10 @@ def image_by_id(image_id: str) -> Select[JobImage]:
 
 
 def list_for_key(key_id: str, *, limit: int, before: str | None, status: str | None) -> Select[Job]:
-    """A key's jobs, newest first (ids are time-ordered), older than ``before``; one more than
-    ``limit``, so the caller knows whether there are more."""
-    query = select(Job).where(Job.api_key_id == key_id).order_by(Job.id.desc()).limit(limit + 1)
+    """A key's jobs that have not expired, newest first (ids are time-ordered), older than
+    ``before``; one more than ``limit``, so the caller knows whether there are more."""
+    query = (select(Job).where(Job.api_key_id == key_id, Job.expired_at.is_(None))
+             .order_by(Job.id.desc()).limit(limit + 1))
     if before:
         query = query.where(Job.id < before)
     if status:
@@ -226,8 +229,10 @@ def closing_status(counts: Row[int, int, int, int] | tuple[int, int, int, int]) 
 
 
 def finalize_job(job_id: str, counts: Row[int, int, int, int] | tuple[int, int, int, int], *,
-                 now: datetime) -> Update | None:
-    """The statement closing the job if ``counts`` (n, succeeded, failed, canceled) says it is done."""
+                 now: datetime) -> ReturningUpdate[str] | None:
+    """The statement closing the job if ``counts`` (n, succeeded, failed, canceled) says it is
+    done; it returns the job's id if it did (and :func:`job_ended` follows, in the same
+    transaction)."""
     n = counts[0]
     status = closing_status(counts)
     if status is None:
@@ -236,7 +241,18 @@ def finalize_job(job_id: str, counts: Row[int, int, int, int] | tuple[int, int, 
     if status is JobStatus.FAILED:
         values["error_code"] = "all_images_failed"
         values["error_message"] = f"All {n} images failed."
-    return update(Job).where(Job.id == job_id, Job.status.not_in(TERMINAL_JOB)).values(**values)
+    return update(Job).where(Job.id == job_id, Job.status.not_in(TERMINAL_JOB)).values(**values).returning(Job.id)
+
+
+def job_ended(session: Session, job_id: str, *, now: datetime) -> None:
+    """What follows a job's end, in the transaction that ended it: its own retention starts
+    (``expires_at``), and its webhook goes into the outbox."""
+    row = session.execute(select(Job.webhook_url, Job.result_ttl_s).where(Job.id == job_id)).one()
+    if row.result_ttl_s is not None:
+        session.execute(update(Job).where(Job.id == job_id)
+                        .values(expires_at=now + timedelta(seconds=row.result_ttl_s)))
+    if row.webhook_url:
+        webhooks.enqueue_webhook(session, job_id, row.webhook_url, now=now)
 
 
 def waiting_image(image_id: str, *, now: datetime) -> Select[str, str, int]:

@@ -38,6 +38,11 @@ class ImageStore(Protocol):
         """Remove objects; keys that are already gone are no error."""
         ...
 
+    def delete_prefix(self, prefix: str) -> int:
+        """Remove every object whose key starts with ``prefix`` (a job's folder, see
+        :func:`job_prefix`); returns how many there were."""
+        ...
+
     def path_for(self, key: str) -> Path | None:
         """A local path to serve the object from without reading it into memory, if any."""
         ...
@@ -74,15 +79,20 @@ def open_store(settings: Settings) -> ImageStore:
     raise ValueError(f"IMAGEGATE_STORAGE_URL must be file:///path or s3://bucket/prefix, got {url!r}")
 
 
+def job_prefix(job_id: str) -> str:
+    """The folder of a job's generated images (every attempt's): retention deletes it whole."""
+    return f"{job_id[-2:]}/{job_id}/"
+
+
 def image_object_key(job_id: str, index: int, output_format: str, *, attempt: int) -> str:
     """Where an image attempt is stored; each attempt has its own key, so a late writer whose
     lease expired can never overwrite the image that another attempt delivered."""
     ext = "jpg" if output_format == "jpeg" else output_format
-    return f"{job_id[-2:]}/{job_id}/{index}-{attempt}.{ext}"
+    return f"{job_prefix(job_id)}{index}-{attempt}.{ext}"
 
 
 def partial_object_key(job_id: str, index: int, output_format: str, *, attempt: int, partial_index: int) -> str:
     """Where a draft of an image attempt (a streamed partial image) is stored: beside the job's
     images, so whatever removes a job's objects removes its drafts too."""
     ext = "jpg" if output_format == "jpeg" else output_format
-    return f"{job_id[-2:]}/{job_id}/{index}-{attempt}-partial-{partial_index}.{ext}"
+    return f"{job_prefix(job_id)}{index}-{attempt}-partial-{partial_index}.{ext}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import AsyncIterator, Sequence
@@ -47,6 +48,17 @@ class LocalImageStore:
     def delete(self, keys: Sequence[str]) -> None:
         for key in keys:
             self._path(key).unlink(missing_ok=True)
+
+    def delete_prefix(self, prefix: str) -> int:
+        folder = self._path(prefix.rstrip("/"))
+        if not folder.is_dir():
+            return 0
+        files = [p for p in folder.iterdir() if p.is_file()]
+        for path in files:
+            path.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # a writer's temporary file may still be there
+            folder.rmdir()
+        return len(files)
 
     def path_for(self, key: str) -> Path | None:
         return self._path(key)

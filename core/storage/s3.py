@@ -69,6 +69,12 @@ class S3ImageStore:
         if keys:
             obstore.delete(self._store, list(keys))
 
+    def delete_prefix(self, prefix: str) -> int:
+        keys = [meta["path"] for page in obstore.list(self._store, prefix=prefix) for meta in page]
+        for start in range(0, len(keys), 1000):  # S3's DeleteObjects takes up to 1000 keys
+            obstore.delete(self._store, keys[start:start + 1000])
+        return len(keys)
+
     def path_for(self, key: str) -> Path | None:
         return None
 

@@ -15,8 +15,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from api.fetch import Fetched, FetchPolicy, address_is_public, fetch_image, parse_target
+from api.fetch import Fetched, FetchPolicy, fetch_image, parse_target
 from core.errors import InvalidRequestError
+from core.ssrf import address_is_public
 
 
 def _png(size: tuple[int, int] = (8, 6)) -> bytes:

@@ -63,6 +63,7 @@ ERRORS: dict[ErrorKind, tuple[int, str]] = {
     ErrorKind.PERMISSION: (403, "permission_error"),
     ErrorKind.NOT_FOUND: (404, "not_found_error"),
     ErrorKind.MODEL_NOT_FOUND: (404, "not_found_error"),
+    ErrorKind.GONE: (410, "not_found_error"),
     ErrorKind.CONFLICT: (409, "invalid_request_error"),
     ErrorKind.PAYLOAD_TOO_LARGE: (413, "request_too_large"),
     ErrorKind.RATE_LIMITED: (429, "rate_limit_error"),

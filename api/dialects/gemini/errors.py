@@ -21,6 +21,7 @@ STATUSES: dict[ErrorKind, tuple[int, str]] = {
     ErrorKind.PERMISSION: (403, "PERMISSION_DENIED"),
     ErrorKind.NOT_FOUND: (404, "NOT_FOUND"),
     ErrorKind.MODEL_NOT_FOUND: (404, "NOT_FOUND"),
+    ErrorKind.GONE: (404, "NOT_FOUND"),  # google.rpc has no 410: a deleted resource is NOT_FOUND
     ErrorKind.CONFLICT: (409, "ABORTED"),
     ErrorKind.PAYLOAD_TOO_LARGE: (400, "INVALID_ARGUMENT"),  # as Google: "Request payload size exceeds the limit"
     ErrorKind.RATE_LIMITED: (429, "RESOURCE_EXHAUSTED"),

@@ -33,6 +33,7 @@ ERROR_TYPES: dict[ErrorKind, str] = {
     ErrorKind.PERMISSION: "invalid_request_error",
     ErrorKind.NOT_FOUND: "invalid_request_error",
     ErrorKind.MODEL_NOT_FOUND: "invalid_request_error",
+    ErrorKind.GONE: "invalid_request_error",
     ErrorKind.CONFLICT: "invalid_request_error",
     ErrorKind.PAYLOAD_TOO_LARGE: "invalid_request_error",
     ErrorKind.RATE_LIMITED: "requests",
