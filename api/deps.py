@@ -20,7 +20,7 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 
 async def get_api_key(request: Request, state: StateDep) -> ApiKey:
-    return await authenticate(request, state.sessions, state.keys)
+    return await authenticate(request, state.reads, state.keys)  # a miss is one read, no transaction
 
 
 ApiKeyDep = Annotated[ApiKey, Depends(get_api_key)]

@@ -33,11 +33,12 @@ from api.results import (
     JobCheck,
     database_unavailable,
     delivered_images,
-    get_images,
     job_view,
     prefers_async,
+    read_job,
     wait_for_job,
 )
+from api.splice import Splice
 from api.state import AppState
 from api.submit import Submission, submit_job
 from core.billing.money import format_usd
@@ -46,7 +47,6 @@ from core.errors import ContentPolicyError, GatewayError, InvalidRequestError, e
 from core.generation import AppliedParams, DeliveredImage
 from core.jobs import ImageStatus
 from core.models import ApiKey, Job, JobImage
-from core.repo import jobs
 from core.text import ascii_int, refused_character
 
 log = logging.getLogger(__name__)
@@ -73,6 +73,9 @@ class JobResult:
     state: AppState
     job: Job
     images: list[JobImage]
+    splice: Splice | None = None
+    """Set by :func:`respond` for a rendered answer: images asked for in base64 are placeholders
+    in the rendered body, spliced in as the answer is sent (api/splice.py)."""
 
     @property
     def applied(self) -> AppliedParams:
@@ -119,7 +122,7 @@ class JobResult:
         return error if isinstance(error, ContentPolicyError) else None
 
     async def delivered_images(self, *, as_b64: bool) -> list[DeliveredImage]:
-        return await delivered_images(self.state, self.images, as_b64=as_b64)
+        return await delivered_images(self.state, self.images, as_b64=as_b64, splice=self.splice)
 
 
 async def load_finished(state: AppState, job_id: str) -> JobResult:
@@ -131,11 +134,10 @@ async def load_finished(state: AppState, job_id: str) -> JobResult:
 
 
 async def load_result(state: AppState, job_id: str) -> JobResult:
-    async with state.sessions() as session:
-        job = await session.scalar(jobs.by_id(job_id))
-        if job is None:
-            raise GatewayError(f"The job '{job_id}' vanished.", job_id=job_id)
-        images = await get_images(session, job_id)
+    found = await read_job(state, job_id)
+    if found is None:
+        raise GatewayError(f"The job '{job_id}' vanished.", job_id=job_id)
+    job, images = found
     return JobResult(state=state, job=job, images=images)
 
 
@@ -146,6 +148,9 @@ class JobStream:
 
     state: AppState
     start: JobResult
+    splice: Splice | None = None
+    """For a streamer that sends each image whole in one event: images asked for in base64 are
+    placeholders in its events, expanded as they are sent (api/splice.py)."""
 
     @property
     def job(self) -> Job:
@@ -167,7 +172,9 @@ class JobStream:
             yield
 
     async def result(self) -> JobResult:
-        return await load_finished(self.state, self.job.id)
+        result = await load_finished(self.state, self.job.id)
+        result.splice = self.splice
+        return result
 
 
 Render = Callable[[JobResult], Awaitable[Response]]
@@ -190,9 +197,12 @@ def is_sdk_retry(request: Request) -> bool:
 
 async def respond(request: Request, state: AppState, *, key: ApiKey, submission: Submission, render: Render,
                   stream: Stream | None = None, stream_media_type: str = "text/event-stream",
-                  stream_headers: Callable[[str], dict[str, str]] | None = None) -> Response:
+                  stream_headers: Callable[[str], dict[str, str]] | None = None,
+                  splice_stream: bool = False) -> Response:
     """Submit, then answer 202, stream, or wait and render (see the module docstring).
-    ``stream_headers`` gives a stream's own headers from its job's id."""
+    ``stream_headers`` gives a stream's own headers from its job's id; ``splice_stream`` says
+    that the streamer sends each image whole in one chunk, so that its base64 can be spliced in
+    (:class:`JobStream`)."""
     webhook = request.headers.get(WEBHOOK_HEADER)
     if webhook is not None:
         submission = replace(submission, webhook_url=webhook.strip(), webhook_param=WEBHOOK_HEADER)
@@ -204,12 +214,19 @@ async def respond(request: Request, state: AppState, *, key: ApiKey, submission:
         start = await load_finished(state, job_id)
         headers = {**STREAM_HEADERS, **(stream_headers(job_id) if stream_headers else {}),
                    "x-imagegate-job-id": job_id, "x-imagegate-applied": applied_header(start.applied)}
-        return StreamingResponse(_cancel_if_left(state, job_id, stream(JobStream(state, start))),
-                                 media_type=stream_media_type, headers=headers)
+        splice = Splice(state.store) if splice_stream else None
+        chunks = stream(JobStream(state, start, splice=splice))
+        if splice is not None:
+            chunks = _expanded(splice, chunks)
+        return StreamingResponse(_cancel_if_left(state, job_id, chunks), media_type=stream_media_type,
+                                 headers=headers)
     if not await _waited(request, state, job_id):
         return Response(status_code=CLIENT_CLOSED_REQUEST)  # nobody reads it
     result = await load_finished(state, job_id)
+    result.splice = Splice(state.store)
     response = await render(result)
+    if result.splice:
+        response = await result.splice.response(response)
     response.headers.update(result.headers)
     return response
 
@@ -241,6 +258,15 @@ async def _waited(request: Request, state: AppState, job_id: str) -> bool:
 async def _cancel_left(state: AppState, job_id: str) -> None:
     canceled = await cancel_job(state, job_id)
     log.info("job %s: the caller left before it ended; %d image(s) not yet made canceled", job_id, len(canceled))
+
+
+async def _expanded(splice: Splice, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    async for chunk in chunks:
+        if splice:
+            async for piece in splice.expand(chunk):
+                yield piece
+        else:
+            yield chunk
 
 
 async def _cancel_if_left(state: AppState, job_id: str, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

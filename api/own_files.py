@@ -41,7 +41,7 @@ async def read_own_files(state: AppState, key: ApiKey, refs: Sequence[ImageRef])
         file_id, query = found
         expires, signature = (query.get(name, [""])[0] for name in ("expires", "signature"))
         signed = signing.verify(state.signing_key, file_id, expires, signature)
-        async with state.sessions() as session:
+        async with state.reads() as session:
             image = await session.scalar(jobs.image_by_id(file_id))
             owner = None if image is None or signed else await session.scalar(jobs.owned(image.job_id, key.id))
         if image is None or image.status != ImageStatus.SUCCEEDED or not image.object_key or not (signed or owner):

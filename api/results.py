@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-import base64
 import logging
+from collections.abc import Sequence
 from typing import Any
 
+import pybase64
+from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from api.splice import Splice
 from api.state import AppState
 from core import signing
-from core.db import DATABASE_UNAVAILABLE
+from core.db import DATABASE_UNAVAILABLE, retry_dropped
 from core.errors import GatewayError, GoneError, JobWaitTimeoutError, NotFoundError, ServiceUnavailableError
 from core.generation import DeliveredImage
 from core.job_view import delivered, image_usage, render_job, webhook_view
@@ -25,20 +28,53 @@ async def get_owned_job(session: AsyncSession, job_id: str, key: ApiKey) -> Job:
     """The job, if this key made it; anyone else's is indistinguishable from a missing one."""
     job = await session.scalar(jobs.owned(job_id, key.id))
     if job is None:
-        raise NotFoundError(f"No job found with id '{job_id}'.", param="job_id", code="job_not_found")
-    if job.expired_at is not None:
-        raise GoneError(f"The job '{job_id}' expired on {job.expired_at:%Y-%m-%d %H:%M:%S} UTC: its images and "
-                        "request were deleted (retention).", param="job_id", code="job_expired")
+        raise _no_such_job(job_id)
+    _refuse_expired(job)
     return job
+
+
+def _no_such_job(job_id: str) -> NotFoundError:
+    return NotFoundError(f"No job found with id '{job_id}'.", param="job_id", code="job_not_found")
+
+
+def _refuse_expired(job: Job) -> None:
+    if job.expired_at is not None:
+        raise GoneError(f"The job '{job.id}' expired on {job.expired_at:%Y-%m-%d %H:%M:%S} UTC: its images and "
+                        "request were deleted (retention).", param="job_id", code="job_expired")
 
 
 async def get_images(session: AsyncSession, job_id: str) -> list[JobImage]:
     return list(await session.scalars(jobs.images_of(job_id)))
 
 
+async def read_job(state: AppState, job_id: str, *, key: ApiKey | None = None) -> tuple[Job, list[JobImage]] | None:
+    """The job and its images in one read without a transaction, if it exists (and ``key``, when
+    given, made it)."""
+    async def read() -> Sequence[Row[Job, JobImage]]:
+        async with state.reads() as session:
+            return (await session.execute(jobs.with_images(job_id, key_id=key.id if key else None))).all()
+
+    rows = await retry_dropped(read)
+    if not rows:
+        return None
+    return rows[0][0], [image for _, image in rows if image is not None]
+
+
+async def read_owned_job(state: AppState, job_id: str, key: ApiKey) -> tuple[Job, list[JobImage]]:
+    """As :func:`get_owned_job`, with the images, in one read."""
+    found = await read_job(state, job_id, key=key)
+    if found is None:
+        raise _no_such_job(job_id)
+    _refuse_expired(found[0])
+    return found
+
+
 async def job_is_terminal(state: AppState, job_id: str) -> bool:
-    async with state.sessions() as session:
-        status = await session.scalar(jobs.status_of(job_id))
+    async def read() -> str | None:
+        async with state.reads() as session:
+            return await session.scalar(jobs.status_of(job_id))
+
+    status = await retry_dropped(read)
     return status is not None and JobStatus(status).is_terminal
 
 
@@ -48,18 +84,21 @@ def file_url(state: AppState, image_id: str, object_key: str | None = None) -> s
 
 
 async def _read_b64(state: AppState, keys: list[str]) -> list[str]:
-    return [base64.b64encode(await state.store.aget(key)).decode("ascii") for key in keys]
+    return [pybase64.b64encode(await state.store.aget(key)).decode("ascii") for key in keys]
 
 
 async def delivered_images(
-    state: AppState, images: list[JobImage], *, as_b64: bool
+    state: AppState, images: list[JobImage], *, as_b64: bool, splice: Splice | None = None
 ) -> list[DeliveredImage]:
     """The succeeded images of a job, with their bytes as base64 (read off the event loop) or a
-    signed URL."""
+    signed URL. With ``splice``, the base64 is a placeholder the answer replaces as it is sent
+    (api/splice.py)."""
     done = [i for i in images if i.status == ImageStatus.SUCCEEDED and i.object_key]
     keys = [i.object_key for i in done if i.object_key]
     encoded: list[str | None]
-    if as_b64:
+    if as_b64 and splice is not None:
+        encoded = [splice.placeholder(key, image.bytes) for key, image in zip(keys, done, strict=True)]
+    elif as_b64:
         encoded = list(await _read_b64(state, keys))
     else:
         encoded = [None] * len(done)
@@ -80,13 +119,17 @@ async def delivered_images(
 
 
 async def job_view(state: AppState, job: Job, images: list[JobImage], *, include_b64: bool,
-                   webhooks: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """imagegate's own JSON view of a job (``GET /v1/jobs/{id}``; :func:`core.job_view.render_job`)."""
+                   webhooks: list[dict[str, Any]] | None = None, splice: Splice | None = None) -> dict[str, Any]:
+    """imagegate's own JSON view of a job (``GET /v1/jobs/{id}``; :func:`core.job_view.render_job`);
+    ``splice`` as for :func:`delivered_images`."""
     b64: dict[str, str] | None = None
     if include_b64:
         done = [i for i in images if delivered(i) and i.object_key]
-        b64 = dict(zip([i.id for i in done], await _read_b64(state, [i.object_key for i in done if i.object_key]),
-                       strict=True))
+        if splice is not None:
+            b64 = {i.id: splice.placeholder(i.object_key, i.bytes) for i in done if i.object_key}
+        else:
+            b64 = dict(zip([i.id for i in done],
+                           await _read_b64(state, [i.object_key for i in done if i.object_key]), strict=True))
     return render_job(job, images, url_for=lambda image: file_url(state, image.id, image.object_key), b64=b64,
                       webhooks=webhooks)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -15,6 +16,7 @@ from api.wait import JobWaiter
 from core.billing.prices import PriceTable
 from core.circuit import CircuitStore
 from core.config import Settings
+from core.db import async_session_factory
 from core.events import InProcessEventBus
 from core.routing import Catalogue
 from core.storage import ImageStore
@@ -40,3 +42,10 @@ class AppState:
     """The upstream routes' circuits (the workers' own, read here for /health and /metrics)."""
     event_bus: InProcessEventBus | None = None
     """Embedded mode: the bus the in-process worker publishes on (its partial-image log)."""
+
+    @cached_property
+    def reads(self) -> async_sessionmaker[AsyncSession]:
+        """Sessions for reads that need no transaction (a finished job, its images, a poll):
+        their connections autocommit, so a read is its statement alone, without a BEGIN before
+        it and a ROLLBACK after. Writes use :attr:`sessions`."""
+        return async_session_factory(self.engine.execution_options(isolation_level="AUTOCOMMIT"))

@@ -270,6 +270,7 @@ async def submit(
     # one task per upstream call: an upstream making n images per call (GPT image) gets the first
     # image of each group, whose task claims the group; the sweeper still watches every image
     per_call = max(1, quote.routes[0].n_per_call)
+    state.waiter.expect(job_id)  # before a worker can end it: its waiting request needs no first read
     if not await state.enqueuer.send([image_ids[i] for i in range(0, request.n, per_call)]):
         await session.execute(jobs.mark_unsent(image_ids))
         await session.commit()

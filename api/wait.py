@@ -1,9 +1,18 @@
 """Waiting for a job without holding a thread.
 
 A waiting request registers an :class:`asyncio.Event` for its job and sleeps on it; job events
-(Redis pub/sub in distributed mode, the in-process bus in embedded mode) set it. Every
-``recheck_s`` the database is read anyway, so a lost event delays an answer, never loses it.
+(Redis pub/sub in distributed mode, the in-process bus in embedded mode, see core/events.py) set
+it. An event that carries the job's terminal status ends the wait with no database read (the
+status is remembered, for a bounded number of jobs, so that a request that starts waiting after
+the event still hears it); an event about a change that did not end the job wakes nobody. A job
+this process has just submitted is announced with :meth:`JobWaiter.expect` before it is enqueued,
+so its waiting request skips the first database check too: the caller's one read is the answer's.
+Every ``recheck_s`` the database is read anyway, so a lost event delays an answer, never loses it.
 One Redis connection per API process serves every waiter.
+
+Publishers that send no statuses (every event ``b"1"``, as before the status was added) are
+understood: until this process has heard one status, a ``b"1"`` event makes its waiters re-read
+the job, as any change of unknown effect does (:meth:`JobWaiter.notify`).
 """
 
 from __future__ import annotations
@@ -11,48 +20,115 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Awaitable, Callable, Iterator
+from typing import TypeVar
 
 import redis.asyncio as aioredis
 
-from core.events import CHANNEL_PATTERN, CHANNEL_PREFIX, InProcessEventBus
+from core.events import CHANNEL_PATTERN, CHANNEL_PREFIX, InProcessEventBus, ended_status
+from core.jobs import JobStatus
 
 log = logging.getLogger(__name__)
+_V = TypeVar("_V")
+
+REMEMBERED_JOBS = 10_000
+"""How many ended (and expected) jobs a waiter remembers; the oldest are forgotten first."""
 
 
 class JobWaiter:
-    def __init__(self, *, recheck_s: float = 2.0) -> None:
+    def __init__(self, *, recheck_s: float = 2.0, remember: int = REMEMBERED_JOBS) -> None:
         self.recheck_s = recheck_s
+        self.remember = remember
+        self.database_checks = 0
+        """How often a waiting request read the job's state (not counting its answer's read)."""
         self._events: dict[str, set[asyncio.Event]] = defaultdict(set)
+        self._ended: OrderedDict[str, JobStatus] = OrderedDict()
+        self._expected: OrderedDict[str, None] = OrderedDict()
+        self._statuses_heard = False
         self._followers: dict[str, set[asyncio.Event]] = defaultdict(set)
         """The event streams following a job (:meth:`changes`): woken by every event of it."""
 
+    def expect(self, job_id: str) -> None:
+        """The job was just committed here and is not enqueued yet: it cannot have ended, so
+        the first wait on it reads nothing until an event or the first re-check."""
+        self._remember(self._expected, job_id, None)
+
     def notify(self, job_id: str) -> None:
-        """Wake every request waiting on ``job_id`` (call on the event loop's thread)."""
+        """Something changed the job, maybe ended it: every request waiting on it re-reads it
+        (call on the event loop's thread), and a request that starts waiting on it later reads it
+        on entry, even if the job was expected."""
+        self._expected.pop(job_id, None)
+        self._wake(job_id)
+
+    def ended(self, job_id: str, status: JobStatus) -> None:
+        """The job has ended with ``status``: its waiters return without reading it."""
+        self._expected.pop(job_id, None)
+        self._remember(self._ended, job_id, status)
+        self._wake(job_id)
+
+    def heard(self, job_id: str, ended: JobStatus | None) -> None:
+        """A published event: the job's terminal status, or None for a change that did not end it
+        (or, from a publisher that sends no statuses, a change of unknown effect)."""
+        if ended is not None:
+            # only this gateway's own jobs say whether its workers send statuses: another
+            # deployment on the same Redis (pub/sub ignores the database number) must not
+            if job_id in self._expected or job_id in self._events:
+                self._statuses_heard = True
+            self.ended(job_id, ended)
+        elif not self._statuses_heard:
+            self.notify(job_id)
+        else:
+            self._wake_followers(job_id)  # progress: for the job's event streams, not its waiters
+
+    def status_of(self, job_id: str) -> JobStatus | None:
+        """The terminal status an event said the job ended with, if this waiter remembers it."""
+        return self._ended.get(job_id)
+
+    def _remember(self, where: OrderedDict[str, _V], job_id: str, value: _V) -> None:
+        where[job_id] = value
+        where.move_to_end(job_id)
+        while len(where) > self.remember:
+            where.popitem(last=False)
+
+    def _wake(self, job_id: str) -> None:
         for event in self._events.get(job_id, ()):
             event.set()
+        self._wake_followers(job_id)
+
+    def _wake_followers(self, job_id: str) -> None:
         for event in self._followers.get(job_id, ()):
             event.set()
 
     async def wait(
         self, job_id: str, *, is_done: Callable[[], Awaitable[bool]], timeout: float
     ) -> bool:
-        """Until ``is_done()`` says so (True) or ``timeout`` seconds pass (False)."""
+        """Until the job's end is heard or ``is_done()`` says so (True), or ``timeout`` seconds
+        pass (False). ``is_done`` reads the database: on entry (unless the job is expected), after
+        a change of unknown effect, every ``recheck_s``, and at the deadline."""
+        if job_id in self._ended:
+            return True
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         event = asyncio.Event()
         self._events[job_id].add(event)  # registered before the first check: no event is missed
+        read = job_id not in self._expected
+        self._expected.pop(job_id, None)
         try:
             while True:
-                if await is_done():
+                if job_id in self._ended:
                     return True
+                if read:
+                    self.database_checks += 1
+                    if await is_done():
+                        return True
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return False
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(event.wait(), timeout=min(remaining, self.recheck_s))
                 event.clear()
+                read = True  # a re-check, or a change of unknown effect (an ending is seen above)
         finally:
             waiters = self._events.get(job_id)
             if waiters is not None:
@@ -127,7 +203,7 @@ class RedisJobEvents:
                     channel = message["channel"]
                     if isinstance(channel, bytes):
                         channel = channel.decode()
-                    self._waiter.notify(channel.removeprefix(CHANNEL_PREFIX))
+                    self._waiter.heard(channel.removeprefix(CHANNEL_PREFIX), ended_status(message["data"]))
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -144,7 +220,7 @@ def attach_in_process(bus: InProcessEventBus, waiter: JobWaiter) -> Callable[[],
     to wake waiters."""
     loop = asyncio.get_running_loop()
 
-    def on_event(job_id: str, ended: str | None) -> None:
-        loop.call_soon_threadsafe(waiter.notify, job_id)
+    def on_event(job_id: str, ended: JobStatus | None) -> None:
+        loop.call_soon_threadsafe(waiter.heard, job_id, ended)
 
-    return bus.subscribe(on_event)
+    return bus.subscribe_status(on_event)

@@ -7,7 +7,8 @@ URLs use psycopg 3 (sync and async); SQLite uses the standard driver and aiosqli
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import sqlalchemy.exc
 from sqlalchemy import Engine, MetaData, create_engine, event
@@ -15,10 +16,38 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+T = TypeVar("T")
+
 DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
     sqlalchemy.exc.OperationalError, sqlalchemy.exc.InterfaceError, sqlalchemy.exc.TimeoutError)
 """What the database raises while it cannot be reached (down, restarting, failing over, its pool
 exhausted): callers answer 503 or try again, never 500."""
+
+POOL_RECYCLE_S = 300
+"""PostgreSQL connections are replaced after this many seconds, and never pinged on checkout (a
+ping is a round trip per transaction). A connection the server dropped fails its next statement;
+SQLAlchemy then invalidates every connection of the pool opened before the failure, so one error
+(during an outage, that of the first statement to meet it) renews the whole pool
+(https://docs.sqlalchemy.org/en/20/core/pooling.html#disconnect-handling-optimistic). Reads that
+meet a dropped connection try once more (:func:`retry_dropped`)."""
+
+
+def is_dropped_connection(exc: BaseException) -> bool:
+    """A statement that failed because its pooled connection was dead (now invalidated): run on
+    a fresh one, it may well succeed."""
+    return isinstance(exc, sqlalchemy.exc.DBAPIError) and exc.connection_invalidated
+
+
+async def retry_dropped(read: Callable[[], Awaitable[T]]) -> T:
+    """Run a read; once more if its connection turned out to be dead. Only for reads: a write
+    whose connection died may or may not have been committed."""
+    try:
+        return await read()
+    except sqlalchemy.exc.DBAPIError as exc:
+        if not is_dropped_connection(exc):
+            raise
+    return await read()
+
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -71,9 +100,7 @@ def create_sync_engine(url: str, *, pool_size: int, max_overflow: int) -> Engine
         engine = create_engine(sync_url(url), connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(
-        sync_url(url), pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
-    )
+    return create_engine(sync_url(url), pool_size=pool_size, max_overflow=max_overflow, pool_recycle=POOL_RECYCLE_S)
 
 
 def create_async_db_engine(url: str, *, pool_size: int, max_overflow: int) -> AsyncEngine:
@@ -83,9 +110,8 @@ def create_async_db_engine(url: str, *, pool_size: int, max_overflow: int) -> As
         engine = create_async_engine(async_url(url), connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(
-        async_url(url), pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True
-    )
+    return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=max_overflow,
+                               pool_recycle=POOL_RECYCLE_S)
 
 
 def sync_sessionmaker(engine: Engine) -> sessionmaker[Session]:

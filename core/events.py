@@ -1,13 +1,13 @@
 """Job events: the worker says "job X changed", waiting API requests wake up.
 
-A message on a job's channel (``imagegate:job:<id>``) is the job's terminal status (``succeeded``,
-``partial``, ``failed``, ``canceled``) when the change ended the job, else ``b"1"``. So a waiting
-request whose job ended knows it without reading the database first; the database stays the
-truth, and a lost event costs a caller at most one database re-check interval, never its answer.
-
-Distributed mode publishes on Redis pub/sub (:class:`RedisEventPublisher`, ``redis.asyncio``: the
-worker publishes from its event loop); embedded mode uses :class:`InProcessEventBus`, shared by the
-API and the in-process worker, whose subscribers get ``(job_id, ended status or None)``.
+An event names its job on its channel (``imagegate:job:<id>``) and says in its payload whether
+the change ended the job: the job's terminal status (``succeeded``, ``partial``, ``failed``,
+``canceled``) when it did, else :data:`NOT_ENDED` (``b"1"``). A waiting request that hears the
+status reads the job once, for its answer; one that hears ``b"1"`` reads nothing. The database
+stays the truth: a lost event costs a caller at most one database re-check interval, never its
+answer. Distributed mode publishes on Redis pub/sub (:class:`RedisEventPublisher`,
+``redis.asyncio``: the worker publishes from its event loop); embedded mode uses
+:class:`InProcessEventBus`, shared by the API and the in-process worker.
 
 Partial images (the drafts a GPT image upstream streams on the way to each final image) travel
 apart from the "job changed" events: their bytes go to the image store, and a
@@ -29,29 +29,37 @@ from typing import Protocol, TypeVar
 
 import redis.asyncio as aioredis
 
+from core.jobs import JobStatus
+
 log = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "imagegate:job:"
 CHANNEL_PATTERN = CHANNEL_PREFIX + "*"
-
-
-CHANGED = b"1"
-"""The message of a change that did not end the job."""
+NOT_ENDED = b"1"
+"""The payload of an event about a change that did not end its job."""
 
 
 def channel_for(job_id: str) -> str:
     return CHANNEL_PREFIX + job_id
 
 
-def message_for(ended: str | None) -> bytes:
-    """The message published for a change of a job: its terminal status if it ended, else ``b"1"``."""
-    return ended.encode() if ended else CHANGED
+def payload(ended: str | None) -> bytes:
+    """An event's payload: the job's terminal status if the change ended it, else NOT_ENDED."""
+    if ended is None:
+        return NOT_ENDED
+    if not JobStatus(ended).is_terminal:
+        raise ValueError(f"not a terminal job status: {ended!r}")
+    return ended.encode()
 
 
-def ended_from(message: bytes | str) -> str | None:
-    """The terminal status a message carries, or None for a change that did not end the job."""
-    text = message.decode() if isinstance(message, bytes) else message
-    return None if text == CHANGED.decode() else text
+def ended_status(data: bytes | str) -> JobStatus | None:
+    """The terminal status an event's payload carries; None for NOT_ENDED or anything else."""
+    text = data.decode("ascii", "replace") if isinstance(data, bytes) else data
+    try:
+        status = JobStatus(text)
+    except ValueError:
+        return None
+    return status if status.is_terminal else None
 
 
 class EventPublisher(Protocol):
@@ -110,8 +118,10 @@ class RedisEventPublisher:
         self._client = client
 
     async def publish(self, job_id: str, ended: str | None = None) -> None:
+        """``ended``: the job's terminal status when this change ended it."""
+        data = payload(ended)
         try:
-            await self._client.publish(channel_for(job_id), message_for(ended))
+            await self._client.publish(channel_for(job_id), data)
         except aioredis.RedisError:
             # waiting callers re-check the database on their own; a lost event only delays them
             log.warning("could not publish the event of job %s", job_id, exc_info=True)
@@ -133,29 +143,38 @@ class RedisEventPublisher:
         await self._client.aclose()
 
 
-Subscriber = Callable[[str, str | None], None]
-"""Called with (job id, the job's terminal status if the change ended it, else None)."""
-
-
 class InProcessEventBus:
     """Thread-safe fan-out of job events to subscribers in this process (embedded mode)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._subscribers: list[Subscriber] = []
+        self._subscribers: list[Callable[[str], None]] = []
         self._partials: dict[str, tuple[float, list[PartialImage]]] = {}
         self._partial_subscribers: list[Callable[[str], None]] = []
+        self._status_subscribers: list[Callable[[str, JobStatus | None], None]] = []
 
-    def subscribe(self, callback: Subscriber) -> Callable[[], None]:
+    def subscribe(self, callback: Callable[[str], None]) -> Callable[[], None]:
+        """``callback(job_id)`` on every event."""
         return _add(self._lock, self._subscribers, callback)
+
+    def subscribe_status(self, callback: Callable[[str, JobStatus | None], None]) -> Callable[[], None]:
+        """``callback(job_id, ended)`` on every event: ``ended`` is the job's terminal status when
+        the change ended it."""
+        return _add(self._lock, self._status_subscribers, callback)
 
     def notify(self, job_id: str, ended: str | None = None) -> None:
         """Call every subscriber now, on this thread (subscribers hop to their own loop)."""
+        status = ended_status(payload(ended))
         with self._lock:
-            subscribers = list(self._subscribers)
-        for callback in subscribers:
+            subscribers, with_status = list(self._subscribers), list(self._status_subscribers)
+        for plain in subscribers:
             try:
-                callback(job_id, ended)
+                plain(job_id)
+            except Exception:
+                log.exception("job event subscriber failed")
+        for callback in with_status:
+            try:
+                callback(job_id, status)
             except Exception:
                 log.exception("job event subscriber failed")
 

@@ -21,8 +21,8 @@ async def get_file(file_id: str, request: Request, state: StateDep) -> Response:
     not_found = NotFoundError(f"No file found with id '{file_id}'.", param="file_id", code="file_not_found")
     signed = signing.verify(state.signing_key, file_id, request.query_params.get("expires"),
                             request.query_params.get("signature"))
-    key = None if signed else await authenticate(request, state.sessions, state.keys)
-    async with state.sessions() as session:
+    key = None if signed else await authenticate(request, state.reads, state.keys)
+    async with state.reads() as session:
         image = await session.scalar(jobs.image_by_id(file_id))
         if image is None and signed:
             # the gateway signed this URL for an image it had: retention has deleted it since

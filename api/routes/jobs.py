@@ -8,13 +8,15 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.responses import Response
 
 from api.body import parse_json, validation_to_error
 from api.cancel import cancel_job
 from api.deps import ApiKeyDep, StateDep
 from api.flow import STREAM_HEADERS, accepted, idempotency_key, is_sdk_retry
 from api.job_events import job_events as follow_job
-from api.results import get_images, get_owned_job, job_view, job_webhooks
+from api.results import get_images, get_owned_job, job_view, job_webhooks, read_owned_job
+from api.splice import Splice
 from api.submit import Submission, submit_job
 from core.generation import Background, Dialect, GenerationRequest, OutputFormat
 from core.repo import jobs
@@ -65,13 +67,14 @@ def build_router(prefix: str) -> APIRouter:
     async def get_job(
         job_id: str, key: ApiKeyDep, state: StateDep,
         include: Annotated[str | None, Query(description="'b64_json' to inline the images")] = None,
-    ) -> JSONResponse:
-        async with state.sessions() as session:
-            job = await get_owned_job(session, job_id, key)
-            images = await get_images(session, job_id)
+    ) -> Response:
+        job, images = await read_owned_job(state, job_id, key)
+        async with state.reads() as session:
             webhooks = await job_webhooks(session, job_id)
-        view = await job_view(state, job, images, include_b64=include == "b64_json", webhooks=webhooks)
-        return JSONResponse(view)
+        splice = Splice(state.store)
+        view = await job_view(state, job, images, include_b64=include == "b64_json", webhooks=webhooks,
+                              splice=splice)
+        return await splice.response(JSONResponse(view))
 
     @router.get("/jobs/{job_id}/events")
     async def job_events(job_id: str, key: ApiKeyDep, state: StateDep) -> StreamingResponse:
@@ -87,7 +90,7 @@ def build_router(prefix: str) -> APIRouter:
         after: Annotated[str | None, Query(description="a job id: list the jobs older than it")] = None,
         status: str | None = None,
     ) -> JSONResponse:
-        async with state.sessions() as session:
+        async with state.reads() as session:
             found = list(await session.scalars(jobs.list_for_key(key.id, limit=limit, before=after, status=status)))
         page = found[:limit]
         data = [

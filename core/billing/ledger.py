@@ -146,18 +146,25 @@ async def take_hold(session: AsyncSession, *, key: ApiKey, job_id: str, quote: Q
     """Reserve ``n`` images' hold within the key's budgets and append the hold row (the caller
     commits). Raises QuotaExceededError when the hold does not fit the total or monthly budget."""
     total = quote.per_image_micros * n
-    if total > 0 or key.budget_micros is not None:
+    hold = repo.row(kind=LedgerKind.HOLD, key_id=key.id, job_id=job_id, amount=total, model=model,
+                    pricing=quote.pricing.as_json())
+    held = False
+    if total > 0 and session.get_bind().dialect.name == "postgresql":
+        # one round trip: the reserve and the hold row in one statement
+        reserved = (await session.execute(repo.reserve_and_insert(key.id, total, hold))).scalar_one_or_none()
+        held = True
+    elif total > 0 or key.budget_micros is not None:
         reserved = (await session.execute(repo.reserve(key.id, total))).scalar_one_or_none()
-        if reserved is None:
-            raise _over_budget("budget", key.budget_micros, total)
+    else:
+        reserved = 0
+    if reserved is None:
+        raise _over_budget("budget", key.budget_micros, total)
     # the reserve above holds the key's row lock: concurrent submits of this key wait here
     monthly = key.monthly_budget_micros
     if monthly is not None and await _month_spend(session, key.id, utcnow()) > monthly:
         raise _over_budget("monthly budget", monthly, total)
-    if total > 0:
-        await session.execute(repo.insert_rows([repo.row(
-            kind=LedgerKind.HOLD, key_id=key.id, job_id=job_id, amount=total, model=model,
-            pricing=quote.pricing.as_json())]))
+    if total > 0 and not held:
+        await session.execute(repo.insert_rows([hold]))
 
 
 async def _month_spend(session: AsyncSession, key_id: str, now: datetime) -> int:

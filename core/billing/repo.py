@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Date, Insert, Select, and_, case, cast, func, insert, or_, select, update
+from sqlalchemy import Date, Insert, Select, and_, case, cast, func, insert, literal, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import ReturningUpdate, Update
@@ -50,6 +50,17 @@ def reserve(key_id: str, amount: int) -> ReturningUpdate[int]:
         .values(committed_micros=ApiKey.committed_micros + amount)
         .returning(ApiKey.committed_micros)
     )
+
+
+def reserve_and_insert(key_id: str, amount: int, hold: dict[str, Any]) -> Insert:
+    """PostgreSQL: :func:`reserve` and the hold row ``hold`` (from :func:`row`) in one statement,
+    a data-modifying CTE: the row is inserted only if the reserve took. Returns the row's id, or
+    no row when the budget would be exceeded."""
+    reserved = reserve(key_id, amount).cte("reserved")
+    table = LedgerEntry.__table__
+    columns = list(hold)
+    values = select(*[literal(hold[c], type_=table.c[c].type).label(c) for c in columns]).select_from(reserved)
+    return insert(LedgerEntry).from_select(columns, values).returning(LedgerEntry.id)
 
 
 def adjust_committed(key_id: str, delta: int, *, charged: int = 0) -> Update:

@@ -63,6 +63,16 @@ def forget_idempotency_key(job_id: str) -> Update:
     return update(Job).where(Job.id == job_id).values(idempotency_key=None)
 
 
+def with_images(job_id: str, *, key_id: str | None = None) -> Select[Job, JobImage]:
+    """The job and its images in one query (one row per image, in order; the job alone, with
+    None, when it has none), if ``key_id`` (when given) made it."""
+    query = (select(Job, JobImage).outerjoin(JobImage, JobImage.job_id == Job.id).where(Job.id == job_id)
+             .order_by(JobImage.index))
+    if key_id is not None:
+        query = query.where(Job.api_key_id == key_id)
+    return query
+
+
 def status_of(job_id: str) -> Select[str]:
     return select(Job.status).where(Job.id == job_id)
 

@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 from core.billing import ledger
@@ -99,8 +99,10 @@ def test_a_route_without_a_price_in_the_snapshot_costs_nothing() -> None:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
-    s = Settings(data_dir=tmp_path, database_url=None, redis_url=None, _env_file=None)  # type: ignore[call-arg]
+def settings(tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
+    """SQLite, or a fresh PostgreSQL database for a test parametrized with ``postgresql``."""
+    url = request.getfixturevalue("make_pg_database")() if getattr(request, "param", None) == "postgresql" else None
+    s = Settings(data_dir=tmp_path, database_url=url, redis_url=None, _env_file=None)  # type: ignore[call-arg]
     upgrade_head(s)
     return s
 
@@ -195,9 +197,13 @@ def test_a_free_image_gets_one_row_of_zero_and_moves_no_counter(session: Session
 # -- the hold -----------------------------------------------------------------------------------
 
 
-def _hold(settings: Settings, key_id: str, *, job_id: str, per_image: int, n: int) -> None:
+def _hold(settings: Settings, key_id: str, *, job_id: str, per_image: int, n: int,
+          statements: list[str] | None = None) -> None:
+    """Take a hold in its own transaction; the statements it ran go to ``statements``."""
     async def run() -> None:
         engine = create_async_db_engine(settings.resolved_database_url, pool_size=1, max_overflow=0)
+        if statements is not None:
+            event.listen(engine.sync_engine, "before_cursor_execute", lambda *args: statements.append(args[2]))
         try:
             async with async_session_factory(engine)() as s:
                 key = await s.scalar(select(ApiKey).where(ApiKey.id == key_id))
@@ -212,6 +218,10 @@ def _hold(settings: Settings, key_id: str, *, job_id: str, per_image: int, n: in
     asyncio.run(run())
 
 
+BOTH_DATABASES = pytest.mark.parametrize("settings", ["sqlite", "postgresql"], indirect=True)
+
+
+@BOTH_DATABASES
 def test_a_hold_within_the_budget_is_taken_and_one_past_it_refused(settings: Settings, session: Session) -> None:
     key = make_api_key(session)
     key.budget_micros = 100_000
@@ -219,7 +229,11 @@ def test_a_hold_within_the_budget_is_taken_and_one_past_it_refused(settings: Set
     other = make_job(session, key)
     session.commit()
 
-    _hold(settings, key.id, job_id=job.id, per_image=30_000, n=3)
+    statements: list[str] = []
+    _hold(settings, key.id, job_id=job.id, per_image=30_000, n=3, statements=statements)
+    # on PostgreSQL the reserve and the hold row are one statement
+    hold = [s for s in statements if not s.startswith("SELECT api_keys.id")]  # not the key's read
+    assert len(hold) == (1 if settings.resolved_database_url.startswith("postgresql") else 2), hold
     with pytest.raises(QuotaExceededError) as info:
         _hold(settings, key.id, job_id=other.id, per_image=30_000, n=1)
     assert "budget of $0.100000" in info.value.message
@@ -228,6 +242,7 @@ def test_a_hold_within_the_budget_is_taken_and_one_past_it_refused(settings: Set
     assert _sums(session, key.id) == (90_000, 90_000, {"hold": 90_000})
 
 
+@BOTH_DATABASES
 def test_a_monthly_budget_refuses_with_nothing_written(settings: Settings, session: Session) -> None:
     key = make_api_key(session)
     key.monthly_budget_micros = 50_000

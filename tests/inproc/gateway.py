@@ -60,6 +60,8 @@ class Gateway:
     settings: Settings
     http: httpx.AsyncClient
     engine: sa.Engine
+    app: Any = None
+    """The app itself, for tests that look at its state (``app.state.imagegate``)."""
 
     async def create_key(self, name: str | None = None, **limits: Any) -> Key:
         """A new API key with ``limits`` (the fields of ``POST /admin/keys``)."""
@@ -129,7 +131,7 @@ async def running_gateway(tmp: Path, **settings: Any) -> AsyncIterator[Gateway]:
         async with app.router.lifespan_context(app):
             transport = httpx.ASGITransport(app=app)
             async with httpx.AsyncClient(transport=transport, base_url="http://imagegate.test", timeout=60) as http:
-                yield Gateway(settings=config, http=http, engine=engine)
+                yield Gateway(settings=config, http=http, engine=engine, app=app)
     finally:
         engine.dispose()
 

@@ -53,7 +53,7 @@ def events(runtime: WorkerRuntime) -> list[tuple[str, str | None]]:
     """Events published on the runtime's event bus, in order: (job id, terminal status or None)."""
     seen: list[tuple[str, str | None]] = []
     assert isinstance(runtime.events, InProcessEventBus)
-    runtime.events.subscribe(lambda job_id, ended: seen.append((job_id, ended)))
+    runtime.events.subscribe_status(lambda job_id, ended: seen.append((job_id, ended)))
     return seen
 
 
@@ -62,5 +62,5 @@ def published(runtime: WorkerRuntime) -> list[str]:
     """Job ids published on the runtime's event bus, in order."""
     seen: list[str] = []
     assert isinstance(runtime.events, InProcessEventBus)
-    runtime.events.subscribe(lambda job_id, ended: seen.append(job_id))
+    runtime.events.subscribe(seen.append)
     return seen

@@ -50,7 +50,7 @@ async def model_action(model_action: str, request: Request, key: ApiKeyDep, stat
     if action == "streamGenerateContent":
         sse = request.query_params.get("alt", "").lower() == "sse"
         return await respond(request, state, key=key, submission=submission, render=_render(include_text),
-                             stream=_streamer(sse=sse, include_text=include_text),
+                             stream=_streamer(sse=sse, include_text=include_text), splice_stream=True,
                              stream_media_type="text/event-stream" if sse else "application/json")
     return await respond(request, state, key=key, submission=submission, render=_render(include_text))
 

@@ -72,7 +72,7 @@ async def create_chat_completion(request: Request, key: ApiKeyDep, state: StateD
     as_url = translate.wants_urls(wire, request.headers.get("x-imagegate-image-output"))
     if wire.stream:
         return await respond(request, state, key=key, submission=submission, render=_render(as_url=as_url),
-                             stream=_streamer(as_url=as_url))
+                             stream=_streamer(as_url=as_url), splice_stream=True)
     return await respond(request, state, key=key, submission=submission, render=_render(as_url=as_url))
 
 
