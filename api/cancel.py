@@ -12,7 +12,7 @@ lease go on and are delivered.
 from __future__ import annotations
 
 from api.state import AppState
-from core import settlement
+from core import metrics, settlement
 from core.models.types import utcnow
 
 
@@ -22,6 +22,8 @@ async def cancel_job(state: AppState, job_id: str) -> list[str]:
     now = utcnow()
     async with state.sessions.begin() as session:
         canceled = await settlement.cancel_images(session, job_id, now=now)
-    if canceled:
+    if canceled.image_ids:
+        metrics.count_settled("canceled", canceled.model, len(canceled.image_ids),
+                              job_ended=canceled.ended.value if canceled.ended else None)
         state.waiter.notify(job_id)
-    return canceled
+    return canceled.image_ids

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.sql.dml import ReturningUpdate
 
 from api.enqueue import Enqueuer
-from core import logcontext, settlement
+from core import logcontext, metrics, settlement
 from core.models.types import utcnow
 from core.queue import DELIVER_WEBHOOK_TASK
 from core.repo import webhooks
@@ -139,6 +139,7 @@ class Sweeper:
                 failed = await settlement.fail_out_of_attempts(session, image_id, now=now,
                                                                max_attempts=self.max_attempts)
             if failed is not None:
+                metrics.count_settled("failed", failed.model, 1, job_ended=failed.ended.value if failed.ended else None)
                 with logcontext.bound(job_id=failed.job_id, image_id=image_id):
                     log.warning("sweeper: the image's last attempt lapsed; it fails (%s)",
                                 settlement.ATTEMPTS_EXHAUSTED)

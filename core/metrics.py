@@ -67,7 +67,8 @@ JOBS = Children(
 IMAGES = Children(
     Counter(
         "imagegate_images",
-        "Images ended by a worker's attempt, by status and the model that served them.",
+        "Images ended, by status and the model that served them (the job's model for images that "
+        "no attempt ended: canceled, or failed out of attempts).",
         ["status", "model"],
     )
 )
@@ -122,3 +123,13 @@ def process_exited(pid: int) -> None:
     """Drop the live gauges of a process that ended (multi-process mode)."""
     if multiprocess():
         mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+
+def count_settled(status: str, model: str, images: int, *, job_ended: str | None) -> None:
+    """``images`` of a job on ``model`` ended as ``status`` without an attempt's outcome (canceled,
+    failed out of attempts), once their transaction committed; ``job_ended``: the job's terminal
+    status if they ended it."""
+    if images:
+        IMAGES(status, model).inc(images)
+    if job_ended is not None:
+        JOBS(job_ended, model).inc()

@@ -105,6 +105,18 @@ class FailedOut:
 
     job_id: str
     ended: JobStatus | None
+    model: str = ""
+    """The job's model."""
+
+
+@dataclass(frozen=True)
+class Canceled:
+    """Images canceled by :func:`cancel_images`, the job's model, and the job's terminal status if
+    that ended it."""
+
+    image_ids: list[str]
+    model: str = ""
+    ended: JobStatus | None = None
 
 
 async def fail_out_of_attempts(session: AsyncSession, image_id: str, *, now: datetime,
@@ -131,16 +143,18 @@ async def fail_out_of_attempts(session: AsyncSession, image_id: str, *, now: dat
         return None
     log.warning("image %s failed: %d attempts started, the last one's %s", image_id, found.attempts,
                 "lease expired" if found.status == ImageStatus.RUNNING else "gateway restarted")
-    ended = await settle_ended(session, await job_billing(session, job_id), [Ended(image_id, ImageStatus.FAILED)],
-                               now=now)
-    return FailedOut(job_id, ended)
+    billing = await job_billing(session, job_id)
+    ended = await settle_ended(session, billing, [Ended(image_id, ImageStatus.FAILED)], now=now)
+    return FailedOut(job_id, ended, billing.model)
 
 
-async def cancel_images(session: AsyncSession, job_id: str, *, now: datetime) -> list[str]:
+async def cancel_images(session: AsyncSession, job_id: str, *, now: datetime) -> Canceled:
     """Cancel the job's images that no living attempt is making (queued, or running under an
-    expired lease), count them and release their holds; returns their ids."""
+    expired lease), count them and release their holds; says which."""
     canceled = list((await session.execute(jobs.cancel_images(job_id, now=now))).scalars())
-    if canceled:
-        await settle_ended(session, await job_billing(session, job_id),
-                           [Ended(image_id, ImageStatus.CANCELED) for image_id in canceled], now=now)
-    return canceled
+    if not canceled:
+        return Canceled([])
+    billing = await job_billing(session, job_id)
+    ended = await settle_ended(session, billing, [Ended(image_id, ImageStatus.CANCELED) for image_id in canceled],
+                               now=now)
+    return Canceled(canceled, billing.model, ended)

@@ -42,6 +42,8 @@ keys_app = typer.Typer(help="Manage API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 remote.register(app)
 err = Console(stderr=True)
+WORKER_HEALTHCHECK_S = 60
+"""How long `serve --workers N` waits for an API process to answer uvicorn's health check."""
 
 
 def _logging(settings: Settings) -> None:
@@ -78,7 +80,11 @@ def serve(
               "timeout_graceful_shutdown": 30}
     if settings.redis_url:
         _say(settings, f"imagegate (distributed) on {settings.resolved_public_url}")
-        uvicorn.run("api.main:create_distributed_app", factory=True, workers=workers, **common)  # type: ignore[arg-type]
+        # with --workers, uvicorn's supervisor kills a process that does not answer its health
+        # check within this many seconds; its default (5 s) is shorter than an API process takes
+        # to import and start on a busy machine, which then never comes up
+        uvicorn.run("api.main:create_distributed_app", factory=True, workers=workers,
+                    timeout_worker_healthcheck=WORKER_HEALTHCHECK_S, **common)  # type: ignore[arg-type]
     else:
         from imagegate.embedded import create_embedded_app
 

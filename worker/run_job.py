@@ -176,6 +176,7 @@ async def _claim(runtime: WorkerRuntime, image_id: str) -> Attempt | str:
     if exhausted is None:
         log.info("image %s: not claimable (done, canceled, or running elsewhere)", image_id)
         return "skipped"
+    metrics.count_settled("failed", exhausted.model, 1, job_ended=exhausted.ended.value if exhausted.ended else None)
     await runtime.events.publish(exhausted.job_id, exhausted.ended)
     return "failed"
 

@@ -367,7 +367,6 @@ def test_payloads() -> None:
 def test_redis_events_carry_the_status_from_the_publisher(redis_url: str) -> None:
     """Over real Redis pub/sub: the worker's publisher sends the status, the API's subscriber
     ends the wait without a read; a progress event before it reads nothing either."""
-    import redis
     import redis.asyncio as aioredis
 
     from api.wait import RedisJobEvents

@@ -1,5 +1,5 @@
 """Circuit breaking: the pure transitions, and the two stores (memory; Redis, atomic) driven by a
-fake clock through the synchronous adapter the worker uses."""
+fake clock through a synchronous adapter (tests/core/sync_circuits.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from core.circuit import (
     MemoryCircuitStore,
     Permit,
     RouteState,
-    SyncCircuits,
     after_failure,
     counts_as_route_failure,
     permit,
@@ -29,6 +28,7 @@ from core.errors import (
     UpstreamOverloadedError,
     UpstreamTimeoutError,
 )
+from tests.core.sync_circuits import SyncCircuits
 
 POLICY = CircuitPolicy(failures=3, cooldown_s=30, probe_lease_s=100)
 ROUTE = "gemini:gemini-3-pro-image"

@@ -91,7 +91,7 @@ async def test_an_expired_lease_on_the_last_attempt_fails_the_image_and_releases
 
     async with asessions.begin() as session:
         failed = await settlement.fail_out_of_attempts(session, image_id, now=utcnow(), max_attempts=3)
-    assert failed == settlement.FailedOut(job_id, JobStatus.FAILED)  # its only image: the job ended
+    assert (failed.job_id, failed.ended) == (job_id, JobStatus.FAILED) and failed.model  # its only image: the job ended
 
     with sessions() as session:
         image = session.get_one(JobImage, image_id)
@@ -155,7 +155,7 @@ async def test_cancel_takes_queued_and_expired_images_and_leaves_live_and_finish
     async with asessions.begin() as session:
         canceled = await settlement.cancel_images(session, job_id, now=utcnow())
 
-    assert sorted(canceled) == sorted([ids[0], ids[1]])
+    assert sorted(canceled.image_ids) == sorted([ids[0], ids[1]]) and canceled.ended is None
     with sessions() as session:
         statuses = [session.get_one(JobImage, i).status for i in ids]
         job = session.get_one(Job, job_id)
@@ -165,7 +165,7 @@ async def test_cancel_takes_queued_and_expired_images_and_leaves_live_and_finish
     assert money(sessions, key_id) == (2 * HOLD, 2 * HOLD, 2)
 
     async with asessions.begin() as session:
-        assert await settlement.cancel_images(session, job_id, now=utcnow()) == []
+        assert (await settlement.cancel_images(session, job_id, now=utcnow())).image_ids == []
 
 
 async def test_cancel_of_the_last_images_closes_the_job(
@@ -174,7 +174,8 @@ async def test_cancel_of_the_last_images_closes_the_job(
     key_id, job_id, _ = held_job(sessions, [expired(1), expired(2)])
 
     async with asessions.begin() as session:
-        assert len(await settlement.cancel_images(session, job_id, now=utcnow())) == 2
+        canceled = await settlement.cancel_images(session, job_id, now=utcnow())
+    assert len(canceled.image_ids) == 2 and canceled.ended is JobStatus.CANCELED
 
     with sessions() as session:
         job = session.get_one(Job, job_id)

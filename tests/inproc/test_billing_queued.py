@@ -8,6 +8,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from prometheus_client import REGISTRY
+
 from tests.inproc.gateway import DEMO_HOLD, DEMO_PRICES, Gateway, running_gateway, write_toml
 
 pytestmark = pytest.mark.anyio
@@ -39,11 +41,14 @@ async def test_cancelling_a_job_gives_back_the_hold_of_its_queued_images(slow: G
     response = await slow.http.post("/v1/jobs", headers=key.auth, json={"prompt": "cancel me", "n": 4,
                                                                         "size": "64x64"})
     job_id = response.json()["id"]
+    model = response.json()["model"]
+    before = _canceled_images(model)
     # one worker thread, 0.5 s an image: once the first image runs, the other three wait in the queue
     await slow.poll(key, job_id, until=frozenset({"running"}))
     canceled = await slow.http.delete(f"/v1/jobs/{job_id}", headers=key.auth)
     assert canceled.status_code == 200, canceled.text
     assert canceled.json()["progress"]["canceled"] == 3
+    assert _canceled_images(model) - before == 3  # the metrics count images no attempt ended too
     job = await slow.poll(key, job_id)
     assert job["status"] == "partial"
     assert job["progress"] == {"total": 4, "done": 4, "succeeded": 1, "failed": 0, "canceled": 3}
@@ -55,3 +60,8 @@ async def test_cancelling_a_job_gives_back_the_hold_of_its_queued_images(slow: G
     images = slow.rows("SELECT status, cost_micros, attempts FROM job_images WHERE job_id = :j", j=job_id)
     assert sorted((i["status"], i["cost_micros"], i["attempts"]) for i in images) == [
         ("canceled", 0, 0), ("canceled", 0, 0), ("canceled", 0, 0), ("succeeded", DEMO_HOLD, 1)]
+
+
+def _canceled_images(model: str) -> float:
+    """imagegate_images_total{status="canceled"} of ``model`` in this process's registry."""
+    return REGISTRY.get_sample_value("imagegate_images_total", {"status": "canceled", "model": model}) or 0.0
