@@ -243,8 +243,13 @@ def _report(
 
 async def guarded(store: CircuitStore, route: str, model: str, call: Callable[[], Awaitable[T]]) -> T:
     """``await call()`` under the route's circuit: :class:`CircuitOpenError` (without calling)
-    while it is open, and the outcome recorded. The one hook an async caller needs."""
-    granted, failures = await store.permit(route)
+    while it is open, and the outcome recorded. The one hook an async caller needs. A store that
+    cannot be reached fails open: the call goes ahead, as it would without circuits."""
+    try:
+        granted, failures = await store.permit(route)
+    except Exception as exc:  # the store is down (Redis restarting): the circuit fails open
+        log.warning("circuit of route %s unknown (%s): the call goes ahead", route, type(exc).__name__)
+        return await call()
     if granted is Permit.SKIP:
         raise circuit_open_error(model, store.policy.cooldown_s)
     try:
@@ -252,8 +257,17 @@ async def guarded(store: CircuitStore, route: str, model: str, call: Callable[[]
     except BaseException as exc:
         failed = _report(store, route, granted, failures, error=exc)
         if failed is not None:
-            await store.record(route, failed=failed, probe=granted is Permit.PROBE)
+            await _record(store, route, failed=failed, probe=granted is Permit.PROBE)
         raise
     if _report(store, route, granted, failures, error=None) is not None:
-        await store.record(route, failed=False, probe=granted is Permit.PROBE)
+        await _record(store, route, failed=False, probe=granted is Permit.PROBE)
     return result
+
+
+async def _record(store: CircuitStore, route: str, *, failed: bool, probe: bool) -> None:
+    """Record an outcome; a store that is down loses it (a probe's lease then frees the route)
+    rather than turning the call's outcome into an error."""
+    try:
+        await store.record(route, failed=failed, probe=probe)
+    except Exception as exc:
+        log.warning("circuit of route %s: the outcome could not be recorded (%s)", route, type(exc).__name__)

@@ -166,3 +166,29 @@ def test_a_late_failure_does_not_extend_the_cooldown() -> None:
 )
 def test_what_counts_as_a_route_failure(error: Exception, counts: bool) -> None:
     assert counts_as_route_failure(error) is counts  # type: ignore[arg-type]
+
+
+def test_a_store_that_cannot_be_reached_lets_the_call_through() -> None:
+    """Redis down (restarting): the circuit fails open, the call is made and its answer returned,
+    as without circuits; it never becomes the image's error."""
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from core.circuit import guarded
+
+    async def scenario() -> str:
+        unreachable = aioredis.Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+        store = RedisCircuitStore(unreachable, POLICY, namespace=f"t-{uuid.uuid4().hex}")
+        calls = []
+
+        async def call() -> str:
+            calls.append(1)
+            return "an image"
+
+        try:
+            return await guarded(store, ROUTE, "gemini-3-pro-image", call) + f" after {len(calls)} call"
+        finally:
+            await unreachable.aclose()
+
+    assert asyncio.run(scenario()) == "an image after 1 call"

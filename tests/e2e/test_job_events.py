@@ -40,14 +40,18 @@ class Read:
         return [name for name, data in self.events if name.startswith("image.") and data["index"] == index]
 
 
-def read_events(base_url: str, key: str, job_id: str, *, timeout: float = 60) -> Read:
-    """Read the stream until the server closes it: its events (name, JSON data) and comments."""
+def read_events(base_url: str, key: str, job_id: str, *, timeout: float = 60,
+                opened: threading.Event | None = None) -> Read:
+    """Read the stream until the server closes it: its events (name, JSON data) and comments;
+    ``opened`` is set once the stream answered 200."""
     events: list[tuple[str, dict[str, Any]]] = []
     keep_alives = 0
     started = time.monotonic()
     with httpx.stream("GET", f"{base_url}/v1/jobs/{job_id}/events", headers=_auth(key), timeout=timeout) as response:
         assert response.status_code == 200, response.read()
         assert response.headers["content-type"].startswith("text/event-stream")
+        if opened is not None:
+            opened.set()
         name, data = "message", ""
         for line in response.iter_lines():
             if line.startswith(":"):
@@ -164,8 +168,11 @@ def test_a_stream_goes_on_through_a_database_outage(
             json={"prompt": "through an outage", "n": 2, "size": "64x64"},
         ).json()["id"]
         read: list[Read] = []
-        reader = threading.Thread(target=lambda: read.append(read_events(stack.base_url, key, job_id, timeout=30)))
+        opened = threading.Event()
+        reader = threading.Thread(target=lambda: read.append(
+            read_events(stack.base_url, key, job_id, timeout=30, opened=opened)))
         reader.start()
+        assert opened.wait(20), "the stream did not open"  # before the outage: the stream is its own
         wait_until(
             lambda: any(r["status"] == "running" for r in stack.rows("SELECT status FROM job_images")),
             20,

@@ -42,7 +42,6 @@ from core.db import DATABASE_UNAVAILABLE
 from core.errors import GatewayError
 from core.events import InProcessEventBus, PartialImage, partials_key
 from core.jobs import ImageStatus, JobStatus
-from core.repo import jobs
 
 log = logging.getLogger(__name__)
 
@@ -148,22 +147,12 @@ def open_feed(state: AppState, job_id: str) -> PartialFeed | None:
 
 
 class _Progress:
-    """What of the job has changed since the stream last looked (the waiter's ``is_done``)."""
+    """What the stream last saw of the job, and the check that remembers a database outage for
+    the error at the deadline."""
 
     def __init__(self, state: AppState, job_id: str) -> None:
         self.check = JobCheck(state, job_id)
-        self.state = state
-        self.job_id = job_id
         self.seen: tuple[str, int] | None = None
-
-    async def __call__(self) -> bool:
-        try:
-            async with self.state.sessions() as session:
-                job = await session.scalar(jobs.by_id(self.job_id))
-        except DATABASE_UNAVAILABLE:
-            await self.check()  # remembers the outage, for the error at the deadline
-            return False
-        return job is None or (job.status, job.done) != self.seen
 
 
 def streamer(*, edit: bool, partials: bool) -> Stream:
@@ -188,6 +177,13 @@ class _ImageStream:
         self.drafts: list[str] = []
 
     async def events(self) -> AsyncIterator[bytes]:
+        # every event of the job wakes the stream (an image stored, not only the job's end), so
+        # each image is sent as soon as it is stored
+        with self.state.waiter.changes(self.job_id) as self.changes:
+            async for chunk in self._events():
+                yield chunk
+
+    async def _events(self) -> AsyncIterator[bytes]:
         state = self.state
         loop = asyncio.get_running_loop()
         deadline = loop.time() + state.settings.sync_timeout_s
@@ -228,11 +224,10 @@ class _ImageStream:
                 await self._clean_up()
 
     def _arm(self, waits: dict[str, asyncio.Task[Any]]) -> None:
-        """The waits that end a quiet spell: a job event (or the waiter's re-check), a draft."""
+        """The waits that end a quiet spell: an event of the job (or the keep-alive interval, after
+        which the job is read again all the same), a draft."""
         if "job" not in waits:
-            waits["job"] = asyncio.ensure_future(
-                self.state.waiter.wait(self.job_id, is_done=self.progress, timeout=KEEP_ALIVE_S)
-            )
+            waits["job"] = asyncio.ensure_future(self.changes.next(timeout=KEEP_ALIVE_S))
         if self.feed is not None and "partials" not in waits:
             waits["partials"] = asyncio.ensure_future(self.feed.wait(KEEP_ALIVE_S))
 
