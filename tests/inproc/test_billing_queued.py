@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
-
 from prometheus_client import REGISTRY
 
 from tests.inproc.gateway import DEMO_HOLD, DEMO_PRICES, Gateway, running_gateway, write_toml
