@@ -221,7 +221,7 @@ def test_a_webhook_to_a_private_address_is_refused_in_the_caller_s_dialect(hooke
     assert error["code"] == "invalid_webhook_url" and "webhook_url" in error["message"]
 
     # the header, on the Anthropic dialect: the Anthropic SDK raises its 400 with the header named
-    client = anthropic.Anthropic(base_url=hooked.base_url, api_key=key, max_retries=0)
+    client = anthropic.Anthropic(base_url=hooked.base_url, api_key=key)
     with pytest.raises(anthropic.BadRequestError) as caught:
         client.messages.create(model="demo", max_tokens=100, messages=[{"role": "user", "content": "no"}],
                                extra_headers={"Prefer": "respond-async", "x-imagegate-webhook-url": url})
