@@ -141,7 +141,7 @@ def create_app(
                 detach()
             for hook in on_shutdown:
                 await asyncio.to_thread(hook)
-            enqueuer.close()
+            await enqueuer.aclose()
             if redis_client is not None:
                 await redis_client.aclose()
             await engine.dispose()

@@ -45,7 +45,8 @@ class AppState:
 
     @cached_property
     def reads(self) -> async_sessionmaker[AsyncSession]:
-        """Sessions for reads that need no transaction (a finished job, its images, a poll):
-        their connections autocommit, so a read is its statement alone, without a BEGIN before
-        it and a ROLLBACK after. Writes use :attr:`sessions`."""
+        """Sessions for reads that need no transaction (a finished job, its images, a poll), and
+        for a write made in one statement (PostgreSQL's submit, ``api/submit.py``): their
+        connections autocommit, so a statement goes alone, without a BEGIN before it and a
+        COMMIT or ROLLBACK after. Other writes use :attr:`sessions`."""
         return async_session_factory(self.engine.execution_options(isolation_level="AUTOCOMMIT"))

@@ -235,28 +235,38 @@ async def submit(
     logcontext.bind(job_id=job_id, model=route_plan.model)  # for the rest of this request
     quote = ledger.quote(request, route_plan.routes, prices=state.prices, markup=markup)
     image_ids = [new_id("img") for _ in range(request.n)]
+    job = {
+        "id": job_id, "api_key_id": key.id, "dialect": dialect,
+        "request": request.model_dump(mode="json", exclude_none=True),
+        "routes": [route.model_dump(mode="json") for route in quote.routes],
+        "model": route_plan.model, "status": JobStatus.QUEUED, "n": request.n,
+        "succeeded": 0, "failed": 0, "canceled": 0, "created_at": now,
+        "idempotency_key": idempotency_key, "request_hash": digest,
+        "pricing": quote.pricing.as_json(), "hold_per_image_micros": quote.per_image_micros, "cost_micros": 0,
+        "webhook_url": webhook_url, "result_ttl_s": result_ttl_s,
+    }
+    images = [{"id": image_id, "job_id": job_id, "index": i, "status": ImageStatus.QUEUED, "attempts": 0,
+               "enqueued_at": now} for i, image_id in enumerate(image_ids)]
     try:
-        await session.execute(jobs.insert_job({
-            "id": job_id, "api_key_id": key.id, "dialect": dialect,
-            "request": request.model_dump(mode="json", exclude_none=True),
-            "routes": [route.model_dump(mode="json") for route in quote.routes],
-            "model": route_plan.model, "status": JobStatus.QUEUED, "n": request.n,
-            "succeeded": 0, "failed": 0, "canceled": 0, "created_at": now,
-            "idempotency_key": idempotency_key, "request_hash": digest,
-            "pricing": quote.pricing.as_json(), "hold_per_image_micros": quote.per_image_micros, "cost_micros": 0,
-            "webhook_url": webhook_url, "result_ttl_s": result_ttl_s,
-        }))
-        await session.execute(jobs.insert_images([
-            {"id": image_id, "job_id": job_id, "index": i, "status": ImageStatus.QUEUED, "attempts": 0,
-             "enqueued_at": now} for i, image_id in enumerate(image_ids)]))
-        await ledger.take_hold(session, key=key, job_id=job_id, quote=quote, n=request.n,
-                               model=quote.routes[0].model)
-        if inputs:
-            # accepted: the input images are written now (never for a refused request)
-            await anyio.to_thread.run_sync(store_pending, state.store, inputs)
-            await session.execute(retention.touch_inputs([p.key for p in inputs], now=now,
-                                                         dialect=session.get_bind().dialect.name))
-        await session.commit()
+        if not inputs and key.monthly_budget_micros is None and session.get_bind().dialect.name == "postgresql":
+            # one statement, so one round trip on an autocommit connection: job, images, hold
+            hold = ledger.hold_in_submit(key=key, job_id=job_id, quote=quote, n=request.n,
+                                         model=quote.routes[0].model)
+            guard, writes = hold if hold is not None else (None, [])
+            async with state.reads() as statement:
+                if not await statement.scalar(jobs.submit_statement(job, images, guard=guard, writes=writes)):
+                    raise ledger.refused_hold(key, quote, n=request.n)
+        else:
+            await session.execute(jobs.insert_job(job))
+            await session.execute(jobs.insert_images(images))
+            await ledger.take_hold(session, key=key, job_id=job_id, quote=quote, n=request.n,
+                                   model=quote.routes[0].model)
+            if inputs:
+                # accepted: the input images are written now (never for a refused request)
+                await anyio.to_thread.run_sync(store_pending, state.store, inputs)
+                await session.execute(retention.touch_inputs([p.key for p in inputs], now=now,
+                                                             dialect=session.get_bind().dialect.name))
+            await session.commit()
     except IntegrityError:
         await session.rollback()
         if idempotency_key:  # a concurrent request with the same key won the insert

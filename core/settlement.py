@@ -21,13 +21,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import CTE, Select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Executable
 
 from core.billing import ledger
+from core.billing import repo as billing_repo
 from core.billing.ledger import Charge, ImageRecord, JobBilling
 from core.jobs import ImageStatus, JobStatus
-from core.repo import jobs
+from core.repo import jobs, webhooks
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +91,50 @@ async def settle_ended(session: AsyncSession, billing: JobBilling, ended: Sequen
     for statement in statements:
         await session.execute(statement)
     return ended_as
+
+
+def record_statement(billing: JobBilling, image_id: str, *, attempt: int, values: Mapping[str, Any],
+                     ended: Ended, now: datetime) -> Select[str, bool]:
+    """PostgreSQL: an attempt's outcome recorded and settled in one statement, so in one round
+    trip (it needs no transaction of its own). Data-modifying CTEs, in lock order: the image row
+    (fenced by the attempt, :func:`core.repo.jobs.finish_image`), then the job row
+    (:func:`core.repo.jobs.count_and_close`: counted, closed if it was the last image, its
+    retention started), then the ledger rows and the key row (its committed spend and spend
+    counters), then the webhook outbox if the job ended. Each later step happens only if the image
+    was still this attempt's. Returns one row (``status``, ``closed``) if it recorded the outcome,
+    none if the attempt no longer owned the image.
+
+    On SQLite (no data-modifying CTEs) :func:`settle_ended` does the same, one statement each."""
+    image = jobs.finish_image(image_id, attempt=attempt, values=dict(values)).cte("image")
+    succeeded = int(ended.status is ImageStatus.SUCCEEDED)
+    failed = int(ended.status is ImageStatus.FAILED)
+    cost = ended.charge.billed_micros if ended.charge is not None else 0
+    counted = jobs.count_and_close(billing.job_id, image, succeeded=succeeded, failed=failed, cost_micros=cost,
+                                   now=now).cte("counted")
+    closed = jobs.closed_by(counted, 1)
+    record = ImageRecord(outcome=ended.status.value, size=ended.size, quality=ended.quality,
+                         input_tokens=ended.input_tokens, output_tokens=ended.output_tokens)
+    settled = ledger.settlement_of(billing, image_id, charge=ended.charge, model=ended.model, record=record)
+    writes: list[CTE] = [billing_repo.insert_rows_if(settled.rows, image).cte("ledger_rows")]
+    if settled.committed_delta or settled.charged:
+        writes.append(billing_repo.adjust_committed_if(billing.key_id, settled.committed_delta, image,
+                                                        charged=settled.charged).cte("key_row"))
+    if settled.periods:
+        writes.append(billing_repo.add_spend_if(billing.key_id, settled.periods, settled.charged, image)
+                      .cte("spend"))
+    writes.append(webhooks.new_delivery_if(counted, closed, now=now).cte("webhook"))
+    return jobs.recorded(counted, closed, *writes)
+
+
+async def record_outcome(session: AsyncSession, billing: JobBilling, image_id: str, *, attempt: int,
+                         values: Mapping[str, Any], ended: Ended, now: datetime) -> tuple[bool, JobStatus | None]:
+    """PostgreSQL: run :func:`record_statement`; whether the attempt still owned the image, and the
+    job's terminal status if this outcome ended the job."""
+    row = (await session.execute(record_statement(billing, image_id, attempt=attempt, values=values, ended=ended,
+                                                  now=now))).one_or_none()
+    if row is None:
+        return False, None
+    return True, JobStatus(row.status) if row.closed else None
 
 
 async def job_billing(session: AsyncSession, job_id: str) -> JobBilling:

@@ -6,7 +6,9 @@ canceled is left alone; and each outcome is fenced by the attempt number.
 
 It is a coroutine on the worker process's event loop (``worker/pool.py``): while it waits for
 an upstream it holds no thread. On PostgreSQL the claim is one statement that also marks the job
-running and returns everything the attempt needs of it (:func:`core.repo.jobs.claim_with_context`).
+running and returns everything the attempt needs of it (:func:`core.repo.jobs.claim_with_context`),
+and the record of an outcome is one statement too (:func:`core.settlement.record_statement`): one
+round trip each, on autocommit connections.
 
 Upstreams that make several images per call (GPT image: up to 10) get one call for the whole
 group: the first task of a group claims its claimable siblings, whose own tasks then find nothing
@@ -165,9 +167,26 @@ async def _claim(runtime: WorkerRuntime, image_id: str) -> Attempt | str:
     now = utcnow()
     settings = runtime.settings
     lease, max_attempts = settings.image_lease_s, settings.image_max_attempts
+    if runtime.postgres:
+        # one statement, one round trip (no transaction around it); a call group's siblings are
+        # claimed next, in a transaction of their own (a worker dying in between leaves them
+        # queued for the sweeper, as it would leave any image)
+        async with runtime.statements() as session:
+            found = await _claim_one(session, image_id, now=now, lease_s=lease, max_attempts=max_attempts,
+                                     sqlite=False)
+        if found is not None:
+            job_id, claimed, row = found
+            try:
+                async with runtime.sessions.begin() as session:
+                    return await _start(session, claimed, job_id, row, now=now, lease_s=lease,
+                                        max_attempts=max_attempts)
+            except TRANSIENT_DB_ERRORS as exc:
+                log.warning("image %s: its call group could not be claimed (%s: %s); it runs alone, the sweeper "
+                            "sends the others", image_id, type(exc).__name__, first_line(exc))
+                return await _start(None, claimed, job_id, row, now=now, lease_s=lease, max_attempts=max_attempts)
     async with runtime.sessions.begin() as session:
-        found = await _claim_one(session, image_id, now=now, lease_s=lease, max_attempts=max_attempts,
-                                 sqlite=is_sqlite(settings.resolved_database_url))
+        found = None if runtime.postgres else await _claim_one(session, image_id, now=now, lease_s=lease,
+                                                               max_attempts=max_attempts, sqlite=True)
         if found is not None:
             # committed as the block ends, before anything is sent upstream
             job_id, claimed, row = found
@@ -201,10 +220,10 @@ async def _claim_one(session: AsyncSession, image_id: str, *, now: datetime, lea
     return job_id, Claimed(image_id, index, number), row
 
 
-async def _start(session: AsyncSession, claimed: Claimed, job_id: str, row: Row[Any], *, now: datetime,
+async def _start(session: AsyncSession | None, claimed: Claimed, job_id: str, row: Row[Any], *, now: datetime,
                  lease_s: float, max_attempts: int) -> Attempt:
     """From the job's ``row`` (:func:`core.repo.jobs.run_context`), what running the image needs;
-    and claim the claimable siblings of the image's call group."""
+    and claim the claimable siblings of the image's call group (in ``session``; none without)."""
     try:
         billing = JobBilling.of(key_id=row.api_key_id, job_id=job_id, model=row.model,
                                 hold_per_image=row.hold_per_image_micros, pricing=row.pricing)
@@ -217,7 +236,7 @@ async def _start(session: AsyncSession, claimed: Claimed, job_id: str, row: Row[
     images = [claimed]
     index, n = claimed.index, row.n
     group = [i for i in range((index // size) * size, min(n, (index // size + 1) * size)) if i != index]
-    if group:
+    if group and session is not None:
         siblings = list((await session.execute(
             jobs.lock_group(job_id, group, now=now, max_attempts=max_attempts))).scalars())
         if siblings:
@@ -367,12 +386,23 @@ async def _write(runtime: WorkerRuntime, attempt: Attempt, claimed: Claimed, val
 
 async def _record_once(runtime: WorkerRuntime, attempt: Attempt, claimed: Claimed, values: dict[str, Any],
                        charge: Charge | None, *, now: datetime) -> Recorded:
-    """One transaction, locking in the order image row -> job row -> key row (see count_outcome)."""
+    """One transaction, locking in the order image row -> job row -> key row (see count_outcome):
+    on PostgreSQL one statement (:func:`core.settlement.record_statement`); when it finds the
+    image no longer this attempt's, a second transaction tells a lost answer to an earlier try
+    (recorded already) from a lease another attempt took over."""
     status = ImageStatus(values["status"])
+    if runtime.postgres:
+        async with runtime.statements() as session:
+            owned, ended = await settlement.record_outcome(
+                session, attempt.billing, claimed.image_id, attempt=claimed.attempt, values=values,
+                ended=Ended.of(claimed.image_id, values, charge), now=now)
+        if owned:
+            _count(attempt, claimed, status, values, charge, ended, now=now)
+            return Recorded(status.value, ended)
     async with runtime.sessions.begin() as session:
-        owned = (await session.execute(jobs.finish_image(claimed.image_id, attempt=claimed.attempt,
-                                                         values=values))).scalar_one_or_none()
-        if owned is None:
+        owned_id = None if runtime.postgres else (await session.execute(jobs.finish_image(
+            claimed.image_id, attempt=claimed.attempt, values=values))).scalar_one_or_none()
+        if owned_id is None:
             if await _already_recorded(session, claimed, values):
                 # an earlier try of this transaction was committed, but its answer was lost
                 job_status = JobStatus((await session.execute(jobs.status_of(attempt.job_id))).scalar_one())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 
 import redis.asyncio as aioredis
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -19,7 +20,7 @@ from core import metrics
 from core.circuit import CircuitStore
 from core.circuit_redis import RedisCircuitStore, open_circuits
 from core.config import Settings
-from core.db import async_session_factory, create_async_db_engine
+from core.db import async_session_factory, create_async_db_engine, is_sqlite
 from core.events import InProcessEventBus, JobEvents, RedisEventPublisher
 from core.signing import load_or_create_signing_key
 from core.storage import ImageStore, open_store
@@ -73,6 +74,17 @@ class WorkerRuntime:
                 settings.url_signing_key.get_secret_value() if settings.url_signing_key else None,
                 settings.data_dir),
         )
+
+    @cached_property
+    def statements(self) -> async_sessionmaker[AsyncSession]:
+        """Sessions whose connections autocommit, for work done in one statement (PostgreSQL's
+        claim and record, :mod:`core.settlement`): the statement alone, one round trip, without
+        a BEGIN before it and a COMMIT after."""
+        return async_session_factory(self.engine.execution_options(isolation_level="AUTOCOMMIT"))
+
+    @cached_property
+    def postgres(self) -> bool:
+        return not is_sqlite(self.settings.resolved_database_url)
 
     async def open(self) -> None:
         """Open the Redis publisher's connection ahead of the first image (the database's:

@@ -36,6 +36,7 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
+from sqlalchemy import CTE
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Executable
 
@@ -167,6 +168,29 @@ async def take_hold(session: AsyncSession, *, key: ApiKey, job_id: str, quote: Q
         await session.execute(repo.insert_rows([hold]))
 
 
+def hold_in_submit(*, key: ApiKey, job_id: str, quote: Quote, n: int, model: str) -> tuple[CTE, list[CTE]] | None:
+    """PostgreSQL, for a submit in one statement (:func:`core.repo.jobs.submit_statement`): the
+    key's reserve (the guard: no row when the hold does not fit the budget) and the hold row, as
+    CTEs; None when there is nothing to hold or check. A key with a monthly budget is not held
+    this way (:func:`take_hold` reads its month's spend after the reserve)."""
+    if key.monthly_budget_micros is not None:
+        raise ValueError("a monthly budget is checked by take_hold")
+    total = quote.per_image_micros * n
+    if total <= 0 and key.budget_micros is None:
+        return None
+    reserved = repo.reserve(key.id, total).cte("reserved")
+    if total <= 0:
+        return reserved, []
+    hold = repo.row(kind=LedgerKind.HOLD, key_id=key.id, job_id=job_id, amount=total, model=model,
+                    pricing=quote.pricing.as_json())
+    return reserved, [repo.insert_rows_if([hold], reserved).cte("hold")]
+
+
+def refused_hold(key: ApiKey, quote: Quote, *, n: int) -> QuotaExceededError:
+    """The error of a hold the key's budget refused."""
+    return _over_budget("budget", key.budget_micros, quote.per_image_micros * n)
+
+
 async def _month_spend(session: AsyncSession, key_id: str, now: datetime) -> int:
     """This month's charges plus every hold still open (the new hold included)."""
     charges_month = int(await session.scalar(repo.spend_in(key_id, [month_of(now)])) or 0)
@@ -242,12 +266,22 @@ class ImageRecord:
                 "input_tokens": self.input_tokens, "output_tokens": self.output_tokens}
 
 
-def settle_image(billing: JobBilling, image_id: str, *, charge: Charge | None, model: str | None,
-                 record: ImageRecord, dialect: str) -> list[Executable]:
-    """The statements settling one image, run in the transaction that records it: its charge (a
-    delivered image, 0 for a free one) or the release of its share of the hold (any other), the
-    release of the hold share of a delivered image too, and the key's counters moved by their sum.
-    ``dialect`` is the database's (the spend counters are upserted)."""
+@dataclass(frozen=True)
+class Settlement:
+    """What settling one image writes: its ledger rows, the move of the key's committed spend and
+    of its charges in all, and the charge added to its spend counters of ``periods``."""
+
+    rows: list[dict[str, Any]]
+    committed_delta: int
+    charged: int
+    periods: list[str]
+
+
+def settlement_of(billing: JobBilling, image_id: str, *, charge: Charge | None, model: str | None,
+                  record: ImageRecord) -> Settlement:
+    """An image's settlement: its charge (a delivered image, 0 for a free one) or the release of
+    its share of the hold (any other), the release of the hold share of a delivered image too,
+    and the key's counters moved by their sum."""
     model = model or billing.model
     billed = charge.billed_micros if charge is not None else 0
     rows = []
@@ -260,12 +294,21 @@ def settle_image(billing: JobBilling, image_id: str, *, charge: Charge | None, m
         image = record.columns() if charge is None else {}
         rows.append(repo.row(kind=LedgerKind.RELEASE, key_id=billing.key_id, job_id=billing.job_id,
                              image_id=image_id, amount=-billing.hold_per_image, model=model, **image))
-    statements: list[Executable] = [repo.insert_rows(rows)]
-    if billed or billing.hold_per_image:
-        statements.append(repo.adjust_committed(billing.key_id, billed - billing.hold_per_image, charged=billed))
-    if billed:
-        now = utcnow()
-        statements.append(repo.add_spend(billing.key_id, [day_of(now), month_of(now)], billed, dialect=dialect))
+    now = utcnow()
+    return Settlement(rows=rows, committed_delta=billed - billing.hold_per_image, charged=billed,
+                      periods=[day_of(now), month_of(now)] if billed else [])
+
+
+def settle_image(billing: JobBilling, image_id: str, *, charge: Charge | None, model: str | None,
+                 record: ImageRecord, dialect: str) -> list[Executable]:
+    """The statements settling one image (:func:`settlement_of`), run in the transaction that
+    records it. ``dialect`` is the database's (the spend counters are upserted)."""
+    settled = settlement_of(billing, image_id, charge=charge, model=model, record=record)
+    statements: list[Executable] = [repo.insert_rows(settled.rows)]
+    if settled.committed_delta or settled.charged:
+        statements.append(repo.adjust_committed(billing.key_id, settled.committed_delta, charged=settled.charged))
+    if settled.periods:
+        statements.append(repo.add_spend(billing.key_id, settled.periods, settled.charged, dialect=dialect))
     return statements
 
 

@@ -11,7 +11,23 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Date, Insert, Select, and_, case, cast, func, insert, literal, or_, select, update
+from sqlalchemy import (
+    CTE,
+    Date,
+    Insert,
+    Select,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import ReturningUpdate, Update
@@ -56,11 +72,36 @@ def reserve_and_insert(key_id: str, amount: int, hold: dict[str, Any]) -> Insert
     """PostgreSQL: :func:`reserve` and the hold row ``hold`` (from :func:`row`) in one statement,
     a data-modifying CTE: the row is inserted only if the reserve took. Returns the row's id, or
     no row when the budget would be exceeded."""
-    reserved = reserve(key_id, amount).cte("reserved")
+    return insert_rows_if([hold], reserve(key_id, amount).cte("reserved")).returning(LedgerEntry.id)
+
+
+def insert_rows_if(rows: list[dict[str, Any]], guard: CTE) -> Insert:
+    """PostgreSQL, in one statement with ``guard`` (a data-modifying CTE): :func:`insert_rows`,
+    only if ``guard`` returned a row."""
     table = LedgerEntry.__table__
-    columns = list(hold)
-    values = select(*[literal(hold[c], type_=table.c[c].type).label(c) for c in columns]).select_from(reserved)
-    return insert(LedgerEntry).from_select(columns, values).returning(LedgerEntry.id)
+    columns = list(rows[0])
+    selects = [select(*[literal(r[c], type_=table.c[c].type).label(c) for c in columns]).select_from(guard)
+               for r in rows]
+    return insert(LedgerEntry).from_select(columns, selects[0] if len(selects) == 1 else union_all(*selects))
+
+
+def adjust_committed_if(key_id: str, delta: int, guard: CTE, *, charged: int = 0) -> Update:
+    """PostgreSQL, in one statement with ``guard``: :func:`adjust_committed`, only if ``guard``
+    returned a row."""
+    return adjust_committed(key_id, delta, charged=charged).where(exists(select(literal(1)).select_from(guard)))
+
+
+def add_spend_if(key_id: str, periods: Sequence[str], amount: int, guard: CTE) -> Insert:
+    """PostgreSQL, in one statement with ``guard``: :func:`add_spend`, only if ``guard`` returned
+    a row."""
+    selects = [select(literal(key_id).label("api_key_id"), literal(p).label("period"),
+                      literal(amount, type_=KeySpend.__table__.c.charged_micros.type).label("charged_micros"))
+               .select_from(guard) for p in periods]
+    statement = postgresql.insert(KeySpend).from_select(["api_key_id", "period", "charged_micros"],
+                                                        selects[0] if len(selects) == 1 else union_all(*selects))
+    return statement.on_conflict_do_update(
+        index_elements=[KeySpend.api_key_id, KeySpend.period],
+        set_={"charged_micros": KeySpend.charged_micros + statement.excluded.charged_micros})
 
 
 def adjust_committed(key_id: str, delta: int, *, charged: int = 0) -> Update:

@@ -13,7 +13,27 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Insert, Row, ScalarSelect, Select, and_, insert, or_, select, tuple_, update
+from sqlalchemy import (
+    CTE,
+    ColumnElement,
+    Insert,
+    Row,
+    ScalarSelect,
+    Select,
+    String,
+    and_,
+    case,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningUpdate, Update
 
@@ -34,6 +54,39 @@ def insert_job(values: dict[str, Any]) -> Insert:
 def insert_images(rows: list[dict[str, Any]]) -> Insert:
     """A job's n images, in one statement."""
     return insert(JobImage).values(rows)
+
+
+def _with_defaults(table: Any, values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` and the scalar defaults of the columns it leaves out (``INSERT ... SELECT``
+    applies no Python-side default)."""
+    defaults = {c.name: c.default.arg for c in table.columns
+                if c.name not in values and c.default is not None and c.default.is_scalar}
+    return {**values, **defaults}
+
+
+def _literals(table: Any, values: dict[str, Any], columns: list[str]) -> list[Any]:
+    return [literal(values[c], type_=table.c[c].type).label(c) for c in columns]
+
+
+def submit_statement(job: dict[str, Any], images: list[dict[str, Any]], *, guard: CTE | None = None,
+                     writes: Sequence[CTE] = ()) -> Select[int]:
+    """PostgreSQL: the job and its images inserted in one statement, with ``writes`` (the hold:
+    the key's reserve ``guard`` and its ledger row), so a submit is one round trip. With a
+    ``guard`` (a data-modifying CTE), nothing is inserted unless it returned a row. Returns how
+    many jobs it inserted: 1, or 0 when the guard refused (the budget would be exceeded)."""
+    job_table, image_table = Job.__table__, JobImage.__table__
+    job = _with_defaults(job_table, job)
+    images = [_with_defaults(image_table, image) for image in images]
+    job_columns = list(job)
+    values = select(*_literals(job_table, job, job_columns))
+    if guard is not None:
+        values = values.select_from(guard)
+    inserted = insert(Job).from_select(job_columns, values, include_defaults=False).returning(Job.id).cte("job")
+    image_columns = list(images[0])
+    rows = [select(*_literals(image_table, image, image_columns)).select_from(inserted) for image in images]
+    images_cte = insert(JobImage).from_select(image_columns, rows[0] if len(rows) == 1 else union_all(*rows),
+                                              include_defaults=False).cte("images")
+    return select(func.count()).select_from(inserted).add_cte(images_cte, *writes)
 
 
 def by_id(job_id: str) -> Select[Job]:
@@ -265,6 +318,55 @@ def finalize_job(job_id: str, counts: Row[int, int, int, int] | tuple[int, int, 
         values["error_message"] = f"All {n} images failed."
     return (update(Job).where(Job.id == job_id, Job.status.not_in(TERMINAL_JOB)).values(**values)
             .returning(Job.status))
+
+
+def count_and_close(job_id: str, guard: CTE, *, succeeded: int = 0, failed: int = 0, canceled: int = 0,
+                    cost_micros: int = 0, now: datetime) -> ReturningUpdate[str, int, int, int, int, str, str | None]:
+    """PostgreSQL, in one statement with ``guard`` (the image rows' update, a data-modifying CTE),
+    only if it returned a row: :func:`count_outcome` and, when these images were the job's last,
+    what :func:`finalize_job` and :func:`job_ended` do (status, ``finished_at``, the error of a
+    job whose images all failed, ``expires_at``), in one ``UPDATE``. Its right-hand sides read
+    the row as it was, so "closes" is decided on the counts before these images. Returns the
+    new counts, status and webhook URL; :func:`closed_by` says whether this update ended it."""
+    before = Job.succeeded + Job.failed + Job.canceled
+    closes = and_(Job.status.not_in(TERMINAL_JOB), before + (succeeded + failed + canceled) >= Job.n)
+    final = case((Job.succeeded + succeeded == Job.n, JobStatus.SUCCEEDED.value),
+                 (Job.succeeded + succeeded > 0, JobStatus.PARTIAL.value),
+                 (Job.failed + failed > 0, JobStatus.FAILED.value),
+                 else_=JobStatus.CANCELED.value)
+    all_failed = and_(closes, Job.succeeded + succeeded == 0, Job.failed + failed > 0)
+    stamp = literal(now, type_=Job.__table__.c.finished_at.type)
+    ttl = func.make_interval(0, 0, 0, 0, 0, 0, Job.result_ttl_s)
+    return (
+        update(Job)
+        .where(Job.id == job_id, exists(select(literal(1)).select_from(guard)))
+        .values(
+            succeeded=Job.succeeded + succeeded,
+            failed=Job.failed + failed,
+            canceled=Job.canceled + canceled,
+            cost_micros=Job.cost_micros + cost_micros,
+            status=case((closes, final), else_=Job.status),
+            finished_at=case((closes, stamp), else_=Job.finished_at),
+            error_code=case((all_failed, "all_images_failed"), else_=Job.error_code),
+            error_message=case((all_failed, "All " + cast(Job.n, String) + " images failed."),
+                               else_=Job.error_message),
+            expires_at=case((and_(closes, Job.result_ttl_s.is_not(None)), stamp + ttl), else_=Job.expires_at),
+        )
+        .returning(Job.id, Job.n, Job.succeeded, Job.failed, Job.canceled, Job.status, Job.webhook_url)
+    )
+
+
+def closed_by(counted: CTE, ended: int) -> ColumnElement[bool]:
+    """Whether the :func:`count_and_close` of ``ended`` images (its CTE ``counted``) ended the
+    job: it is terminal now, and was not complete before them."""
+    c = counted.c
+    return and_(c.status.in_(TERMINAL_JOB), c.succeeded + c.failed + c.canceled - ended < c.n)
+
+
+def recorded(counted: CTE, closed: ColumnElement[bool], *writes: CTE) -> Select[str, bool]:
+    """The statement whose CTEs are ``counted`` (:func:`count_and_close`) and ``writes`` (the
+    other data-modifying steps of the same record): the job's status, and whether it closed."""
+    return select(counted.c.status, closed.label("closed")).add_cte(*writes)
 
 
 async def job_ended(session: AsyncSession, job_id: str, *, now: datetime) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Insert, Select, insert, select, update
+from sqlalchemy import CTE, ColumnElement, Insert, Select, insert, literal, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningUpdate, Update
 
@@ -31,6 +31,19 @@ def new_delivery(job_id: str, url: str, *, now: datetime) -> Insert:
     return insert(WebhookDelivery).values(
         id=new_id("msg"), job_id=job_id, url=url, status=DeliveryStatus.PENDING, attempts=0, created_at=now,
         next_attempt_at=now)
+
+
+def new_delivery_if(counted: CTE, closed: ColumnElement[bool], *, now: datetime) -> Insert:
+    """PostgreSQL, in one statement with ``counted`` (:func:`core.repo.jobs.count_and_close`): the
+    job's webhook into the outbox when ``closed`` (this statement ended the job) and it has one."""
+    table = WebhookDelivery.__table__
+    stamp = literal(now, type_=table.c.created_at.type)
+    values = select(literal(new_id("msg")).label("id"), counted.c.id.label("job_id"),
+                    counted.c.webhook_url.label("url"), literal(DeliveryStatus.PENDING.value).label("status"),
+                    literal(0).label("attempts"), stamp.label("created_at"), stamp.label("next_attempt_at")
+                    ).where(closed, counted.c.webhook_url.is_not(None))
+    return insert(WebhookDelivery).from_select(["id", "job_id", "url", "status", "attempts", "created_at",
+                                                "next_attempt_at"], values)
 
 
 def claim_due(*, now: datetime, limit: int) -> ReturningUpdate[str]:

@@ -12,26 +12,50 @@ from pathlib import Path
 import anyio
 import anyio.to_thread
 
-CHUNK = 256 * 1024
+CHUNK = 1024 * 1024
+"""How much of a file one read of :meth:`LocalImageStore.aopen` takes: an image of up to this
+size is read in one go (one thread hop), a larger one in pieces of this size."""
+FOLDERS_REMEMBERED = 4096
 
 
 class LocalImageStore:
-    """Files under ``root``, written then renamed so that a reader never sees half an image."""
+    """Files under ``root``, written then renamed so that a reader never sees half an image.
+
+    A key is checked by its syntax (relative, no empty, ``.`` or ``..`` part), not by resolving
+    its path on disk: every key is made by imagegate itself (``core/storage/__init__.py``), and a
+    ``resolve()`` costs an ``lstat`` per path component on every read and write."""
 
     def __init__(self, root: Path) -> None:
         self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
+        self._folders: dict[str, None] = {}
+        """Folders known to exist (made by this store, most recent last), so that a write does
+        not ``mkdir`` its folder each time."""
 
     def _path(self, key: str) -> Path:
-        path = (self.root / key).resolve()
-        if self.root not in path.parents:
+        parts = key.split("/")
+        if not key or key.startswith("/") or "\x00" in key or any(p in ("", ".", "..") for p in parts):
             raise ValueError(f"object key escapes the store: {key!r}")
-        return path
+        return self.root.joinpath(*parts)
+
+    def _folder(self, path: Path) -> None:
+        folder = str(path.parent)
+        if folder in self._folders:
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._folders[folder] = None
+        if len(self._folders) > FOLDERS_REMEMBERED:
+            del self._folders[next(iter(self._folders))]
 
     def put(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        self._folder(path)
+        try:
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        except FileNotFoundError:  # the folder was removed since (its job's clean-up): made again
+            self._folders.pop(str(path.parent), None)
+            self._folder(path)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as handle:
                 handle.write(data)
@@ -71,10 +95,16 @@ class LocalImageStore:
         return await anyio.to_thread.run_sync(self.get, key)
 
     async def aopen(self, key: str) -> AsyncIterator[bytes]:
-        handle = await anyio.open_file(self._path(key), "rb")
+        path = self._path(key)
+        first, more = await anyio.to_thread.run_sync(_read_start, path)
 
         async def chunks() -> AsyncIterator[bytes]:
-            async with handle:
+            if first:
+                yield first
+            if not more:
+                return
+            async with await anyio.open_file(path, "rb") as handle:
+                await handle.seek(len(first))
                 while chunk := await handle.read(CHUNK):
                     yield chunk
 
@@ -82,3 +112,11 @@ class LocalImageStore:
 
     def presign(self, key: str, *, ttl_s: int) -> str | None:
         return None
+
+
+def _read_start(path: Path) -> tuple[bytes, bool]:
+    """The file's first :data:`CHUNK` bytes, and whether there is more (an image is usually read
+    whole here, in one thread hop)."""
+    with path.open("rb") as handle:
+        first = handle.read(CHUNK)
+        return first, len(first) == CHUNK and bool(handle.read(1))

@@ -78,7 +78,7 @@ def sweep(settings: Settings, broker: RedisServer, steps: list[str]) -> list[int
                 else:
                     await asyncio.to_thread(getattr(broker, step))
         finally:
-            enqueuer.close()
+            await enqueuer.aclose()
             await client.aclose()
             await engine.dispose()
         return counts

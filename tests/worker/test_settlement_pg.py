@@ -6,22 +6,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
-from datetime import date
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from sqlalchemy import func, select
 
-from core.billing.ledger import PricingSnapshot
+from core.billing.ledger import Charge, JobBilling, PricingSnapshot, day_of, month_of
 from core.billing.money import format_usd
 from core.billing.prices import ModelPrice
 from core.config import Settings
 from core.errors import ContentPolicyError
 from core.events import InProcessEventBus
 from core.generation import ProviderImage
+from core.jobs import ImageStatus, JobStatus
 from core.migrate import upgrade_head
-from core.models import ApiKey, Job, JobImage
-from core.models.ledger import LedgerEntry
+from core.models import ApiKey, Job, JobImage, WebhookDelivery
+from core.models.ledger import KeySpend, LedgerEntry
+from core.models.types import utcnow
+from core.settlement import Ended, record_outcome
 from tests.worker.factories import db, hold, make_api_key, make_image, make_job
 from worker.providers.base import ProviderCall
 from worker.providers.demo import DemoProvider
@@ -160,3 +163,92 @@ async def test_an_outcome_the_database_refuses_is_recorded_as_a_failure(runtime:
     assert (job.status, job.failed) == ("failed", 1)
     assert committed == ledger_total == 0
     assert await run_image(runtime, image_id) == "skipped"
+
+
+def _running_job(runtime: WorkerRuntime, *, n: int, name: str, webhook: str | None = None,
+                 ttl_s: int | None = None) -> tuple[str, str, list[str]]:
+    """A priced job of ``n`` images, each running its first attempt; its key, job and image ids."""
+    with db(runtime).begin() as session:
+        key = make_api_key(session, name=name)
+        job = make_job(session, key, n=n, size="64x64")
+        hold(session, key, job, per_image=HOLD)
+        job.pricing = PricingSnapshot(markup=Decimal("1.25"), routes={"demo-image": PRICE}).as_json()
+        job.webhook_url, job.result_ttl_s = webhook, ttl_s
+        images = [make_image(session, job, index=i, status=ImageStatus.RUNNING, attempts=1) for i in range(n)]
+        return key.id, job.id, [i.id for i in images]
+
+
+async def _record(runtime: WorkerRuntime, billing: JobBilling, image_id: str, *, delivered: bool,
+                  now: datetime, attempt: int = 1) -> tuple[bool, JobStatus | None]:
+    if delivered:
+        charge = Charge(upstream_micros=40_000, billed_micros=HOLD)
+        values = {"status": ImageStatus.SUCCEEDED, "model": "demo-image", "object_key": f"k/{image_id}.png",
+                  "size": "64x64", "cost_micros": HOLD, "upstream_cost_micros": 40_000, "finished_at": now,
+                  "lease_until": None}
+    else:
+        charge = None
+        values = {"status": ImageStatus.FAILED, "error_code": "moderation_blocked", "error_message": "blocked",
+                  "finished_at": now, "lease_until": None}
+    async with runtime.statements() as session:
+        return await record_outcome(session, billing, image_id, attempt=attempt, values=values,
+                                    ended=Ended.of(image_id, values, charge), now=now)
+
+
+async def test_one_statement_records_settles_and_closes_the_job(runtime: WorkerRuntime) -> None:
+    """PostgreSQL records an outcome in one statement: the image, the job's counters, the ledger,
+    the key's balance and spend counters; the last image closes the job, starts its retention and
+    puts its webhook in the outbox; an attempt that no longer owns its image writes nothing."""
+    key_id, job_id, (first, second) = _running_job(runtime, n=2, name="one-statement",
+                                                   webhook="https://hooks.example/done", ttl_s=600)
+    with db(runtime)() as session:
+        row = session.get_one(Job, job_id)
+        billing = JobBilling.of(key_id=key_id, job_id=job_id, model=row.model, hold_per_image=HOLD,
+                                pricing=row.pricing)
+    now = utcnow()
+
+    assert await _record(runtime, billing, first, delivered=True, now=now) == (True, None)
+    with db(runtime)() as session:
+        job = session.get_one(Job, job_id)
+        assert (job.status, job.succeeded, job.finished_at, job.expires_at) == ("queued", 1, None, None)
+        assert session.scalar(select(func.count()).select_from(WebhookDelivery)) == 0
+
+    assert await _record(runtime, billing, second, delivered=False, now=now) == (True, JobStatus.PARTIAL)
+    assert await _record(runtime, billing, first, delivered=True, now=now) == (False, None), "fenced"
+    with db(runtime)() as session:
+        job = session.get_one(Job, job_id)
+        key = session.get_one(ApiKey, key_id)
+        kinds = sorted(session.scalars(select(LedgerEntry.kind).where(LedgerEntry.job_id == job_id)))
+        spend = dict(session.execute(select(KeySpend.period, KeySpend.charged_micros)
+                                     .where(KeySpend.api_key_id == key_id)).all())
+        hooks = session.scalars(select(WebhookDelivery).where(WebhookDelivery.job_id == job_id)).all()
+        images = {i.id: i for i in session.scalars(select(JobImage).where(JobImage.job_id == job_id))}
+    assert (job.status, job.succeeded, job.failed, job.cost_micros) == ("partial", 1, 1, HOLD)
+    assert job.finished_at == now and job.expires_at == now + timedelta(seconds=600)
+    assert job.error_code is None
+    assert kinds == ["charge", "hold", "release", "release"]
+    assert (key.committed_micros, key.charged_micros) == (HOLD, HOLD), "one charge; both holds released"
+    assert spend == {day_of(now): HOLD, month_of(now): HOLD}
+    assert [(h.url, h.status, h.attempts) for h in hooks] == [("https://hooks.example/done", "pending", 0)]
+    assert (images[first].status, images[first].object_key) == ("succeeded", f"k/{first}.png")
+    assert (images[second].status, images[second].error_code) == ("failed", "moderation_blocked")
+
+
+async def test_one_statement_fails_a_job_whose_images_all_failed(runtime: WorkerRuntime) -> None:
+    key_id, job_id, images = _running_job(runtime, n=2, name="all-failed")
+    with db(runtime)() as session:
+        row = session.get_one(Job, job_id)
+        billing = JobBilling.of(key_id=key_id, job_id=job_id, model=row.model, hold_per_image=HOLD,
+                                pricing=row.pricing)
+    now = utcnow()
+    assert [await _record(runtime, billing, i, delivered=False, now=now) for i in images] == [
+        (True, None), (True, JobStatus.FAILED)]
+    with db(runtime)() as session:
+        job = session.get_one(Job, job_id)
+        key = session.get_one(ApiKey, key_id)
+        assert session.scalar(select(func.count()).select_from(KeySpend).where(KeySpend.api_key_id == key_id)) == 0
+        assert session.scalar(select(func.count()).select_from(WebhookDelivery)
+                              .where(WebhookDelivery.job_id == job_id)) == 0
+    assert (job.status, job.failed, job.error_code, job.error_message) == (
+        "failed", 2, "all_images_failed", "All 2 images failed.")
+    assert job.expires_at is None and job.cost_micros == 0
+    assert (key.committed_micros, key.charged_micros) == (0, 0)

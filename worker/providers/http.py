@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
+import httpcore
 import httpx
 
 from core import metrics
@@ -43,6 +44,13 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 RETRY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
+
+READ_BYTES = 1 << 20
+"""How much of an answer one socket read takes. httpcore reads 64 KiB at a time
+(``AsyncHTTP11Connection.READ_NUM_BYTES``), so a 1.4 MB image answer is 22 reads, each a pass
+through httpcore's and h11's Python; at 1 MiB it is 2 (``bench/load.py`` does the same for the
+bench's client). httpcore offers no per-client setting, so :class:`UpstreamClient` sets the class
+attribute for the worker process."""
 
 Redact = Callable[[str], str]
 """Removes the configured secrets from a text (see :class:`Redactor`)."""
@@ -184,6 +192,7 @@ class UpstreamClient:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
+        httpcore.AsyncHTTP11Connection.READ_NUM_BYTES = READ_BYTES
         self.policy = policy
         self.read_timeout_s = read_timeout_s
         self.redact = redact or Redactor([])
