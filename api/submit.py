@@ -250,11 +250,10 @@ async def submit(
     try:
         if not inputs and key.monthly_budget_micros is None and session.get_bind().dialect.name == "postgresql":
             # one statement, so one round trip on an autocommit connection: job, images, hold
-            hold = ledger.hold_in_submit(key=key, job_id=job_id, quote=quote, n=request.n,
-                                         model=quote.routes[0].model)
-            guard, writes = hold if hold is not None else (None, [])
-            async with state.reads() as statement:
-                if not await statement.scalar(jobs.submit_statement(job, images, guard=guard, writes=writes)):
+            statement, params = ledger.submit_in_one(job, images, key=key, quote=quote, n=request.n,
+                                                     model=quote.routes[0].model, dialect=session.get_bind().dialect)
+            async with state.reads() as alone:
+                if not (await statement.execute(alone, params)).scalar():
                     raise ledger.refused_hold(key, quote, n=request.n)
         else:
             await session.execute(jobs.insert_job(job))

@@ -15,21 +15,25 @@ event carries to waiting requests (``core/events.py``).
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import CTE, Select
+from sqlalchemy import CTE
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Executable
 
 from core.billing import ledger
 from core.billing import repo as billing_repo
 from core.billing.ledger import Charge, ImageRecord, JobBilling
+from core.ids import new_id
 from core.jobs import ImageStatus, JobStatus
 from core.repo import jobs, webhooks
+from core.repo.binds import Prepared, param
 
 log = logging.getLogger(__name__)
 
@@ -94,44 +98,73 @@ async def settle_ended(session: AsyncSession, billing: JobBilling, ended: Sequen
 
 
 def record_statement(billing: JobBilling, image_id: str, *, attempt: int, values: Mapping[str, Any],
-                     ended: Ended, now: datetime) -> Select[str, bool]:
+                     ended: Ended, now: datetime, dialect: Dialect) -> tuple[Prepared, dict[str, Any]]:
     """PostgreSQL: an attempt's outcome recorded and settled in one statement, so in one round
     trip (it needs no transaction of its own). Data-modifying CTEs, in lock order: the image row
     (fenced by the attempt, :func:`core.repo.jobs.finish_image`), then the job row
     (:func:`core.repo.jobs.count_and_close`: counted, closed if it was the last image, its
     retention started), then the ledger rows and the key row (its committed spend and spend
     counters), then the webhook outbox if the job ended. Each later step happens only if the image
-    was still this attempt's. Returns one row (``status``, ``closed``) if it recorded the outcome,
-    none if the attempt no longer owned the image.
+    was still this attempt's. It returns one row (``status``, ``closed``) if it recorded the
+    outcome, none if the attempt no longer owned the image.
 
-    On SQLite (no data-modifying CTEs) :func:`settle_ended` does the same, one statement each."""
-    image = jobs.finish_image(image_id, attempt=attempt, values=dict(values)).cte("image")
-    succeeded = int(ended.status is ImageStatus.SUCCEEDED)
-    failed = int(ended.status is ImageStatus.FAILED)
-    cost = ended.charge.billed_micros if ended.charge is not None else 0
-    counted = jobs.count_and_close(billing.job_id, image, succeeded=succeeded, failed=failed, cost_micros=cost,
-                                   now=now).cte("counted")
-    closed = jobs.closed_by(counted, 1)
+    The statement is built once per shape (:func:`_record_prepared`: which image columns, which
+    ledger rows, whether the key's balance moves) and given here with its parameters. On SQLite
+    (no data-modifying CTEs) :func:`settle_ended` does the same, one statement each."""
     record = ImageRecord(outcome=ended.status.value, size=ended.size, quality=ended.quality,
                          input_tokens=ended.input_tokens, output_tokens=ended.output_tokens)
     settled = ledger.settlement_of(billing, image_id, charge=ended.charge, model=ended.model, record=record)
-    writes: list[CTE] = [billing_repo.insert_rows_if(settled.rows, image).cte("ledger_rows")]
-    if settled.committed_delta or settled.charged:
-        writes.append(billing_repo.adjust_committed_if(billing.key_id, settled.committed_delta, image,
-                                                        charged=settled.charged).cte("key_row"))
+    params: dict[str, Any] = {
+        "image_id": image_id, "attempt": attempt, "job_id": billing.job_id, "now": now,
+        "succeeded": int(ended.status is ImageStatus.SUCCEEDED), "failed": int(ended.status is ImageStatus.FAILED),
+        "cost": ended.charge.billed_micros if ended.charge is not None else 0, "delivery_id": new_id("msg"),
+        **{f"v_{name}": value for name, value in values.items()},
+    }
+    for i, row in enumerate(settled.rows):
+        params.update({f"r{i}_{name}": value for name, value in row.items()})
+    moves = bool(settled.committed_delta or settled.charged)
+    if moves:
+        params.update(key_id=billing.key_id, delta=settled.committed_delta, charged=settled.charged)
+    for i, period in enumerate(settled.periods):
+        params[f"period{i}"] = period
     if settled.periods:
-        writes.append(billing_repo.add_spend_if(billing.key_id, settled.periods, settled.charged, image)
-                      .cte("spend"))
-    writes.append(webhooks.new_delivery_if(counted, closed, now=now).cte("webhook"))
-    return jobs.recorded(counted, closed, *writes)
+        params.update(key_id=billing.key_id, amount=settled.charged)
+    shape = (tuple(values), tuple(tuple(row) for row in settled.rows), moves, bool(settled.charged),
+             len(settled.periods))
+    return _record_prepared(dialect, *shape), params
+
+
+@functools.lru_cache(maxsize=256)
+def _record_prepared(dialect: Dialect, value_columns: tuple[str, ...], ledger_rows: tuple[tuple[str, ...], ...],
+                     moves: bool, charged: bool, periods: int) -> Prepared:
+    """The statement of :func:`record_statement` for one shape, every value a parameter."""
+    image = jobs.finish_image(param("image_id"), attempt=param("attempt"),
+                              values={name: jobs.image_param(name, f"v_{name}") for name in value_columns}
+                              ).cte("image")
+    counted = jobs.count_and_close(jobs.job_param("id", "job_id"), image, succeeded=jobs.count_param("succeeded"),
+                                   failed=jobs.count_param("failed"), cost_micros=jobs.job_param("cost_micros", "cost"),
+                                   now=jobs.job_param("finished_at", "now")).cte("counted")
+    closed = jobs.closed_by(counted, 1)
+    rows = [{name: param(f"r{i}_{name}") for name in columns} for i, columns in enumerate(ledger_rows)]
+    writes: list[CTE] = [billing_repo.insert_rows_if(rows, image).cte("ledger_rows")]
+    if moves:
+        writes.append(billing_repo.adjust_committed_if(param("key_id"), param("delta"), image,
+                                                        charged=param("charged") if charged else 0).cte("key_row"))
+    if periods:
+        writes.append(billing_repo.add_spend_if(param("key_id"), [param(f"period{i}") for i in range(periods)],
+                                                param("amount"), image).cte("spend"))
+    writes.append(webhooks.new_delivery_if(counted, closed, now=param("now"), delivery_id=param("delivery_id"))
+                  .cte("webhook"))
+    return Prepared(jobs.recorded(counted, closed, *writes), dialect)
 
 
 async def record_outcome(session: AsyncSession, billing: JobBilling, image_id: str, *, attempt: int,
                          values: Mapping[str, Any], ended: Ended, now: datetime) -> tuple[bool, JobStatus | None]:
     """PostgreSQL: run :func:`record_statement`; whether the attempt still owned the image, and the
     job's terminal status if this outcome ended the job."""
-    row = (await session.execute(record_statement(billing, image_id, attempt=attempt, values=values, ended=ended,
-                                                  now=now))).one_or_none()
+    statement, params = record_statement(billing, image_id, attempt=attempt, values=values, ended=ended, now=now,
+                                         dialect=session.get_bind().dialect)
+    row = (await statement.execute(session, params)).one_or_none()
     if row is None:
         return False, None
     return True, JobStatus(row.status) if row.closed else None

@@ -205,8 +205,9 @@ async def _claim_one(session: AsyncSession, image_id: str, *, now: datetime, lea
     """Claim the image and mark its job running: its job id, the claim, and the job's
     :func:`core.repo.jobs.run_context`; None if the image is not claimable."""
     if not sqlite:
-        row = (await session.execute(jobs.claim_with_context(image_id, now=now, lease_s=lease_s,
-                                                             max_attempts=max_attempts))).one_or_none()
+        statement, params = jobs.claim_with_context(image_id, now=now, lease_s=lease_s, max_attempts=max_attempts,
+                                                    dialect=session.get_bind().dialect)
+        row = (await statement.execute(session, params)).one_or_none()
         return None if row is None else (row.job_id, Claimed(image_id, row.image_index, row.attempt), row)
     # SQLite has no data-modifying CTE: the same steps, one statement each
     first = (await session.execute(jobs.claim_image(image_id, now=now, lease_s=lease_s,

@@ -28,6 +28,7 @@ return plain statements, so the async API and the sync worker run the very same 
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,7 +37,7 @@ from decimal import Decimal
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import CTE
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import Executable
 
@@ -46,9 +47,11 @@ from core.billing.money import format_usd
 from core.billing.prices import Amount, ModelPrice, PriceTable
 from core.errors import QuotaExceededError, ServiceUnavailableError
 from core.generation import AppliedParams, GenerationRequest, Usage
-from core.models import ApiKey
+from core.models import ApiKey, Job, JobImage
 from core.models.ledger import LedgerKind
 from core.models.types import utcnow
+from core.repo import jobs
+from core.repo.binds import Prepared, param
 
 log = logging.getLogger(__name__)
 
@@ -168,22 +171,44 @@ async def take_hold(session: AsyncSession, *, key: ApiKey, job_id: str, quote: Q
         await session.execute(repo.insert_rows([hold]))
 
 
-def hold_in_submit(*, key: ApiKey, job_id: str, quote: Quote, n: int, model: str) -> tuple[CTE, list[CTE]] | None:
-    """PostgreSQL, for a submit in one statement (:func:`core.repo.jobs.submit_statement`): the
-    key's reserve (the guard: no row when the hold does not fit the budget) and the hold row, as
-    CTEs; None when there is nothing to hold or check. A key with a monthly budget is not held
-    this way (:func:`take_hold` reads its month's spend after the reserve)."""
+def submit_in_one(job: dict[str, Any], images: list[dict[str, Any]], *, key: ApiKey, quote: Quote, n: int,
+                  model: str, dialect: Dialect) -> tuple[Prepared, dict[str, Any]]:
+    """PostgreSQL: a submit in one statement (:func:`core.repo.jobs.submit_statement`): the job,
+    its images and, when there is a hold or a budget, the key's reserve (no job is inserted when
+    the hold does not fit the budget: the statement then counts 0) and the hold row. Built and
+    compiled once per shape; given here with its parameters. A key with a monthly budget is not
+    held this way (:func:`take_hold` reads its month's spend after the reserve)."""
     if key.monthly_budget_micros is not None:
         raise ValueError("a monthly budget is checked by take_hold")
+    job = jobs.with_defaults(Job, job)
+    images = [jobs.with_defaults(JobImage, image) for image in images]
+    params: dict[str, Any] = {f"j_{name}": value for name, value in job.items()}
+    for i, image in enumerate(images):
+        params.update({f"i{i}_{name}": value for name, value in image.items()})
     total = quote.per_image_micros * n
-    if total <= 0 and key.budget_micros is None:
-        return None
-    reserved = repo.reserve(key.id, total).cte("reserved")
-    if total <= 0:
-        return reserved, []
-    hold = repo.row(kind=LedgerKind.HOLD, key_id=key.id, job_id=job_id, amount=total, model=model,
-                    pricing=quote.pricing.as_json())
-    return reserved, [repo.insert_rows_if([hold], reserved).cte("hold")]
+    reserve = total > 0 or key.budget_micros is not None
+    hold_columns: tuple[str, ...] = ()
+    if reserve:
+        params.update(key_id=key.id, amount=total)
+    if total > 0:
+        hold = repo.row(kind=LedgerKind.HOLD, key_id=key.id, job_id=job["id"], amount=total, model=model,
+                        pricing=quote.pricing.as_json())
+        hold_columns = tuple(hold)
+        params.update({f"h_{name}": value for name, value in hold.items()})
+    return _submit_prepared(dialect, tuple(job), tuple(images[0]), len(images), reserve, hold_columns), params
+
+
+@functools.lru_cache(maxsize=128)
+def _submit_prepared(dialect: Dialect, job_columns: tuple[str, ...], image_columns: tuple[str, ...], n: int,
+                     reserve: bool, hold_columns: tuple[str, ...]) -> Prepared:
+    guard = repo.reserve(param("key_id"), param("amount")).cte("reserved") if reserve else None
+    writes = []
+    if hold_columns and guard is not None:
+        writes.append(repo.insert_rows_if([{name: param(f"h_{name}") for name in hold_columns}], guard).cte("hold"))
+    statement = jobs.submit_statement({name: param(f"j_{name}") for name in job_columns},
+                                      [{name: param(f"i{i}_{name}") for name in image_columns} for i in range(n)],
+                                      guard=guard, writes=writes)
+    return Prepared(statement, dialect)
 
 
 def refused_hold(key: ApiKey, quote: Quote, *, n: int) -> QuotaExceededError:

@@ -31,11 +31,13 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import ReturningUpdate, Update
+from sqlalchemy.sql.elements import BindParameter
 
 from core.billing.reports import Group
 from core.models import ApiKey
 from core.models.ledger import KeySpend, LedgerEntry, LedgerKind
 from core.models.types import utcnow
+from core.repo.binds import bound
 
 
 def row(*, kind: LedgerKind, key_id: str, job_id: str, amount: int, model: str, image_id: str | None = None,
@@ -55,7 +57,7 @@ def insert_rows(rows: list[dict[str, Any]]) -> Insert:
     return insert(LedgerEntry).values(rows)
 
 
-def reserve(key_id: str, amount: int) -> ReturningUpdate[int]:
+def reserve(key_id: Any, amount: Any) -> ReturningUpdate[int]:
     """Add ``amount`` to the key's committed spend if it stays within the key's budget; returns the
     new committed spend, or no row when the budget would be exceeded. The update takes the key's
     row lock: concurrent submits of one key are serialised here and cannot overspend."""
@@ -77,25 +79,26 @@ def reserve_and_insert(key_id: str, amount: int, hold: dict[str, Any]) -> Insert
 
 def insert_rows_if(rows: list[dict[str, Any]], guard: CTE) -> Insert:
     """PostgreSQL, in one statement with ``guard`` (a data-modifying CTE): :func:`insert_rows`,
-    only if ``guard`` returned a row."""
+    only if ``guard`` returned a row. Values may be :func:`core.repo.binds.param` placeholders."""
     table = LedgerEntry.__table__
     columns = list(rows[0])
-    selects = [select(*[literal(r[c], type_=table.c[c].type).label(c) for c in columns]).select_from(guard)
-               for r in rows]
+    selects = [select(*[bound(r[c], table.c[c].type).label(c) for c in columns]).select_from(guard) for r in rows]
     return insert(LedgerEntry).from_select(columns, selects[0] if len(selects) == 1 else union_all(*selects))
 
 
-def adjust_committed_if(key_id: str, delta: int, guard: CTE, *, charged: int = 0) -> Update:
+def adjust_committed_if(key_id: Any, delta: Any, guard: CTE, *, charged: Any = 0) -> Update:
     """PostgreSQL, in one statement with ``guard``: :func:`adjust_committed`, only if ``guard``
     returned a row."""
     return adjust_committed(key_id, delta, charged=charged).where(exists(select(literal(1)).select_from(guard)))
 
 
-def add_spend_if(key_id: str, periods: Sequence[str], amount: int, guard: CTE) -> Insert:
+def add_spend_if(key_id: Any, periods: Sequence[Any], amount: Any, guard: CTE) -> Insert:
     """PostgreSQL, in one statement with ``guard``: :func:`add_spend`, only if ``guard`` returned
     a row."""
-    selects = [select(literal(key_id).label("api_key_id"), literal(p).label("period"),
-                      literal(amount, type_=KeySpend.__table__.c.charged_micros.type).label("charged_micros"))
+    columns = KeySpend.__table__.c
+    selects = [select(bound(key_id, columns.api_key_id.type).label("api_key_id"),
+                      bound(p, columns.period.type).label("period"),
+                      bound(amount, columns.charged_micros.type).label("charged_micros"))
                .select_from(guard) for p in periods]
     statement = postgresql.insert(KeySpend).from_select(["api_key_id", "period", "charged_micros"],
                                                         selects[0] if len(selects) == 1 else union_all(*selects))
@@ -104,11 +107,11 @@ def add_spend_if(key_id: str, periods: Sequence[str], amount: int, guard: CTE) -
         set_={"charged_micros": KeySpend.charged_micros + statement.excluded.charged_micros})
 
 
-def adjust_committed(key_id: str, delta: int, *, charged: int = 0) -> Update:
+def adjust_committed(key_id: Any, delta: Any, *, charged: Any = 0) -> Update:
     """Move the key's committed spend by ``delta`` (a charge minus the hold it replaces) and its
-    charges in all by ``charged``."""
+    charges in all by ``charged`` (left alone when 0)."""
     values: dict[str, Any] = {"committed_micros": ApiKey.committed_micros + delta}
-    if charged:
+    if isinstance(charged, BindParameter) or charged:
         values["charged_micros"] = ApiKey.charged_micros + charged
     return update(ApiKey).where(ApiKey.id == key_id).values(values)
 

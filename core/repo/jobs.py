@@ -9,6 +9,7 @@ number so that a worker whose lease expired can never overwrite the attempt that
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,29 +18,36 @@ from sqlalchemy import (
     CTE,
     ColumnElement,
     Insert,
+    Integer,
     Row,
     ScalarSelect,
     Select,
     String,
     and_,
+    bindparam,
     case,
     cast,
     exists,
     func,
     insert,
     literal,
+    not_,
     or_,
     select,
     tuple_,
     union_all,
     update,
 )
+from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import ReturningUpdate, Update
+from sqlalchemy.sql.elements import BindParameter
 
 from core.jobs import ImageStatus, JobStatus, final_job_status
 from core.models import Job, JobImage
+from core.models.types import UTCDateTime
 from core.repo import webhooks
+from core.repo.binds import Prepared, bound
 
 TERMINAL_JOB = [s.value for s in JobStatus if s.is_terminal]
 
@@ -56,35 +64,32 @@ def insert_images(rows: list[dict[str, Any]]) -> Insert:
     return insert(JobImage).values(rows)
 
 
-def _with_defaults(table: Any, values: dict[str, Any]) -> dict[str, Any]:
-    """``values`` and the scalar defaults of the columns it leaves out (``INSERT ... SELECT``
-    applies no Python-side default)."""
+def with_defaults(model: type[Job] | type[JobImage], values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` and the scalar defaults of the columns it leaves out (``INSERT ... SELECT``, as
+    :func:`submit_statement` makes, applies no Python-side default)."""
+    table = model.__table__
     defaults = {c.name: c.default.arg for c in table.columns
                 if c.name not in values and c.default is not None and c.default.is_scalar}
     return {**values, **defaults}
 
 
-def _literals(table: Any, values: dict[str, Any], columns: list[str]) -> list[Any]:
-    return [literal(values[c], type_=table.c[c].type).label(c) for c in columns]
+def _values(table: Any, values: dict[str, Any]) -> list[Any]:
+    return [bound(value, table.c[name].type).label(name) for name, value in values.items()]
 
 
 def submit_statement(job: dict[str, Any], images: list[dict[str, Any]], *, guard: CTE | None = None,
                      writes: Sequence[CTE] = ()) -> Select[int]:
-    """PostgreSQL: the job and its images inserted in one statement, with ``writes`` (the hold:
-    the key's reserve ``guard`` and its ledger row), so a submit is one round trip. With a
-    ``guard`` (a data-modifying CTE), nothing is inserted unless it returned a row. Returns how
-    many jobs it inserted: 1, or 0 when the guard refused (the budget would be exceeded)."""
-    job_table, image_table = Job.__table__, JobImage.__table__
-    job = _with_defaults(job_table, job)
-    images = [_with_defaults(image_table, image) for image in images]
-    job_columns = list(job)
-    values = select(*_literals(job_table, job, job_columns))
+    """PostgreSQL: the job and its images (every column given: :func:`with_defaults`) inserted in
+    one statement, with ``writes`` (the hold: the key's reserve ``guard`` and its ledger row), so
+    a submit is one round trip. With a ``guard`` (a data-modifying CTE), nothing is inserted
+    unless it returned a row. Returns how many jobs it inserted: 1, or 0 when the guard refused
+    (the budget would be exceeded). Values may be :func:`core.repo.binds.param` placeholders."""
+    values = select(*_values(Job.__table__, job))
     if guard is not None:
         values = values.select_from(guard)
-    inserted = insert(Job).from_select(job_columns, values, include_defaults=False).returning(Job.id).cte("job")
-    image_columns = list(images[0])
-    rows = [select(*_literals(image_table, image, image_columns)).select_from(inserted) for image in images]
-    images_cte = insert(JobImage).from_select(image_columns, rows[0] if len(rows) == 1 else union_all(*rows),
+    inserted = insert(Job).from_select(list(job), values, include_defaults=False).returning(Job.id).cte("job")
+    rows = [select(*_values(JobImage.__table__, image)).select_from(inserted) for image in images]
+    images_cte = insert(JobImage).from_select(list(images[0]), rows[0] if len(rows) == 1 else union_all(*rows),
                                               include_defaults=False).cte("images")
     return select(func.count()).select_from(inserted).add_cte(images_cte, *writes)
 
@@ -169,14 +174,15 @@ def _claimable(now: datetime, max_attempts: int) -> ColumnElement[bool]:
     return and_(_waiting(now), JobImage.attempts < max_attempts)
 
 
-def _claim(*conditions: ColumnElement[bool], now: datetime, lease_s: float, max_attempts: int) -> Update:
+def _claim(*conditions: ColumnElement[bool], now: Any, lease_s: float = 0.0, max_attempts: Any,
+           lease_until: Any = None) -> Update:
     """Images matching ``conditions`` that wait for an attempt and may still have one become
-    running under a new lease, one attempt more."""
+    running under a new lease (until ``now`` + ``lease_s``, or ``lease_until``), one attempt more."""
     return (
         update(JobImage)
         .where(*conditions, _claimable(now, max_attempts))
         .values(status=ImageStatus.RUNNING, attempts=JobImage.attempts + 1, started_at=now,
-                lease_until=now + timedelta(seconds=lease_s))
+                lease_until=now + timedelta(seconds=lease_s) if lease_until is None else lease_until)
         .execution_options(synchronize_session=False)
     )
 
@@ -189,12 +195,24 @@ def claim_image(image_id: str, *, now: datetime, lease_s: float,
         JobImage.job_id, JobImage.index, JobImage.attempts)
 
 
-def claim_with_context(image_id: str, *, now: datetime, lease_s: float, max_attempts: int) -> Select[Any]:
+def claim_with_context(image_id: str, *, now: datetime, lease_s: float, max_attempts: int,
+                       dialect: Dialect) -> tuple[Prepared, dict[str, Any]]:
     """PostgreSQL: :func:`claim_image`, :func:`mark_job_running` and :func:`run_context` in one
     statement (data-modifying CTEs), in the usual lock order: the image row, then the job row.
     One row (``job_id``, ``image_index``, ``attempt`` and the columns of :func:`run_context`) if
-    the image was claimed, none otherwise."""
-    claimed = _claim(JobImage.id == image_id, now=now, lease_s=lease_s, max_attempts=max_attempts).returning(
+    the image was claimed, none otherwise. The statement is built and compiled once
+    (:func:`_claim_prepared`); this gives it with its parameters."""
+    return _claim_prepared(dialect), {"image_id": image_id, "now": now,
+                                      "lease_until": now + timedelta(seconds=lease_s), "max_attempts": max_attempts}
+
+
+@functools.lru_cache(maxsize=8)
+def _claim_prepared(dialect: Dialect) -> Prepared:
+    """The statement of :func:`claim_with_context`, with bind parameters for its values."""
+    now = bindparam("now", type_=UTCDateTime())
+    claimed = _claim(JobImage.id == bindparam("image_id", type_=String()), now=now,
+                     max_attempts=bindparam("max_attempts", type_=Integer()),
+                     lease_until=bindparam("lease_until", type_=UTCDateTime())).returning(
         JobImage.job_id, JobImage.index.label("image_index"), JobImage.attempts.label("attempt")).cte("claimed")
     started = (
         update(Job)
@@ -203,12 +221,11 @@ def claim_with_context(image_id: str, *, now: datetime, lease_s: float, max_atte
         .returning(Job.id)
         .cte("started")
     )
-    return (
+    return Prepared(
         select(claimed.c.job_id, claimed.c.image_index, claimed.c.attempt, Job.request, Job.routes, Job.n,
                Job.model, Job.api_key_id, Job.pricing, Job.hold_per_image_micros, Job.created_at)
         .join_from(claimed, Job, Job.id == claimed.c.job_id)
-        .add_cte(started)
-    )
+        .add_cte(started), dialect)
 
 
 def lock_group(job_id: str, indexes: list[int], *, now: datetime, max_attempts: int) -> Select[str]:
@@ -262,7 +279,7 @@ def mark_job_running(job_id: str, *, now: datetime) -> Update:
     )
 
 
-def finish_image(image_id: str, *, attempt: int, values: dict[str, Any]) -> ReturningUpdate[str]:
+def finish_image(image_id: Any, *, attempt: Any, values: dict[str, Any]) -> ReturningUpdate[str]:
     """Record an image's outcome, only if this attempt still owns it; returns its id if it did."""
     return (
         update(JobImage)
@@ -320,8 +337,22 @@ def finalize_job(job_id: str, counts: Row[int, int, int, int] | tuple[int, int, 
             .returning(Job.status))
 
 
-def count_and_close(job_id: str, guard: CTE, *, succeeded: int = 0, failed: int = 0, canceled: int = 0,
-                    cost_micros: int = 0, now: datetime) -> ReturningUpdate[str, int, int, int, int, str, str | None]:
+def image_param(column: str, name: str) -> BindParameter[Any]:
+    """A parameter ``name`` typed as the image column ``column``."""
+    return bindparam(name, type_=JobImage.__table__.c[column].type)
+
+
+def job_param(column: str, name: str) -> BindParameter[Any]:
+    """A parameter ``name`` typed as the job column ``column``."""
+    return bindparam(name, type_=Job.__table__.c[column].type)
+
+
+def count_param(name: str) -> BindParameter[Any]:
+    return bindparam(name, type_=Integer())
+
+
+def count_and_close(job_id: Any, guard: CTE, *, succeeded: Any = 0, failed: Any = 0, canceled: Any = 0,
+                    cost_micros: Any = 0, now: Any) -> ReturningUpdate[str, int, int, int, int, str, str | None]:
     """PostgreSQL, in one statement with ``guard`` (the image rows' update, a data-modifying CTE),
     only if it returned a row: :func:`count_outcome` and, when these images were the job's last,
     what :func:`finalize_job` and :func:`job_ended` do (status, ``finished_at``, the error of a
@@ -329,13 +360,13 @@ def count_and_close(job_id: str, guard: CTE, *, succeeded: int = 0, failed: int 
     the row as it was, so "closes" is decided on the counts before these images. Returns the
     new counts, status and webhook URL; :func:`closed_by` says whether this update ended it."""
     before = Job.succeeded + Job.failed + Job.canceled
-    closes = and_(Job.status.not_in(TERMINAL_JOB), before + (succeeded + failed + canceled) >= Job.n)
+    closes = and_(not_(_terminal(Job.status)), before + (succeeded + failed + canceled) >= Job.n)
     final = case((Job.succeeded + succeeded == Job.n, JobStatus.SUCCEEDED.value),
                  (Job.succeeded + succeeded > 0, JobStatus.PARTIAL.value),
                  (Job.failed + failed > 0, JobStatus.FAILED.value),
                  else_=JobStatus.CANCELED.value)
     all_failed = and_(closes, Job.succeeded + succeeded == 0, Job.failed + failed > 0)
-    stamp = literal(now, type_=Job.__table__.c.finished_at.type)
+    stamp = now if isinstance(now, BindParameter) else literal(now, type_=Job.__table__.c.finished_at.type)
     ttl = func.make_interval(0, 0, 0, 0, 0, 0, Job.result_ttl_s)
     return (
         update(Job)
@@ -360,7 +391,13 @@ def closed_by(counted: CTE, ended: int) -> ColumnElement[bool]:
     """Whether the :func:`count_and_close` of ``ended`` images (its CTE ``counted``) ended the
     job: it is terminal now, and was not complete before them."""
     c = counted.c
-    return and_(c.status.in_(TERMINAL_JOB), c.succeeded + c.failed + c.canceled - ended < c.n)
+    return and_(_terminal(c.status), c.succeeded + c.failed + c.canceled - ended < c.n)
+
+
+def _terminal(status: Any) -> ColumnElement[bool]:
+    """``status`` is a terminal job status, as equalities: an ``IN`` list would be an expanding
+    parameter, which a statement compiled once (:class:`core.repo.binds.Prepared`) cannot have."""
+    return or_(*(status == s for s in TERMINAL_JOB))
 
 
 def recorded(counted: CTE, closed: ColumnElement[bool], *writes: CTE) -> Select[str, bool]:

@@ -19,6 +19,7 @@ from sqlalchemy.sql.dml import ReturningUpdate, Update
 
 from core.ids import new_id
 from core.models import DeliveryStatus, Job, WebhookAttempt, WebhookDelivery
+from core.repo.binds import bound
 
 CLAIM_LEASE = timedelta(seconds=120)
 """How long a sent delivery task has to make its attempt before the delivery is sent again
@@ -33,12 +34,13 @@ def new_delivery(job_id: str, url: str, *, now: datetime) -> Insert:
         next_attempt_at=now)
 
 
-def new_delivery_if(counted: CTE, closed: ColumnElement[bool], *, now: datetime) -> Insert:
+def new_delivery_if(counted: CTE, closed: ColumnElement[bool], *, now: Any, delivery_id: Any) -> Insert:
     """PostgreSQL, in one statement with ``counted`` (:func:`core.repo.jobs.count_and_close`): the
-    job's webhook into the outbox when ``closed`` (this statement ended the job) and it has one."""
+    job's webhook into the outbox when ``closed`` (this statement ended the job) and it has one,
+    as delivery ``delivery_id`` (a ``new_id("msg")``)."""
     table = WebhookDelivery.__table__
-    stamp = literal(now, type_=table.c.created_at.type)
-    values = select(literal(new_id("msg")).label("id"), counted.c.id.label("job_id"),
+    stamp = bound(now, table.c.created_at.type)
+    values = select(bound(delivery_id, table.c.id.type).label("id"), counted.c.id.label("job_id"),
                     counted.c.webhook_url.label("url"), literal(DeliveryStatus.PENDING.value).label("status"),
                     literal(0).label("attempts"), stamp.label("created_at"), stamp.label("next_attempt_at")
                     ).where(closed, counted.c.webhook_url.is_not(None))
