@@ -110,8 +110,23 @@ def create_async_db_engine(url: str, *, pool_size: int, max_overflow: int) -> As
         engine = create_async_engine(async_url(url), connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
+    _cache_long_queries()
     return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=max_overflow,
                                pool_recycle=POOL_RECYCLE_S)
+
+
+PSYCOPG_CACHED_QUERY_BYTES = 16 * 1024
+
+
+def _cache_long_queries() -> None:
+    """psycopg converts a query's ``%(name)s`` placeholders to PostgreSQL's ``$n`` on every
+    execution, caching the conversion only for queries up to 4 KiB
+    (``psycopg._queries.MAX_CACHED_STATEMENT_LENGTH``); the worker's record of an image is one
+    7 KiB statement (core/settlement.py), so the limit is raised for this process."""
+    from psycopg import _queries
+
+    if getattr(_queries, "MAX_CACHED_STATEMENT_LENGTH", PSYCOPG_CACHED_QUERY_BYTES) < PSYCOPG_CACHED_QUERY_BYTES:
+        _queries.MAX_CACHED_STATEMENT_LENGTH = PSYCOPG_CACHED_QUERY_BYTES
 
 
 def sync_sessionmaker(engine: Engine) -> sessionmaker[Session]:

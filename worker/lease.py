@@ -76,14 +76,19 @@ class LeaseKeeper:
         async with self._sessions.begin() as session:
             renewed = set((await session.execute(
                 jobs.renew_leases(list(held.items()), now=utcnow(), lease_s=self.lease_s))).scalars())
-        lost = held.keys() - renewed
+        # an image whose outcome was recorded while the statement ran was let go of meanwhile
+        lost = {image_id for image_id in held.keys() - renewed if self._held.get(image_id) == held[image_id]}
         if lost:
             log.warning("lease of %d image(s) no longer ours (taken over, canceled or failed): %s",
                         len(lost), ", ".join(sorted(lost)))
             for image_id in lost:
-                if self._held.get(image_id) == held[image_id]:
-                    del self._held[image_id]
+                del self._held[image_id]
         return len(renewed)
+
+    def release(self, image_id: str, attempt: int) -> None:
+        """Stop renewing one image's lease: its outcome is recorded (its row no longer running)."""
+        if self._held.get(image_id) == attempt:
+            del self._held[image_id]
 
     async def _run(self) -> None:
         delay = self.interval_s

@@ -139,6 +139,7 @@ async def _run(runtime: WorkerRuntime, image_id: str, attempt: Attempt) -> str:
         latency_ms = int((time.monotonic() - started) * 1000)
         for c in attempt.images:
             results[c.image_id] = await _record(runtime, attempt, c, outcomes[c.index], latency_ms)
+            runtime.leases.release(c.image_id, c.attempt)
     if any(r.result in ("succeeded", "failed") for r in results.values()):
         ended = next((r.ended for r in results.values() if r.ended is not None), None)
         await runtime.events.publish(attempt.job_id, ended)

@@ -14,7 +14,7 @@ import anyio.to_thread
 
 CHUNK = 1024 * 1024
 """How much of a file one read of :meth:`LocalImageStore.aopen` takes: an image of up to this
-size is read in one go (one thread hop), a larger one in pieces of this size."""
+size is read in one go, a larger one in pieces of this size (on a thread)."""
 FOLDERS_REMEMBERED = 4096
 
 
@@ -92,11 +92,16 @@ class LocalImageStore:
         return self._path(key)
 
     async def aget(self, key: str) -> bytes:
-        return await anyio.to_thread.run_sync(self.get, key)
+        # read on the event loop, see aopen
+        return self.get(key)
 
     async def aopen(self, key: str) -> AsyncIterator[bytes]:
+        # An image is read on the event loop: from the page cache a megabyte takes ~0.03 ms, a
+        # tenth of what handing the read to a thread and back costs (bench/README.md). Writes
+        # (aput) stay on a thread: they can wait on the kernel's writeback. A store on a network
+        # file system, where a read can stall, belongs on the S3 backend instead.
         path = self._path(key)
-        first, more = await anyio.to_thread.run_sync(_read_start, path)
+        first, more = _read_start(path)
 
         async def chunks() -> AsyncIterator[bytes]:
             if first:
@@ -116,7 +121,7 @@ class LocalImageStore:
 
 def _read_start(path: Path) -> tuple[bytes, bool]:
     """The file's first :data:`CHUNK` bytes, and whether there is more (an image is usually read
-    whole here, in one thread hop)."""
+    whole here)."""
     with path.open("rb") as handle:
         first = handle.read(CHUNK)
         return first, len(first) == CHUNK and bool(handle.read(1))

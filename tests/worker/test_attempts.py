@@ -6,6 +6,7 @@ statement per beat, and lets go of an image another attempt took over."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -254,3 +255,28 @@ async def test_one_statement_renews_every_held_lease_and_an_image_taken_over_is_
     assert all(lease is not None and lease > soon + timedelta(seconds=800) for lease in renewed[:2])
     assert renewed[2] == soon
     assert runtime.leases.held == {}
+
+
+async def test_an_image_recorded_while_a_beat_runs_is_released_not_reported_lost(
+    runtime: WorkerRuntime, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The images of a call group are recorded one by one while their leases are still held: a
+    beat that finds one already recorded (no longer running) must not report its lease lost."""
+    soon = utcnow() + timedelta(seconds=5)
+    _, _, ids = held_job(runtime, n=2, status=ImageStatus.RUNNING, attempts=1, lease_until=soon)
+    with db(runtime).begin() as session:  # image 0's outcome is committed...
+        session.execute(update(JobImage).where(JobImage.id == ids[0]).values(status=ImageStatus.SUCCEEDED,
+                                                                             lease_until=None))
+    def release(*_: object) -> None:  # ... and its attempt lets go of it while the beat's statement runs
+        runtime.leases.release(ids[0], 1)
+
+    with runtime.leases.holding([(image_id, 1) for image_id in ids]):
+        event.listen(runtime.engine.sync_engine, "before_cursor_execute", release)
+        try:
+            with caplog.at_level(logging.WARNING, logger="worker.lease"):
+                assert await runtime.leases.beat() == 1
+        finally:
+            event.remove(runtime.engine.sync_engine, "before_cursor_execute", release)
+        assert set(runtime.leases.held) == {ids[1]}
+    assert "no longer ours" not in caplog.text
+    assert image_row(runtime, ids[0]).lease_until is None
