@@ -366,7 +366,7 @@ def count_and_close(job_id: Any, guard: CTE, *, succeeded: Any = 0, failed: Any 
                  (Job.failed + failed > 0, JobStatus.FAILED.value),
                  else_=JobStatus.CANCELED.value)
     all_failed = and_(closes, Job.succeeded + succeeded == 0, Job.failed + failed > 0)
-    stamp = now if isinstance(now, BindParameter) else literal(now, type_=Job.__table__.c.finished_at.type)
+    stamp = bound(now, Job.__table__.c.finished_at.type)
     ttl = func.make_interval(0, 0, 0, 0, 0, 0, Job.result_ttl_s)
     return (
         update(Job)
