@@ -11,7 +11,8 @@ from api.state import AppState
 from core.models import ApiKey
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # a coroutine: FastAPI runs a plain ``def`` dependency on its thread pool, a hop per request
     state: AppState = request.app.state.imagegate
     return state
 

@@ -116,17 +116,22 @@ def create_async_db_engine(url: str, *, pool_size: int, max_overflow: int) -> As
 
 
 PSYCOPG_CACHED_QUERY_BYTES = 16 * 1024
+PSYCOPG_CACHED_QUERY_PARAMS = 256
 
 
 def _cache_long_queries() -> None:
     """psycopg converts a query's ``%(name)s`` placeholders to PostgreSQL's ``$n`` on every
-    execution, caching the conversion only for queries up to 4 KiB
-    (``psycopg._queries.MAX_CACHED_STATEMENT_LENGTH``); the worker's record of an image is one
-    7 KiB statement (core/settlement.py), so the limit is raised for this process."""
+    execution, caching the conversion only for queries up to 4 KiB with up to 50 parameters
+    (``psycopg._queries.MAX_CACHED_STATEMENT_LENGTH`` and ``MAX_CACHED_STATEMENT_PARAMS``); the
+    worker's record of an image is one 7 KiB statement with about a hundred parameters
+    (core/settlement.py), so both limits are raised for this process. Every statement of the hot
+    path has a fixed shape (core/repo/binds.py), so the cache (128 entries) stays small."""
     from psycopg import _queries
 
     if getattr(_queries, "MAX_CACHED_STATEMENT_LENGTH", PSYCOPG_CACHED_QUERY_BYTES) < PSYCOPG_CACHED_QUERY_BYTES:
         _queries.MAX_CACHED_STATEMENT_LENGTH = PSYCOPG_CACHED_QUERY_BYTES
+    if getattr(_queries, "MAX_CACHED_STATEMENT_PARAMS", PSYCOPG_CACHED_QUERY_PARAMS) < PSYCOPG_CACHED_QUERY_PARAMS:
+        _queries.MAX_CACHED_STATEMENT_PARAMS = PSYCOPG_CACHED_QUERY_PARAMS
 
 
 def sync_sessionmaker(engine: Engine) -> sessionmaker[Session]:

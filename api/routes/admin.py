@@ -14,13 +14,14 @@ from fastapi.responses import JSONResponse, Response
 from api.body import parse_json
 from api.deps import StateDep
 from api.routes.usage import run_report
+from api.state import AppState
 from core import key_service
 from core.errors import AuthenticationError, NotFoundError
 from core.key_service import KeyCreate, KeyLimits, WebhookPolicy, key_view
 from core.keys import extract_key
 
 
-def require_admin(request: Request, state: StateDep) -> None:
+def check_admin(request: Request, state: AppState) -> None:
     configured = state.settings.admin_key
     if configured is None:
         raise NotFoundError(f"Unknown request URL: {request.method} {request.url.path}.", code="unknown_url")
@@ -28,6 +29,11 @@ def require_admin(request: Request, state: StateDep) -> None:
                         x_api_key=request.headers.get("x-api-key"), x_goog_api_key=None, query_key=None)
     if given is None or not hmac.compare_digest(given.encode(), configured.get_secret_value().encode()):
         raise AuthenticationError("This endpoint needs the admin key.", code="invalid_admin_key")
+
+
+async def require_admin(request: Request, state: StateDep) -> None:
+    # a coroutine: FastAPI runs a plain ``def`` dependency on its thread pool
+    check_admin(request, state)
 
 
 router = APIRouter(prefix="/admin", tags=["Admin"], dependencies=[Depends(require_admin)])

@@ -17,7 +17,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from api.deps import StateDep
-from api.routes.admin import require_admin
+from api.routes.admin import check_admin
 from api.state import AppState
 from core import metrics
 from core.circuit import STATE_VALUES, RouteView
@@ -84,7 +84,7 @@ async def metrics_endpoint(request: Request, state: StateDep) -> Response:
     if access == "off":
         raise NotFoundError(f"Unknown request URL: {request.method} {request.url.path}.", code="unknown_url")
     if access == "admin":
-        require_admin(request, state)
+        check_admin(request, state)
     scraped = await _scrape(state)
     registry = metrics.registry()
     # the processes' metrics, then the scraped families (distinct names: one valid exposition)

@@ -4,8 +4,11 @@ are stored under."""
 from __future__ import annotations
 
 import asyncio
+import io
+import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -49,6 +52,35 @@ def test_a_large_object_streams_in_chunks(store: ImageStore) -> None:
 
     chunks = asyncio.run(read())
     assert b"".join(chunks) == data and len(chunks) > 1
+
+
+def test_a_local_image_is_read_on_the_event_loop(tmp_path: Path) -> None:
+    """Each read of a local image is a page-cache copy: no thread hop per chunk (the answer of
+    a 1 MiB image is sent by the request's own loop)."""
+    store = LocalImageStore(tmp_path / "images")
+    data = bytes(range(256)) * 12288  # 3 MiB: three chunks
+    store.put("big/one.png", data)
+    loop_thread: list[int] = []
+    reads: list[int] = []
+
+    class Watched(io.FileIO):
+        def read(self, size: int | None = -1, /) -> bytes:
+            reads.append(threading.get_ident())
+            return super().read(size)
+
+    async def read() -> bytes:
+        loop_thread.append(threading.get_ident())
+        return b"".join([chunk async for chunk in await store.aopen("big/one.png")])
+
+    opened = Path.open
+
+    def watched_open(path: Path, mode: str = "r", *args: Any, **kwargs: Any) -> Any:
+        return Watched(path, "rb") if path.name == "one.png" and mode == "rb" else opened(path, mode, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(Path, "open", watched_open)
+        assert asyncio.run(read()) == data
+    assert len(reads) >= 3 and set(reads) == set(loop_thread)
 
 
 def test_a_missing_object_is_refused_before_any_chunk(store: ImageStore) -> None:

@@ -252,3 +252,28 @@ async def test_one_statement_fails_a_job_whose_images_all_failed(runtime: Worker
         "failed", 2, "all_images_failed", "All 2 images failed.")
     assert job.expires_at is None and job.cost_micros == 0
     assert (key.committed_micros, key.charged_micros) == (0, 0)
+
+
+async def test_psycopg_keeps_the_conversion_of_the_record_statement(runtime: WorkerRuntime,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """psycopg rewrites a query's ``%(name)s`` placeholders on each execution unless the query is
+    short enough and has few enough parameters for its cache; the record of a charged image (the
+    longest statement of the hot path, about a hundred parameters) is kept in it."""
+    from psycopg import _queries
+
+    uncached: list[bytes] = []
+    convert = _queries._query2pg_nocache
+
+    def counted(query: bytes, encoding: str) -> object:
+        uncached.append(query)
+        return convert(query, encoding)
+
+    monkeypatch.setattr(_queries, "_query2pg_nocache", counted)  # the path taken past the cache's limits
+    key_id, job_id, (first, second) = _running_job(runtime, n=2, name="cached-conversion")
+    with db(runtime)() as session:
+        row = session.get_one(Job, job_id)
+        billing = JobBilling.of(key_id=key_id, job_id=job_id, model=row.model, hold_per_image=HOLD,
+                                pricing=row.pricing)
+    assert await _record(runtime, billing, first, delivered=True, now=utcnow()) == (True, None)
+    assert await _record(runtime, billing, second, delivered=True, now=utcnow()) == (True, JobStatus.SUCCEEDED)
+    assert [q for q in uncached if b"ledger" in q] == []
