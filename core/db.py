@@ -2,11 +2,13 @@
 
 The API and the worker use async engines (the worker's on its pool's event loop); the sync ones
 serve commands (migrations, ``imagegate keys``) and tests. All come from the same URL. PostgreSQL
-URLs use psycopg 3 (sync and async); SQLite uses the standard driver and aiosqlite.
+URLs use psycopg 3 (sync and async); SQLite uses the standard driver, through aiosqlite's interface
+with its calls run on the event loop (core/sqlite_inline.py).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -15,6 +17,8 @@ from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+
+from core.sqlite_inline import inline_creator
 
 T = TypeVar("T")
 
@@ -84,11 +88,11 @@ def is_sqlite(url: str) -> bool:
     return make_url(url).get_backend_name() == "sqlite"
 
 
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any, *, busy_timeout_ms: int = 30000) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets the API read while the worker writes; busy_timeout waits out a writer's lock.
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.close()
@@ -107,8 +111,10 @@ def create_async_db_engine(url: str, *, pool_size: int, max_overflow: int) -> As
     """The API's and the worker's engine; the pool sizes are the settings' (``IMAGEGATE_DB_POOL_SIZE``
     and ``IMAGEGATE_DB_MAX_OVERFLOW``)."""
     if is_sqlite(url):
-        engine = create_async_engine(async_url(url), connect_args={"timeout": 30})
-        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        # statements run on the event loop, which also waits out another writer's lock
+        # (core/sqlite_inline.py): no busy timeout in SQLite itself
+        engine = create_async_engine(async_url(url), async_creator=inline_creator(make_url(url).database or ":memory:"))
+        event.listen(engine.sync_engine, "connect", functools.partial(_sqlite_pragmas, busy_timeout_ms=0))
         return engine
     _cache_long_queries()
     return create_async_engine(async_url(url), pool_size=pool_size, max_overflow=max_overflow,
