@@ -25,7 +25,6 @@ from typing import Any
 from sqlalchemy import CTE
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql import Executable
 
 from core.billing import ledger
 from core.billing import repo as billing_repo
@@ -70,30 +69,30 @@ async def settle_ended(session: AsyncSession, billing: JobBilling, ended: Sequen
     if not ended:
         return None
     job_id = billing.job_id
-    counts = (await session.execute(jobs.count_outcome(
-        job_id,
-        succeeded=sum(e.status is ImageStatus.SUCCEEDED for e in ended),
-        failed=sum(e.status is ImageStatus.FAILED for e in ended),
-        canceled=sum(e.status is ImageStatus.CANCELED for e in ended),
-        cost_micros=sum(e.charge.billed_micros for e in ended if e.charge is not None),
-    ))).one()
-    close = jobs.finalize_job(job_id, counts, now=now)
+    dialect = session.get_bind().dialect
+    counts = tuple((await jobs.count_prepared(dialect).execute(session, {
+        "job_id": job_id,
+        "succeeded": sum(e.status is ImageStatus.SUCCEEDED for e in ended),
+        "failed": sum(e.status is ImageStatus.FAILED for e in ended),
+        "canceled": sum(e.status is ImageStatus.CANCELED for e in ended),
+        "cost_micros": sum(e.charge.billed_micros for e in ended if e.charge is not None),
+    })).one())
+    close = jobs.finalize_steps(job_id, counts, now=now, dialect=dialect)
     ended_as: JobStatus | None = None
     if close is not None:
-        closed = (await session.execute(close)).scalar_one_or_none()
+        closed = (await close[0].execute(session, close[1])).scalar_one_or_none()
         if closed is not None:
             ended_as = JobStatus(closed)
             await jobs.job_ended(session, job_id, now=now)
-    statements: list[Executable] = []
     for image in ended:
         if image.status is not ImageStatus.CANCELED:
             record = ImageRecord(outcome=image.status.value, size=image.size, quality=image.quality,
                                  input_tokens=image.input_tokens, output_tokens=image.output_tokens)
-            statements += ledger.settle_image(billing, image.image_id, charge=image.charge, model=image.model,
-                                              record=record, dialect=session.get_bind().dialect.name)
-    statements += ledger.release_images(billing, [e.image_id for e in ended if e.status is ImageStatus.CANCELED])
-    for statement in statements:
-        await session.execute(statement)
+            for statement, params in ledger.settle_image(billing, image.image_id, charge=image.charge,
+                                                         model=image.model, record=record, dialect=dialect):
+                await statement.execute(session, params)
+    for released in ledger.release_images(billing, [e.image_id for e in ended if e.status is ImageStatus.CANCELED]):
+        await session.execute(released)
     return ended_as
 
 

@@ -211,14 +211,15 @@ async def _claim_one(session: AsyncSession, image_id: str, *, now: datetime, lea
         row = (await statement.execute(session, params)).one_or_none()
         return None if row is None else (row.job_id, Claimed(image_id, row.image_index, row.attempt), row)
     # SQLite has no data-modifying CTE: the same steps, one statement each
-    first = (await session.execute(jobs.claim_image(image_id, now=now, lease_s=lease_s,
-                                                    max_attempts=max_attempts))).one_or_none()
+    claim, start, params = jobs.claim_steps(image_id, now=now, lease_s=lease_s, max_attempts=max_attempts,
+                                            dialect=session.get_bind().dialect)
+    first = (await claim.execute(session, params)).one_or_none()
     if first is None:
         return None
-    job_id, index, number = first
+    job_id, index, number = first.job_id, first.image_index, first.attempt
     # a plain read of the job (no lock); image rows are locked before the job row, always
     row = (await session.execute(jobs.run_context(job_id))).one()
-    await session.execute(jobs.mark_job_running(job_id, now=now))
+    await start.execute(session, {**params, "job_id": job_id})
     return job_id, Claimed(image_id, index, number), row
 
 
@@ -402,8 +403,11 @@ async def _record_once(runtime: WorkerRuntime, attempt: Attempt, claimed: Claime
             _count(attempt, claimed, status, values, charge, ended, now=now)
             return Recorded(status.value, ended)
     async with runtime.sessions.begin() as session:
-        owned_id = None if runtime.postgres else (await session.execute(jobs.finish_image(
-            claimed.image_id, attempt=claimed.attempt, values=values))).scalar_one_or_none()
+        owned_id = None if runtime.postgres else (await jobs.finish_prepared(session.get_bind().dialect, tuple(values))
+                                                  .execute(session, {"image_id": claimed.image_id,
+                                                                     "attempt": claimed.attempt,
+                                                                     **{f"v_{k}": v for k, v in values.items()}})
+                                                  ).scalar_one_or_none()
         if owned_id is None:
             if await _already_recorded(session, claimed, values):
                 # an earlier try of this transaction was committed, but its answer was lost

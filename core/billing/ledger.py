@@ -48,10 +48,10 @@ from core.billing.prices import Amount, ModelPrice, PriceTable
 from core.errors import QuotaExceededError, ServiceUnavailableError
 from core.generation import AppliedParams, GenerationRequest, Usage
 from core.models import ApiKey, Job, JobImage
-from core.models.ledger import LedgerKind
+from core.models.ledger import LedgerEntry, LedgerKind
 from core.models.types import utcnow
 from core.repo import jobs
-from core.repo.binds import Prepared, param
+from core.repo.binds import Prepared, bound, param
 
 log = logging.getLogger(__name__)
 
@@ -325,16 +325,38 @@ def settlement_of(billing: JobBilling, image_id: str, *, charge: Charge | None, 
 
 
 def settle_image(billing: JobBilling, image_id: str, *, charge: Charge | None, model: str | None,
-                 record: ImageRecord, dialect: str) -> list[Executable]:
+                 record: ImageRecord, dialect: Dialect) -> list[tuple[Prepared, dict[str, Any]]]:
     """The statements settling one image (:func:`settlement_of`), run in the transaction that
-    records it. ``dialect`` is the database's (the spend counters are upserted)."""
+    records it, each with its parameters: the ledger rows, the key's counters if they move, its
+    spend counters if it was charged (upserted, in ``dialect``'s syntax). Each is built and
+    compiled once per shape (:func:`_settle_prepared`)."""
     settled = settlement_of(billing, image_id, charge=charge, model=model, record=record)
-    statements: list[Executable] = [repo.insert_rows(settled.rows)]
-    if settled.committed_delta or settled.charged:
-        statements.append(repo.adjust_committed(billing.key_id, settled.committed_delta, charged=settled.charged))
-    if settled.periods:
-        statements.append(repo.add_spend(billing.key_id, settled.periods, settled.charged, dialect=dialect))
-    return statements
+    params: dict[str, Any] = {"key_id": billing.key_id, "delta": settled.committed_delta,
+                              "charged": settled.charged}
+    for i, row in enumerate(settled.rows):
+        params.update({f"r{i}_{name}": value for name, value in row.items()})
+    for i, period in enumerate(settled.periods):
+        params[f"period{i}"] = period
+    moves = bool(settled.committed_delta or settled.charged)
+    shape = _settle_prepared(dialect, tuple(tuple(row) for row in settled.rows), moves, bool(settled.charged),
+                             len(settled.periods))
+    return [(statement, params) for statement in shape]
+
+
+@functools.lru_cache(maxsize=64)
+def _settle_prepared(dialect: Dialect, ledger_rows: tuple[tuple[str, ...], ...], moves: bool, charged: bool,
+                     periods: int) -> tuple[Prepared, ...]:
+    table = LedgerEntry.__table__
+    rows = [{name: bound(param(f"r{i}_{name}"), table.c[name].type) for name in columns}
+            for i, columns in enumerate(ledger_rows)]
+    statements = [Prepared(repo.insert_rows(rows), dialect)]
+    if moves:
+        statements.append(Prepared(repo.adjust_committed(param("key_id"), param("delta"),
+                                                         charged=param("charged") if charged else 0), dialect))
+    if periods:
+        statements.append(Prepared(repo.add_spend(param("key_id"), [param(f"period{i}") for i in range(periods)],
+                                                  param("charged"), dialect=dialect.name), dialect))
+    return tuple(statements)
 
 
 def release_images(billing: JobBilling, image_ids: Sequence[str], *, outcome: str = "canceled") -> list[Executable]:

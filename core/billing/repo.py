@@ -29,7 +29,6 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql import Executable
 from sqlalchemy.sql.dml import ReturningUpdate, Update
 from sqlalchemy.sql.elements import BindParameter
 
@@ -116,7 +115,7 @@ def adjust_committed(key_id: Any, delta: Any, *, charged: Any = 0) -> Update:
     return update(ApiKey).where(ApiKey.id == key_id).values(values)
 
 
-def add_spend(key_id: str, periods: Sequence[str], amount: int, *, dialect: str) -> Executable:
+def add_spend(key_id: Any, periods: Sequence[Any], amount: Any, *, dialect: str) -> Insert:
     """Add a charge to the key's spend counters of ``periods`` (its UTC day and month), creating
     them as needed: one statement, whichever transaction gets there first."""
     builder = postgresql.insert if dialect == "postgresql" else sqlite.insert

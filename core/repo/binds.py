@@ -45,13 +45,19 @@ class Prepared:
         self.compiled = compiled
         self.sql = compiled.string
         self._processors: dict[str, Any] = dict(compiled._bind_processors)
+        self._positions: tuple[str, ...] | None = tuple(compiled.positiontup or ()) if compiled.positional else None
+        """The parameters' names in order, for a driver whose placeholders are positional (SQLite's
+        ``?``); None for named ones (psycopg's ``%(name)s``)."""
 
-    def parameters(self, values: Mapping[str, Any]) -> dict[str, Any]:
-        """Every parameter of the statement (its literals included), processed for the driver;
-        a missing value raises."""
+    def parameters(self, values: Mapping[str, Any]) -> dict[str, Any] | tuple[Any, ...]:
+        """Every parameter of the statement (its literals included), processed for the driver, by
+        name or in order as its placeholders are; a missing value raises."""
         built = self.compiled.construct_params(dict(values)) or {}
         processors = self._processors
-        return {name: processors[name](value) if name in processors else value for name, value in built.items()}
+        named = {name: processors[name](value) if name in processors else value for name, value in built.items()}
+        if self._positions is None:
+            return named
+        return tuple(named[name] for name in self._positions)
 
     async def execute(self, session: AsyncSession, values: Mapping[str, Any]) -> Result[Any]:
         connection = await session.connection()

@@ -228,6 +228,29 @@ def _claim_prepared(dialect: Dialect) -> Prepared:
         .add_cte(started), dialect)
 
 
+def claim_steps(image_id: str, *, now: datetime, lease_s: float, max_attempts: int,
+                dialect: Dialect) -> tuple[Prepared, Prepared, dict[str, Any]]:
+    """SQLite (no data-modifying CTEs): the claim of :func:`claim_with_context` as two statements
+    run one after the other in one transaction, each built and compiled once: the image's claim
+    (:func:`claim_image`: ``job_id``, ``image_index``, ``attempt`` if it was claimed), then, given
+    the ``job_id`` it returned, the job marked running (:func:`mark_job_running`)."""
+    claim, start = _claim_steps(dialect)
+    return claim, start, {"image_id": image_id, "now": now, "lease_until": now + timedelta(seconds=lease_s),
+                          "max_attempts": max_attempts}
+
+
+@functools.lru_cache(maxsize=8)
+def _claim_steps(dialect: Dialect) -> tuple[Prepared, Prepared]:
+    now = bindparam("now", type_=UTCDateTime())
+    claim = _claim(JobImage.id == bindparam("image_id", type_=String()), now=now,
+                   max_attempts=bindparam("max_attempts", type_=Integer()),
+                   lease_until=bindparam("lease_until", type_=UTCDateTime())).returning(
+        JobImage.job_id, JobImage.index.label("image_index"), JobImage.attempts.label("attempt"))
+    start = (update(Job).where(Job.id == bindparam("job_id", type_=String()), Job.status == JobStatus.QUEUED)
+             .values(status=JobStatus.RUNNING, started_at=now))
+    return Prepared(claim, dialect), Prepared(start, dialect)
+
+
 def lock_group(job_id: str, indexes: list[int], *, now: datetime, max_attempts: int) -> Select[str]:
     """The claimable images of a call group that no other transaction holds (SKIP LOCKED): the
     siblings' own tasks claim theirs at the same moment, and nobody may wait on anybody."""
@@ -293,8 +316,33 @@ def finish_image(image_id: Any, *, attempt: Any, values: dict[str, Any]) -> Retu
     )
 
 
+def finish_prepared(dialect: Dialect, value_columns: tuple[str, ...]) -> Prepared:
+    """:func:`finish_image` built and compiled once per set of columns: parameters ``image_id``,
+    ``attempt`` and ``v_<column>`` for each column's value."""
+    return _finish_prepared(dialect, value_columns)
+
+
+@functools.lru_cache(maxsize=64)
+def _finish_prepared(dialect: Dialect, value_columns: tuple[str, ...]) -> Prepared:
+    return Prepared(finish_image(bindparam("image_id", type_=String()), attempt=bindparam("attempt", type_=Integer()),
+                                 values={name: image_param(name, f"v_{name}") for name in value_columns}), dialect)
+
+
+def count_prepared(dialect: Dialect) -> Prepared:
+    """:func:`count_outcome` built and compiled once: parameters ``job_id``, ``succeeded``,
+    ``failed``, ``canceled`` and ``cost_micros``."""
+    return _count_prepared(dialect)
+
+
+@functools.lru_cache(maxsize=8)
+def _count_prepared(dialect: Dialect) -> Prepared:
+    return Prepared(count_outcome(bindparam("job_id", type_=String()), succeeded=count_param("succeeded"),
+                                  failed=count_param("failed"), canceled=count_param("canceled"),
+                                  cost_micros=count_param("cost_micros")), dialect)
+
+
 def count_outcome(
-    job_id: str, *, succeeded: int = 0, failed: int = 0, canceled: int = 0, cost_micros: int = 0
+    job_id: Any, *, succeeded: Any = 0, failed: Any = 0, canceled: Any = 0, cost_micros: Any = 0
 ) -> ReturningUpdate[int, int, int, int]:
     """Count finished images (and add what they were billed) on the job, in one statement.
 
@@ -320,21 +368,32 @@ def closing_status(counts: Row[int, int, int, int] | tuple[int, int, int, int]) 
     return final_job_status(total=n, succeeded=succeeded, failed=failed, canceled=canceled)
 
 
-def finalize_job(job_id: str, counts: Row[int, int, int, int] | tuple[int, int, int, int], *,
-                 now: datetime) -> ReturningUpdate[str] | None:
-    """The statement closing the job if ``counts`` (n, succeeded, failed, canceled) says it is done;
-    it returns the status it closed the job with (nothing if the job had ended already), and
-    :func:`job_ended` follows, in the same transaction."""
-    n = counts[0]
+def finalize_steps(job_id: str, counts: Row[int, int, int, int] | tuple[int, int, int, int], *, now: datetime,
+                   dialect: Dialect) -> tuple[Prepared, dict[str, Any]] | None:
+    """The statement closing the job if ``counts`` (n, succeeded, failed, canceled) says it is
+    done, with its parameters (None if it is not); it returns the status it closed the job with
+    (nothing if the job had ended already), and :func:`job_ended` follows, in the same
+    transaction. Built and compiled once per shape."""
     status = closing_status(counts)
     if status is None:
         return None
-    values: dict[str, Any] = {"status": status, "finished_at": now}
+    params: dict[str, Any] = {"job_id": job_id, "status": status, "finished_at": now}
     if status is JobStatus.FAILED:
-        values["error_code"] = "all_images_failed"
-        values["error_message"] = f"All {n} images failed."
-    return (update(Job).where(Job.id == job_id, Job.status.not_in(TERMINAL_JOB)).values(**values)
-            .returning(Job.status))
+        params.update(error_code="all_images_failed", error_message=f"All {counts[0]} images failed.")
+    return _finalize_prepared(dialect, status is JobStatus.FAILED), params
+
+
+@functools.lru_cache(maxsize=8)
+def _finalize_prepared(dialect: Dialect, failed: bool) -> Prepared:
+    columns = ("status", "finished_at", "error_code", "error_message") if failed else ("status", "finished_at")
+    return Prepared(update(Job).where(Job.id == job_param("id", "job_id"), not_(_terminal(Job.status)))
+                    .values({name: job_param(name, name) for name in columns}).returning(Job.status), dialect)
+
+
+@functools.lru_cache(maxsize=8)
+def _expires_prepared(dialect: Dialect) -> Prepared:
+    return Prepared(update(Job).where(Job.id == job_param("id", "job_id"))
+                    .values(expires_at=job_param("expires_at", "expires_at")), dialect)
 
 
 def image_param(column: str, name: str) -> BindParameter[Any]:
@@ -355,7 +414,7 @@ def count_and_close(job_id: Any, guard: CTE, *, succeeded: Any = 0, failed: Any 
                     cost_micros: Any = 0, now: Any) -> ReturningUpdate[str, int, int, int, int, str, str | None]:
     """PostgreSQL, in one statement with ``guard`` (the image rows' update, a data-modifying CTE),
     only if it returned a row: :func:`count_outcome` and, when these images were the job's last,
-    what :func:`finalize_job` and :func:`job_ended` do (status, ``finished_at``, the error of a
+    what :func:`finalize_steps` and :func:`job_ended` do (status, ``finished_at``, the error of a
     job whose images all failed, ``expires_at``), in one ``UPDATE``. Its right-hand sides read
     the row as it was, so "closes" is decided on the counts before these images. Returns the
     new counts, status and webhook URL; :func:`closed_by` says whether this update ended it."""
@@ -411,8 +470,8 @@ async def job_ended(session: AsyncSession, job_id: str, *, now: datetime) -> Non
     (``expires_at``), and its webhook goes into the outbox."""
     row = (await session.execute(select(Job.webhook_url, Job.result_ttl_s).where(Job.id == job_id))).one()
     if row.result_ttl_s is not None:
-        await session.execute(update(Job).where(Job.id == job_id)
-                              .values(expires_at=now + timedelta(seconds=row.result_ttl_s)))
+        await _expires_prepared(session.get_bind().dialect).execute(
+            session, {"job_id": job_id, "expires_at": now + timedelta(seconds=row.result_ttl_s)})
     if row.webhook_url:
         await session.execute(webhooks.new_delivery(job_id, row.webhook_url, now=now))
 

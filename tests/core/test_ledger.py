@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select
@@ -27,6 +28,7 @@ from core.generation import AppliedParams, GenerationRequest, Usage
 from core.migrate import upgrade_head
 from core.models import ApiKey
 from core.models.ledger import KeySpend, LedgerEntry
+from core.repo.binds import Prepared
 from tests.worker.factories import make_api_key, make_image, make_job
 
 DEMO = ModelPrice(id="demo", source="test", effective=date(2026, 11, 1), per_image={"*": {"*": Decimal("0.04")}})
@@ -123,6 +125,11 @@ def _sums(session: Session, key_id: str) -> tuple[int, int, dict[str, int]]:
     return int(committed or 0), sum(by_kind.values()), by_kind
 
 
+def _run(session: Session, steps: list[tuple[Prepared, dict[str, Any]]]) -> None:
+    for statement, params in steps:
+        session.connection().exec_driver_sql(statement.sql, statement.parameters(params))
+
+
 def test_settling_a_delivered_and_a_failed_image(session: Session) -> None:
     key = make_api_key(session)
     job = make_job(session, key, n=2)
@@ -134,12 +141,10 @@ def test_settling_a_delivered_and_a_failed_image(session: Session) -> None:
                              pricing=PricingSnapshot(markup=Decimal("1.5"), routes={"demo": DEMO}))
 
     delivered = ImageRecord(outcome="succeeded", size="1K", quality="high", input_tokens=12, output_tokens=1120)
-    for statement in ledger.settle_image(job_billing, a, charge=Charge(40_000, 60_000), model="demo",
-                                         record=delivered, dialect="sqlite"):
-        session.execute(statement)
-    for statement in ledger.settle_image(job_billing, b, charge=None, model=None,
-                                         record=ImageRecord(outcome="failed"), dialect="sqlite"):
-        session.execute(statement)
+    _run(session, ledger.settle_image(job_billing, a, charge=Charge(40_000, 60_000), model="demo",
+                                      record=delivered, dialect=session.get_bind().dialect))
+    _run(session, ledger.settle_image(job_billing, b, charge=None, model=None,
+                                      record=ImageRecord(outcome="failed"), dialect=session.get_bind().dialect))
     session.flush()
 
     committed, total, by_kind = _sums(session, key.id)
@@ -183,9 +188,10 @@ def test_a_free_image_gets_one_row_of_zero_and_moves_no_counter(session: Session
     a, b = (make_image(session, job, index=i).id for i in range(2))
     free = JobBilling(key_id=key.id, job_id=job.id, model="demo", hold_per_image=0, pricing=None)
     delivered = ledger.settle_image(free, a, charge=Charge(0, 0), model="demo",
-                                    record=ImageRecord(outcome="succeeded"), dialect="sqlite")
+                                    record=ImageRecord(outcome="succeeded"), dialect=session.get_bind().dialect)
     assert len(delivered) == 1  # the row alone: no counter moves
-    for statement in [*delivered, *ledger.release_images(free, [b])]:
+    _run(session, delivered)
+    for statement in ledger.release_images(free, [b]):
         session.execute(statement)
     session.flush()
     rows = session.execute(select(LedgerEntry.kind, LedgerEntry.amount_micros, LedgerEntry.outcome)
