@@ -256,8 +256,8 @@ async def submit(
                 if not (await statement.execute(alone, params)).scalar():
                     raise ledger.refused_hold(key, quote, n=request.n)
         else:
-            await session.execute(jobs.insert_job(job))
-            await session.execute(jobs.insert_images(images))
+            for statement, params in jobs.insert_steps(job, images, dialect=session.get_bind().dialect):
+                await statement.execute(session, params)
             await ledger.take_hold(session, key=key, job_id=job_id, quote=quote, n=request.n,
                                    model=quote.routes[0].model)
             if inputs:

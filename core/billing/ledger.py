@@ -158,7 +158,8 @@ async def take_hold(session: AsyncSession, *, key: ApiKey, job_id: str, quote: Q
         reserved = (await session.execute(repo.reserve_and_insert(key.id, total, hold))).scalar_one_or_none()
         held = True
     elif total > 0 or key.budget_micros is not None:
-        reserved = (await session.execute(repo.reserve(key.id, total))).scalar_one_or_none()
+        reserved = (await _reserve_prepared(session.get_bind().dialect).execute(
+            session, {"key_id": key.id, "amount": total})).scalar_one_or_none()
     else:
         reserved = 0
     if reserved is None:
@@ -168,7 +169,21 @@ async def take_hold(session: AsyncSession, *, key: ApiKey, job_id: str, quote: Q
     if monthly is not None and await _month_spend(session, key.id, utcnow()) > monthly:
         raise _over_budget("monthly budget", monthly, total)
     if total > 0 and not held:
-        await session.execute(repo.insert_rows([hold]))
+        await _rows_prepared(session.get_bind().dialect, (tuple(hold),)).execute(
+            session, {f"r0_{name}": value for name, value in hold.items()})
+
+
+@functools.lru_cache(maxsize=8)
+def _reserve_prepared(dialect: Dialect) -> Prepared:
+    return Prepared(repo.reserve(param("key_id"), param("amount")), dialect)
+
+
+@functools.lru_cache(maxsize=64)
+def _rows_prepared(dialect: Dialect, ledger_rows: tuple[tuple[str, ...], ...]) -> Prepared:
+    """:func:`core.billing.repo.insert_rows` of rows of these columns, parameters ``r<i>_<column>``."""
+    table = LedgerEntry.__table__
+    return Prepared(repo.insert_rows([{name: bound(param(f"r{i}_{name}"), table.c[name].type) for name in columns}
+                                      for i, columns in enumerate(ledger_rows)]), dialect)
 
 
 def submit_in_one(job: dict[str, Any], images: list[dict[str, Any]], *, key: ApiKey, quote: Quote, n: int,
@@ -346,10 +361,7 @@ def settle_image(billing: JobBilling, image_id: str, *, charge: Charge | None, m
 @functools.lru_cache(maxsize=64)
 def _settle_prepared(dialect: Dialect, ledger_rows: tuple[tuple[str, ...], ...], moves: bool, charged: bool,
                      periods: int) -> tuple[Prepared, ...]:
-    table = LedgerEntry.__table__
-    rows = [{name: bound(param(f"r{i}_{name}"), table.c[name].type) for name in columns}
-            for i, columns in enumerate(ledger_rows)]
-    statements = [Prepared(repo.insert_rows(rows), dialect)]
+    statements = [_rows_prepared(dialect, ledger_rows)]
     if moves:
         statements.append(Prepared(repo.adjust_committed(param("key_id"), param("delta"),
                                                          charged=param("charged") if charged else 0), dialect))

@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy import (
     CTE,
     ColumnElement,
-    Insert,
     Integer,
     Row,
     ScalarSelect,
@@ -47,21 +46,12 @@ from core.jobs import ImageStatus, JobStatus, final_job_status
 from core.models import Job, JobImage
 from core.models.types import UTCDateTime
 from core.repo import webhooks
-from core.repo.binds import Prepared, bound
+from core.repo.binds import Prepared, bound, param
 
 TERMINAL_JOB = [s.value for s in JobStatus if s.is_terminal]
 
 
 # -- submit and read --------------------------------------------------------------------------
-
-
-def insert_job(values: dict[str, Any]) -> Insert:
-    return insert(Job).values(values)
-
-
-def insert_images(rows: list[dict[str, Any]]) -> Insert:
-    """A job's n images, in one statement."""
-    return insert(JobImage).values(rows)
 
 
 def with_defaults(model: type[Job] | type[JobImage], values: dict[str, Any]) -> dict[str, Any]:
@@ -92,6 +82,30 @@ def submit_statement(job: dict[str, Any], images: list[dict[str, Any]], *, guard
     images_cte = insert(JobImage).from_select(list(images[0]), rows[0] if len(rows) == 1 else union_all(*rows),
                                               include_defaults=False).cte("images")
     return select(func.count()).select_from(inserted).add_cte(images_cte, *writes)
+
+
+def insert_steps(job: dict[str, Any], images: list[dict[str, Any]], *,
+                 dialect: Dialect) -> list[tuple[Prepared, dict[str, Any]]]:
+    """The job and its images (:func:`with_defaults` applied) as two ``INSERT ... SELECT``
+    statements, each with its parameters, for the submits :func:`submit_statement` does not make
+    (SQLite, input images, a monthly budget). Built and compiled once per shape."""
+    job = with_defaults(Job, job)
+    images = [with_defaults(JobImage, image) for image in images]
+    params: dict[str, Any] = {f"j_{name}": value for name, value in job.items()}
+    for i, image in enumerate(images):
+        params.update({f"i{i}_{name}": value for name, value in image.items()})
+    return [(statement, params) for statement in _insert_prepared(dialect, tuple(job), tuple(images[0]), len(images))]
+
+
+@functools.lru_cache(maxsize=128)
+def _insert_prepared(dialect: Dialect, job_columns: tuple[str, ...], image_columns: tuple[str, ...],
+                     n: int) -> tuple[Prepared, Prepared]:
+    job = select(*_values(Job.__table__, {name: param(f"j_{name}") for name in job_columns}))
+    rows = [select(*_values(JobImage.__table__, {name: param(f"i{i}_{name}") for name in image_columns}))
+            for i in range(n)]
+    return (Prepared(insert(Job).from_select(list(job_columns), job, include_defaults=False), dialect),
+            Prepared(insert(JobImage).from_select(list(image_columns), rows[0] if n == 1 else union_all(*rows),
+                                                  include_defaults=False), dialect))
 
 
 def by_id(job_id: str) -> Select[Job]:
