@@ -10,11 +10,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event
-from sqlalchemy.orm import ORMExecuteState, Session
 
 from api.state import AppState
 from tests.inproc.gateway import Gateway, Key, running_gateway
+from tests.orm_writes import orm_writes
 
 pytestmark = pytest.mark.anyio
 GZIP = {"Accept-Encoding": "gzip, deflate"}  # what the SDKs send
@@ -138,16 +137,7 @@ async def test_a_request_builds_no_insert_or_update_through_the_orm(gw: Gateway)
     are statements compiled once per shape (core/repo/binds.py), not ORM statements built and
     run for each request, which cost ~0.5 ms of CPU apiece."""
     key = await gw.create_key()
-    built: list[str] = []
-
-    def watch(state: ORMExecuteState) -> None:
-        if state.is_update or state.is_insert:
-            built.append(str(state.statement).split("\n")[0])
-
-    event.listen(Session, "do_orm_execute", watch)
-    try:
+    with orm_writes() as built:
         response = await gw.generate(key, {"model": "demo", "prompt": "two boats", "n": 2, "size": "64x64"})
-    finally:
-        event.remove(Session, "do_orm_execute", watch)
     assert len(assert_spliced(response)["data"]) == 2
     assert built == []

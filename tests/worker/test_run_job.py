@@ -10,8 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from PIL import Image
-from sqlalchemy import event, update
-from sqlalchemy.orm import ORMExecuteState, Session
+from sqlalchemy import update
 
 from core.errors import (
     ContentPolicyError,
@@ -28,6 +27,7 @@ from core.models.types import utcnow
 from core.repo.jobs import finish_image, requeue_orphans
 from core.routing import Catalogue
 from core.storage import image_object_key
+from tests.orm_writes import orm_writes
 from tests.worker.factories import db, make_api_key, make_image, make_job
 from worker.providers.base import ProviderCall
 from worker.providers.demo import DemoProvider
@@ -107,17 +107,8 @@ async def test_the_claim_and_the_record_build_no_statement_per_image(runtime: Wo
     inserts among them are compiled once per shape (core/repo/binds.py) and run as SQL text, not
     built and run through the ORM for every image (which costs ~0.5 ms of CPU each)."""
     job_id, [image_id] = new_job(runtime)
-    built: list[str] = []
-
-    def watch(state: ORMExecuteState) -> None:
-        if state.is_update or state.is_insert:
-            built.append(str(state.statement).split("\n")[0])
-
-    event.listen(Session, "do_orm_execute", watch)
-    try:
+    with orm_writes() as built:
         assert await run_image(runtime, image_id) == "succeeded"
-    finally:
-        event.remove(Session, "do_orm_execute", watch)
     assert job_row(runtime, job_id).status == JobStatus.SUCCEEDED
     assert built == []
 
