@@ -112,9 +112,10 @@ class Settings(BaseSettings):
     upstream_max_connections: int | None = Field(None, ge=1, validation_alias=_env("UPSTREAM_MAX_CONNECTIONS"))
     """Connections a worker process opens to one upstream host; unset: the worker's concurrency,
     so that no call waits for a connection."""
-    upstream_concurrent_reads: int = Field(64, ge=1, validation_alias=_env("UPSTREAM_CONCURRENT_READS"))
-    """Upstream answers a worker process reads into memory at once (the others wait in their
-    sockets): bounds the memory of many answers arriving together."""
+    upstream_concurrent_reads: int = Field(16, ge=1, validation_alias=_env("UPSTREAM_CONCURRENT_READS"))
+    """Upstream answers a worker process holds in memory at once, from the moment one is read
+    until its images are stored and recorded (the others wait in their sockets): bounds the
+    memory of many answers arriving together."""
     circuit_failures: int = Field(5, ge=1, validation_alias=_env("CIRCUIT_FAILURES"))
     """Consecutive route failures (5xx, timeouts, connection errors, 429s, each after its retries)
     that open an upstream route's circuit; see core/circuit.py."""

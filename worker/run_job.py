@@ -61,6 +61,7 @@ from core.storage import image_object_key
 from worker.lease import first_line
 from worker.partials import PartialImages
 from worker.providers.base import InputBytes, PartialSink, ProviderCall
+from worker.providers.http import holding_answers
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -129,7 +130,8 @@ async def run_image(runtime: WorkerRuntime, image_id: str) -> str:
 async def _run(runtime: WorkerRuntime, image_id: str, attempt: Attempt) -> str:
     results: dict[str, Recorded] = {}
     await runtime.events.publish(attempt.job_id)  # its images started: followers of the job's events hear it
-    with runtime.leases.holding((c.image_id, c.attempt) for c in attempt.images):
+    # an answer read stays counted among the answers in memory until its images are recorded
+    with runtime.leases.holding((c.image_id, c.attempt) for c in attempt.images), holding_answers():
         started = time.monotonic()
         metrics.IN_FLIGHT.inc(len(attempt.images))
         try:

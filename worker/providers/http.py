@@ -10,9 +10,12 @@ bounded. Upstream keys never reach a log line or an error message.
 Calls run on the worker process's event loop (``worker/pool.py``): a call waiting for an upstream
 costs a socket and a coroutine, not a thread. Each upstream host gets its own
 :class:`httpx.AsyncClient`, so its connection pool (``IMAGEGATE_UPSTREAM_MAX_CONNECTIONS`` per
-host) serves that host alone; and at most ``IMAGEGATE_UPSTREAM_CONCURRENT_READS`` answers are read
-into memory at once, so that a thousand answers arriving together do not all hold their megabytes
-at the same moment (the others wait in their sockets' buffers).
+host) serves that host alone; and at most ``IMAGEGATE_UPSTREAM_CONCURRENT_READS`` answers are in
+memory at once, so that a thousand answers arriving together do not all hold their megabytes at
+the same moment (the others wait in their sockets' buffers). An answer read inside
+:func:`holding_answers` (the worker's run of an attempt) keeps its place until the block ends,
+that is until its images are stored and recorded: the images decoded from it are in memory until
+then, and answers arriving faster than the worker records them would otherwise pile up.
 
 This module knows HTTP only. What an upstream's error body means (a daily quota that no retry
 will cure, a retry delay in the body, which error the caller gets) is the adapter's to say,
@@ -22,12 +25,14 @@ through :class:`UpstreamErrors`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import email.utils
 import inspect
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
@@ -51,6 +56,41 @@ READ_BYTES = 1 << 20
 through httpcore's and h11's Python; at 1 MiB it is 2 (``bench/load.py`` does the same for the
 bench's client). httpcore offers no per-client setting, so :class:`UpstreamClient` sets the class
 attribute for the worker process."""
+
+class AnswerHold:
+    """The place in memory an attempt's answer takes (see :func:`holding_answers`): taken by the
+    first answer of the attempt that is read, given back when the attempt's block ends or its
+    answer turned out unusable (another attempt at the call follows)."""
+
+    def __init__(self) -> None:
+        self._taken: asyncio.Semaphore | None = None
+
+    async def take(self, places: asyncio.Semaphore) -> None:
+        if self._taken is None:
+            await places.acquire()
+            self._taken = places
+
+    def give_back(self) -> None:
+        taken, self._taken = self._taken, None
+        if taken is not None:
+            taken.release()
+
+
+_hold: contextvars.ContextVar[AnswerHold | None] = contextvars.ContextVar("imagegate_answer_hold", default=None)
+
+
+@contextlib.contextmanager
+def holding_answers() -> Iterator[AnswerHold]:
+    """Within the block (and the tasks it starts), an answer read by :meth:`UpstreamClient.call`
+    keeps its place among the ``IMAGEGATE_UPSTREAM_CONCURRENT_READS`` until the block ends."""
+    hold = AnswerHold()
+    token = _hold.set(hold)
+    try:
+        yield hold
+    finally:
+        _hold.reset(token)
+        hold.give_back()
+
 
 Redact = Callable[[str], str]
 """Removes the configured secrets from a text (see :class:`Redactor`)."""
@@ -187,7 +227,7 @@ class UpstreamClient:
         read_timeout_s: float,
         policy: RetryPolicy,
         max_connections: int = 200,
-        concurrent_reads: int = 64,
+        concurrent_reads: int = 16,
         redact: Redactor | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock = SYSTEM_CLOCK,
@@ -239,6 +279,7 @@ class UpstreamClient:
         (``imagegate_upstream_calls_total``, ``imagegate_upstream_seconds``).
         """
         policy, clock = self.policy, self.clock
+        hold = _hold.get()
         deadline = clock.monotonic() + policy.budget_s
         refreshed = False
         attempt = 0
@@ -258,7 +299,10 @@ class UpstreamClient:
                 latency_ms = _count_call(provider, str(response.status_code), attempt, sent)
                 try:
                     try:
-                        if not (stream and response.is_success):
+                        if hold is not None and response.is_success and not stream:
+                            await hold.take(self._reads)  # kept until the attempt's images are recorded
+                            await response.aread()
+                        elif not (stream and response.is_success):
                             async with self._reads:  # a whole answer read into memory
                                 await response.aread()
                     except (httpx.TimeoutException, httpx.TransportError) as exc:
@@ -289,6 +333,8 @@ class UpstreamClient:
                             delay = decision.delay_s
                 finally:
                     await response.aclose()
+            if hold is not None:
+                hold.give_back()  # this try's answer is dropped: another is awaited
             log.info("%s attempt %d failed: %s", label, attempt, error.code,
                      extra={"upstream_status": getattr(error, "upstream_status", None), "latency_ms": latency_ms})
             if attempt >= policy.max_attempts:

@@ -40,6 +40,7 @@ from worker.providers.http import (
     RetryPolicy,
     UpstreamClient,
     UpstreamErrors,
+    holding_answers,
     retry_decision,
 )
 from worker.providers.openai_images import OpenAIImagesAdapter
@@ -796,3 +797,32 @@ async def test_at_most_concurrent_reads_answers_are_read_at_once() -> None:
         await client.aclose()
     assert results == [{"created": 1, "data": []}] * 10
     assert SlowBody.peak == 2
+
+
+async def test_an_answer_read_in_an_attempt_keeps_its_place_until_the_attempt_ends() -> None:
+    """Inside holding_answers (the worker's run of an attempt), an answer read stays counted until
+    the block ends (its images stored and recorded), so answers arriving faster than the worker
+    records them wait in their sockets instead of piling up in memory."""
+    client = UpstreamClient(connect_timeout_s=1.0, read_timeout_s=5.0, policy=RetryPolicy(), concurrent_reads=2,
+                            transport=httpx.MockTransport(lambda request: httpx.Response(200, json={"data": []})))
+    in_hand = peak = 0
+
+    async def build() -> httpx.Request:
+        return httpx.Request("POST", URL, json={"prompt": "a fox"})
+
+    async def attempt() -> object:
+        nonlocal in_hand, peak
+        with holding_answers():
+            result = await client.call(build, lambda r: r.json(), errors=OPENAI)
+            in_hand += 1
+            peak = max(peak, in_hand)
+            await asyncio.sleep(0.02)  # storing and recording its images
+            in_hand -= 1
+        return result
+
+    try:
+        results = await asyncio.gather(*(attempt() for _ in range(10)))
+    finally:
+        await client.aclose()
+    assert results == [{"data": []}] * 10
+    assert peak == 2
