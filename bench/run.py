@@ -587,10 +587,10 @@ def run_mode(mode: str, upstream: FakeUpstreamProcess, args: argparse.Namespace,
         errors = gateway.log_findings()
         env = gateway.stack.env
         shape = (f"{args.api_workers} API processes, {args.worker_processes} worker processes x "
-                 f"{env['IMAGEGATE_WORKER_CONCURRENCY']} threads, DB pool "
+                 f"{env['IMAGEGATE_WORKER_CONCURRENCY']} tasks at once, DB pool "
                  f"{env['IMAGEGATE_DB_POOL_SIZE']}+{env['IMAGEGATE_DB_MAX_OVERFLOW']} per process"
                  if mode == "distributed"
-                 else f"1 process, in-process worker x {env['IMAGEGATE_WORKER_CONCURRENCY']} threads")
+                 else f"1 process, in-process worker x {env['IMAGEGATE_WORKER_CONCURRENCY']} tasks at once")
         title = (f"imagegate bench: {mode} mode ({shape}), {'quick' if args.quick else 'full'} run, "
                  f"commit {_git('rev-parse', '--short', 'HEAD') or '?'}")
         other_cores = _print_run(title, bench)
@@ -689,7 +689,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-workers", type=int, default=2, help="imagegate serve --workers (distributed)")
     parser.add_argument("--worker-processes", type=int, default=2, help="imagegate worker processes (distributed)")
     parser.add_argument("--concurrency", type=int, default=256,
-                        help="total worker threads (IMAGEGATE_WORKER_CONCURRENCY, split over worker processes)")
+                        help="tasks all workers run at once (IMAGEGATE_WORKER_CONCURRENCY, split over processes)")
     parser.add_argument("--log-level", default="INFO", help="IMAGEGATE_LOG_LEVEL of the gateway")
     parser.add_argument("--db-connections", type=int, default=80,
                         help="PostgreSQL connections shared out over the API and worker processes' pools "

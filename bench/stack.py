@@ -79,7 +79,7 @@ class FakeUpstreamProcess:
 @dataclass
 class Gateway:
     """One imagegate deployment (:class:`tests.harness.Stack`) set up for the bench: its providers
-    pointed at the fake upstream, worker threads and database pools shared out over its processes,
+    pointed at the fake upstream, worker task slots and database pools shared out over its processes,
     and in distributed mode a database and a queue of its own."""
 
     mode: str  # "distributed" | "embedded"
