@@ -119,18 +119,8 @@ def record_statement(billing: JobBilling, image_id: str, *, attempt: int, values
         "cost": ended.charge.billed_micros if ended.charge is not None else 0, "delivery_id": new_id("msg"),
         **{f"v_{name}": value for name, value in values.items()},
     }
-    for i, row in enumerate(settled.rows):
-        params.update({f"r{i}_{name}": value for name, value in row.items()})
-    moves = bool(settled.committed_delta or settled.charged)
-    if moves:
-        params.update(key_id=billing.key_id, delta=settled.committed_delta, charged=settled.charged)
-    for i, period in enumerate(settled.periods):
-        params[f"period{i}"] = period
-    if settled.periods:
-        params.update(key_id=billing.key_id, amount=settled.charged)
-    shape = (tuple(values), tuple(tuple(row) for row in settled.rows), moves, bool(settled.charged),
-             len(settled.periods))
-    return _record_prepared(dialect, *shape), params
+    params.update(ledger.settlement_params(billing, settled))
+    return _record_prepared(dialect, tuple(values), *settled.shape()), params
 
 
 @functools.lru_cache(maxsize=256)
@@ -151,7 +141,7 @@ def _record_prepared(dialect: Dialect, value_columns: tuple[str, ...], ledger_ro
                                                         charged=param("charged") if charged else 0).cte("key_row"))
     if periods:
         writes.append(billing_repo.add_spend_if(param("key_id"), [param(f"period{i}") for i in range(periods)],
-                                                param("amount"), image).cte("spend"))
+                                                param("charged"), image).cte("spend"))
     writes.append(webhooks.new_delivery_if(counted, closed, now=param("now"), delivery_id=param("delivery_id"))
                   .cte("webhook"))
     return Prepared(jobs.recorded(counted, closed, *writes), dialect)

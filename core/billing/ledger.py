@@ -316,6 +316,12 @@ class Settlement:
     charged: int
     periods: list[str]
 
+    def shape(self) -> tuple[tuple[tuple[str, ...], ...], bool, bool, int]:
+        """What its statements' form depends on: the ledger rows' columns, whether the key's
+        counters move, whether it charged, how many spend counters it adds to."""
+        return (tuple(tuple(row) for row in self.rows), bool(self.committed_delta or self.charged),
+                bool(self.charged), len(self.periods))
+
 
 def settlement_of(billing: JobBilling, image_id: str, *, charge: Charge | None, model: str | None,
                   record: ImageRecord) -> Settlement:
@@ -346,16 +352,21 @@ def settle_image(billing: JobBilling, image_id: str, *, charge: Charge | None, m
     spend counters if it was charged (upserted, in ``dialect``'s syntax). Each is built and
     compiled once per shape (:func:`_settle_prepared`)."""
     settled = settlement_of(billing, image_id, charge=charge, model=model, record=record)
-    params: dict[str, Any] = {"key_id": billing.key_id, "delta": settled.committed_delta,
-                              "charged": settled.charged}
+    params = settlement_params(billing, settled)
+    shape = _settle_prepared(dialect, *settled.shape())
+    return [(statement, params) for statement in shape]
+
+
+def settlement_params(billing: JobBilling, settled: Settlement) -> dict[str, Any]:
+    """The parameters of a settlement's statements (:func:`settle_image`, and the one-statement
+    record of core/settlement.py): ``r<i>_<column>`` for each ledger row, ``period<i>`` for each
+    spend counter, ``key_id``, ``delta`` (the committed spend's move) and ``charged``."""
+    params: dict[str, Any] = {"key_id": billing.key_id, "delta": settled.committed_delta, "charged": settled.charged}
     for i, row in enumerate(settled.rows):
         params.update({f"r{i}_{name}": value for name, value in row.items()})
     for i, period in enumerate(settled.periods):
         params[f"period{i}"] = period
-    moves = bool(settled.committed_delta or settled.charged)
-    shape = _settle_prepared(dialect, tuple(tuple(row) for row in settled.rows), moves, bool(settled.charged),
-                             len(settled.periods))
-    return [(statement, params) for statement in shape]
+    return params
 
 
 @functools.lru_cache(maxsize=64)

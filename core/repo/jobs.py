@@ -201,12 +201,14 @@ def _claim(*conditions: ColumnElement[bool], now: Any, lease_s: float = 0.0, max
     )
 
 
-def claim_image(image_id: str, *, now: datetime, lease_s: float,
-                max_attempts: int) -> ReturningUpdate[str, int, int]:
+def claim_image() -> ReturningUpdate[str, int, int]:
     """Take an image to run: queued, or running on a worker whose lease has expired, and fewer
-    than ``max_attempts`` attempts started."""
-    return _claim(JobImage.id == image_id, now=now, lease_s=lease_s, max_attempts=max_attempts).returning(
-        JobImage.job_id, JobImage.index, JobImage.attempts)
+    than ``max_attempts`` attempts started. Parameters ``image_id``, ``now``, ``lease_until`` and
+    ``max_attempts``; returns ``job_id``, ``image_index`` and ``attempt`` if it took the image."""
+    return _claim(JobImage.id == bindparam("image_id", type_=String()), now=bindparam("now", type_=UTCDateTime()),
+                  max_attempts=bindparam("max_attempts", type_=Integer()),
+                  lease_until=bindparam("lease_until", type_=UTCDateTime())).returning(
+        JobImage.job_id, JobImage.index.label("image_index"), JobImage.attempts.label("attempt"))
 
 
 def claim_with_context(image_id: str, *, now: datetime, lease_s: float, max_attempts: int,
@@ -223,23 +225,13 @@ def claim_with_context(image_id: str, *, now: datetime, lease_s: float, max_atte
 @functools.lru_cache(maxsize=8)
 def _claim_prepared(dialect: Dialect) -> Prepared:
     """The statement of :func:`claim_with_context`, with bind parameters for its values."""
-    now = bindparam("now", type_=UTCDateTime())
-    claimed = _claim(JobImage.id == bindparam("image_id", type_=String()), now=now,
-                     max_attempts=bindparam("max_attempts", type_=Integer()),
-                     lease_until=bindparam("lease_until", type_=UTCDateTime())).returning(
-        JobImage.job_id, JobImage.index.label("image_index"), JobImage.attempts.label("attempt")).cte("claimed")
-    started = (
-        update(Job)
-        .where(Job.id == claimed.c.job_id, Job.status == JobStatus.QUEUED)
-        .values(status=JobStatus.RUNNING, started_at=now)
-        .returning(Job.id)
-        .cte("started")
-    )
+    claimed = claim_image().cte("claimed")
+    started = mark_job_running(claimed.c.job_id, now=bindparam("now", type_=UTCDateTime())).returning(Job.id)
     return Prepared(
         select(claimed.c.job_id, claimed.c.image_index, claimed.c.attempt, Job.request, Job.routes, Job.n,
                Job.model, Job.api_key_id, Job.pricing, Job.hold_per_image_micros, Job.created_at)
         .join_from(claimed, Job, Job.id == claimed.c.job_id)
-        .add_cte(started), dialect)
+        .add_cte(started.cte("started")), dialect)
 
 
 def claim_steps(image_id: str, *, now: datetime, lease_s: float, max_attempts: int,
@@ -255,14 +247,8 @@ def claim_steps(image_id: str, *, now: datetime, lease_s: float, max_attempts: i
 
 @functools.lru_cache(maxsize=8)
 def _claim_steps(dialect: Dialect) -> tuple[Prepared, Prepared]:
-    now = bindparam("now", type_=UTCDateTime())
-    claim = _claim(JobImage.id == bindparam("image_id", type_=String()), now=now,
-                   max_attempts=bindparam("max_attempts", type_=Integer()),
-                   lease_until=bindparam("lease_until", type_=UTCDateTime())).returning(
-        JobImage.job_id, JobImage.index.label("image_index"), JobImage.attempts.label("attempt"))
-    start = (update(Job).where(Job.id == bindparam("job_id", type_=String()), Job.status == JobStatus.QUEUED)
-             .values(status=JobStatus.RUNNING, started_at=now))
-    return Prepared(claim, dialect), Prepared(start, dialect)
+    start = mark_job_running(bindparam("job_id", type_=String()), now=bindparam("now", type_=UTCDateTime()))
+    return Prepared(claim_image(), dialect), Prepared(start, dialect)
 
 
 def lock_group(job_id: str, indexes: list[int], *, now: datetime, max_attempts: int) -> Select[str]:
@@ -308,7 +294,7 @@ def _in_id_order(condition: ColumnElement[bool], *, limit: int | None = None,
     return query.with_for_update(skip_locked=skip_locked).scalar_subquery()
 
 
-def mark_job_running(job_id: str, *, now: datetime) -> Update:
+def mark_job_running(job_id: Any, *, now: Any) -> Update:
     return (
         update(Job)
         .where(Job.id == job_id, Job.status == JobStatus.QUEUED)
@@ -330,26 +316,18 @@ def finish_image(image_id: Any, *, attempt: Any, values: dict[str, Any]) -> Retu
     )
 
 
+@functools.lru_cache(maxsize=64)
 def finish_prepared(dialect: Dialect, value_columns: tuple[str, ...]) -> Prepared:
     """:func:`finish_image` built and compiled once per set of columns: parameters ``image_id``,
     ``attempt`` and ``v_<column>`` for each column's value."""
-    return _finish_prepared(dialect, value_columns)
-
-
-@functools.lru_cache(maxsize=64)
-def _finish_prepared(dialect: Dialect, value_columns: tuple[str, ...]) -> Prepared:
     return Prepared(finish_image(bindparam("image_id", type_=String()), attempt=bindparam("attempt", type_=Integer()),
                                  values={name: image_param(name, f"v_{name}") for name in value_columns}), dialect)
 
 
+@functools.lru_cache(maxsize=8)
 def count_prepared(dialect: Dialect) -> Prepared:
     """:func:`count_outcome` built and compiled once: parameters ``job_id``, ``succeeded``,
     ``failed``, ``canceled`` and ``cost_micros``."""
-    return _count_prepared(dialect)
-
-
-@functools.lru_cache(maxsize=8)
-def _count_prepared(dialect: Dialect) -> Prepared:
     return Prepared(count_outcome(bindparam("job_id", type_=String()), succeeded=count_param("succeeded"),
                                   failed=count_param("failed"), canceled=count_param("canceled"),
                                   cost_micros=count_param("cost_micros")), dialect)
