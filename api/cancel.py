@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from api.state import AppState
 from core import metrics, settlement
+from core.db import transaction
 from core.models.types import utcnow
 
 
@@ -20,7 +21,7 @@ async def cancel_job(state: AppState, job_id: str) -> list[str]:
     """Cancel the job's images that nothing is making; returns their ids. Waiting requests of
     this process wake at once (those of other processes on their next database re-check)."""
     now = utcnow()
-    async with state.sessions.begin() as session:
+    async with transaction(state.sessions) as session:
         canceled = await settlement.cancel_images(session, job_id, now=now)
     if canceled.image_ids:
         metrics.count_settled("canceled", canceled.model, len(canceled.image_ids),

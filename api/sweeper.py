@@ -30,6 +30,7 @@ from sqlalchemy.sql.dml import ReturningUpdate
 
 from api.enqueue import Enqueuer
 from core import logcontext, metrics, settlement
+from core.db import transaction
 from core.models.types import utcnow
 from core.queue import DELIVER_WEBHOOK_TASK
 from core.repo import webhooks
@@ -135,7 +136,7 @@ class Sweeper:
                 expired_on_last_attempt(now=now, max_attempts=self.max_attempts))).scalars())
         for image_id in ids:
             # one transaction per image: its row, its job's, its key's, in that order
-            async with self.sessions.begin() as session:
+            async with transaction(self.sessions) as session:
                 failed = await settlement.fail_out_of_attempts(session, image_id, now=now,
                                                                max_attempts=self.max_attempts)
             if failed is not None:

@@ -8,8 +8,9 @@ with its calls run on the event loop (core/sqlite_inline.py).
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import sqlalchemy.exc
@@ -113,7 +114,8 @@ def create_async_db_engine(url: str, *, pool_size: int, max_overflow: int) -> As
     if is_sqlite(url):
         # statements run on the event loop, which also waits out another writer's lock
         # (core/sqlite_inline.py): no busy timeout in SQLite itself
-        engine = create_async_engine(async_url(url), async_creator=inline_creator(make_url(url).database or ":memory:"))
+        engine = create_async_engine(async_url(url), async_creator=inline_creator(make_url(url).database or ":memory:"),
+                                     pool_size=pool_size, max_overflow=max_overflow)
         event.listen(engine.sync_engine, "connect", functools.partial(_sqlite_pragmas, busy_timeout_ms=0))
         return engine
     _cache_long_queries()
@@ -146,3 +148,20 @@ def sync_sessionmaker(engine: Engine) -> sessionmaker[Session]:
 
 def async_session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+@contextlib.asynccontextmanager
+async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """``async with transaction(sessions) as session``: a session in a transaction that the task
+    running the block commits as the block ends (or rolls back, if it raises).
+
+    Not ``async with sessions.begin()``: SQLAlchemy ends that block in a task of its own
+    (``sqlalchemy.ext.asyncio.base._run_to_completion``, shielded from cancellation), and a new
+    task runs only after every task already waiting on the event loop has had its turn. The
+    transaction's locks are held meanwhile (SQLite's one write lock, PostgreSQL's row locks on a
+    key's counters), so every other writer waits a turn of the loop for each commit. Here the
+    commit runs at once; only the session's close, after it, goes through SQLAlchemy's task. A
+    task cancelled during the commit leaves it done or not done, as a crash would: the claim and
+    the record are made to be run again (worker/run_job.py)."""
+    async with sessions() as session, session.begin():
+        yield session

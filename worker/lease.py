@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from core.db import transaction
 from core.models.types import utcnow
 from core.repo import jobs
 
@@ -73,7 +74,7 @@ class LeaseKeeper:
         held = self.held
         if not held:
             return 0
-        async with self._sessions.begin() as session:
+        async with transaction(self._sessions) as session:
             renewed = set((await session.execute(
                 jobs.renew_leases(list(held.items()), now=utcnow(), lease_s=self.lease_s))).scalars())
         # an image whose outcome was recorded while the statement ran was let go of meanwhile

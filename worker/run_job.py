@@ -49,7 +49,7 @@ from core import logcontext, metrics, settlement
 from core.billing import ledger
 from core.billing.ledger import Charge, JobBilling
 from core.circuit import guarded, route_key
-from core.db import is_sqlite
+from core.db import is_sqlite, transaction
 from core.errors import GatewayError, ServiceUnavailableError, UpstreamError
 from core.generation import AppliedParams, GenerationRequest, ProviderImage
 from core.imaging import transcode
@@ -180,14 +180,14 @@ async def _claim(runtime: WorkerRuntime, image_id: str) -> Attempt | str:
         if found is not None:
             job_id, claimed, row = found
             try:
-                async with runtime.sessions.begin() as session:
+                async with transaction(runtime.sessions) as session:
                     return await _start(session, claimed, job_id, row, now=now, lease_s=lease,
                                         max_attempts=max_attempts)
             except TRANSIENT_DB_ERRORS as exc:
                 log.warning("image %s: its call group could not be claimed (%s: %s); it runs alone, the sweeper "
                             "sends the others", image_id, type(exc).__name__, first_line(exc))
                 return await _start(None, claimed, job_id, row, now=now, lease_s=lease, max_attempts=max_attempts)
-    async with runtime.sessions.begin() as session:
+    async with transaction(runtime.sessions) as session:
         found = None if runtime.postgres else await _claim_one(session, image_id, now=now, lease_s=lease,
                                                                max_attempts=max_attempts, sqlite=True)
         if found is not None:
@@ -404,7 +404,7 @@ async def _record_once(runtime: WorkerRuntime, attempt: Attempt, claimed: Claime
         if owned:
             _count(attempt, claimed, status, values, charge, ended, now=now)
             return Recorded(status.value, ended)
-    async with runtime.sessions.begin() as session:
+    async with transaction(runtime.sessions) as session:
         owned_id = None if runtime.postgres else (await jobs.finish_prepared(session.get_bind().dialect, tuple(values))
                                                   .execute(session, {"image_id": claimed.image_id,
                                                                      "attempt": claimed.attempt,

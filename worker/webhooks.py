@@ -11,6 +11,7 @@ import logging
 import time
 
 from core import signing as url_signing
+from core.db import transaction
 from core.models import ApiKey, JobImage
 from core.models.types import utcnow
 from core.repo import jobs, keys, webhooks
@@ -25,7 +26,7 @@ log = logging.getLogger(__name__)
 async def deliver_webhook(runtime: WorkerRuntime, delivery_id: str) -> str:
     """One attempt; returns what became of the delivery."""
     settings = runtime.settings
-    async with runtime.sessions.begin() as session:
+    async with transaction(runtime.sessions) as session:
         found = (await session.execute(webhooks.pending(delivery_id))).one_or_none()
         if found is None:
             return "not pending"
@@ -51,7 +52,7 @@ async def deliver_webhook(runtime: WorkerRuntime, delivery_id: str) -> str:
         attempts=delivery.attempts + 1, now=now, created_at=delivery.created_at,
         base_s=settings.webhook_retry_base_s, max_s=settings.webhook_retry_max_s,
         give_up_s=settings.webhook_give_up_s)
-    async with runtime.sessions.begin() as session:
+    async with transaction(runtime.sessions) as session:
         await webhooks.record_attempt(session, delivery, at=now, status_code=result.status_code, error=result.error,
                                 duration_ms=result.duration_ms, delivered=result.delivered, retry_at=retry_at)
     outcome = "delivered" if result.delivered else ("retrying" if retry_at is not None else "given up")
