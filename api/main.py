@@ -39,7 +39,8 @@ from core.storage import open_store
 
 log = logging.getLogger(__name__)
 
-Hook = Callable[[], Any]
+Hook = Callable[[asyncio.AbstractEventLoop], Any]
+"""A start or stop hook: called off the event loop (it may block), with the API's loop."""
 
 DIALECTS: list[DialectPackage] = [
     anthropic_messages.package,  # first: it also claims the Anthropic SDK's GET /v1/models
@@ -114,7 +115,7 @@ def create_app(
         if event_bus is not None:
             detach = attach_in_process(event_bus, waiter)
         for hook in on_startup:
-            await asyncio.to_thread(hook)
+            await asyncio.to_thread(hook, asyncio.get_running_loop())
         if event_bus is not None and settings.redis_url is None:
             await release_embedded_orphans(sessions, enqueuer)
         sweeps = Sweeper(sessions, enqueuer, requeue_after_s=settings.requeue_after_s,
@@ -140,7 +141,7 @@ def create_app(
             if detach is not None:
                 detach()
             for hook in on_shutdown:
-                await asyncio.to_thread(hook)
+                await asyncio.to_thread(hook, asyncio.get_running_loop())
             await enqueuer.aclose()
             if redis_client is not None:
                 await redis_client.aclose()

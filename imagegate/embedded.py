@@ -1,8 +1,10 @@
-"""Embedded mode: the API and a real Celery worker (its event-loop pool on a thread of its own,
-the in-process transport) in one process, sharing an in-process event bus. Same tasks, same code
-path as distributed mode."""
+"""Embedded mode: the API and a real Celery worker (its event-loop pool running the tasks on the
+API's own loop, the in-process transport) in one process, sharing an in-process event bus. Same
+tasks, same code path as distributed mode."""
 
 from __future__ import annotations
+
+import asyncio
 
 from fastapi import FastAPI
 
@@ -19,12 +21,12 @@ def create_embedded_app(settings: Settings) -> FastAPI:
     circuits = open_circuits(settings)  # the process's own: the worker's, shown by the API
     holder: dict[str, EmbeddedWorker] = {}
 
-    def start() -> None:
-        worker = EmbeddedWorker(WorkerRuntime.build(settings, events=bus, circuits=circuits))
+    def start(loop: asyncio.AbstractEventLoop) -> None:
+        worker = EmbeddedWorker(WorkerRuntime.build(settings, events=bus, circuits=circuits), loop=loop)
         worker.start()
         holder["worker"] = worker
 
-    def stop() -> None:
+    def stop(_loop: asyncio.AbstractEventLoop) -> None:
         # the images in flight end, then the worker's runtime is closed on its event loop
         if "worker" in holder:
             holder.pop("worker").stop()

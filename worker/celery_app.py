@@ -5,6 +5,7 @@ Both run the tasks on :class:`worker.pool.AsyncioPool`, with the same options
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -15,7 +16,7 @@ from prometheus_client import start_http_server
 from core import metrics
 from core.config import Settings
 from core.queue import celery_config
-from worker.pool import AsyncioPool, register_loop_closer, register_loop_opener
+from worker.pool import AsyncioPool, register_loop_closer, register_loop_opener, run_on_loop
 from worker.run_job import prepare
 from worker.runtime import WorkerRuntime
 from worker.tasks import register_tasks
@@ -86,7 +87,8 @@ _embedded_running: EmbeddedWorker | None = None
 
 class EmbeddedWorker:
     """A real Celery worker (the event-loop pool) running inside the API process, for embedded
-    mode, on a thread of its own: its event loop is not the API's.
+    mode: Celery's consumer on a thread of its own, the tasks on ``loop`` (the API's, see
+    :func:`worker.pool.run_on_loop`), or, without one, on a loop of the pool's own.
 
     It consumes the same tasks from the in-process transport (``imagegate/inprocess_broker.py``)
     that ``imagegate worker`` consumes from Redis; only the transport differs. One embedded worker
@@ -94,8 +96,10 @@ class EmbeddedWorker:
     refused while the first runs.
     """
 
-    def __init__(self, runtime: WorkerRuntime) -> None:
+    def __init__(self, runtime: WorkerRuntime, *, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.app = create_celery_app(runtime)
+        if loop is not None:
+            run_on_loop(self.app, loop)
         self._settings = runtime.settings
         self._controller: Any = None
         self._thread: threading.Thread | None = None

@@ -1,12 +1,13 @@
 """The real app in this process, for tests that need no PostgreSQL, Redis or subprocess.
 
 :func:`running_gateway` builds the app as ``imagegate serve`` does in embedded mode
-(``imagegate.embedded.create_embedded_app``: a real Celery worker thread on kombu's in-memory
-transport, SQLite in a temporary data dir, migrated by ``core.migrate.upgrade_head``), runs its
-lifespan, and drives it through ``httpx.ASGITransport``. Its settings are all given explicitly
-(:func:`explicit_settings`), so neither the environment nor a ``.env`` file changes them. Keys are
-made through the admin API and used as the SDKs use them (``Authorization: Bearer``). Tests check
-behaviour through HTTP, and read the SQLite file for exact amounts.
+(``imagegate.embedded.create_embedded_app``: a real Celery worker on kombu's in-memory transport,
+its tasks on the test's event loop, SQLite in a temporary data dir, migrated by
+``core.migrate.upgrade_head``), runs its lifespan, and drives it through ``httpx.ASGITransport``.
+Its settings are all given explicitly (:func:`explicit_settings`), so neither the environment nor
+a ``.env`` file changes them. Keys are made through the admin API and used as the SDKs use them
+(``Authorization: Bearer``). Tests check behaviour through HTTP, and read the SQLite file for
+exact amounts.
 
 Each test module starts its gateways once (module-scoped fixtures) and makes keys of its own, so
 tests of a module share a gateway but not a key.

@@ -4,8 +4,10 @@ gzipped, and the waiting request does not read the job before the worker's event
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -141,3 +143,17 @@ async def test_a_request_builds_no_insert_or_update_through_the_orm(gw: Gateway)
         response = await gw.generate(key, {"model": "demo", "prompt": "two boats", "n": 2, "size": "64x64"})
     assert len(assert_spliced(response)["data"]) == 2
     assert built == []
+
+
+async def test_the_in_process_worker_runs_its_tasks_on_the_apis_event_loop(gw: Gateway) -> None:
+    # one loop for both: with a loop each, every SQLite statement and file write would pass the
+    # interpreter lock to the other loop's thread and wait to get it back (worker/pool.py)
+    from worker import celery_app
+
+    key = await gw.create_key()
+    response = await gw.generate(key, {"model": "demo", "prompt": "one loop", "size": "64x64"})
+    assert response.status_code == 200, response.text
+    embedded = celery_app._embedded_running
+    assert embedded is not None and embedded.pool is not None
+    assert embedded.pool.loop is asyncio.get_running_loop()
+    assert "imagegate-loop" not in {thread.name for thread in threading.enumerate()}

@@ -20,7 +20,7 @@ from celery.worker import WorkController
 
 from core.config import Settings
 from core.queue import celery_config
-from worker.pool import AsyncioPool, coroutine_task, register_loop_closer, register_loop_opener
+from worker.pool import AsyncioPool, coroutine_task, register_loop_closer, register_loop_opener, run_on_loop
 
 
 class Flaky(ConnectionError):
@@ -233,3 +233,41 @@ def test_loop_openers_run_on_the_loop_before_the_first_task(worker: Worker) -> N
     worker.send(name)  # sent before the worker starts: it waits in the queue
     worker.start(concurrency=2)
     wait_for(lambda: order == ["opened", "ran"], 10, "the opener, then the task")
+
+
+def test_on_a_host_loop_the_tasks_run_there_and_a_warm_shutdown_leaves_it_running(worker: Worker) -> None:
+    host = asyncio.new_event_loop()
+    host_thread = threading.Thread(target=host.run_forever, daemon=True)
+    host_thread.start()
+    seen: list[tuple[str, Any]] = []
+
+    async def where() -> None:
+        await asyncio.sleep(0.2)
+        seen.append(("task", asyncio.get_running_loop()))
+
+    async def opened() -> None:
+        seen.append(("opener", asyncio.get_running_loop()))
+
+    async def closed() -> None:
+        seen.append(("closer", asyncio.get_running_loop()))
+
+    try:
+        name = worker.task(where)
+        run_on_loop(worker.app, host)
+        register_loop_opener(worker.app, opened)
+        register_loop_closer(worker.app, closed)
+        before = {t.name for t in threading.enumerate()}
+        worker.start(concurrency=4)
+        assert "imagegate-loop" not in {t.name for t in threading.enumerate()} - before, "no loop of the pool's own"
+        worker.send(name)
+        worker.send(name)
+        wait_for(lambda: len(seen) == 3, 10, "the opener and two tasks")
+        worker.stop()
+        assert seen == [("opener", host), ("task", host), ("task", host), ("closer", host)]
+        assert host.is_running() and not host.is_closed()
+        still = asyncio.run_coroutine_threadsafe(asyncio.sleep(0, result="serving"), host)
+        assert still.result(5) == "serving"
+    finally:
+        host.call_soon_threadsafe(host.stop)
+        host_thread.join(10)
+        host.close()
