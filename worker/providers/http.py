@@ -9,10 +9,11 @@ bounded. Upstream keys never reach a log line or an error message.
 
 Calls run on the worker process's event loop (``worker/pool.py``): a call waiting for an upstream
 costs a socket and a coroutine, not a thread. Each upstream host gets its own
-:class:`httpx.AsyncClient`, so its connection pool (``IMAGEGATE_UPSTREAM_MAX_CONNECTIONS`` per
-host) serves that host alone; and at most ``IMAGEGATE_UPSTREAM_CONCURRENT_READS`` answers are in
-memory at once, so that a thousand answers arriving together do not all hold their megabytes at
-the same moment (the others wait in their sockets' buffers). An answer read inside
+:class:`httpx.AsyncClient`, so its connections (``IMAGEGATE_UPSTREAM_MAX_CONNECTIONS`` per host, in
+pools of at most 32: :class:`ShardedTransport`) serve that host alone; and at most
+``IMAGEGATE_UPSTREAM_CONCURRENT_READS`` answers are in memory at once, so that a thousand answers
+arriving together do not all hold their megabytes at the same moment (the others wait in their
+sockets' buffers). An answer read inside
 :func:`holding_answers` (the worker's run of an attempt) keeps its place until the block ends,
 that is until its images are stored and recorded: the images decoded from it are in memory until
 then, and answers arriving faster than the worker records them would otherwise pile up.
@@ -32,7 +33,7 @@ import inspect
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
@@ -56,6 +57,74 @@ READ_BYTES = 1 << 20
 through httpcore's and h11's Python; at 1 MiB it is 2 (``bench/load.py`` does the same for the
 bench's client). httpcore offers no per-client setting, so :class:`UpstreamClient` sets the class
 attribute for the worker process."""
+
+CONNECTIONS_PER_POOL = 32
+"""The most connections one httpcore pool holds; a host allowed more has several pools
+(:class:`ShardedTransport`)."""
+
+
+class ShardedTransport(httpx.AsyncBaseTransport):
+    """One host's connections spread over several httpcore pools of at most
+    :data:`CONNECTIONS_PER_POOL` each; a request goes to the pool with the fewest requests open.
+
+    httpcore's pool goes over every one of its connections each time a request starts or ends
+    (``AsyncConnectionPool._assign_requests_to_connections``): it asks each idle connection
+    whether its socket is readable (a ``poll`` system call) and, for each idle one, counts all of
+    them again. With a hundred connections to one host that is some ten thousand steps per
+    request, which had become a tenth of embedded mode's CPU under load (bench/README.md). In
+    pools of 32 the work per request is a small fraction of that, whatever the host's limit.
+    Requests balance over the pools by those in flight (until each answer is closed), so every
+    pool is kept busy before any of them opens more connections than its share."""
+
+    def __init__(self, *, max_connections: int, keepalive_expiry: float | None = 5.0) -> None:
+        count = -(-max_connections // CONNECTIONS_PER_POOL)
+        sizes = [max_connections // count + (1 if i < max_connections % count else 0) for i in range(count)]
+        ssl_context = httpx.create_ssl_context()  # one for all: each takes ~20 ms to load the CAs
+        self._pools = [httpx.AsyncHTTPTransport(verify=ssl_context, limits=httpx.Limits(
+            max_connections=size, max_keepalive_connections=size, keepalive_expiry=keepalive_expiry)) for size in sizes]
+        self._open = [0] * count
+
+    @property
+    def pool_count(self) -> int:
+        return len(self._pools)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        index = min(range(len(self._pools)), key=self._open.__getitem__)
+        self._open[index] += 1
+        try:
+            response = await self._pools[index].handle_async_request(request)
+        except BaseException:
+            self._open[index] -= 1
+            raise
+        response.stream = _ClosedOnce(response.stream, lambda: self._done(index))  # type: ignore[arg-type]
+        return response
+
+    def _done(self, index: int) -> None:
+        self._open[index] -= 1
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            await pool.aclose()
+
+
+class _ClosedOnce(httpx.AsyncByteStream):
+    """An answer's body, which calls ``on_close`` the first time it is closed."""
+
+    def __init__(self, stream: httpx.AsyncByteStream, on_close: Callable[[], None]) -> None:
+        self._stream = stream
+        self._on_close: Callable[[], None] | None = on_close
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._stream.__aiter__()
+
+    async def aclose(self) -> None:
+        try:
+            await self._stream.aclose()
+        finally:
+            on_close, self._on_close = self._on_close, None
+            if on_close is not None:
+                on_close()
+
 
 class AnswerHold:
     """The place in memory an attempt's answer takes (see :func:`holding_answers`): taken by the
@@ -239,7 +308,7 @@ class UpstreamClient:
         self.clock = clock
         # a call waiting for one of its host's connections is still within its read timeout
         self._timeout = httpx.Timeout(read_timeout_s, connect=connect_timeout_s, write=60.0, pool=read_timeout_s)
-        self._limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+        self._max_connections = max_connections
         self._transport = transport
         self._clients: dict[tuple[str, str, int | None], httpx.AsyncClient] = {}
         self._reads = asyncio.Semaphore(concurrent_reads)
@@ -249,7 +318,8 @@ class UpstreamClient:
         client = self._clients.get(host)
         if client is None:
             client = self._clients[host] = httpx.AsyncClient(
-                timeout=self._timeout, limits=self._limits, transport=self._transport, follow_redirects=False)
+                timeout=self._timeout, follow_redirects=False,
+                transport=self._transport or ShardedTransport(max_connections=self._max_connections))
         return client
 
     async def aclose(self) -> None:
