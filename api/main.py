@@ -10,6 +10,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from fastapi import FastAPI
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from api.auth import KeyCache
 from api.body import BodySizeLimit
@@ -60,18 +61,20 @@ def create_app(
     on_startup: Sequence[Hook] = (),
     on_shutdown: Sequence[Hook] = (),
     circuits: CircuitStore | None = None,
+    engine: AsyncEngine | None = None,
 ) -> FastAPI:
-    """The API. Embedded mode passes the in-process event bus, the worker's start/stop hooks and
-    its circuits; distributed mode passes nothing and talks to Redis."""
+    """The API. Embedded mode passes the in-process event bus, the worker's start/stop hooks, its
+    circuits and the database engine it shares with the worker (the API disposes it as it stops);
+    distributed mode passes nothing and talks to Redis."""
     if event_bus is None and settings.redis_url is None:
         raise ValueError("embedded mode (no IMAGEGATE_REDIS_URL) needs the in-process event bus")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        engine = create_async_db_engine(settings.resolved_database_url, pool_size=settings.db_pool_size,
-                                        max_overflow=settings.db_max_overflow)
-        sessions = async_session_factory(engine)
+        database = engine or create_async_db_engine(settings.resolved_database_url, pool_size=settings.db_pool_size,
+                                                    max_overflow=settings.db_max_overflow)
+        sessions = async_session_factory(database)
         enqueuer = Enqueuer(settings)
         waiter = JobWaiter()
         redis_client = None
@@ -89,7 +92,7 @@ def create_app(
             settings=settings,
             prices=prices,
             limiter=limiter_for(redis_client),
-            engine=engine,
+            engine=database,
             sessions=sessions,
             catalogue=catalogue,
             store=open_store(settings),
@@ -145,7 +148,7 @@ def create_app(
             await enqueuer.aclose()
             if redis_client is not None:
                 await redis_client.aclose()
-            await engine.dispose()
+            await database.dispose()
 
     app = FastAPI(
         title="imagegate",

@@ -48,5 +48,11 @@ class AppState:
         """Sessions for reads that need no transaction (a finished job, its images, a poll), and
         for a write made in one statement (PostgreSQL's submit, ``api/submit.py``): their
         connections autocommit, so a statement goes alone, without a BEGIN before it and a
-        COMMIT or ROLLBACK after. Other writes use :attr:`sessions`."""
+        COMMIT or ROLLBACK after. Other writes use :attr:`sessions`.
+
+        On SQLite they are :attr:`sessions`: its driver begins a transaction before a write only,
+        so a read goes alone already, and the isolation level set on each checkout and reset on
+        each return would be two statements more per read."""
+        if self.engine.dialect.name == "sqlite":
+            return self.sessions
         return async_session_factory(self.engine.execution_options(isolation_level="AUTOCOMMIT"))

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from api.main import create_app
 from core.circuit_redis import open_circuits
 from core.config import Settings
+from core.db import create_async_db_engine
 from core.events import InProcessEventBus
 from worker.celery_app import EmbeddedWorker
 from worker.runtime import WorkerRuntime
@@ -20,9 +21,14 @@ def create_embedded_app(settings: Settings) -> FastAPI:
     bus = InProcessEventBus()
     circuits = open_circuits(settings)  # the process's own: the worker's, shown by the API
     holder: dict[str, EmbeddedWorker] = {}
+    # one engine for both, so one pool for the process: fewer SQLite connections, and each of them
+    # drops its page cache whenever another connection has written
+    engine = create_async_db_engine(settings.resolved_database_url, pool_size=settings.db_pool_size,
+                                    max_overflow=settings.db_max_overflow)
 
     def start(loop: asyncio.AbstractEventLoop) -> None:
-        worker = EmbeddedWorker(WorkerRuntime.build(settings, events=bus, circuits=circuits), loop=loop)
+        worker = EmbeddedWorker(WorkerRuntime.build(settings, events=bus, circuits=circuits, engine=engine),
+                                loop=loop)
         worker.start()
         holder["worker"] = worker
 
@@ -36,4 +42,4 @@ def create_embedded_app(settings: Settings) -> FastAPI:
         return worker is not None and worker.alive
 
     return create_app(settings, event_bus=bus, worker_alive=alive, on_startup=[start], on_shutdown=[stop],
-                      circuits=circuits)
+                      circuits=circuits, engine=engine)

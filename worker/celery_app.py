@@ -98,6 +98,7 @@ class EmbeddedWorker:
 
     def __init__(self, runtime: WorkerRuntime, *, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.app = create_celery_app(runtime)
+        self.runtime = runtime
         if loop is not None:
             run_on_loop(self.app, loop)
         self._settings = runtime.settings

@@ -42,16 +42,20 @@ class WorkerRuntime:
     """The upstream routes' circuits: shared in Redis (distributed), or the process's own."""
     url_signing_key: bytes
     """Signs the image URLs of webhook bodies (the API's key: the setting, or the data dir's)."""
+    owns_engine: bool = True
+    """False when the engine is the API's (embedded mode), which the API disposes."""
 
     @classmethod
     def build(cls, settings: Settings, *, events: InProcessEventBus | None = None,
-              circuits: CircuitStore | None = None) -> WorkerRuntime:
+              circuits: CircuitStore | None = None, engine: AsyncEngine | None = None) -> WorkerRuntime:
         """Distributed mode publishes on Redis; embedded mode passes the process's event bus (and
-        the circuits the API shows)."""
-        # an image holds a connection only around its short transactions, never across an
-        # upstream call, so a pool far smaller than the concurrency serves it
-        engine = create_async_db_engine(settings.resolved_database_url, pool_size=settings.db_pool_size,
-                                        max_overflow=settings.db_max_overflow)
+        the circuits the API shows, and the API's database engine)."""
+        owns_engine = engine is None
+        if engine is None:
+            # an image holds a connection only around its short transactions, never across an
+            # upstream call, so a pool far smaller than the concurrency serves it
+            engine = create_async_db_engine(settings.resolved_database_url, pool_size=settings.db_pool_size,
+                                            max_overflow=settings.db_max_overflow)
         publisher: JobEvents
         if events is not None:
             publisher = events
@@ -73,6 +77,7 @@ class WorkerRuntime:
             url_signing_key=load_or_create_signing_key(
                 settings.url_signing_key.get_secret_value() if settings.url_signing_key else None,
                 settings.data_dir),
+            owns_engine=owns_engine,
         )
 
     @cached_property
@@ -101,4 +106,5 @@ class WorkerRuntime:
             await self.circuits.aclose()
         if isinstance(self.events, RedisEventPublisher):
             await self.events.aclose()
-        await self.engine.dispose()
+        if self.owns_engine:
+            await self.engine.dispose()

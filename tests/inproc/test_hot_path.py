@@ -157,3 +157,34 @@ async def test_the_in_process_worker_runs_its_tasks_on_the_apis_event_loop(gw: G
     assert embedded is not None and embedded.pool is not None
     assert embedded.pool.loop is asyncio.get_running_loop()
     assert "imagegate-loop" not in {thread.name for thread in threading.enumerate()}
+
+
+async def test_a_request_on_sqlite_sets_no_isolation_level(gw: Gateway, monkeypatch: pytest.MonkeyPatch) -> None:
+    # reads on SQLite need no autocommit connection (its driver begins a transaction before a
+    # write only): setting it on checkout and back on return was two PRAGMAs per read
+    from core.sqlite_inline import InlineConnection
+
+    sent: list[str] = []
+    execute = InlineConnection._execute
+
+    async def recording(self: InlineConnection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if args and isinstance(args[0], str):
+            sent.append(args[0])
+        return await execute(self, fn, *args, **kwargs)
+
+    key = await gw.create_key()
+    monkeypatch.setattr(InlineConnection, "_execute", recording)
+    response = await gw.generate(key, {"model": "demo", "prompt": "no pragmas", "size": "64x64"})
+    assert response.status_code == 200, response.text
+    (await gw.http.get(f"/jobs/{response.headers['x-imagegate-job-id']}", headers=key.auth)).raise_for_status()
+    assert any(s.startswith("SELECT") for s in sent) and any(s.startswith("INSERT") for s in sent)
+    assert not [s for s in sent if "PRAGMA" in s.upper()]
+
+
+async def test_the_in_process_worker_shares_the_apis_database_engine(gw: Gateway) -> None:
+    from worker import celery_app
+
+    embedded = celery_app._embedded_running
+    assert embedded is not None
+    state = gw.app.state.imagegate
+    assert embedded.runtime.engine is state.engine and not embedded.runtime.owns_engine
