@@ -31,7 +31,7 @@ from core.billing.prices import PriceTable
 from core.circuit import CircuitStore
 from core.circuit_redis import open_circuits
 from core.config import Settings, get_settings
-from core.db import async_session_factory, create_async_db_engine
+from core.db import async_session_factory, settings_engine
 from core.events import InProcessEventBus
 from core.queue import RETENTION_TASK
 from core.routing import load_for_settings
@@ -72,8 +72,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        database = engine or create_async_db_engine(settings.resolved_database_url, pool_size=settings.db_pool_size,
-                                                    max_overflow=settings.db_max_overflow)
+        database = engine or settings_engine(settings)
         sessions = async_session_factory(database)
         enqueuer = Enqueuer(settings)
         waiter = JobWaiter()

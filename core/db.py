@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import sqlalchemy.exc
 from sqlalchemy import Engine, MetaData, create_engine, event
@@ -20,6 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
 from core.sqlite_inline import inline_creator
+
+if TYPE_CHECKING:
+    from core.config import Settings
 
 T = TypeVar("T")
 
@@ -106,6 +109,12 @@ def create_sync_engine(url: str, *, pool_size: int, max_overflow: int) -> Engine
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(sync_url(url), pool_size=pool_size, max_overflow=max_overflow, pool_recycle=POOL_RECYCLE_S)
+
+
+def settings_engine(settings: Settings) -> AsyncEngine:
+    """The async engine of a serving process: the settings' database and pool sizes."""
+    return create_async_db_engine(settings.resolved_database_url, pool_size=settings.db_pool_size,
+                                  max_overflow=settings.db_max_overflow)
 
 
 def create_async_db_engine(url: str, *, pool_size: int, max_overflow: int) -> AsyncEngine:

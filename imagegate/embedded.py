@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from api.main import create_app
 from core.circuit_redis import open_circuits
 from core.config import Settings
-from core.db import create_async_db_engine
+from core.db import settings_engine
 from core.events import InProcessEventBus
 from worker.celery_app import EmbeddedWorker
 from worker.runtime import WorkerRuntime
@@ -23,8 +23,7 @@ def create_embedded_app(settings: Settings) -> FastAPI:
     holder: dict[str, EmbeddedWorker] = {}
     # one engine for both, so one pool for the process: fewer SQLite connections, and each of them
     # drops its page cache whenever another connection has written
-    engine = create_async_db_engine(settings.resolved_database_url, pool_size=settings.db_pool_size,
-                                    max_overflow=settings.db_max_overflow)
+    engine = settings_engine(settings)
 
     def start(loop: asyncio.AbstractEventLoop) -> None:
         worker = EmbeddedWorker(WorkerRuntime.build(settings, events=bus, circuits=circuits, engine=engine),

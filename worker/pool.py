@@ -216,9 +216,8 @@ class AsyncioPool(BasePool):  # type: ignore[misc]  # Celery ships no type infor
     def _close_loop(self) -> None:
         """Close the clients on the loop, then stop the loop if it is the pool's own (a host's
         loop goes on running)."""
-        loop, thread = self.loop, self._thread
-        hosted = loop is not None and loop is _host_loops.get(self.app)
-        if loop is None or loop.is_closed() or not (hosted or (thread is not None and thread.is_alive())):
+        loop, thread = self.loop, self._thread  # no thread: the loop is a host's (run_on_loop)
+        if loop is None or loop.is_closed() or (thread is not None and not thread.is_alive()):
             self._callbacks.shutdown(wait=True)
             return
         for closer in _closers.get(self.app, []):

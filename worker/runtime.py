@@ -20,7 +20,7 @@ from core import metrics
 from core.circuit import CircuitStore
 from core.circuit_redis import RedisCircuitStore, open_circuits
 from core.config import Settings
-from core.db import async_session_factory, create_async_db_engine, is_sqlite
+from core.db import async_session_factory, is_sqlite, settings_engine
 from core.events import InProcessEventBus, JobEvents, RedisEventPublisher
 from core.signing import load_or_create_signing_key
 from core.storage import ImageStore, open_store
@@ -54,8 +54,7 @@ class WorkerRuntime:
         if engine is None:
             # an image holds a connection only around its short transactions, never across an
             # upstream call, so a pool far smaller than the concurrency serves it
-            engine = create_async_db_engine(settings.resolved_database_url, pool_size=settings.db_pool_size,
-                                            max_overflow=settings.db_max_overflow)
+            engine = settings_engine(settings)
         publisher: JobEvents
         if events is not None:
             publisher = events

@@ -13,10 +13,10 @@ costs a socket and a coroutine, not a thread. Each upstream host gets its own
 pools of at most 32: :class:`ShardedTransport`) serve that host alone; and at most
 ``IMAGEGATE_UPSTREAM_CONCURRENT_READS`` answers are in memory at once, so that a thousand answers
 arriving together do not all hold their megabytes at the same moment (the others wait in their
-sockets' buffers). An answer read inside
-:func:`holding_answers` (the worker's run of an attempt) keeps its place until the block ends,
-that is until its images are stored and recorded: the images decoded from it are in memory until
-then, and answers arriving faster than the worker records them would otherwise pile up.
+sockets' buffers). An answer read inside :func:`holding_answers` (the worker's run of an
+attempt) keeps its place until the block ends, that is until its images are stored and recorded:
+the images decoded from it are in memory until then, and answers arriving faster than the worker
+records them would otherwise pile up.
 
 This module knows HTTP only. What an upstream's error body means (a daily quota that no retry
 will cure, a retry delay in the body, which error the caller gets) is the adapter's to say,
@@ -83,10 +83,6 @@ class ShardedTransport(httpx.AsyncBaseTransport):
         self._pools = [httpx.AsyncHTTPTransport(verify=ssl_context, limits=httpx.Limits(
             max_connections=size, max_keepalive_connections=size, keepalive_expiry=keepalive_expiry)) for size in sizes]
         self._open = [0] * count
-
-    @property
-    def pool_count(self) -> int:
-        return len(self._pools)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         index = min(range(len(self._pools)), key=self._open.__getitem__)

@@ -77,7 +77,7 @@ async def _wait_for(condition: object, what: str) -> None:
 
 async def test_the_hosts_limit_holds_over_all_its_pools_of_32(server: HeldServer) -> None:
     transport = ShardedTransport(max_connections=100)
-    assert transport.pool_count == 4  # 25 connections each
+    assert len(transport._pools) == 4  # 25 connections each
     async with httpx.AsyncClient(transport=transport, timeout=httpx.Timeout(10, pool=10)) as client:
         url = f"http://127.0.0.1:{server.port}/"
         calls = [asyncio.create_task(client.get(url)) for _ in range(110)]
@@ -98,7 +98,7 @@ async def test_the_hosts_limit_holds_over_all_its_pools_of_32(server: HeldServer
 
 async def test_a_small_limit_is_one_pool_and_a_failed_request_gives_its_place_back(server: HeldServer) -> None:
     transport = ShardedTransport(max_connections=CONNECTIONS_PER_POOL)
-    assert transport.pool_count == 1
+    assert len(transport._pools) == 1
     server.release.set()
     async with httpx.AsyncClient(transport=transport, timeout=5) as client:
         with pytest.raises(httpx.ConnectError):
@@ -130,7 +130,7 @@ async def test_the_upstream_client_sends_a_hosts_calls_over_pools_of_32(server: 
         assert await asyncio.gather(*calls) == ["ok"] * 64
         (client,) = upstream._clients.values()
         transport = client._transport
-        assert isinstance(transport, ShardedTransport) and transport.pool_count == 2
+        assert isinstance(transport, ShardedTransport) and len(transport._pools) == 2
         assert [len(pool._pool.connections) for pool in transport._pools] == [32, 32]
     finally:
         await upstream.aclose()
