@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import openai
@@ -44,8 +45,9 @@ def make_stack(
         return stack
 
     yield make
-    for stack in stacks:
-        stack.stop()
+    # all at once: each waits for its processes' graceful shutdown
+    with ThreadPoolExecutor(max_workers=max(1, len(stacks))) as pool:
+        list(pool.map(Stack.stop, stacks))
 
 
 @pytest.fixture(scope="session")

@@ -78,9 +78,11 @@ def python_venv(name: str, *requirements: str) -> tuple[Path | None, str]:
     wanted = "\n".join(requirements)
     if done.exists() and done.read_text() == wanted:
         return python, ""
-    failure = _run([sys.executable, "-m", "venv", "--clear", str(home)])
-    failure = failure or _run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                               *requirements])
+    # uv, which `make install` puts beside the project's python: pip takes some forty seconds
+    # over LiteLLM's dependencies, uv a few
+    uv = str(Path(sys.executable).with_name("uv"))
+    failure = _run([uv, "venv", "--quiet", "--clear", "--python", sys.executable, str(home)])
+    failure = failure or _run([uv, "pip", "install", "--quiet", "--python", str(python), *requirements])
     if failure is not None:
         return None, f"pip could not install {', '.join(requirements)}: {failure}"
     done.write_text(wanted)

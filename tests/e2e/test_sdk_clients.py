@@ -125,7 +125,7 @@ def test_the_openai_node_sdk(gw: Stack, key: str, upstream: FakeUpstream, tmp_pa
 
 
 def test_litellm_as_a_client(gw: Stack, key: str, upstream: FakeUpstream, tmp_path: Path) -> None:
-    python, why_not = python_venv("litellm", "litellm")
+    python, why_not = python_venv("litellm", "litellm==1.106.2")  # the version bench/peer-requirements.in pins
     if python is None:
         pytest.skip(f"LiteLLM cannot be installed here: {why_not}")
     script = tmp_path / "client.py"
