@@ -113,8 +113,8 @@ class Gateway:
         if self.mode == "distributed":
             # as an operator would: the pools of every process together fit the server's limit
             per_process = max(2, self.db_connections // (self.api_workers + self.worker_processes))
-            settings["IMAGEGATE_DB_POOL_SIZE"] = str(per_process // 2)
-            settings["IMAGEGATE_DB_MAX_OVERFLOW"] = str(per_process - per_process // 2)
+            settings["IMAGEGATE_DB_POOL_SIZE"] = str(per_process)
+            settings["IMAGEGATE_DB_MAX_OVERFLOW"] = "0"
             settings["IMAGEGATE_REDIS_URL"] = f"{REDIS_URL}/{REDIS_DB}"
             settings["IMAGEGATE_QUEUE"] = self.queue or ""
             settings["IMAGEGATE_DATABASE_URL"] = database_url(self.database or "")

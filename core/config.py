@@ -64,9 +64,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("./var"), validation_alias=_env("DATA_DIR"))
     database_url: str | None = Field(None, validation_alias=_env("DATABASE_URL"))
     redis_url: str | None = Field(None, validation_alias=_env("REDIS_URL"))
-    db_pool_size: int = Field(10, ge=1, validation_alias=_env("DB_POOL_SIZE"))
-    """Database connections kept open per process (API or worker); more open under load."""
-    db_max_overflow: int = Field(10, ge=0, validation_alias=_env("DB_MAX_OVERFLOW"))
+    db_pool_size: int = Field(20, ge=1, validation_alias=_env("DB_POOL_SIZE"))
+    """Database connections per process (API or worker), opened as needed and then kept open."""
+    db_max_overflow: int = Field(0, ge=0, validation_alias=_env("DB_MAX_OVERFLOW"))
+    """Connections opened beyond the pool at a peak and closed as soon as they are returned: each
+    costs a new connection's handshake on the hot path, so none by default."""
     queue: str = Field("imagegate", min_length=1, validation_alias=_env("QUEUE"))
     """The broker queue of image tasks; gateways that share one Redis each use their own."""
     storage_url: str | None = Field(None, validation_alias=_env("STORAGE_URL"))

@@ -11,12 +11,14 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from core.config import Settings
 from core.db import (
     DATABASE_UNAVAILABLE,
     create_async_db_engine,
     create_sync_engine,
     is_dropped_connection,
     retry_dropped,
+    settings_engine,
     sync_url,
 )
 
@@ -118,3 +120,28 @@ def test_the_engines_do_not_ping(make_pg_database: Callable[[], str]) -> None:
         assert all(s == "SELECT 42" for s in statements[-3:])
     finally:
         engine.dispose()
+
+
+def test_a_serving_engine_keeps_every_connection_it_opens(make_pg_database: Callable[[], str],
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the default settings, a peak's connections stay open for the next peak: no connection
+    is closed on its return only to be opened again (a handshake on a request's way) a moment later."""
+    for name in ("IMAGEGATE_DB_POOL_SIZE", "IMAGEGATE_DB_MAX_OVERFLOW"):
+        monkeypatch.delenv(name, raising=False)
+    settings = Settings(database_url=make_pg_database(), _env_file=None)  # type: ignore[call-arg]
+    peak = settings.db_pool_size + settings.db_max_overflow
+
+    async def scenario() -> tuple[int, int]:
+        engine = settings_engine(settings)
+        opened: list[object] = []
+        sa.event.listen(engine.sync_engine, "connect", lambda dbapi_connection, record: opened.append(record))
+        try:
+            first = await _pids(engine, peak)
+            second = await _pids(engine, peak)
+            assert len(first) == len(second) == peak
+            return len(opened), len(first & second)
+        finally:
+            await engine.dispose()
+
+    opened, reused = asyncio.run(scenario())
+    assert (opened, reused) == (peak, peak)
