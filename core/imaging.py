@@ -36,6 +36,12 @@ class ImageInfo:
         return MIME_BY_FORMAT.get(self.format, f"image/{self.format}")
 
 
+def load_codecs() -> None:
+    """Import Pillow's format plugins now (it imports them on the first image otherwise): a
+    serving process calls this as it starts, so that its first image pays no import."""
+    Image.init()
+
+
 class NotAnImageError(ValueError):
     """The bytes are not a decodable image of a supported format."""
 

@@ -52,7 +52,7 @@ from core.circuit import guarded, route_key
 from core.db import is_sqlite, transaction
 from core.errors import GatewayError, ServiceUnavailableError, UpstreamError
 from core.generation import AppliedParams, GenerationRequest, ProviderImage
-from core.imaging import transcode
+from core.imaging import load_codecs, transcode
 from core.jobs import ImageStatus, JobStatus
 from core.models.types import utcnow
 from core.repo import jobs
@@ -61,7 +61,7 @@ from core.storage import image_object_key
 from worker.lease import first_line
 from worker.partials import PartialImages
 from worker.providers.base import InputBytes, PartialSink, ProviderCall
-from worker.providers.http import holding_answers
+from worker.providers.http import holding_answers, ssl_context
 from worker.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
@@ -151,8 +151,11 @@ async def _run(runtime: WorkerRuntime, image_id: str, attempt: Attempt) -> str:
 async def prepare(runtime: WorkerRuntime, *, connections: int = 4) -> None:
     """Run the claim for an image that does not exist, as the worker starts, on a few connections
     at once: its statements are compiled (and cached) and those connections opened then, not on
-    the first images' way to their upstream."""
+    the first images' way to their upstream; so are the upstream connections' TLS settings and
+    Pillow's format plugins."""
     settings = runtime.settings
+    ssl_context()
+    load_codecs()
 
     async def claim_nothing() -> None:
         async with runtime.sessions() as session:

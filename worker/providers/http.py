@@ -29,9 +29,11 @@ import asyncio
 import contextlib
 import contextvars
 import email.utils
+import functools
 import inspect
 import logging
 import random
+import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -63,6 +65,14 @@ CONNECTIONS_PER_POOL = 32
 (:class:`ShardedTransport`)."""
 
 
+@functools.cache
+def ssl_context() -> ssl.SSLContext:
+    """The TLS settings of every upstream connection of the process: one context for all, since
+    each takes some 20 ms to load the certificate authorities (a worker builds it as it starts,
+    :func:`worker.run_job.prepare`, not on its first image's way)."""
+    return httpx.create_ssl_context()
+
+
 class ShardedTransport(httpx.AsyncBaseTransport):
     """One host's connections spread over several httpcore pools of at most
     :data:`CONNECTIONS_PER_POOL` each; a request goes to the pool with the fewest requests open.
@@ -79,8 +89,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     def __init__(self, *, max_connections: int, keepalive_expiry: float | None = 5.0) -> None:
         count = -(-max_connections // CONNECTIONS_PER_POOL)
         sizes = [max_connections // count + (1 if i < max_connections % count else 0) for i in range(count)]
-        ssl_context = httpx.create_ssl_context()  # one for all: each takes ~20 ms to load the CAs
-        self._pools = [httpx.AsyncHTTPTransport(verify=ssl_context, limits=httpx.Limits(
+        self._pools = [httpx.AsyncHTTPTransport(verify=ssl_context(), limits=httpx.Limits(
             max_connections=size, max_keepalive_connections=size, keepalive_expiry=keepalive_expiry)) for size in sizes]
         self._open = [0] * count
 
