@@ -35,8 +35,10 @@ terminal status when the record ended the job.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -182,21 +184,26 @@ async def _claim(runtime: WorkerRuntime, image_id: str) -> Attempt | str:
                                      sqlite=False)
         if found is not None:
             job_id, claimed, row = found
-            try:
-                async with transaction(runtime.sessions) as session:
-                    return await _start(session, claimed, job_id, row, now=now, lease_s=lease,
-                                        max_attempts=max_attempts)
-            except TRANSIENT_DB_ERRORS as exc:
-                log.warning("image %s: its call group could not be claimed (%s: %s); it runs alone, the sweeper "
-                            "sends the others", image_id, type(exc).__name__, first_line(exc))
-                return await _start(None, claimed, job_id, row, now=now, lease_s=lease, max_attempts=max_attempts)
+
+            async def claim_siblings(group: list[int]) -> list[Claimed]:
+                try:
+                    async with transaction(runtime.sessions) as session:
+                        return await _claim_siblings(session, job_id, group, now=now, lease_s=lease,
+                                                     max_attempts=max_attempts)
+                except TRANSIENT_DB_ERRORS as exc:
+                    log.warning("image %s: its call group could not be claimed (%s: %s); it runs alone, the "
+                                "sweeper sends the others", image_id, type(exc).__name__, first_line(exc))
+                    return []
+
+            return await _start(claim_siblings, claimed, job_id, row, now=now)
     async with transaction(runtime.sessions) as session:
         found = None if runtime.postgres else await _claim_one(session, image_id, now=now, lease_s=lease,
                                                                max_attempts=max_attempts, sqlite=True)
         if found is not None:
             # committed as the block ends, before anything is sent upstream
             job_id, claimed, row = found
-            return await _start(session, claimed, job_id, row, now=now, lease_s=lease, max_attempts=max_attempts)
+            return await _start(functools.partial(_claim_siblings, session, job_id, now=now, lease_s=lease,
+                                                  max_attempts=max_attempts), claimed, job_id, row, now=now)
         exhausted = await settlement.fail_out_of_attempts(session, image_id, now=now, max_attempts=max_attempts)
     if exhausted is None:
         log.info("image %s: not claimable (done, canceled, or running elsewhere)", image_id)
@@ -228,10 +235,23 @@ async def _claim_one(session: AsyncSession, image_id: str, *, now: datetime, lea
     return job_id, Claimed(image_id, index, number), row
 
 
-async def _start(session: AsyncSession | None, claimed: Claimed, job_id: str, row: Row[Any], *, now: datetime,
-                 lease_s: float, max_attempts: int) -> Attempt:
+async def _claim_siblings(session: AsyncSession, job_id: str, group: list[int], *, now: datetime, lease_s: float,
+                          max_attempts: int) -> list[Claimed]:
+    """Claim those of the job's images at the indexes ``group`` that are claimable (locked first,
+    so that two workers never claim the same sibling)."""
+    locked = await session.execute(jobs.lock_group(job_id, group, now=now, max_attempts=max_attempts))
+    siblings = list(locked.scalars())
+    if not siblings:
+        return []
+    return [Claimed(*sibling) for sibling in (await session.execute(
+        jobs.claim_group(siblings, now=now, lease_s=lease_s, max_attempts=max_attempts))).all()]
+
+
+async def _start(claim_siblings: Callable[[list[int]], Awaitable[list[Claimed]]], claimed: Claimed, job_id: str,
+                 row: Row[Any], *, now: datetime) -> Attempt:
     """From the job's ``row`` (:func:`core.repo.jobs.run_context`), what running the image needs;
-    and claim the claimable siblings of the image's call group (in ``session``; none without)."""
+    and the claimable siblings of the image's call group, claimed by ``claim_siblings`` (called
+    only when the image has siblings: an image alone costs no transaction more)."""
     try:
         billing = JobBilling.of(key_id=row.api_key_id, job_id=job_id, model=row.model,
                                 hold_per_image=row.hold_per_image_micros, pricing=row.pricing)
@@ -244,12 +264,8 @@ async def _start(session: AsyncSession | None, claimed: Claimed, job_id: str, ro
     images = [claimed]
     index, n = claimed.index, row.n
     group = [i for i in range((index // size) * size, min(n, (index // size + 1) * size)) if i != index]
-    if group and session is not None:
-        siblings = list((await session.execute(
-            jobs.lock_group(job_id, group, now=now, max_attempts=max_attempts))).scalars())
-        if siblings:
-            images += [Claimed(*sibling) for sibling in (await session.execute(
-                jobs.claim_group(siblings, now=now, lease_s=lease_s, max_attempts=max_attempts))).all()]
+    if group:
+        images += await claim_siblings(group)
     images.sort(key=lambda c: c.index)
     if row.created_at is not None:
         metrics.QUEUE_WAIT.observe(max(0.0, (now - row.created_at).total_seconds()))

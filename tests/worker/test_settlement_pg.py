@@ -10,7 +10,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from core.billing.ledger import Charge, JobBilling, PricingSnapshot, day_of, month_of
 from core.billing.money import format_usd
@@ -29,7 +29,7 @@ from tests.worker.factories import db, hold, make_api_key, make_image, make_job
 from worker.providers.base import ProviderCall
 from worker.providers.demo import DemoProvider
 from worker.providers.registry import ProviderRegistry
-from worker.run_job import run_image
+from worker.run_job import Attempt, _claim, run_image
 from worker.runtime import WorkerRuntime
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -130,6 +130,43 @@ async def test_sibling_tasks_of_a_group_claim_without_waiting_on_each_other(runt
         with db(runtime)() as session:
             job = session.get_one(Job, job_id)
             assert (job.status, job.succeeded) == ("succeeded", N)
+
+
+async def test_an_image_alone_is_claimed_without_a_transaction_and_a_group_in_one(runtime: WorkerRuntime) -> None:
+    """The claim is one statement on a connection of its own (autocommit); only an image with
+    siblings in its call group needs a transaction more, to lock and claim them."""
+    statements: list[str] = []
+    sessions: list[object] = []
+    real = runtime.sessions
+
+    def counted() -> object:
+        sessions.append(object())
+        return real()
+
+    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
+        statements.append(statement.split()[0])
+
+    runtime.__dict__["sessions"] = counted  # a cached property: the instance's attribute wins
+    event.listen(runtime.engine.sync_engine, "before_cursor_execute", count)
+    try:
+        with db(runtime).begin() as session:
+            key = make_api_key(session, name="claims")
+            alone = make_job(session, key, size="64x64")
+            alone_id = make_image(session, alone).id
+            grouped = make_job(session, key, n=3, size="64x64")
+            grouped.routes = [{**grouped.routes[0], "n_per_call": 3}]
+            grouped_ids = [make_image(session, grouped, index=i).id for i in range(3)]
+
+        attempt = await _claim(runtime, alone_id)
+        assert isinstance(attempt, Attempt) and [c.image_id for c in attempt.images] == [alone_id]
+        assert (statements, sessions) == (["WITH"], [])
+
+        attempt = await _claim(runtime, grouped_ids[1])
+        assert isinstance(attempt, Attempt) and sorted(c.image_id for c in attempt.images) == sorted(grouped_ids)
+        assert (statements, len(sessions)) == (["WITH", "WITH", "SELECT", "UPDATE"], 1)
+    finally:
+        event.remove(runtime.engine.sync_engine, "before_cursor_execute", count)
+        del runtime.__dict__["sessions"]
 
 
 class NulInText:
