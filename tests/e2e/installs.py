@@ -84,6 +84,6 @@ def python_venv(name: str, *requirements: str) -> tuple[Path | None, str]:
     failure = _run([uv, "venv", "--quiet", "--clear", "--python", sys.executable, str(home)])
     failure = failure or _run([uv, "pip", "install", "--quiet", "--python", str(python), *requirements])
     if failure is not None:
-        return None, f"pip could not install {', '.join(requirements)}: {failure}"
+        return None, f"uv could not install {', '.join(requirements)}: {failure}"
     done.write_text(wanted)
     return python, ""
