@@ -17,16 +17,21 @@ replaces how a request runs:
   task's :attr:`CoroutineTask.coroutine` on the loop (``asyncio.run_coroutine_threadsafe``);
 - when the coroutine ends, the pool calls the request's callback as the trace would, with
   ``(failed, return value or ExceptionInfo, runtime)``, so that Celery acknowledges, rejects or
-  logs the task exactly as for any pool. That happens on a small executor, off the loop, since an
-  acknowledgement is a broker round trip;
+  logs the task exactly as for any pool. That happens off the event loop, since an
+  acknowledgement is a broker round trip: on the thread of Celery's consumer when it runs kombu's
+  event loop (the hub, with a broker such as Redis: :meth:`AsyncioPool.register_with_event_loop`),
+  where Celery's prefork pool acknowledges too, so the request's bookkeeping and the broker
+  channel are only ever touched by that thread; else (the in-process broker of embedded mode,
+  which has no hub) on a small executor;
 - an exception the task lists in ``autoretry_for`` becomes Celery's own :meth:`Task.retry`, with
   its exponential backoff (``retry_backoff``, ``retry_backoff_max``, ``retry_jitter``) and
-  ``max_retries``, called on that executor inside the task's request context
+  ``max_retries``, called there inside the task's request context
   (``push_request``/``pop_request``), as Celery's autoretry would inside the trace;
 - as the pool starts (before Celery's consumer takes a message), the app's loop openers run
   (:func:`register_loop_opener`: a first database connection, a first Redis connection), so that
   the first images do not pay for them;
 - a warm shutdown (``SIGTERM``, ``WorkController.stop``) waits for every coroutine in flight,
+  reports their ends (the hub has stopped by then: the stopping thread acknowledges them itself),
   then runs the app's loop closers (:func:`register_loop_closer`: async clients are closed on the
   loop that used them), then stops the loop. A worker that dies instead (``SIGKILL``) has
   acknowledged none of its tasks: the broker delivers them again.
@@ -38,6 +43,7 @@ Celery's time limits do not apply to coroutines (the upstream calls have their o
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import logging
 import os
@@ -66,7 +72,8 @@ log = logging.getLogger(__name__)
 LoopCloser = Callable[[], Awaitable[None]]
 
 CALLBACK_THREADS = 4
-"""Threads that acknowledge tasks and send retries (broker round trips, off the event loop)."""
+"""Threads that acknowledge tasks and send retries when Celery's consumer runs no hub (broker
+round trips, off the event loop)."""
 
 OPENERS_TIMEOUT_S = 15.0
 """How long the pool's start waits for the loop openers (a database that is down does not keep
@@ -162,8 +169,19 @@ class AsyncioPool(BasePool):  # type: ignore[misc]  # Celery ships no type infor
         self._lock = threading.Lock()
         self._accept: Any = None
         self._hostname = socket.gethostname()
+        self._hub: Any = None
+        """kombu's event loop of Celery's consumer, once it registers with the pool."""
+        self._endings: collections.deque[tuple[Any, ...]] = collections.deque()
+        """Ended tasks whose end the hub's thread has yet to report to Celery."""
+        self._endings_lock = threading.Lock()
+        """Held while endings are reported: by the hub's thread, or by a stopping worker."""
 
     # -- lifecycle (called by Celery's worker) ------------------------------------------------
+
+    def register_with_event_loop(self, loop: Any) -> None:
+        """Celery's consumer runs kombu's hub ``loop`` (an asynchronous transport): the ends of
+        tasks are reported on its thread from now on."""
+        self._hub = loop
 
     def on_start(self) -> None:
         self._accept = prepare_accept_content(self.app.conf.accept_content)
@@ -189,8 +207,11 @@ class AsyncioPool(BasePool):  # type: ignore[misc]  # Celery ships no type infor
             loop.close()
 
     def on_stop(self) -> None:
-        """Warm shutdown: let every task in flight end, close the clients, stop the loop."""
+        """Warm shutdown: let every task in flight end, report their ends, close the clients,
+        stop the loop."""
         self.drain()
+        self._hub = None  # the hub loops no more: what ends from now is reported by the executor
+        self._report_endings()
         self._close_loop()
 
     def on_terminate(self) -> None:
@@ -270,9 +291,17 @@ class AsyncioPool(BasePool):  # type: ignore[misc]  # Celery ships no type infor
             self._in_flight.add(future)
 
         def done(finished: concurrent.futures.Future[Any]) -> None:
-            # on the loop's thread: hand the ending (an ack, maybe a retry) to the executor
+            # on the loop's thread: hand the ending (an ack, maybe a retry) to the hub's thread,
+            # or without a hub to the executor
+            ending = (task, task_id, request, finished, started, callback)
+            hub = self._hub
+            if hub is not None:
+                self._endings.append(ending)
+                self._forget(finished)
+                hub.call_soon(self._report_endings)  # wakes the hub; many endings, one wake-up
+                return
             try:
-                self._callbacks.submit(self._finish, task, task_id, request, finished, started, callback)
+                self._callbacks.submit(self._finish_forgetting, *ending)
             except RuntimeError:  # the executor is shut down (a cold shutdown): nothing is acked
                 self._forget(finished)
 
@@ -282,6 +311,21 @@ class AsyncioPool(BasePool):  # type: ignore[misc]  # Celery ships no type infor
     def _forget(self, future: concurrent.futures.Future[Any]) -> None:
         with self._lock:
             self._in_flight.discard(future)
+
+    def _report_endings(self) -> None:
+        """Report every ending queued for the hub (on the hub's thread; or on the thread that
+        stops the worker, once the hub has stopped)."""
+        with self._endings_lock:
+            while self._endings:
+                self._finish(*self._endings.popleft())
+
+    def _finish_forgetting(self, task: CoroutineTask, task_id: str, request: dict[str, Any],
+                           future: concurrent.futures.Future[Any], started: float,
+                           callback: Callable[..., Any] | None) -> None:
+        try:
+            self._finish(task, task_id, request, future, started, callback)
+        finally:
+            self._forget(future)
 
     def _finish(self, task: CoroutineTask, task_id: str, request: dict[str, Any],
                 future: concurrent.futures.Future[Any], started: float, callback: Callable[..., Any] | None) -> None:
@@ -310,8 +354,6 @@ class AsyncioPool(BasePool):  # type: ignore[misc]  # Celery ships no type infor
             callback((1, ExceptionInfo((type(error), error, error.__traceback__)), runtime))
         except Exception:
             log.exception("task %s[%s]: reporting its end to Celery failed", task.name, task_id)
-        finally:
-            self._forget(future)
 
     @staticmethod
     def _retry(task: CoroutineTask, request: dict[str, Any], error: BaseException) -> BaseException:

@@ -7,6 +7,7 @@ clients. (A worker killed mid-image: tests/e2e/test_resilience.py.)"""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 import uuid
@@ -15,8 +16,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+import redis
 from celery import Celery
+from celery.platforms import EX_OK
 from celery.worker import WorkController
+from celery.worker import state as worker_state
 
 from core.config import Settings
 from core.queue import celery_config
@@ -79,6 +83,36 @@ def worker(tmp_path: Any) -> Iterator[Worker]:
     made = Worker(app, queue)
     yield made
     made.stop()
+
+
+REDIS_DB = 7
+
+
+@pytest.fixture
+def redis_worker(tmp_path: Any, redis_url: str) -> Iterator[Worker]:
+    """A worker on Redis, the broker of distributed mode: Celery's consumer runs kombu's hub."""
+    queue = f"pool-test-{uuid.uuid4().hex[:8]}"
+    settings = Settings(data_dir=tmp_path, redis_url=f"{redis_url}/{REDIS_DB}", queue=queue,
+                        _env_file=None)  # type: ignore[call-arg]
+    app = Celery(f"pool-test-{queue}", set_as_current=False)
+    app.conf.update(celery_config(settings))
+    made = Worker(app, queue)
+    yield made
+    made.stop()
+    client = redis.Redis.from_url(settings.redis_url or "")
+    client.delete(queue)
+    client.close()
+
+
+def unacked(worker: Worker) -> list[str]:
+    """Ids of the tasks of ``worker``'s queue that Redis holds as delivered, not acknowledged
+    (kombu's ``unacked`` hash: message, exchange, routing key per delivery tag)."""
+    client = redis.Redis.from_url(worker.app.conf.broker_url)
+    try:
+        held = [json.loads(raw) for raw in client.hgetall("unacked").values()]
+    finally:
+        client.close()
+    return [message["headers"]["id"] for message, _exchange, routing_key in held if routing_key == worker.queue]
 
 
 def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
@@ -271,3 +305,67 @@ def test_on_a_host_loop_the_tasks_run_there_and_a_warm_shutdown_leaves_it_runnin
         host.call_soon_threadsafe(host.stop)
         host_thread.join(10)
         host.close()
+
+
+def test_on_redis_the_tasks_are_acknowledged_by_the_consumer_thread_not_a_thread_pool(redis_worker: Worker) -> None:
+    done: list[str] = []
+
+    async def quick(label: str) -> None:
+        await asyncio.sleep(0.01)
+        done.append(label)
+
+    name = redis_worker.task(quick)
+    redis_worker.start(concurrency=8)
+    for i in range(40):
+        redis_worker.send(name, f"t{i}")
+    wait_for(lambda: len(done) == 40 and not unacked(redis_worker), 30, "40 tasks done and acknowledged")
+    # the ends were reported on the hub's thread: the fallback executor never started a thread
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("imagegate-acks")]
+    time.sleep(0.3)
+    assert sorted(done) == sorted(f"t{i}" for i in range(40))  # each once: none delivered again
+
+
+def test_on_redis_an_autoretry_error_is_sent_again_from_the_consumer_thread(redis_worker: Worker) -> None:
+    calls: list[str] = []
+
+    async def flaky_once(label: str) -> str:
+        calls.append(label)
+        if len(calls) == 1:
+            raise Flaky("the database is away")
+        return label
+
+    name = redis_worker.task(flaky_once, autoretry_for=(Flaky,), retry_backoff=False, max_retries=3)
+    redis_worker.start(concurrency=4)
+    redis_worker.send(name, "x")
+    wait_for(lambda: len(calls) == 2 and redis_worker.pool.in_flight == 0 and not unacked(redis_worker), 30,
+             "a retry, then a success")
+    time.sleep(0.3)
+    assert calls == ["x", "x"]
+
+
+def test_on_redis_a_warm_shutdown_acknowledges_the_tasks_that_were_in_flight(redis_worker: Worker) -> None:
+    started: list[str] = []
+    ended: list[str] = []
+
+    async def slow(label: str) -> None:
+        started.append(label)
+        await asyncio.sleep(0.5)
+        ended.append(label)
+
+    name = redis_worker.task(slow)
+    redis_worker.start(concurrency=4)
+    for label in "abc":
+        redis_worker.send(name, label)
+    wait_for(lambda: len(started) == 3, 10, "three tasks in flight")
+    assert len(unacked(redis_worker)) == 3
+    # what SIGTERM does (Celery's handler sets should_stop): the hub's loop stops on its next
+    # turn, then its thread stops the worker, which drains the pool and reports the three ends
+    worker_state.should_stop = EX_OK
+    try:
+        assert redis_worker.thread is not None
+        redis_worker.thread.join(30)
+        assert not redis_worker.thread.is_alive()
+    finally:
+        worker_state.should_stop = None
+    assert sorted(ended) == ["a", "b", "c"]
+    assert unacked(redis_worker) == []  # not delivered again to the next worker
