@@ -13,7 +13,7 @@ costs a socket and a coroutine, not a thread. Each upstream host gets its own
 pools of at most 32: :class:`ShardedTransport`) serve that host alone; and at most
 ``IMAGEGATE_UPSTREAM_CONCURRENT_READS`` answers are in memory at once, so that a thousand answers
 arriving together do not all hold their megabytes at the same moment (the others wait in their
-sockets' buffers). An answer read inside :func:`holding_answers` (the worker's run of an
+sockets' buffers: ``worker/providers/netio.py``). An answer read inside :func:`holding_answers` (the worker's run of an
 attempt) keeps its place until the block ends, that is until its images are stored and recorded:
 the images decoded from it are in memory until then, and answers arriving faster than the worker
 records them would otherwise pile up.
@@ -46,6 +46,7 @@ import httpx
 from core import metrics
 from core.errors import GatewayError, UpstreamError, UpstreamTimeoutError
 from worker.providers.clock import SYSTEM_CLOCK, Clock
+from worker.providers.netio import AnswerBackend, reading_body
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +60,10 @@ READ_BYTES = 1 << 20
 through httpcore's and h11's Python; at 1 MiB it is 2 (``bench/load.py`` does the same for the
 bench's client). httpcore offers no per-client setting, so :class:`UpstreamClient` sets the class
 attribute for the worker process."""
+
+ANSWER_BACKEND = AnswerBackend()
+"""The sockets of every upstream connection (``worker/providers/netio.py``: an answer's body stays
+in its socket until the client reads it)."""
 
 CONNECTIONS_PER_POOL = 32
 """The most connections one httpcore pool holds; a host allowed more has several pools
@@ -89,8 +94,7 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     def __init__(self, *, max_connections: int, keepalive_expiry: float | None = 5.0) -> None:
         count = -(-max_connections // CONNECTIONS_PER_POOL)
         sizes = [max_connections // count + (1 if i < max_connections % count else 0) for i in range(count)]
-        self._pools = [httpx.AsyncHTTPTransport(verify=ssl_context(), limits=httpx.Limits(
-            max_connections=size, max_keepalive_connections=size, keepalive_expiry=keepalive_expiry)) for size in sizes]
+        self._pools = [_transport(size, keepalive_expiry) for size in sizes]
         self._open = [0] * count
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -110,6 +114,31 @@ class ShardedTransport(httpx.AsyncBaseTransport):
     async def aclose(self) -> None:
         for pool in self._pools:
             await pool.aclose()
+
+
+def _transport(size: int, keepalive_expiry: float | None) -> httpx.AsyncHTTPTransport:
+    """httpx's transport over an httpcore pool of ``size`` connections on
+    :class:`worker.providers.netio.AnswerBackend`. httpx takes no network backend, so the pool
+    it builds is replaced by one built with the same settings (``httpx.AsyncHTTPTransport``
+    keeps it as ``_pool`` and does nothing else with it than send and close)."""
+    transport = httpx.AsyncHTTPTransport(verify=ssl_context(), limits=httpx.Limits(
+        max_connections=size, max_keepalive_connections=size, keepalive_expiry=keepalive_expiry))
+    transport._pool = httpcore.AsyncConnectionPool(
+        ssl_context=ssl_context(), max_connections=size, max_keepalive_connections=size,
+        keepalive_expiry=keepalive_expiry, http1=True, http2=False, network_backend=ANSWER_BACKEND)
+    return transport
+
+
+_CLOSED_BODY = httpx.ByteStream(b"")
+
+
+def _unbind(response: httpx.Response) -> None:
+    """Let a closed answer go as soon as nothing uses it. httpx's client binds an answer's stream
+    to the answer (``httpx._client.BoundAsyncStream`` holds the response), a reference cycle: the
+    answer, its megabytes of body with it, would wait for the garbage collector's next pass of
+    its generation, and a thousand answers ending together held over a gigabyte that way
+    (bench/README.md). Once closed, the stream is not read again."""
+    response.stream = _CLOSED_BODY
 
 
 class _ClosedOnce(httpx.AsyncByteStream):
@@ -376,10 +405,14 @@ class UpstreamClient:
                     try:
                         if hold is not None and response.is_success and not stream:
                             await hold.take(self._reads)  # kept until the attempt's images are recorded
+                            reading_body(response.extensions)
                             await response.aread()
                         elif not (stream and response.is_success):
                             async with self._reads:  # a whole answer read into memory
+                                reading_body(response.extensions)
                                 await response.aread()
+                        else:
+                            reading_body(response.extensions)  # read as it comes, by parse
                     except (httpx.TimeoutException, httpx.TransportError) as exc:
                         error = self._transport_error(exc, label)
                     else:
@@ -408,6 +441,7 @@ class UpstreamClient:
                             delay = decision.delay_s
                 finally:
                     await response.aclose()
+                    _unbind(response)
             if hold is not None:
                 hold.give_back()  # this try's answer is dropped: another is awaited
             log.info("%s attempt %d failed: %s", label, attempt, error.code,

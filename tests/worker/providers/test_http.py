@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import gc
 import json
 import random
+import weakref
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias
@@ -826,3 +828,27 @@ async def test_an_answer_read_in_an_attempt_keeps_its_place_until_the_attempt_en
         await client.aclose()
     assert results == [{"data": []}] * 10
     assert peak == 2
+
+
+async def test_an_answer_and_its_body_are_freed_as_the_call_returns_without_the_garbage_collector() -> None:
+    """httpx binds an answer's stream to the answer, a reference cycle; the client breaks it, so a
+    thousand answers ending together do not wait in memory for the collector's next pass."""
+    body = b'{"data": [' + b'"x",' * 100_000 + b'"x"]}'
+    client = UpstreamClient(connect_timeout_s=1.0, read_timeout_s=5.0, policy=RetryPolicy(),
+                            transport=httpx.MockTransport(lambda request: httpx.Response(200, content=body)))
+    answers: list[weakref.ref[httpx.Response]] = []
+
+    def parse(response: httpx.Response) -> int:
+        answers.append(weakref.ref(response))
+        return len(response.content)
+
+    async def build() -> httpx.Request:
+        return httpx.Request("POST", URL, json={"prompt": "a fox"})
+
+    gc.disable()
+    try:
+        assert await client.call(build, parse, errors=OPENAI) == len(body)
+        assert answers and answers[0]() is None, "the answer is kept alive by a reference cycle"
+    finally:
+        gc.enable()
+        await client.aclose()
