@@ -86,7 +86,7 @@ class Gateway:
     upstream: FakeUpstreamProcess
     api_workers: int = 2
     worker_processes: int = 2
-    total_concurrency: int = 256
+    total_concurrency: int = 1024
     log_level: str = "INFO"
     db_connections: int = 80  # PostgreSQL connections for all the processes together (max_connections is 100)
     extra_env: dict[str, str] = field(default_factory=dict)
