@@ -14,12 +14,14 @@ from __future__ import annotations
 from api.state import AppState
 from core import metrics, settlement
 from core.db import transaction
+from core.events import RedisEventPublisher
 from core.models.types import utcnow
 
 
 async def cancel_job(state: AppState, job_id: str) -> list[str]:
-    """Cancel the job's images that nothing is making; returns their ids. Waiting requests of
-    this process wake at once (those of other processes on their next database re-check)."""
+    """Cancel the job's images that nothing is making; returns their ids. The requests waiting on
+    the job wake at once: this process's directly, every API process's (distributed mode) through
+    the job's event on Redis, as when a worker ends an image."""
     now = utcnow()
     async with transaction(state.sessions) as session:
         canceled = await settlement.cancel_images(session, job_id, now=now)
@@ -27,4 +29,6 @@ async def cancel_job(state: AppState, job_id: str) -> list[str]:
         metrics.count_settled("canceled", canceled.model, len(canceled.image_ids),
                               job_ended=canceled.ended.value if canceled.ended else None)
         state.waiter.notify(job_id)
+        if state.redis is not None:
+            await RedisEventPublisher(state.redis).publish(job_id, canceled.ended.value if canceled.ended else None)
     return canceled.image_ids

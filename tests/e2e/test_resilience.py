@@ -4,6 +4,7 @@ is down at submit, and a synchronous caller that gives up before the job ends.""
 from __future__ import annotations
 
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
@@ -11,8 +12,9 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from tests.e2e.test_job_events import Read, read_events
 from tests.e2e.test_jobs import poll
-from tests.harness import Stack, priced_demo
+from tests.harness import BIN, Stack, free_port, priced_demo, spawn, wait_http_ok
 from tests.outage import RedisServer, wait_until
 
 pytestmark = pytest.mark.integration
@@ -129,6 +131,49 @@ def test_cancel_stops_the_images_not_yet_started(slow_distributed: Stack) -> Non
     # cancelling a finished job changes nothing
     again = httpx.delete(f"{stack.base_url}/v1/jobs/{job_id}", headers=_auth(key)).json()
     assert again["status"] == "partial" and again["progress"] == job["progress"]
+
+
+def test_a_cancel_on_one_api_process_ends_the_event_stream_read_from_another_at_once(
+        slow_distributed: Stack) -> None:
+    """Two API servers of one deployment (behind a load balancer): a job canceled through one ends
+    the event stream a client reads from the other at once, through the job's event on Redis,
+    not at that server's next database re-check (every 2 s)."""
+    stack = slow_distributed
+    key = stack.create_key("cancel-elsewhere")
+    other_port = free_port()
+    other = spawn("api-other", [str(BIN / "imagegate"), "serve"], env={**stack.env, "IMAGEGATE_PORT": str(other_port)},
+                  cwd=stack.tmp, log=stack.tmp / "api-other.log")
+    try:
+        other_url = f"http://127.0.0.1:{other_port}"
+        wait_http_ok(other, other_url + "/health")
+        # the worker's three places busy for 1.5 s with a job of its own: the next job's images wait queued
+        busy = httpx.post(f"{stack.base_url}/v1/jobs", headers=_auth(key),
+                          json={"prompt": "keep the worker busy", "n": 3, "size": "64x64"}).json()["id"]
+        wait_until(lambda: [i["status"] for i in stack.images(busy).values()] == ["running"] * 3, 30,
+                   "the worker's places taken")
+        job_id = httpx.post(f"{stack.base_url}/v1/jobs", headers=_auth(key),
+                            json={"prompt": "cancel me", "n": 4, "size": "64x64"}).json()["id"]
+        read: list[Read] = []
+        ended_at: list[float] = []
+        opened = threading.Event()
+
+        def follow() -> None:
+            read.append(read_events(other_url, key, job_id, timeout=30, opened=opened))
+            ended_at.append(time.monotonic())
+
+        reader = threading.Thread(target=follow)
+        reader.start()
+        assert opened.wait(10), "the stream did not open"
+        time.sleep(0.1)  # the stream has sent its snapshot and waits on the job
+        canceled_at = time.monotonic()
+        response = httpx.delete(f"{stack.base_url}/v1/jobs/{job_id}", headers=_auth(key))
+        assert response.status_code == 200 and response.json()["status"] == "canceled", response.text
+        reader.join(30)
+        assert read and read[0].names()[-1] == "job.ended", read
+        assert read[0].events[-1][1]["status"] == "canceled"
+        assert ended_at[0] - canceled_at < 1.0, f"the stream ended {ended_at[0] - canceled_at:.2f} s after the cancel"
+    finally:
+        other.stop()
 
 
 def test_embedded_gateway_killed_mid_job_resumes_on_restart(make_stack: Callable[..., Stack]) -> None:
