@@ -120,6 +120,13 @@ class _Receiver(asyncio.BufferedProtocol):
 
     # -- the stream's side --------------------------------------------------------------------
 
+    def adopt(self, transport: asyncio.Transport) -> None:
+        """Receive from ``transport`` from now on (TLS over the connection: asyncio's start_tls
+        makes it reading, and does not call connection_made), paused until a read waits."""
+        self.transport = transport
+        self._reading = True
+        self.pause()
+
     def pause(self) -> None:
         if self._reading and self.transport is not None and not self.transport.is_closing():
             self.transport.pause_reading()
@@ -234,7 +241,7 @@ class AnswerStream(httpcore.AsyncNetworkStream):
                 raise
         if transport is None:  # pragma: no cover - only for a transport already closing
             raise httpcore.ConnectError("the connection closed during the TLS handshake")
-        self._receiver.transport = transport
+        self._receiver.adopt(transport)
         return AnswerStream(transport, self._receiver)
 
     def get_extra_info(self, info: str) -> Any:

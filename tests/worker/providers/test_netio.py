@@ -5,6 +5,7 @@ are kept alive and replaced when the server closes them, timeouts and refusals a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import ipaddress
 import ssl
@@ -180,3 +181,29 @@ async def test_over_tls_the_answer_arrives_whole_and_an_untrusted_server_is_refu
                 await pool.request("POST", f"https://localhost:{port}/v1", content=b"{}")
     finally:
         await server.stop()
+
+
+async def test_after_the_tls_handshake_nothing_is_taken_in_before_a_read(tmp_path: Path) -> None:
+    cert, key = _certificate(tmp_path)
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(cert, key)
+
+    async def push(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(BODY)  # at once, unasked
+        with contextlib.suppress(ConnectionError):
+            await writer.drain()
+
+    server = await asyncio.start_server(push, "127.0.0.1", 0, ssl=served)
+    port = int(server.sockets[0].getsockname()[1])
+    try:
+        plain = await AnswerBackend().connect_tcp("127.0.0.1", port, timeout=5)
+        stream = await plain.start_tls(ssl.create_default_context(cafile=str(cert)), server_hostname="localhost",
+                                       timeout=5)
+        assert isinstance(stream, AnswerStream)
+        await asyncio.sleep(0.3)  # the server's two megabytes have reached the socket
+        assert stream.received <= HEAD_BYTES
+        first = await stream.read(1 << 20, timeout=5)
+        assert first and stream.received <= HEAD_BYTES
+        await stream.aclose()
+    finally:
+        server.close()
