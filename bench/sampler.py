@@ -12,7 +12,10 @@ process role, where the CPU time went.
 Only Python frames are seen, and a stack is read when the sampler holds the GIL: CPU time spent
 in C code (base64, JSON, hashing, the sqlite3 driver) lands on the Python line that called it,
 which is what one wants here. Time is attributed to the stack seen at the end of each interval,
-so it is an estimate; its totals match the CPU the process used.
+so it is an estimate; its totals match the CPU the process used. The sampler gets the GIL soonest
+where a thread lets go of it (a SQLite or socket call, a file write), so those lines also collect
+the Python work that ran before them in the interval (bench/README.md, "How to read it", has a
+measured example): they are upper bounds.
 """
 
 from __future__ import annotations
