@@ -134,11 +134,12 @@ def test_cancel_stops_the_images_not_yet_started(slow_distributed: Stack) -> Non
 
 
 def test_a_cancel_on_one_api_process_ends_the_event_stream_read_from_another_at_once(
-        slow_distributed: Stack) -> None:
+        make_stack: Callable[..., Stack]) -> None:
     """Two API servers of one deployment (behind a load balancer): a job canceled through one ends
     the event stream a client reads from the other at once, through the job's event on Redis,
-    not at that server's next database re-check (every 2 s)."""
-    stack = slow_distributed
+    not at that server's next re-read of the job (IMAGEGATE_EVENTS_KEEPALIVE_S, 30 s here)."""
+    # no worker: the job's images stay queued until the cancel
+    stack = make_stack("distributed", workers=0, IMAGEGATE_EVENTS_KEEPALIVE_S="30")
     key = stack.create_key("cancel-elsewhere")
     other_port = free_port()
     other = spawn("api-other", [str(BIN / "imagegate"), "serve"], env={**stack.env, "IMAGEGATE_PORT": str(other_port)},
@@ -146,11 +147,6 @@ def test_a_cancel_on_one_api_process_ends_the_event_stream_read_from_another_at_
     try:
         other_url = f"http://127.0.0.1:{other_port}"
         wait_http_ok(other, other_url + "/health")
-        # the worker's three places busy for 1.5 s with a job of its own: the next job's images wait queued
-        busy = httpx.post(f"{stack.base_url}/v1/jobs", headers=_auth(key),
-                          json={"prompt": "keep the worker busy", "n": 3, "size": "64x64"}).json()["id"]
-        wait_until(lambda: [i["status"] for i in stack.images(busy).values()] == ["running"] * 3, 30,
-                   "the worker's places taken")
         job_id = httpx.post(f"{stack.base_url}/v1/jobs", headers=_auth(key),
                             json={"prompt": "cancel me", "n": 4, "size": "64x64"}).json()["id"]
         read: list[Read] = []
@@ -158,22 +154,23 @@ def test_a_cancel_on_one_api_process_ends_the_event_stream_read_from_another_at_
         opened = threading.Event()
 
         def follow() -> None:
-            read.append(read_events(other_url, key, job_id, timeout=30, opened=opened))
+            read.append(read_events(other_url, key, job_id, timeout=60, opened=opened))
             ended_at.append(time.monotonic())
 
         reader = threading.Thread(target=follow)
         reader.start()
         assert opened.wait(10), "the stream did not open"
-        time.sleep(0.1)  # the stream has sent its snapshot and waits on the job
+        time.sleep(0.2)  # the stream has sent its snapshot and waits on the job
         canceled_at = time.monotonic()
         response = httpx.delete(f"{stack.base_url}/v1/jobs/{job_id}", headers=_auth(key))
         assert response.status_code == 200 and response.json()["status"] == "canceled", response.text
-        reader.join(30)
+        reader.join(60)
         assert read and read[0].names()[-1] == "job.ended", read
         assert read[0].events[-1][1]["status"] == "canceled"
-        assert ended_at[0] - canceled_at < 1.0, f"the stream ended {ended_at[0] - canceled_at:.2f} s after the cancel"
+        assert ended_at[0] - canceled_at < 5.0, f"the stream ended {ended_at[0] - canceled_at:.2f} s after the cancel"
     finally:
         other.stop()
+        stack.stop()
 
 
 def test_embedded_gateway_killed_mid_job_resumes_on_restart(make_stack: Callable[..., Stack]) -> None:
