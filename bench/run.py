@@ -688,7 +688,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="a few seconds per scenario (smoke run)")
     parser.add_argument("--api-workers", type=int, default=2, help="imagegate serve --workers (distributed)")
     parser.add_argument("--worker-processes", type=int, default=2, help="imagegate worker processes (distributed)")
-    parser.add_argument("--concurrency", type=int, default=1024,
+    parser.add_argument("--concurrency", type=int, default=Gateway.total_concurrency,
                         help="images all workers run at once (IMAGEGATE_WORKER_CONCURRENCY, split over processes; "
                              "enough for all of scenario e)")
     parser.add_argument("--log-level", default="INFO", help="IMAGEGATE_LOG_LEVEL of the gateway")

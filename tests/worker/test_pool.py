@@ -74,13 +74,18 @@ class Worker:
         return pool
 
 
-@pytest.fixture
-def worker(tmp_path: Any) -> Iterator[Worker]:
+def _worker(tmp_path: Any, redis_url: str | None) -> Worker:
+    """A Worker on a queue of its own; ``redis_url`` None: the in-process transport."""
     queue = f"pool-test-{uuid.uuid4().hex[:8]}"
-    settings = Settings(data_dir=tmp_path, redis_url=None, queue=queue, _env_file=None)  # type: ignore[call-arg]
+    settings = Settings(data_dir=tmp_path, redis_url=redis_url, queue=queue, _env_file=None)  # type: ignore[call-arg]
     app = Celery(f"pool-test-{queue}", set_as_current=False)
     app.conf.update(celery_config(settings))
-    made = Worker(app, queue)
+    return Worker(app, queue)
+
+
+@pytest.fixture
+def worker(tmp_path: Any) -> Iterator[Worker]:
+    made = _worker(tmp_path, None)
     yield made
     made.stop()
 
@@ -91,16 +96,11 @@ REDIS_DB = 7
 @pytest.fixture
 def redis_worker(tmp_path: Any, redis_url: str) -> Iterator[Worker]:
     """A worker on Redis, the broker of distributed mode: Celery's consumer runs kombu's hub."""
-    queue = f"pool-test-{uuid.uuid4().hex[:8]}"
-    settings = Settings(data_dir=tmp_path, redis_url=f"{redis_url}/{REDIS_DB}", queue=queue,
-                        _env_file=None)  # type: ignore[call-arg]
-    app = Celery(f"pool-test-{queue}", set_as_current=False)
-    app.conf.update(celery_config(settings))
-    made = Worker(app, queue)
+    made = _worker(tmp_path, f"{redis_url}/{REDIS_DB}")
     yield made
     made.stop()
-    client = redis.Redis.from_url(settings.redis_url or "")
-    client.delete(queue)
+    client = redis.Redis.from_url(made.app.conf.broker_url)
+    client.delete(made.queue)
     client.close()
 
 

@@ -13,8 +13,9 @@ costs a socket and a coroutine, not a thread. Each upstream host gets its own
 pools of at most 32: :class:`ShardedTransport`) serve that host alone; and at most
 ``IMAGEGATE_UPSTREAM_CONCURRENT_READS`` answers are in memory at once, so that a thousand answers
 arriving together do not all hold their megabytes at the same moment (the others wait in their
-sockets' buffers: ``worker/providers/netio.py``). An answer read inside :func:`holding_answers` (the worker's run of an
-attempt) keeps its place until the block ends, that is until its images are stored and recorded:
+sockets' buffers: ``worker/providers/netio.py`` takes in no more than an answer's head until its
+body is read). An answer read inside :func:`holding_answers` (the worker's run of an attempt)
+keeps its place until the block ends, that is until its images are stored and recorded:
 the images decoded from it are in memory until then, and answers arriving faster than the worker
 records them would otherwise pile up.
 
@@ -46,7 +47,7 @@ import httpx
 from core import metrics
 from core.errors import GatewayError, UpstreamError, UpstreamTimeoutError
 from worker.providers.clock import SYSTEM_CLOCK, Clock
-from worker.providers.netio import AnswerBackend, reading_body
+from worker.providers.netio import AnswerBackend
 
 log = logging.getLogger(__name__)
 
@@ -405,14 +406,10 @@ class UpstreamClient:
                     try:
                         if hold is not None and response.is_success and not stream:
                             await hold.take(self._reads)  # kept until the attempt's images are recorded
-                            reading_body(response.extensions)
                             await response.aread()
                         elif not (stream and response.is_success):
                             async with self._reads:  # a whole answer read into memory
-                                reading_body(response.extensions)
                                 await response.aread()
-                        else:
-                            reading_body(response.extensions)  # read as it comes, by parse
                     except (httpx.TimeoutException, httpx.TransportError) as exc:
                         error = self._transport_error(exc, label)
                     else:

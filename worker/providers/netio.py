@@ -9,11 +9,13 @@ could decide whether it has room for another answer (``IMAGEGATE_UPSTREAM_CONCUR
 A thousand answers arriving together were then a thousand bodies in the worker's memory at once.
 
 Here each connection receives into a buffer of its own through :class:`asyncio.BufferedProtocol`:
-:data:`HEAD_BYTES` while the headers are read, so the rest of the answer waits in the socket's
-buffer (kernel memory, bounded by TCP's flow control), and up to the size httpcore asks for
-(:data:`worker.providers.http.READ_BYTES`) once the client calls :func:`reading_body` for that
-answer. Reading is on only while a read waits, as with anyio's streams, and a full buffer stops
-it. The buffer is given up each time a read empties it, so idle keep-alive connections hold none.
+:data:`HEAD_BYTES` at a time until the blank line that ends the answer's head, so the rest of the
+answer waits in the socket's buffer (kernel memory, bounded by TCP's flow control); httpcore hands
+the answer to the client once its head is in, so the next read is the client's read of the body,
+made after it took its place, and takes as much as httpcore asks for
+(:data:`worker.providers.http.READ_BYTES`). Each request sent starts a new head. Reading is on
+only while a read waits, as with anyio's streams, and a full buffer stops it. The buffer is given
+up each time a read empties it, so idle keep-alive connections hold none.
 
 httpcore's own interface (``httpcore.AsyncNetworkBackend``, ``AsyncNetworkStream``) and its
 exceptions are kept exactly: timeouts raise ``ConnectTimeout`` / ``ReadTimeout`` /
@@ -59,8 +61,10 @@ class _Receiver(asyncio.BufferedProtocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.limit: int | None = HEAD_BYTES
-        """The most the buffer takes in: HEAD_BYTES until the body is read, then None (as much
-        as the read in progress asks for)."""
+        """The most the buffer takes in: HEAD_BYTES until the answer's head has been read, then
+        None (as much as the read in progress asks for)."""
+        self._head_tail = b""
+        """The last bytes of the head read so far (its end, a blank line, may straddle reads)."""
         self._capacity = HEAD_BYTES
         self._buffer: bytearray | None = None
         self._length = 0
@@ -160,7 +164,26 @@ class _Receiver(asyncio.BufferedProtocol):
             finally:
                 self.pause()
 
+    def expect_head(self) -> None:
+        """A request was sent: its answer's head comes next, read in pieces of HEAD_BYTES."""
+        self.limit, self._head_tail = HEAD_BYTES, b""
+
+    def _note_head(self, data: bytes | bytearray) -> None:
+        """Past the blank line that ends the head, reads may be large: the next one is the
+        client's read of the body (httpcore returns the answer once its head is in)."""
+        seen = self._head_tail + data
+        if b"\r\n\r\n" in seen:
+            self.limit, self._head_tail = None, b""
+        else:
+            self._head_tail = bytes(seen[-3:])
+
     def take(self, max_bytes: int) -> bytes | bytearray:
+        data = self._take(max_bytes)
+        if self.limit is not None and data:
+            self._note_head(data)
+        return data
+
+    def _take(self, max_bytes: int) -> bytes | bytearray:
         """Up to ``max_bytes`` of what is buffered. All of it is the buffer itself, handed over
         without a copy (h11, which reads it, takes any bytes-like object): the connection then
         holds no buffer until it receives again."""
@@ -194,10 +217,6 @@ class AnswerStream(httpcore.AsyncNetworkStream):
         """Bytes taken in from the connection since it opened (after TLS: decrypted bytes)."""
         return self._receiver.received
 
-    def reading_body(self) -> None:
-        """The client now reads this answer's body: reads may take up to what httpcore asks for."""
-        self._receiver.limit = None
-
     async def read(self, max_bytes: int,  # type: ignore[override]  # a bytearray too: h11 takes any bytes-like
                    timeout: float | None = None) -> bytes | bytearray:
         receiver = self._receiver
@@ -215,7 +234,7 @@ class AnswerStream(httpcore.AsyncNetworkStream):
         if not buffer:
             return
         receiver = self._receiver
-        receiver.limit = HEAD_BYTES  # a new request: its answer's headers first
+        receiver.expect_head()
         with _mapped({TimeoutError: httpcore.WriteTimeout, OSError: httpcore.WriteError}):
             if self._transport.is_closing():
                 raise httpcore.WriteError("the connection is closed")
@@ -295,11 +314,3 @@ def _set_options(transport: asyncio.Transport, options: Iterable[Any] | None) ->
     for option in options or ():
         if sock is not None:
             sock.setsockopt(*option)
-
-
-def reading_body(extensions: dict[str, Any]) -> None:
-    """The client reads the body of the answer whose httpcore ``extensions`` these are (an
-    ``httpx.Response.extensions``): its connection may now take it in (see the module)."""
-    stream = extensions.get("network_stream")
-    if isinstance(stream, AnswerStream):
-        stream.reading_body()

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from worker.providers.netio import HEAD_BYTES, AnswerBackend, AnswerStream, reading_body
+from worker.providers.netio import HEAD_BYTES, AnswerBackend, AnswerStream
 
 pytestmark = pytest.mark.anyio
 BODY = bytes(range(256)) * 8192  # 2 MiB
@@ -36,8 +36,10 @@ class Server:
     """HTTP/1.1 on 127.0.0.1: answers each request with ``body`` after ``delay`` seconds, keeps
     the connection alive unless ``close_after_answer``."""
 
-    def __init__(self, body: bytes = BODY, *, delay: float = 0.0, close_after_answer: bool = False) -> None:
+    def __init__(self, body: bytes = BODY, *, delay: float = 0.0, close_after_answer: bool = False,
+                 extra_header: bytes = b"") -> None:
         self.body, self.delay, self.close_after_answer = body, delay, close_after_answer
+        self.extra_header = extra_header
         self.connections = 0
         self.server: asyncio.Server | None = None
 
@@ -50,8 +52,8 @@ class Server:
                                if line.lower().startswith(b"content-length:")), 0)
                 await reader.readexactly(length)
                 await asyncio.sleep(self.delay)
-                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
-                             b"Content-Length: %d\r\n\r\n" % len(self.body))
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n%s"
+                             b"Content-Length: %d\r\n\r\n" % (self.extra_header, len(self.body)))
                 writer.write(self.body)
                 await writer.drain()
                 if self.close_after_answer:
@@ -103,9 +105,26 @@ async def test_until_its_body_is_read_an_answer_stays_in_the_socket(pool: httpco
             assert isinstance(stream, AnswerStream)
             await asyncio.sleep(0.2)  # the whole answer has reached the socket by now
             assert stream.received <= HEAD_BYTES
-            reading_body(response.extensions)
             body = b"".join([chunk async for chunk in response.aiter_stream()])
         assert body == BODY and stream.received > len(BODY)
+    finally:
+        await server.stop()
+
+
+async def test_a_head_longer_than_one_read_is_read_in_small_pieces_to_its_end(
+        pool: httpcore.AsyncConnectionPool) -> None:
+    padding = b"X-Padding: " + b"p" * (2 * HEAD_BYTES + 100) + b"\r\n"  # the blank line falls in a third read
+    server = Server(extra_header=padding)
+    port = await server.start()
+    try:
+        async with pool.stream("POST", f"http://127.0.0.1:{port}/v1", content=b"{}") as response:
+            stream = response.extensions["network_stream"]
+            assert isinstance(stream, AnswerStream)
+            await asyncio.sleep(0.2)
+            assert len(padding) < stream.received <= 3 * HEAD_BYTES
+            body = b"".join([chunk async for chunk in response.aiter_stream()])
+        assert body == BODY
+        assert await _get(pool, f"http://127.0.0.1:{port}/v1") == BODY  # the next answer's head: small again
     finally:
         await server.stop()
 
@@ -170,7 +189,6 @@ async def test_over_tls_the_answer_arrives_whole_and_an_untrusted_server_is_refu
                 stream = response.extensions["network_stream"]
                 assert isinstance(stream, AnswerStream) and stream.get_extra_info("ssl_object") is not None
                 assert stream.received <= HEAD_BYTES
-                reading_body(response.extensions)
                 body = b"".join([chunk async for chunk in response.aiter_stream()])
             assert body == BODY
             assert await _get(pool, f"https://localhost:{port}/v1") == BODY
