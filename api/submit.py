@@ -252,9 +252,8 @@ async def submit(
             # one statement, so one round trip on an autocommit connection: job, images, hold
             statement, params = ledger.submit_in_one(job, images, key=key, quote=quote, n=request.n,
                                                      model=quote.routes[0].model, dialect=session.get_bind().dialect)
-            async with state.reads() as alone:
-                if not (await statement.execute(alone, params)).scalar():
-                    raise ledger.refused_hold(key, quote, n=request.n)
+            if not (await statement.run_alone(state.engine, params)).scalar():
+                raise ledger.refused_hold(key, quote, n=request.n)
         else:
             for statement, params in jobs.insert_steps(job, images, dialect=session.get_bind().dialect):
                 await statement.execute(session, params)

@@ -18,6 +18,7 @@ from sqlalchemy import Engine, MetaData, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.util.concurrency import greenlet_spawn
 
 from core.sqlite_inline import inline_creator
 
@@ -149,6 +150,86 @@ def _cache_long_queries() -> None:
         _queries.MAX_CACHED_STATEMENT_LENGTH = PSYCOPG_CACHED_QUERY_BYTES
     if getattr(_queries, "MAX_CACHED_STATEMENT_PARAMS", PSYCOPG_CACHED_QUERY_PARAMS) < PSYCOPG_CACHED_QUERY_PARAMS:
         _queries.MAX_CACHED_STATEMENT_PARAMS = PSYCOPG_CACHED_QUERY_PARAMS
+
+
+class Rows:
+    """The rows of a statement run by :func:`run_alone` (named tuples: ``row.job_id``), with the
+    accessors of SQLAlchemy's results that its callers use."""
+
+    __slots__ = ("rows",)
+
+    def __init__(self, rows: list[Any]) -> None:
+        self.rows = rows
+
+    def all(self) -> list[Any]:
+        return self.rows
+
+    def one_or_none(self) -> Any:
+        if len(self.rows) > 1:
+            raise sqlalchemy.exc.MultipleResultsFound("Multiple rows were found when one or none was required")
+        return self.rows[0] if self.rows else None
+
+    def scalar(self) -> Any:
+        return self.rows[0][0] if self.rows else None
+
+    def scalar_one_or_none(self) -> Any:
+        row = self.one_or_none()
+        return None if row is None else row[0]
+
+
+async def run_alone(engine: AsyncEngine, sql: str, parameters: dict[str, Any]) -> Rows:
+    """Run one statement (its SQL text and its driver parameters, :class:`core.repo.binds.Prepared`)
+    on PostgreSQL on a connection of the engine's pool in autocommit mode: one round trip, the
+    statement is its own transaction. For the hot path's statements that do their work alone (the
+    submit, the worker's claim and record).
+
+    The statement goes to psycopg directly, not through a SQLAlchemy ``Connection`` and session:
+    their bookkeeping for one statement (checkout events, the execution context, the result) costs
+    some 0.2 ms of CPU, three times psycopg's own. What they do that matters is kept: a driver
+    error is raised as SQLAlchemy's (``OperationalError``, ``IntegrityError``, ... from
+    ``DBAPIError.instance``), a connection found dead invalidates the pool's connections opened
+    before it (as :data:`POOL_RECYCLE_S` describes), the connection goes back to the pool as it was
+    taken (autocommit off, no transaction; otherwise it is closed), and ``before_cursor_execute``
+    listeners hear of the statement (with no ``Connection``: tests and bench/roundtrips.py count
+    statements this way)."""
+    import psycopg
+    from psycopg.rows import namedtuple_row
+
+    sync_engine = engine.sync_engine
+    dialect = sync_engine.dialect
+
+    def translated(exc: psycopg.Error, fairy: Any) -> sqlalchemy.exc.StatementError:
+        dropped = fairy is not None and dialect.is_disconnect(exc, fairy.dbapi_connection, None)  # type: ignore[arg-type]
+        if dropped:
+            sync_engine.pool._invalidate(fairy, exc, _checkin=False)
+        return sqlalchemy.exc.DBAPIError.instance(
+            sql, parameters, exc, psycopg.Error, hide_parameters=sync_engine.hide_parameters,
+            connection_invalidated=dropped, dialect=dialect)
+
+    try:
+        fairy = await engine.raw_connection()
+    except psycopg.Error as exc:
+        raise translated(exc, None) from exc
+    connection: psycopg.AsyncConnection[Any] = fairy.driver_connection  # type: ignore[assignment]
+    clean = False
+    try:
+        await connection.set_autocommit(True)
+        try:
+            async with connection.cursor(row_factory=namedtuple_row) as cursor:
+                for listener in sync_engine.dispatch.before_cursor_execute:
+                    listener(None, cursor, sql, parameters, None, False)
+                await cursor.execute(sql, parameters)
+                rows = await cursor.fetchall() if cursor.description is not None else []
+        finally:
+            if not connection.broken and connection.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+                await connection.set_autocommit(False)
+                clean = True
+    except psycopg.Error as exc:
+        raise translated(exc, fairy) from exc
+    finally:
+        # back to the pool (its reset's rollback is no round trip on an idle connection), or closed
+        await greenlet_spawn(fairy.close if clean else fairy.invalidate)
+    return Rows(rows)
 
 
 def sync_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -8,7 +8,8 @@ transaction, after the caller's statement has locked the image rows, so the lock
 image rows, then the job row, then the key row (see :func:`core.repo.jobs.count_outcome`).
 
 The functions take an :class:`~sqlalchemy.ext.asyncio.AsyncSession`: the worker (on its event
-loop) and the API pass their own, so both execute the very same statements. :func:`settle_ended`
+loop) and the API pass their own, so both execute the very same statements (PostgreSQL's record of
+an outcome, :func:`record_outcome`, is one statement run alone on the engine). :func:`settle_ended`
 returns the job's terminal status when the images it counted ended the job, which the worker's
 event carries to waiting requests (``core/events.py``).
 """
@@ -24,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import CTE
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from core.billing import ledger
 from core.billing import repo as billing_repo
@@ -147,13 +148,14 @@ def _record_prepared(dialect: Dialect, value_columns: tuple[str, ...], ledger_ro
     return Prepared(jobs.recorded(counted, closed, *writes), dialect)
 
 
-async def record_outcome(session: AsyncSession, billing: JobBilling, image_id: str, *, attempt: int,
+async def record_outcome(engine: AsyncEngine, billing: JobBilling, image_id: str, *, attempt: int,
                          values: Mapping[str, Any], ended: Ended, now: datetime) -> tuple[bool, JobStatus | None]:
-    """PostgreSQL: run :func:`record_statement`; whether the attempt still owned the image, and the
-    job's terminal status if this outcome ended the job."""
+    """PostgreSQL: run :func:`record_statement` alone (one round trip, its own transaction);
+    whether the attempt still owned the image, and the job's terminal status if this outcome ended
+    the job."""
     statement, params = record_statement(billing, image_id, attempt=attempt, values=values, ended=ended, now=now,
-                                         dialect=session.get_bind().dialect)
-    row = (await statement.execute(session, params)).one_or_none()
+                                         dialect=engine.dialect)
+    row = (await statement.run_alone(engine, params)).one_or_none()
     if row is None:
         return False, None
     return True, JobStatus(row.status) if row.closed else None

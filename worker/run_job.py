@@ -51,7 +51,7 @@ from core import logcontext, metrics, settlement
 from core.billing import ledger
 from core.billing.ledger import Charge, JobBilling
 from core.circuit import guarded, route_key
-from core.db import is_sqlite, transaction
+from core.db import transaction
 from core.errors import GatewayError, ServiceUnavailableError, UpstreamError
 from core.generation import AppliedParams, GenerationRequest, ProviderImage
 from core.imaging import load_codecs, transcode
@@ -160,10 +160,12 @@ async def prepare(runtime: WorkerRuntime, *, connections: int = 4) -> None:
     load_codecs()
 
     async def claim_nothing() -> None:
+        now, lease, max_attempts = utcnow(), settings.image_lease_s, settings.image_max_attempts
+        if runtime.postgres:
+            await _claim_alone(runtime, "img_prepare", now=now, lease_s=lease, max_attempts=max_attempts)
+            return
         async with runtime.sessions() as session:
-            await _claim_one(session, "img_prepare", now=utcnow(), lease_s=settings.image_lease_s,
-                             max_attempts=settings.image_max_attempts,
-                             sqlite=is_sqlite(settings.resolved_database_url))
+            await _claim_one(session, "img_prepare", now=now, lease_s=lease, max_attempts=max_attempts)
             await session.rollback()
 
     await asyncio.gather(*(claim_nothing() for _ in range(max(1, min(settings.db_pool_size, connections)))))
@@ -179,9 +181,7 @@ async def _claim(runtime: WorkerRuntime, image_id: str) -> Attempt | str:
         # one statement, one round trip (no transaction around it); a call group's siblings are
         # claimed next, in a transaction of their own (a worker dying in between leaves them
         # queued for the sweeper, as it would leave any image)
-        async with runtime.statements() as session:
-            found = await _claim_one(session, image_id, now=now, lease_s=lease, max_attempts=max_attempts,
-                                     sqlite=False)
+        found = await _claim_alone(runtime, image_id, now=now, lease_s=lease, max_attempts=max_attempts)
         if found is not None:
             job_id, claimed, row = found
 
@@ -198,7 +198,7 @@ async def _claim(runtime: WorkerRuntime, image_id: str) -> Attempt | str:
             return await _start(claim_siblings, claimed, job_id, row, now=now)
     async with transaction(runtime.sessions) as session:
         found = None if runtime.postgres else await _claim_one(session, image_id, now=now, lease_s=lease,
-                                                               max_attempts=max_attempts, sqlite=True)
+                                                               max_attempts=max_attempts)
         if found is not None:
             # committed as the block ends, before anything is sent upstream
             job_id, claimed, row = found
@@ -213,16 +213,23 @@ async def _claim(runtime: WorkerRuntime, image_id: str) -> Attempt | str:
     return "failed"
 
 
-async def _claim_one(session: AsyncSession, image_id: str, *, now: datetime, lease_s: float, max_attempts: int,
-                     sqlite: bool) -> tuple[str, Claimed, Row[Any]] | None:
-    """Claim the image and mark its job running: its job id, the claim, and the job's
+async def _claim_alone(runtime: WorkerRuntime, image_id: str, *, now: datetime, lease_s: float,
+                       max_attempts: int) -> tuple[str, Claimed, Any] | None:
+    """PostgreSQL: claim the image and mark its job running in one statement on a connection of
+    its own (:func:`core.repo.jobs.claim_with_context`): its job id, the claim, and the job's
     :func:`core.repo.jobs.run_context`; None if the image is not claimable."""
-    if not sqlite:
-        statement, params = jobs.claim_with_context(image_id, now=now, lease_s=lease_s, max_attempts=max_attempts,
-                                                    dialect=session.get_bind().dialect)
-        row = (await statement.execute(session, params)).one_or_none()
-        return None if row is None else (row.job_id, Claimed(image_id, row.image_index, row.attempt), row)
-    # SQLite has no data-modifying CTE: the same steps, one statement each
+    statement, params = jobs.claim_with_context(image_id, now=now, lease_s=lease_s, max_attempts=max_attempts,
+                                                dialect=runtime.engine.dialect)
+    row = (await statement.run_alone(runtime.engine, params)).one_or_none()
+    return None if row is None else (row.job_id, Claimed(image_id, row.image_index, row.attempt), row)
+
+
+async def _claim_one(session: AsyncSession, image_id: str, *, now: datetime, lease_s: float,
+                     max_attempts: int) -> tuple[str, Claimed, Row[Any]] | None:
+    """SQLite: claim the image and mark its job running (the steps of PostgreSQL's one
+    statement, :func:`core.repo.jobs.claim_with_context`, one statement each: SQLite has no
+    data-modifying CTE): its job id, the claim, and the job's :func:`core.repo.jobs.run_context`;
+    None if the image is not claimable."""
     claim, start, params = jobs.claim_steps(image_id, now=now, lease_s=lease_s, max_attempts=max_attempts,
                                             dialect=session.get_bind().dialect)
     first = (await claim.execute(session, params)).one_or_none()
@@ -416,10 +423,9 @@ async def _record_once(runtime: WorkerRuntime, attempt: Attempt, claimed: Claime
     (recorded already) from a lease another attempt took over."""
     status = ImageStatus(values["status"])
     if runtime.postgres:
-        async with runtime.statements() as session:
-            owned, ended = await settlement.record_outcome(
-                session, attempt.billing, claimed.image_id, attempt=claimed.attempt, values=values,
-                ended=Ended.of(claimed.image_id, values, charge), now=now)
+        owned, ended = await settlement.record_outcome(
+            runtime.engine, attempt.billing, claimed.image_id, attempt=claimed.attempt, values=values,
+            ended=Ended.of(claimed.image_id, values, charge), now=now)
         if owned:
             _count(attempt, claimed, status, values, charge, ended, now=now)
             return Recorded(status.value, ended)

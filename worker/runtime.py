@@ -80,13 +80,6 @@ class WorkerRuntime:
         )
 
     @cached_property
-    def statements(self) -> async_sessionmaker[AsyncSession]:
-        """Sessions whose connections autocommit, for work done in one statement (PostgreSQL's
-        claim and record, :mod:`core.settlement`): the statement alone, one round trip, without
-        a BEGIN before it and a COMMIT after."""
-        return async_session_factory(self.engine.execution_options(isolation_level="AUTOCOMMIT"))
-
-    @cached_property
     def postgres(self) -> bool:
         return not is_sqlite(self.settings.resolved_database_url)
 

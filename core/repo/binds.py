@@ -15,9 +15,11 @@ from typing import Any
 
 from sqlalchemy import BindParameter, ClauseElement, Result, bindparam, literal
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import TypeEngine
+
+from core.db import Rows, run_alone
 
 
 def bound(value: Any, type_: TypeEngine[Any]) -> BindParameter[Any]:
@@ -62,3 +64,9 @@ class Prepared:
     async def execute(self, session: AsyncSession, values: Mapping[str, Any]) -> Result[Any]:
         connection = await session.connection()
         return await connection.exec_driver_sql(self.sql, self.parameters(values))
+
+    async def run_alone(self, engine: AsyncEngine, values: Mapping[str, Any]) -> Rows:
+        """Run on PostgreSQL as a transaction of its own, in one round trip (:func:`core.db.run_alone`)."""
+        parameters = self.parameters(values)
+        assert isinstance(parameters, dict), "run_alone is for PostgreSQL's named parameters"
+        return await run_alone(engine, self.sql, parameters)

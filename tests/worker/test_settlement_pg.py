@@ -226,9 +226,8 @@ async def _record(runtime: WorkerRuntime, billing: JobBilling, image_id: str, *,
         charge = None
         values = {"status": ImageStatus.FAILED, "error_code": "moderation_blocked", "error_message": "blocked",
                   "finished_at": now, "lease_until": None}
-    async with runtime.statements() as session:
-        return await record_outcome(session, billing, image_id, attempt=attempt, values=values,
-                                    ended=Ended.of(image_id, values, charge), now=now)
+    return await record_outcome(runtime.engine, billing, image_id, attempt=attempt, values=values,
+                                ended=Ended.of(image_id, values, charge), now=now)
 
 
 async def test_one_statement_records_settles_and_closes_the_job(runtime: WorkerRuntime) -> None:
