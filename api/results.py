@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 import pybase64
-from sqlalchemy import Row
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api.splice import Splice
@@ -50,14 +48,8 @@ async def get_images(session: AsyncSession, job_id: str) -> list[JobImage]:
 async def read_job(state: AppState, job_id: str, *, key: ApiKey | None = None) -> tuple[Job, list[JobImage]] | None:
     """The job and its images in one read without a transaction, if it exists (and ``key``, when
     given, made it)."""
-    async def read() -> Sequence[Row[Job, JobImage]]:
-        async with state.reads() as session:
-            return (await session.execute(jobs.with_images(job_id, key_id=key.id if key else None))).all()
-
-    rows = await retry_dropped(read)
-    if not rows:
-        return None
-    return rows[0][0], [image for _, image in rows if image is not None]
+    read = jobs.job_read(state.engine.dialect, keyed=key is not None)
+    return await retry_dropped(lambda: read.run(state.engine, state.reads, job_id, key.id if key else None))
 
 
 async def read_owned_job(state: AppState, job_id: str, key: ApiKey) -> tuple[Job, list[JobImage]]:

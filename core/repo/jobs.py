@@ -38,7 +38,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from sqlalchemy.sql.dml import ReturningUpdate, Update
 from sqlalchemy.sql.elements import BindParameter
 
@@ -135,14 +135,66 @@ def forget_idempotency_key(job_id: str) -> Update:
     return update(Job).where(Job.id == job_id).values(idempotency_key=None)
 
 
-def with_images(job_id: str, *, key_id: str | None = None) -> Select[Job, JobImage]:
-    """The job and its images in one query (one row per image, in order; the job alone, with
-    None, when it has none), if ``key_id`` (when given) made it."""
-    query = (select(Job, JobImage).outerjoin(JobImage, JobImage.job_id == Job.id).where(Job.id == job_id)
-             .order_by(JobImage.index))
-    if key_id is not None:
-        query = query.where(Job.api_key_id == key_id)
-    return query
+class JobRead:
+    """The job and its images in one query (one row per image, in order; the job alone when it has
+    none), if the key ``key_id`` (when the read is ``keyed``) made it: compiled once per dialect
+    (:class:`Prepared`), its rows made into :class:`Job` and :class:`JobImage` instances here,
+    without the ORM's query machinery (three times the CPU for this read of every answer). The
+    instances belong to no session (as those of a closed session): their relationships are not
+    loaded."""
+
+    def __init__(self, dialect: Dialect, *, keyed: bool) -> None:
+        self.job_attributes = _attributes(Job)
+        self.image_attributes = _attributes(JobImage)
+        columns = [column for _, column in self.job_attributes]
+        columns += [column.label(f"image_{column.name}") for _, column in self.image_attributes]
+        query = (select(*columns).outerjoin(JobImage, JobImage.job_id == Job.id)
+                 .where(Job.id == bindparam("job_id", type_=String())).order_by(JobImage.index))
+        if keyed:
+            query = query.where(Job.api_key_id == bindparam("key_id", type_=String()))
+        self.prepared = Prepared(query, dialect)
+        # what the ORM would apply to each value (UTC datetimes, SQLite's text dates and JSON)
+        self.processors = [column.type.dialect_impl(dialect).result_processor(dialect, None) for column in columns]
+
+    async def run(self, engine: AsyncEngine, reads: async_sessionmaker[AsyncSession], job_id: str,
+                  key_id: str | None = None) -> tuple[Job, list[JobImage]] | None:
+        """Read the job: on PostgreSQL alone on a connection (:func:`core.db.run_alone`), on
+        SQLite in a session of ``reads``."""
+        parameters = {"job_id": job_id} if key_id is None else {"job_id": job_id, "key_id": key_id}
+        rows: Sequence[Sequence[Any]]
+        if engine.dialect.name == "postgresql":
+            rows = (await self.prepared.run_alone(engine, parameters)).all()
+        else:
+            async with reads() as session:
+                rows = (await self.prepared.execute(session, parameters)).all()
+        return self.entities(rows)
+
+    def entities(self, rows: Sequence[Sequence[Any]]) -> tuple[Job, list[JobImage]] | None:
+        if not rows:
+            return None
+        processors, width = self.processors, len(self.job_attributes)
+        images: list[JobImage] = []
+        job: Job | None = None
+        for row in rows:
+            values = [value if process is None or value is None else process(value)
+                      for process, value in zip(processors, row, strict=True)]
+            if job is None:
+                job = Job(**{name: value for (name, _), value in zip(self.job_attributes, values, strict=False)})
+            if values[width] is not None:  # the image's id: None when the job has no image
+                images.append(JobImage(**{name: value for (name, _), value
+                                          in zip(self.image_attributes, values[width:], strict=True)}))
+        assert job is not None
+        return job, images
+
+
+@functools.lru_cache(maxsize=8)
+def job_read(dialect: Dialect, *, keyed: bool) -> JobRead:
+    return JobRead(dialect, keyed=keyed)
+
+
+def _attributes(model: type[Job] | type[JobImage]) -> list[tuple[str, Any]]:
+    """The mapped attributes of a table's columns, in the table's order: (name, column)."""
+    return [(attribute.key, attribute.columns[0]) for attribute in model.__mapper__.column_attrs]
 
 
 def status_of(job_id: str) -> Select[str]:
