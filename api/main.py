@@ -33,6 +33,7 @@ from core.circuit_redis import open_circuits
 from core.config import Settings, get_settings
 from core.db import async_session_factory, settings_engine
 from core.events import InProcessEventBus
+from core.memory import keep_freed_memory
 from core.queue import RETENTION_TASK
 from core.routing import load_for_settings
 from core.signing import load_or_create_signing_key
@@ -68,6 +69,7 @@ def create_app(
     distributed mode passes nothing and talks to Redis."""
     if event_bus is None and settings.redis_url is None:
         raise ValueError("embedded mode (no IMAGEGATE_REDIS_URL) needs the in-process event bus")
+    keep_freed_memory(settings.malloc_keep_mb)  # this process moves megabyte images (core/memory.py)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -118,6 +118,10 @@ class Settings(BaseSettings):
     """Upstream answers a worker process holds in memory at once, from the moment one is read
     until its images are stored and recorded (the others wait in their sockets): bounds the
     memory of many answers arriving together."""
+    malloc_keep_mb: int = Field(256, ge=0, validation_alias=_env("MALLOC_KEEP_MB"))
+    """Freed memory (MiB) each API and worker process keeps for the next images instead of handing
+    it back to the system, which would fault each page in again (glibc's malloc, core/memory.py);
+    0 leaves glibc's defaults."""
     circuit_failures: int = Field(5, ge=1, validation_alias=_env("CIRCUIT_FAILURES"))
     """Consecutive route failures (5xx, timeouts, connection errors, 429s, each after its retries)
     that open an upstream route's circuit; see core/circuit.py."""

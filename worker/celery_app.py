@@ -15,6 +15,7 @@ from prometheus_client import start_http_server
 
 from core import metrics
 from core.config import Settings
+from core.memory import keep_freed_memory
 from core.queue import celery_config
 from worker.pool import AsyncioPool, register_loop_closer, register_loop_opener, run_on_loop
 from worker.run_job import prepare
@@ -70,6 +71,7 @@ def run_worker(app: Celery, runtime: WorkerRuntime, hostname: str | None, *, bea
     worker also runs Celery beat, which sends the periodic tasks (the retention clean-up); one
     worker of a deployment is enough (a second one's passes are harmless)."""
     settings = runtime.settings
+    keep_freed_memory(settings.malloc_keep_mb)  # this process moves megabyte images (core/memory.py)
     extra: dict[str, Any] = {}
     if beat:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
