@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import BindParameter, ClauseElement, Result, bindparam, literal
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import InvalidRequestError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.types import TypeEngine
@@ -46,17 +47,33 @@ class Prepared:
         assert isinstance(compiled, SQLCompiler)
         self.compiled = compiled
         self.sql = compiled.string
-        self._processors: dict[str, Any] = dict(compiled._bind_processors)
+        processors: dict[str, Any] = dict(compiled._bind_processors)
         self._positions: tuple[str, ...] | None = tuple(compiled.positiontup or ()) if compiled.positional else None
         """The parameters' names in order, for a driver whose placeholders are positional (SQLite's
         ``?``); None for named ones (psycopg's ``%(name)s``)."""
+        escaped: dict[str, str] = {} if compiled.positional else (compiled.escaped_bind_names or {})
+        self._binds = tuple((escaped.get(name, name), bind.key, name, bind, processors.get(name))
+                            for bind, name in compiled.bind_names.items())
+        """What SQLAlchemy's execution goes through for each run (``construct_params``, then each
+        bind processor, then the driver's names: sqlalchemy/engine/default.py,
+        ``_init_compiled``), worked out once: each parameter's name for the driver, the keys its
+        value is given by, the parameter (for its literal value) and its bind processor."""
 
     def parameters(self, values: Mapping[str, Any]) -> dict[str, Any] | tuple[Any, ...]:
         """Every parameter of the statement (its literals included), processed for the driver, by
-        name or in order as its placeholders are; a missing value raises."""
-        built = self.compiled.construct_params(dict(values)) or {}
-        processors = self._processors
-        named = {name: processors[name](value) if name in processors else value for name, value in built.items()}
+        name or in order as its placeholders are; a missing value raises (as SQLAlchemy's
+        ``construct_params`` does, which this is without its per-run bookkeeping)."""
+        named: dict[str, Any] = {}
+        for out, key, name, bind, process in self._binds:
+            if key in values:
+                value = values[key]
+            elif name in values:
+                value = values[name]
+            elif bind.required:
+                raise InvalidRequestError(f"A value is required for bind parameter {bind.key!r}", code="cd3x")
+            else:
+                value = bind.effective_value if bind.callable else bind.value
+            named[out] = value if process is None else process(value)
         if self._positions is None:
             return named
         return tuple(named[name] for name in self._positions)
