@@ -131,19 +131,24 @@ async def run_image(runtime: WorkerRuntime, image_id: str) -> str:
 
 async def _run(runtime: WorkerRuntime, image_id: str, attempt: Attempt) -> str:
     results: dict[str, Recorded] = {}
-    await runtime.events.publish(attempt.job_id)  # its images started: followers of the job's events hear it
-    # an answer read stays counted among the answers in memory until its images are recorded
-    with runtime.leases.holding((c.image_id, c.attempt) for c in attempt.images), holding_answers():
-        started = time.monotonic()
-        metrics.IN_FLIGHT.inc(len(attempt.images))
-        try:
-            outcomes = await _outcomes(runtime, attempt)
-        finally:
-            metrics.IN_FLIGHT.dec(len(attempt.images))
-        latency_ms = int((time.monotonic() - started) * 1000)
-        for c in attempt.images:
-            results[c.image_id] = await _record(runtime, attempt, c, outcomes[c.index], latency_ms)
-            runtime.leases.release(c.image_id, c.attempt)
+    # its images started: followers of the job's events hear it while the upstream call goes out
+    # (not before: a round trip to Redis), and before any later event of the job
+    started_event = asyncio.ensure_future(runtime.events.publish(attempt.job_id))
+    try:
+        # an answer read stays counted among the answers in memory until its images are recorded
+        with runtime.leases.holding((c.image_id, c.attempt) for c in attempt.images), holding_answers():
+            started = time.monotonic()
+            metrics.IN_FLIGHT.inc(len(attempt.images))
+            try:
+                outcomes = await _outcomes(runtime, attempt)
+            finally:
+                metrics.IN_FLIGHT.dec(len(attempt.images))
+            latency_ms = int((time.monotonic() - started) * 1000)
+            for c in attempt.images:
+                results[c.image_id] = await _record(runtime, attempt, c, outcomes[c.index], latency_ms)
+                runtime.leases.release(c.image_id, c.attempt)
+    finally:
+        await started_event  # it never raises: a publisher logs what Redis refused
     if any(r.result in ("succeeded", "failed") for r in results.values()):
         ended = next((r.ended for r in results.values() if r.ended is not None), None)
         await runtime.events.publish(attempt.job_id, ended)

@@ -4,6 +4,8 @@ Also the sweeper's requeue_orphans statement."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
@@ -20,6 +22,7 @@ from core.errors import (
     UpstreamOverloadedError,
     UpstreamTimeoutError,
 )
+from core.events import InProcessEventBus
 from core.generation import InputImage, ProviderImage
 from core.jobs import ImageStatus, JobStatus
 from core.models import Job, JobImage
@@ -763,3 +766,49 @@ async def test_the_whole_chain_is_walked_when_the_model_itself_is_not_configured
     assert [c.applied.model for c in gateway.calls] == ["gateway/gemini-3-pro-image"]
     assert outcome == "succeeded"
     assert image_row(rt, image_id).model == "gateway/gemini-3-pro-image"
+
+
+# -- events ------------------------------------------------------------------------------------
+
+
+class SlowToAnnounce:
+    """An event bus whose first event (an image's start) is heard only once the image's upstream
+    call has gone out: a worker that waited for that event before calling upstream would wait
+    until ``patience`` runs out."""
+
+    def __init__(self, bus: InProcessEventBus, called: asyncio.Event, *, patience: float = 10.0) -> None:
+        self.bus, self.called, self.patience = bus, called, patience
+        self.heard: list[tuple[str, str | None, bool]] = []  # job, ended, whether the call had gone out
+
+    async def publish(self, job_id: str, ended: str | None = None) -> None:
+        if not self.heard:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.called.wait(), self.patience)
+        self.heard.append((job_id, ended, self.called.is_set()))
+        self.bus.notify(job_id, ended)
+
+    async def publish_partial(self, partial: object) -> None:
+        raise AssertionError("no partial images here")
+
+
+async def test_the_upstream_call_does_not_wait_for_the_start_event_and_the_end_comes_after_it(
+    runtime: WorkerRuntime,
+) -> None:
+    called = asyncio.Event()
+    demo = runtime.providers.get("demo")
+
+    class Announcing:
+        name = demo.name
+
+        async def generate(self, call: ProviderCall) -> list[ProviderImage]:
+            called.set()
+            return await demo.generate(call)
+
+    assert isinstance(runtime.events, InProcessEventBus)
+    events = SlowToAnnounce(runtime.events, called)
+    rt = replace(runtime, events=events, providers=ProviderRegistry({"demo": Announcing()}))  # type: ignore[dict-item]
+    job_id, [image_id] = new_job(rt)
+
+    assert await asyncio.wait_for(run_image(rt, image_id), 30) == "succeeded"
+
+    assert events.heard == [(job_id, None, True), (job_id, JobStatus.SUCCEEDED.value, True)]
