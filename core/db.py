@@ -201,6 +201,8 @@ async def run_alone(engine: AsyncEngine, sql: str, parameters: dict[str, Any]) -
     def translated(exc: psycopg.Error, fairy: Any) -> sqlalchemy.exc.StatementError:
         dropped = fairy is not None and dialect.is_disconnect(exc, fairy.dbapi_connection, None)  # type: ignore[arg-type]
         if dropped:
+            # what SQLAlchemy's Connection does on a disconnect (Connection._handle_dbapi_exception):
+            # every connection of the pool opened before this failure is replaced on its next checkout
             sync_engine.pool._invalidate(fairy, exc, _checkin=False)
         return sqlalchemy.exc.DBAPIError.instance(
             sql, parameters, exc, psycopg.Error, hide_parameters=sync_engine.hide_parameters,
