@@ -248,12 +248,13 @@ async def submit(
     images = [{"id": image_id, "job_id": job_id, "index": i, "status": ImageStatus.QUEUED, "attempts": 0,
                "enqueued_at": now} for i, image_id in enumerate(image_ids)]
     try:
-        if not inputs and key.monthly_budget_micros is None and session.get_bind().dialect.name == "postgresql":
+        if not inputs and session.get_bind().dialect.name == "postgresql":
             # one statement, so one round trip on an autocommit connection: job, images, hold
             statement, params = ledger.submit_in_one(job, images, key=key, quote=quote, n=request.n,
                                                      model=quote.routes[0].model, dialect=session.get_bind().dialect)
             if not (await statement.run_alone(state.engine, params)).scalar():
-                raise ledger.refused_hold(key, quote, n=request.n)
+                async with state.reads() as alone:
+                    raise await ledger.refused_hold(alone, key.id, quote.per_image_micros * request.n)
         else:
             for statement, params in jobs.insert_steps(job, images, dialect=session.get_bind().dialect):
                 await statement.execute(session, params)

@@ -139,7 +139,8 @@ def _record_prepared(dialect: Dialect, value_columns: tuple[str, ...], ledger_ro
     writes: list[CTE] = [billing_repo.insert_rows_if(rows, image).cte("ledger_rows")]
     if moves:
         writes.append(billing_repo.adjust_committed_if(param("key_id"), param("delta"), image,
-                                                        charged=param("charged") if charged else 0).cte("key_row"))
+                                                        charged=param("charged") if charged else 0,
+                                                        month=param("month") if charged else None).cte("key_row"))
     if periods:
         writes.append(billing_repo.add_spend_if(param("key_id"), [param(f"period{i}") for i in range(periods)],
                                                 param("charged"), image).cte("spend"))

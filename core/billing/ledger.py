@@ -150,24 +150,21 @@ async def take_hold(session: AsyncSession, *, key: ApiKey, job_id: str, quote: Q
     """Reserve ``n`` images' hold within the key's budgets and append the hold row (the caller
     commits). Raises QuotaExceededError when the hold does not fit the total or monthly budget."""
     total = quote.per_image_micros * n
+    month = month_of(utcnow())
     hold = repo.row(kind=LedgerKind.HOLD, key_id=key.id, job_id=job_id, amount=total, model=model,
                     pricing=quote.pricing.as_json())
     held = False
     if total > 0 and session.get_bind().dialect.name == "postgresql":
         # one round trip: the reserve and the hold row in one statement
-        reserved = (await session.execute(repo.reserve_and_insert(key.id, total, hold))).scalar_one_or_none()
+        reserved = (await session.execute(repo.reserve_and_insert(key.id, total, month, hold))).scalar_one_or_none()
         held = True
-    elif total > 0 or key.budget_micros is not None:
+    elif total > 0 or key.budget_micros is not None or key.monthly_budget_micros is not None:
         reserved = (await _reserve_prepared(session.get_bind().dialect).execute(
-            session, {"key_id": key.id, "amount": total})).scalar_one_or_none()
+            session, {"key_id": key.id, "amount": total, "month": month})).scalar_one_or_none()
     else:
         reserved = 0
     if reserved is None:
-        raise _over_budget("budget", key.budget_micros, total)
-    # the reserve above holds the key's row lock: concurrent submits of this key wait here
-    monthly = key.monthly_budget_micros
-    if monthly is not None and await _month_spend(session, key.id, utcnow()) > monthly:
-        raise _over_budget("monthly budget", monthly, total)
+        raise await refused_hold(session, key.id, total)
     if total > 0 and not held:
         await _rows_prepared(session.get_bind().dialect, (tuple(hold),)).execute(
             session, {f"r0_{name}": value for name, value in hold.items()})
@@ -175,7 +172,7 @@ async def take_hold(session: AsyncSession, *, key: ApiKey, job_id: str, quote: Q
 
 @functools.lru_cache(maxsize=8)
 def _reserve_prepared(dialect: Dialect) -> Prepared:
-    return Prepared(repo.reserve(param("key_id"), param("amount")), dialect)
+    return Prepared(repo.reserve(param("key_id"), param("amount"), param("month")), dialect)
 
 
 @functools.lru_cache(maxsize=64)
@@ -191,20 +188,17 @@ def submit_in_one(job: dict[str, Any], images: list[dict[str, Any]], *, key: Api
     """PostgreSQL: a submit in one statement (:func:`core.repo.jobs.submit_statement`): the job,
     its images and, when there is a hold or a budget, the key's reserve (no job is inserted when
     the hold does not fit the budget: the statement then counts 0) and the hold row. Built and
-    compiled once per shape; given here with its parameters. A key with a monthly budget is not
-    held this way (:func:`take_hold` reads its month's spend after the reserve)."""
-    if key.monthly_budget_micros is not None:
-        raise ValueError("a monthly budget is checked by take_hold")
+    compiled once per shape; given here with its parameters."""
     job = jobs.with_defaults(Job, job)
     images = [jobs.with_defaults(JobImage, image) for image in images]
     params: dict[str, Any] = {f"j_{name}": value for name, value in job.items()}
     for i, image in enumerate(images):
         params.update({f"i{i}_{name}": value for name, value in image.items()})
     total = quote.per_image_micros * n
-    reserve = total > 0 or key.budget_micros is not None
+    reserve = total > 0 or key.budget_micros is not None or key.monthly_budget_micros is not None
     hold_columns: tuple[str, ...] = ()
     if reserve:
-        params.update(key_id=key.id, amount=total)
+        params.update(key_id=key.id, amount=total, month=month_of(job["created_at"]))
     if total > 0:
         hold = repo.row(kind=LedgerKind.HOLD, key_id=key.id, job_id=job["id"], amount=total, model=model,
                         pricing=quote.pricing.as_json())
@@ -216,7 +210,7 @@ def submit_in_one(job: dict[str, Any], images: list[dict[str, Any]], *, key: Api
 @functools.lru_cache(maxsize=128)
 def _submit_prepared(dialect: Dialect, job_columns: tuple[str, ...], image_columns: tuple[str, ...], n: int,
                      reserve: bool, hold_columns: tuple[str, ...]) -> Prepared:
-    guard = repo.reserve(param("key_id"), param("amount")).cte("reserved") if reserve else None
+    guard = repo.reserve(param("key_id"), param("amount"), param("month")).cte("reserved") if reserve else None
     writes = []
     if hold_columns and guard is not None:
         writes.append(repo.insert_rows_if([{name: param(f"h_{name}") for name in hold_columns}], guard).cte("hold"))
@@ -226,15 +220,13 @@ def _submit_prepared(dialect: Dialect, job_columns: tuple[str, ...], image_colum
     return Prepared(statement, dialect)
 
 
-def refused_hold(key: ApiKey, quote: Quote, *, n: int) -> QuotaExceededError:
-    """The error of a hold the key's budget refused."""
-    return _over_budget("budget", key.budget_micros, quote.per_image_micros * n)
-
-
-async def _month_spend(session: AsyncSession, key_id: str, now: datetime) -> int:
-    """This month's charges plus every hold still open (the new hold included)."""
-    charges_month = int(await session.scalar(repo.spend_in(key_id, [month_of(now)])) or 0)
-    return charges_month + int(await session.scalar(repo.open_holds(key_id)) or 0)
+async def refused_hold(session: AsyncSession, key_id: str, needed: int) -> QuotaExceededError:
+    """The error of a hold of ``needed`` the key's budgets refused, naming the budget it did not
+    fit (read again: the refusal is decided on the key's row, not on the key as authenticated)."""
+    row = (await session.execute(repo.budget_counters(key_id))).one()
+    if row.budget_micros is not None and row.committed_micros + needed > row.budget_micros:
+        return _over_budget("budget", row.budget_micros, needed)
+    return _over_budget("monthly budget", row.monthly_budget_micros, needed)
 
 
 def _over_budget(which: str, limit: int | None, needed: int) -> QuotaExceededError:
@@ -315,6 +307,8 @@ class Settlement:
     committed_delta: int
     charged: int
     periods: list[str]
+    month: str | None = None
+    """The UTC month its charge counts in, on the key's row (one of ``periods``)."""
 
     def shape(self) -> tuple[tuple[tuple[str, ...], ...], bool, bool, int]:
         """What its statements' form depends on: the ledger rows' columns, whether the key's
@@ -342,7 +336,7 @@ def settlement_of(billing: JobBilling, image_id: str, *, charge: Charge | None, 
                              image_id=image_id, amount=-billing.hold_per_image, model=model, **image))
     now = utcnow()
     return Settlement(rows=rows, committed_delta=billed - billing.hold_per_image, charged=billed,
-                      periods=[day_of(now), month_of(now)] if billed else [])
+                      periods=[day_of(now), month_of(now)] if billed else [], month=month_of(now) if billed else None)
 
 
 def settle_image(billing: JobBilling, image_id: str, *, charge: Charge | None, model: str | None,
@@ -362,6 +356,8 @@ def settlement_params(billing: JobBilling, settled: Settlement) -> dict[str, Any
     record of core/settlement.py): ``r<i>_<column>`` for each ledger row, ``period<i>`` for each
     spend counter, ``key_id``, ``delta`` (the committed spend's move) and ``charged``."""
     params: dict[str, Any] = {"key_id": billing.key_id, "delta": settled.committed_delta, "charged": settled.charged}
+    if settled.charged:
+        params["month"] = settled.month
     for i, row in enumerate(settled.rows):
         params.update({f"r{i}_{name}": value for name, value in row.items()})
     for i, period in enumerate(settled.periods):
@@ -375,7 +371,8 @@ def _settle_prepared(dialect: Dialect, ledger_rows: tuple[tuple[str, ...], ...],
     statements = [_rows_prepared(dialect, ledger_rows)]
     if moves:
         statements.append(Prepared(repo.adjust_committed(param("key_id"), param("delta"),
-                                                         charged=param("charged") if charged else 0), dialect))
+                                                         charged=param("charged") if charged else 0,
+                                                         month=param("month") if charged else None), dialect))
     if periods:
         statements.append(Prepared(repo.add_spend(param("key_id"), [param(f"period{i}") for i in range(periods)],
                                                   param("charged"), dialect=dialect.name), dialect))

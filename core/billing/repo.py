@@ -56,24 +56,31 @@ def insert_rows(rows: list[dict[str, Any]]) -> Insert:
     return insert(LedgerEntry).values(rows)
 
 
-def reserve(key_id: Any, amount: Any) -> ReturningUpdate[int]:
-    """Add ``amount`` to the key's committed spend if it stays within the key's budget; returns the
-    new committed spend, or no row when the budget would be exceeded. The update takes the key's
-    row lock: concurrent submits of one key are serialised here and cannot overspend."""
+def reserve(key_id: Any, amount: Any, month: Any) -> ReturningUpdate[int]:
+    """Add ``amount`` to the key's committed spend if it stays within the key's budget and its
+    monthly budget (this month's charges plus its open holds, the new one included: ``month`` is
+    the UTC month of the request, ``2026-12``); returns the new committed spend, or no row when a
+    budget would be exceeded. The update takes the key's row lock: concurrent submits of one key
+    are serialised here and cannot overspend, and every value the condition reads is on that row
+    (PostgreSQL re-reads it once the lock is granted)."""
+    month_charged = case((ApiKey.charged_month == month, ApiKey.month_charged_micros), else_=0)
     return (
         update(ApiKey)
         .where(ApiKey.id == key_id,
-               or_(ApiKey.budget_micros.is_(None), ApiKey.committed_micros + amount <= ApiKey.budget_micros))
+               or_(ApiKey.budget_micros.is_(None), ApiKey.committed_micros + amount <= ApiKey.budget_micros),
+               or_(ApiKey.monthly_budget_micros.is_(None),
+                   ApiKey.committed_micros + amount - ApiKey.charged_micros + month_charged
+                   <= ApiKey.monthly_budget_micros))
         .values(committed_micros=ApiKey.committed_micros + amount)
         .returning(ApiKey.committed_micros)
     )
 
 
-def reserve_and_insert(key_id: str, amount: int, hold: dict[str, Any]) -> Insert:
+def reserve_and_insert(key_id: str, amount: int, month: str, hold: dict[str, Any]) -> Insert:
     """PostgreSQL: :func:`reserve` and the hold row ``hold`` (from :func:`row`) in one statement,
     a data-modifying CTE: the row is inserted only if the reserve took. Returns the row's id, or
-    no row when the budget would be exceeded."""
-    return insert_rows_if([hold], reserve(key_id, amount).cte("reserved")).returning(LedgerEntry.id)
+    no row when a budget would be exceeded."""
+    return insert_rows_if([hold], reserve(key_id, amount, month).cte("reserved")).returning(LedgerEntry.id)
 
 
 def insert_rows_if(rows: list[dict[str, Any]], guard: CTE) -> Insert:
@@ -85,10 +92,11 @@ def insert_rows_if(rows: list[dict[str, Any]], guard: CTE) -> Insert:
     return insert(LedgerEntry).from_select(columns, selects[0] if len(selects) == 1 else union_all(*selects))
 
 
-def adjust_committed_if(key_id: Any, delta: Any, guard: CTE, *, charged: Any = 0) -> Update:
+def adjust_committed_if(key_id: Any, delta: Any, guard: CTE, *, charged: Any = 0, month: Any = None) -> Update:
     """PostgreSQL, in one statement with ``guard``: :func:`adjust_committed`, only if ``guard``
     returned a row."""
-    return adjust_committed(key_id, delta, charged=charged).where(exists(select(literal(1)).select_from(guard)))
+    return adjust_committed(key_id, delta, charged=charged, month=month).where(
+        exists(select(literal(1)).select_from(guard)))
 
 
 def add_spend_if(key_id: Any, periods: Sequence[Any], amount: Any, guard: CTE) -> Insert:
@@ -106,12 +114,21 @@ def add_spend_if(key_id: Any, periods: Sequence[Any], amount: Any, guard: CTE) -
         set_={"charged_micros": KeySpend.charged_micros + statement.excluded.charged_micros})
 
 
-def adjust_committed(key_id: Any, delta: Any, *, charged: Any = 0) -> Update:
+def adjust_committed(key_id: Any, delta: Any, *, charged: Any = 0, month: Any = None) -> Update:
     """Move the key's committed spend by ``delta`` (a charge minus the hold it replaces) and its
-    charges in all by ``charged`` (left alone when 0)."""
+    charges in all by ``charged`` (left alone when 0), counted in the UTC ``month`` of the charge
+    (given with it): added to the month's charges, or starting them when ``month`` is a new one. A
+    charge of a month already past (settled as the next began, committed after a charge of the new
+    one) leaves the month's charges alone."""
     values: dict[str, Any] = {"committed_micros": ApiKey.committed_micros + delta}
     if isinstance(charged, BindParameter) or charged:
+        if month is None:
+            raise ValueError("a charge is counted in its month")
+        newer = or_(ApiKey.charged_month.is_(None), ApiKey.charged_month < month)
         values["charged_micros"] = ApiKey.charged_micros + charged
+        values["month_charged_micros"] = case((ApiKey.charged_month == month, ApiKey.month_charged_micros + charged),
+                                              (newer, charged), else_=ApiKey.month_charged_micros)
+        values["charged_month"] = case((newer, month), else_=ApiKey.charged_month)
     return update(ApiKey).where(ApiKey.id == key_id).values(values)
 
 
@@ -132,9 +149,10 @@ def spend_in(key_id: str, periods: Sequence[str]) -> Select[int]:
         KeySpend.api_key_id == key_id, KeySpend.period.in_(list(periods)))
 
 
-def open_holds(key_id: str) -> Select[int]:
-    """What the key's holds still reserve: committed spend minus charges."""
-    return select(ApiKey.committed_micros - ApiKey.charged_micros).where(ApiKey.id == key_id)
+def budget_counters(key_id: str) -> Select[int | None, int | None, int]:
+    """The key's budgets and the counters :func:`reserve` checks them against."""
+    return select(ApiKey.budget_micros, ApiKey.monthly_budget_micros, ApiKey.committed_micros).where(
+        ApiKey.id == key_id)
 
 
 # -- usage reports --------------------------------------------------------------------------------

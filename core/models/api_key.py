@@ -41,6 +41,12 @@ class ApiKey(Base):
     charged_micros: Mapped[int] = mapped_column(BigInteger, default=0)
     """Everything the key was ever charged (its charge rows' sum), kept with them: committed minus
     charged is what its open holds reserve."""
+    charged_month: Mapped[str | None] = mapped_column(String(7), default=None)
+    """The latest UTC month (``2026-12``) the key was charged in; None: never charged."""
+    month_charged_micros: Mapped[int] = mapped_column(BigInteger, default=0)
+    """What the key was charged in ``charged_month``, kept with each charge as its ``key_spend``
+    counters are: the monthly budget is checked on this row, in the same conditional update as the
+    total budget (a month that has begun since counts 0)."""
 
     webhook_url: Mapped[str | None] = mapped_column(Text, default=None)
     """The webhook of the key's jobs that name none."""

@@ -7,17 +7,18 @@ sum. Also the one money parser and formatter."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import date
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+from alembic import command
 from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
-from core.billing import ledger
+from core.billing import ledger, repo
 from core.billing.ledger import Charge, ImageRecord, JobBilling, PricingSnapshot
 from core.billing.money import MoneyError, format_usd, parse_usd
 from core.billing.prices import ModelPrice, PriceTable
@@ -25,10 +26,11 @@ from core.config import Settings
 from core.db import async_session_factory, create_async_db_engine, create_sync_engine, sync_sessionmaker
 from core.errors import QuotaExceededError, ServiceUnavailableError
 from core.generation import AppliedParams, GenerationRequest, Usage
-from core.migrate import upgrade_head
+from core.migrate import alembic_config, upgrade_head
 from core.models import ApiKey
 from core.models.ledger import KeySpend, LedgerEntry
-from core.repo.binds import Prepared
+from core.models.types import utcnow
+from core.repo.binds import Prepared, param
 from tests.worker.factories import make_api_key, make_image, make_job
 
 DEMO = ModelPrice(id="demo", source="test", effective=date(2026, 11, 1), per_image={"*": {"*": Decimal("0.04")}})
@@ -330,3 +332,87 @@ def test_monthly_budget_and_markup_tiers_read_counters_not_the_key_history(setti
     assert asyncio.run(run()) == Decimal("1.5")
     reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
     assert reads and not any("ledger_entries" in s for s in reads), reads
+
+
+# -- the month's charges on the key row ---------------------------------------------------------
+
+
+def _month_counters(session: Session, key_id: str) -> tuple[str | None, int, int]:
+    session.expire_all()
+    key = session.get_one(ApiKey, key_id)
+    return key.charged_month, key.month_charged_micros, key.charged_micros
+
+
+@BOTH_DATABASES
+def test_a_charge_counts_in_its_month_a_new_month_starts_at_it_and_a_late_one_leaves_it(
+    settings: Settings, session: Session,
+) -> None:
+    key = make_api_key(session)
+    session.commit()
+
+    def charge(amount: int, month: str) -> tuple[str | None, int, int]:
+        statement = Prepared(repo.adjust_committed(param("key_id"), param("delta"), charged=param("charged"),
+                                                   month=param("month")), session.get_bind().dialect)
+        _run(session, [(statement, {"key_id": key.id, "delta": 0, "charged": amount, "month": month})])
+        session.commit()
+        return _month_counters(session, key.id)
+
+    assert _month_counters(session, key.id) == (None, 0, 0)
+    assert charge(10_000, "2026-11") == ("2026-11", 10_000, 10_000)
+    assert charge(5_000, "2026-11") == ("2026-11", 15_000, 15_000)
+    assert charge(7_000, "2026-12") == ("2026-12", 7_000, 22_000)  # a new month starts at its first charge
+    assert charge(1_000, "2026-11") == ("2026-12", 7_000, 23_000)  # settled late: November's, not December's
+    assert charge(2_000, "2026-12") == ("2026-12", 9_000, 25_000)
+    with pytest.raises(ValueError, match="counted in its month"):
+        repo.adjust_committed(key.id, 0, charged=1)
+
+
+@BOTH_DATABASES
+def test_a_monthly_budget_counts_this_months_charges_and_the_open_holds_on_the_key_row(
+    settings: Settings, session: Session,
+) -> None:
+    """The reserve refuses a hold that would take this month's charges plus the open holds past
+    the monthly budget; charges of an earlier month do not count."""
+    key = make_api_key(session)
+    key.monthly_budget_micros = 100_000
+    key.committed_micros, key.charged_micros = 80_000, 60_000  # 20_000 held, 60_000 charged...
+    key.charged_month, key.month_charged_micros = ledger.month_of(utcnow()), 60_000  # ... this month
+    session.commit()
+    reserve = Prepared(repo.reserve(param("key_id"), param("amount"), param("month")), session.get_bind().dialect)
+
+    def reserved(amount: int, month: str) -> bool:
+        parameters = reserve.parameters({"key_id": key.id, "amount": amount, "month": month})
+        row = session.connection().exec_driver_sql(reserve.sql, parameters).first()
+        session.rollback()
+        return row is not None
+
+    this_month = ledger.month_of(utcnow())
+    assert reserved(20_000, this_month)  # 60_000 + 20_000 + 20_000 = the budget
+    assert not reserved(20_001, this_month)
+    assert reserved(80_000, "2099-01")  # a month begun since: only the open holds count
+    assert not reserved(80_001, "2099-01")
+
+
+def test_the_migration_counts_this_months_charges_on_each_key(make_pg_database: Callable[[], str]) -> None:
+    """Keys charged before the month counters existed get this month's charges from their spend
+    counters as the migration runs; others start at nothing."""
+    url = make_pg_database()
+    config = alembic_config(url)
+    command.upgrade(config, "bbdbe93484cf")
+    month = ledger.month_of(utcnow())
+    engine = create_sync_engine(url, pool_size=1, max_overflow=0)
+    try:
+        with engine.begin() as conn:
+            for key_id in ("key_charged", "key_never"):
+                conn.exec_driver_sql(
+                    "INSERT INTO api_keys (id, name, prefix, secret_hash, created_at, committed_micros, charged_micros)"
+                    " VALUES (%(id)s, %(id)s, 'ig-x', %(id)s, now(), 0, 0)", {"id": key_id})
+            conn.exec_driver_sql("INSERT INTO key_spend VALUES ('key_charged', %(m)s, 42000), "
+                                 "('key_charged', '2001-01', 5), ('key_charged', '2001-01-02', 5)", {"m": month})
+        command.upgrade(config, "head")
+        with engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT id, charged_month, month_charged_micros FROM api_keys ORDER BY id").all()
+    finally:
+        engine.dispose()
+    assert [tuple(r) for r in rows] == [("key_charged", month, 42_000), ("key_never", None, 0)]
