@@ -157,6 +157,17 @@ def test_a_hang_past_the_timeout_is_retried(client: openai.OpenAI, fake: FakeUps
     assert fake.count("openai_generations") == 2
 
 
+def test_an_answer_trickling_past_the_timeout_is_cut_off_and_retried(client: openai.OpenAI,
+                                                                    fake: FakeUpstream) -> None:
+    # 100 pieces 0.5 s apart: each read well inside the 2 s upstream timeout, the answer 50 s long
+    fake.add_fault("openai_generations", "trickle", delay_s=0.5, times=1)
+    raw = client.images.with_raw_response.generate(model="gpt-image-2", prompt="trickled, then whole")
+    result = raw.parse()
+    assert len(result.data) == 1 and _image(result.data[0].b64_json).format == "PNG"
+    assert fake.count("openai_generations") == 2  # the first attempt cut off at 2 s
+    assert raw.headers["x-imagegate-images"] == "1/1"
+
+
 def test_a_format_the_upstream_cannot_make_is_transcoded(client: openai.OpenAI, fake: FakeUpstream) -> None:
     raw = client.images.with_raw_response.generate(model="gemini-3-pro-image", prompt="webp please",
                                                    output_format="webp", output_compression=60)

@@ -16,6 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.fakes import FakeUpstream
+from tests.fakes.upstream import TRICKLE_PIECES
 from tests.fakes.upstream_oauth import CLOUD_PLATFORM, assertion_for
 
 GKEY = {"x-goog-api-key": "test-gemini-key"}
@@ -886,6 +887,20 @@ def test_hang_fault_times_out_the_client(fake: FakeUpstream) -> None:
         assert time.monotonic() - started < 1.4
         assert gemini(http, "gemini-2.5-flash-image", prompt()).status_code == 200
     assert fake.count("gemini") == 2
+
+
+def test_trickle_fault_sends_the_answer_in_pieces_each_inside_the_read_timeout(fake: FakeUpstream) -> None:
+    fake.add_fault("openai_generations", "trickle", delay_s=0.02)
+    with httpx.Client(base_url=fake.base_url, timeout=0.3) as http:
+        started = time.monotonic()
+        with http.stream("POST", "/v1/images/generations", headers=OKEY,
+                         json={"model": "gpt-image-1.5", "prompt": "x"}) as response:
+            pieces = [chunk for chunk in response.iter_raw() if chunk]
+        took = time.monotonic() - started
+    assert response.status_code == 200 and response.headers["transfer-encoding"] == "chunked"
+    assert len(pieces) >= TRICKLE_PIECES // 2 and took >= (TRICKLE_PIECES - 1) * 0.02  # 2 s, reads of 0.02 s
+    assert json.loads(b"".join(pieces))["data"][0]["b64_json"]
+    assert fake.faults_pending() == 0 and fake.violations == []
 
 
 def test_hang_fault_in_mock_transport_sleeps(fake: FakeUpstream) -> None:

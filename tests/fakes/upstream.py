@@ -50,7 +50,9 @@ GEMINI_ENDPOINTS = ("gemini", "gemini_stream", "vertex_gemini", "vertex_gemini_s
 IMAGEN_ENDPOINTS = ("imagen", "vertex_imagen")
 OPENAI_ENDPOINTS = ("openai_generations", "openai_edits", "chat")
 ENDPOINTS = (*GEMINI_ENDPOINTS, *IMAGEN_ENDPOINTS, *OPENAI_ENDPOINTS, "token")
-_IMAGE_FAULTS = {"status", "hang", "bad_json", "no_image", "bad_base64", "wrong_mime"}
+_IMAGE_FAULTS = {"status", "hang", "trickle", "bad_json", "no_image", "bad_base64", "wrong_mime"}
+TRICKLE_PIECES = 100
+"""A ``trickle`` fault sends its answer in this many pieces, ``delay_s`` apart."""
 FAULT_KINDS: dict[str, set[str]] = {
     **{e: _IMAGE_FAULTS | {"safety_prompt", "safety_finish", "usage"} for e in GEMINI_ENDPOINTS},
     **{e: set(_IMAGE_FAULTS) for e in IMAGEN_ENDPOINTS},
@@ -107,6 +109,9 @@ class FakeUpstream:
       Faults apply only to requests that pass validation: a refused request never consumes one.
       The ``usage`` fault answers normally but reports the usage fields given as ``body`` (merged
       into the answer's ``usage`` or ``usageMetadata``): an upstream billing more than it documents.
+      The ``hang`` fault answers ``delay_s`` late; the ``trickle`` fault answers at once, but sends
+      the answer in ``TRICKLE_PIECES`` pieces ``delay_s`` apart (chunked): every read is inside a
+      client's read timeout, the whole answer far longer.
 
     Endpoint names: ``gemini``, ``gemini_stream``, ``imagen``, ``vertex_gemini``,
     ``vertex_gemini_stream``, ``vertex_imagen``, ``openai_generations``, ``openai_edits``, ``chat``,
@@ -410,6 +415,13 @@ class FakeUpstream:
             )
         elif fault.kind == "usage":
             response = self._with_usage(call.endpoint, accepted.build(None), fault.body or {})
+        elif fault.kind == "trickle":
+            response = accepted.build(None)
+            size = -(-len(response.body) // TRICKLE_PIECES)
+            response.chunks = [(fault.delay_s if i else 0.0, response.body[i * size:(i + 1) * size])
+                               for i in range(TRICKLE_PIECES) if response.body[i * size:(i + 1) * size]]
+            response.headers.update(fault.headers)
+            return response
         else:
             response = accepted.build(None if fault.kind == "hang" else fault.kind)
         response.headers.update(fault.headers)

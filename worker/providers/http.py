@@ -1,6 +1,10 @@
 """The one place that sends to upstreams: timeouts, retries, ``Retry-After``, secret redaction.
 
-An image call is slow (5-130 s), so the connect timeout is short and the read timeout long.
+An image call is slow (5-130 s), so the connect timeout is short and the read timeout long. An
+attempt is also bounded as a whole, since an upstream that trickles its answer, each read well
+inside the read timeout, would otherwise hold a call for ever: a whole answer must end within the
+read timeout of its request, a streamed one (its events come as the image is drawn) within what is
+left of the route's retry budget.
 408, 409, 429, 500, 502, 503, 504, 529 and connection errors are retried with exponential backoff
 and jitter, honouring ``retry-after-ms``, ``Retry-After`` (seconds or an HTTP date, RFC 9110
 https://www.rfc-editor.org/rfc/rfc9110#field.retry-after) and ``x-should-retry`` (the headers the
@@ -393,52 +397,72 @@ class UpstreamClient:
             delay: float | None = None
             error: GatewayError
             request = await build()
-            sent, latency_ms = time.perf_counter(), 0
+            sent, latency_ms, counted = time.perf_counter(), 0, False
+            limit_s = max(0.0, deadline - clock.monotonic())
+            if not stream:
+                limit_s = min(limit_s, self.read_timeout_s)
             try:
-                response = await self._client_for(request.url).send(request, stream=True)
-            except (httpx.TimeoutException, httpx.TransportError) as exc:
-                latency_ms = _count_call(provider, "timeout" if isinstance(exc, httpx.TimeoutException) else "error",
-                                         attempt, sent)
-                error = self._transport_error(exc, label)
-            else:
-                latency_ms = _count_call(provider, str(response.status_code), attempt, sent)
-                try:
+                async with asyncio.timeout(limit_s) as limit:
                     try:
-                        if hold is not None and response.is_success and not stream:
-                            await hold.take(self._reads)  # kept until the attempt's images are recorded
-                            await response.aread()
-                        elif not (stream and response.is_success):
-                            async with self._reads:  # a whole answer read into memory
-                                await response.aread()
+                        response = await self._client_for(request.url).send(request, stream=True)
                     except (httpx.TimeoutException, httpx.TransportError) as exc:
+                        latency_ms = _count_call(
+                            provider, "timeout" if isinstance(exc, httpx.TimeoutException) else "error", attempt, sent)
+                        counted = True
                         error = self._transport_error(exc, label)
                     else:
-                        if response.is_success:
-                            log.info("%s answered in %d ms", label, latency_ms,
-                                     extra={"upstream_status": response.status_code, "latency_ms": latency_ms})
+                        latency_ms = _count_call(provider, str(response.status_code), attempt, sent)
+                        counted = True
+                        try:
                             try:
-                                parsed = parse(response)
-                                return await parsed if inspect.isawaitable(parsed) else parsed
-                            except UpstreamError as exc:
-                                error = exc
-                                if not exc.retryable:
-                                    raise
-                            except (httpx.TimeoutException, httpx.TransportError) as exc:  # broken off
+                                if hold is not None and response.is_success and not stream:
+                                    # kept until the attempt's images are recorded
+                                    await _not_timed(limit, hold.take(self._reads))
+                                    await response.aread()
+                                elif not (stream and response.is_success):  # a whole answer read into memory
+                                    await _not_timed(limit, self._reads.acquire())
+                                    try:
+                                        await response.aread()
+                                    finally:
+                                        self._reads.release()
+                            except (httpx.TimeoutException, httpx.TransportError) as exc:
                                 error = self._transport_error(exc, label)
-                        else:
-                            if response.status_code == 401 and on_unauthorized is not None and not refreshed:
-                                refreshed = True
-                                await on_unauthorized()
-                                attempt -= 1
-                                continue
-                            decision = retry_decision(response, errors.retry_hint(response), now=clock.now())
-                            error = errors.parse_error(response, retryable=decision.retry, redact=self.redact)
-                            if not decision.retry:
-                                raise error
-                            delay = decision.delay_s
-                finally:
-                    await response.aclose()
-                    _unbind(response)
+                            else:
+                                if response.is_success:
+                                    log.info("%s answered in %d ms", label, latency_ms,
+                                             extra={"upstream_status": response.status_code, "latency_ms": latency_ms})
+                                    try:
+                                        parsed = parse(response)
+                                        return await parsed if inspect.isawaitable(parsed) else parsed
+                                    except UpstreamError as exc:
+                                        error = exc
+                                        if not exc.retryable:
+                                            raise
+                                    except (httpx.TimeoutException, httpx.TransportError) as exc:  # broken off
+                                        error = self._transport_error(exc, label)
+                                else:
+                                    if response.status_code == 401 and on_unauthorized is not None and not refreshed:
+                                        refreshed = True
+                                        await on_unauthorized()
+                                        attempt -= 1
+                                        continue
+                                    decision = retry_decision(response, errors.retry_hint(response), now=clock.now())
+                                    error = errors.parse_error(response, retryable=decision.retry, redact=self.redact)
+                                    if not decision.retry:
+                                        raise error
+                                    delay = decision.delay_s
+                        finally:
+                            await response.aclose()
+                            _unbind(response)
+            except TimeoutError:
+                if not limit.expired():
+                    raise
+                # the answer did not end within the attempt's time (an upstream that trickles its
+                # bytes, each read inside the read timeout, would otherwise hold the call forever)
+                if not counted:
+                    latency_ms = _count_call(provider, "timeout", attempt, sent)
+                error = UpstreamTimeoutError(f"The {label} did not finish its answer within {round(limit_s, 1):g} s.",
+                                             retryable=True)
             if hold is not None:
                 hold.give_back()  # this try's answer is dropped: another is awaited
             log.info("%s attempt %d failed: %s", label, attempt, error.code,
@@ -456,3 +480,19 @@ class UpstreamClient:
                                         retryable=True)
         return UpstreamError(f"Could not reach the {label}: {type(exc).__name__}.", retryable=True,
                              code="upstream_unreachable")
+
+
+async def _not_timed(limit: asyncio.Timeout, waiting: Awaitable[object]) -> None:
+    """Await ``waiting`` (a place among the answers read at once) with ``limit`` stopped: the time
+    an answer waits in its socket for the worker is not the upstream's."""
+    loop = asyncio.get_running_loop()
+    when = limit.when()
+    if when is None:
+        await waiting
+        return
+    left = when - loop.time()
+    limit.reschedule(None)
+    try:
+        await waiting
+    finally:
+        limit.reschedule(loop.time() + left)

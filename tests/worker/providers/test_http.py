@@ -514,6 +514,89 @@ async def test_remote_protocol_error_is_retried(make: Make) -> None:
     assert harness.attempts == 2
 
 
+class Trickle(httpx.AsyncByteStream):
+    """An answer sent a few bytes at a time, ``pause_s`` apart: every read is well inside a read
+    timeout, the whole answer takes ``pieces`` x ``pause_s``."""
+
+    def __init__(self, pieces: int, pause_s: float) -> None:
+        self.pieces, self.pause_s = pieces, pause_s
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        body = json.dumps({"created": 1, "data": []}).encode().ljust(self.pieces)
+        for i in range(self.pieces):
+            if i:
+                await asyncio.sleep(self.pause_s)
+            yield body[i:i + 1] if i < self.pieces - 1 else body[i:]
+
+
+def trickling_client(*, pieces: int, pause_s: float, read_timeout_s: float, policy: RetryPolicy,
+                     concurrent_reads: int = 16) -> tuple[UpstreamClient, list[httpx.Request]]:
+    sent: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        sent.append(request)
+        return httpx.Response(200, headers={"content-type": "application/json"}, stream=Trickle(pieces, pause_s))
+
+    client = UpstreamClient(connect_timeout_s=1.0, read_timeout_s=read_timeout_s, policy=policy,
+                            concurrent_reads=concurrent_reads, transport=httpx.MockTransport(answer))
+    return client, sent
+
+
+async def _build() -> httpx.Request:
+    return httpx.Request("POST", URL, json={"prompt": "a fox"})
+
+
+async def test_an_answer_trickling_past_the_timeout_is_cut_off_and_retried() -> None:
+    """Each piece comes 0.1 s after the last, well inside the read timeout, but the answer as a
+    whole would take 6 s: each attempt ends at the 0.5 s timeout and the last one's error is raised."""
+    client, sent = trickling_client(pieces=60, pause_s=0.1, read_timeout_s=0.5,
+                                    policy=RetryPolicy(max_attempts=2, backoff_base_s=0.01))
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        with pytest.raises(UpstreamTimeoutError) as info:
+            await client.call(_build, lambda r: r.json(), errors=OPENAI, label="OpenAI Images API")
+    finally:
+        await client.aclose()
+    assert len(sent) == 2
+    assert loop.time() - started < 3.0  # two attempts of 0.5 s, not one of 6 s
+    assert info.value.retryable is True and info.value.code == "upstream_timeout"
+    assert "0.5 s" in info.value.message
+
+
+async def test_a_streamed_answer_ends_within_the_retry_budget_not_the_read_timeout() -> None:
+    """A streamed answer's events come as the image is drawn: 0.1 s apart, inside the 2 s read
+    timeout, it may take longer than that timeout as a whole, but not longer than the budget."""
+    async def read_all(response: httpx.Response) -> bytes:
+        return b"".join([chunk async for chunk in response.aiter_bytes()])
+
+    async def call(pieces: int, budget_s: float) -> bytes:
+        client, _ = trickling_client(pieces=pieces, pause_s=0.1, read_timeout_s=2.0,
+                                     policy=RetryPolicy(max_attempts=1, budget_s=budget_s))
+        try:
+            return await client.call(_build, read_all, errors=OPENAI, stream=True, label="OpenAI Images API")
+        finally:
+            await client.aclose()
+
+    assert json.loads(await call(pieces=25, budget_s=60.0)) == {"created": 1, "data": []}  # 2.4 s
+    with pytest.raises(UpstreamTimeoutError) as info:
+        await call(pieces=600, budget_s=1.0)  # 60 s
+    assert "1 s" in info.value.message
+
+
+async def test_waiting_for_a_place_among_the_answers_read_is_not_the_upstreams_time() -> None:
+    """With one answer read at a time, the second waits ~1.2 s for the first to be read, then
+    takes ~1.2 s itself: 2.4 s from its request, but 1.2 s of the upstream's, inside the 2 s."""
+    client, sent = trickling_client(pieces=13, pause_s=0.1, read_timeout_s=2.0, concurrent_reads=1,
+                                    policy=RetryPolicy(max_attempts=1))
+    try:
+        results = await asyncio.gather(*(client.call(_build, lambda r: r.json(), errors=OPENAI) for _ in range(2)))
+    finally:
+        await client.aclose()
+    assert results == [{"created": 1, "data": []}] * 2
+    assert len(sent) == 2
+
+
 # -- parse errors ----------------------------------------------------------------------------
 
 
