@@ -9,6 +9,7 @@ followed: a receiver answers the URL it was given.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -56,13 +57,16 @@ async def post_webhook(url: str, *, body: bytes, headers: Mapping[str, str], all
     request_headers = {**headers, "Content-Type": "application/json", "User-Agent": USER_AGENT,
                        "Host": target.host_header}
     try:
-        async with httpx.AsyncClient(transport=transport, follow_redirects=False, trust_env=False,
-                                     timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s))) as client:
+        # the whole exchange within timeout_s: httpx's timeouts are per read, and a receiver may
+        # trickle its answer a byte at a time; only the status counts, so the body is never read
+        async with asyncio.timeout(timeout_s), httpx.AsyncClient(
+                transport=transport, follow_redirects=False, trust_env=False,
+                timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s))) as client:
             request = client.build_request("POST", target.pinned(addresses[0]), content=body,
                                            headers=request_headers, extensions={"sni_hostname": target.host})
-            response = await client.send(request)
+            response = await client.send(request, stream=True)
             await response.aclose()
-    except httpx.TimeoutException:
+    except (httpx.TimeoutException, TimeoutError):
         return result(None, f"no answer within {timeout_s:g} s")
     except httpx.HTTPError as exc:
         return result(None, f"could not connect ({type(exc).__name__})")

@@ -15,7 +15,7 @@ from standardwebhooks import Webhook
 
 from core.config import Settings
 from core.webhooks import signing
-from core.webhooks.delivery import next_attempt, post_webhook
+from core.webhooks.delivery import AttemptResult, next_attempt, post_webhook
 
 SECRET = "whsec_" + base64.b64encode(os.urandom(32)).decode()
 
@@ -87,3 +87,60 @@ def test_a_delivery_connects_to_the_checked_address_with_the_host_header() -> No
     assert request.url == "http://127.0.0.1:9/hook?x=1" and request.headers["host"] == "127.0.0.1:9"
     assert request.content == b'{"a":1}' and request.headers["webhook-id"] == "msg_1"
     assert request.headers["content-type"] == "application/json"
+
+
+async def _receiver(answer: bytes, *, pause_s: float, then: bytes = b"") -> tuple[asyncio.Server, int]:
+    """A receiver on a real socket that reads the request, then sends ``answer`` a byte at a time,
+    ``pause_s`` apart, then ``then`` at once (and keeps the connection open)."""
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        try:
+            for byte in answer:
+                writer.write(bytes([byte]))
+                await writer.drain()
+                await asyncio.sleep(pause_s)
+            writer.write(then)
+            await writer.drain()
+            await asyncio.sleep(60)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def test_a_receiver_trickling_its_answer_is_given_up_within_the_timeout() -> None:
+    """Each byte 0.2 s after the last, inside the 1 s timeout, the answer's head taking 8 s in all:
+    the attempt ends at 1 s as a timeout, not when the receiver is done."""
+    async def attempt() -> tuple[AttemptResult, float]:
+        server, port = await _receiver(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-Slow: " + b"x" * 20 + b"\r\n\r\n",
+                                       pause_s=0.2)
+        started = asyncio.get_running_loop().time()
+        try:
+            result = await asyncio.wait_for(post_webhook(f"http://127.0.0.1:{port}/hook", body=b"{}", headers={},
+                                                         allow=("127.0.0.1",), timeout_s=1), 20)
+        finally:
+            server.close()
+        return result, asyncio.get_running_loop().time() - started
+
+    result, took = asyncio.run(attempt())
+    assert not result.delivered and result.error == "no answer within 1 s"
+    assert took < 3
+
+
+def test_a_delivery_reads_the_status_not_the_receiver_s_body() -> None:
+    """A receiver answering 200 with a 1 GB body (sent slowly) has the delivery at once: only the
+    status counts."""
+    async def attempt() -> AttemptResult:
+        head = b"HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n"
+        server, port = await _receiver(b"", pause_s=0, then=head + b"x" * 65536)
+        try:
+            return await asyncio.wait_for(post_webhook(f"http://127.0.0.1:{port}/hook", body=b"{}", headers={},
+                                                       allow=("127.0.0.1",), timeout_s=5), 20)
+        finally:
+            server.close()
+
+    result = asyncio.run(attempt())
+    assert result.delivered and result.status_code == 200
