@@ -417,10 +417,10 @@ class UpstreamClient:
                             try:
                                 if hold is not None and response.is_success and not stream:
                                     # kept until the attempt's images are recorded
-                                    await _not_timed(limit, hold.take(self._reads))
+                                    await _not_timed(limit, self._reads, hold.take(self._reads))
                                     await response.aread()
                                 elif not (stream and response.is_success):  # a whole answer read into memory
-                                    await _not_timed(limit, self._reads.acquire())
+                                    await _not_timed(limit, self._reads, self._reads.acquire())
                                     try:
                                         await response.aread()
                                     finally:
@@ -482,12 +482,12 @@ class UpstreamClient:
                              code="upstream_unreachable")
 
 
-async def _not_timed(limit: asyncio.Timeout, waiting: Awaitable[object]) -> None:
-    """Await ``waiting`` (a place among the answers read at once) with ``limit`` stopped: the time
-    an answer waits in its socket for the worker is not the upstream's."""
+async def _not_timed(limit: asyncio.Timeout, places: asyncio.Semaphore, waiting: Awaitable[object]) -> None:
+    """Await ``waiting`` (a place among ``places``, the answers read at once) with ``limit``
+    stopped: the time an answer waits in its socket for the worker is not the upstream's."""
     loop = asyncio.get_running_loop()
     when = limit.when()
-    if when is None:
+    if when is None or not places.locked():  # a place is free: no wait to leave out
         await waiting
         return
     left = when - loop.time()
