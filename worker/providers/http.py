@@ -461,8 +461,10 @@ class UpstreamClient:
                 # bytes, each read inside the read timeout, would otherwise hold the call forever)
                 if not counted:
                     latency_ms = _count_call(provider, "timeout", attempt, sent)
-                error = UpstreamTimeoutError(f"The {label} did not finish its answer within {round(limit_s, 1):g} s.",
-                                             retryable=True)
+                # worded as httpx's read timeout is, which a whole answer's limit may beat by a hair
+                within = f"within {round(limit_s, 1):g} s."
+                error = UpstreamTimeoutError(f"The {label} did not finish its streamed answer {within}" if stream
+                                             else f"The {label} did not answer {within}", retryable=True)
             if hold is not None:
                 hold.give_back()  # this try's answer is dropped: another is awaited
             log.info("%s attempt %d failed: %s", label, attempt, error.code,
