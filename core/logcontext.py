@@ -10,7 +10,8 @@ pass them as ``extra`` (the upstream client gives ``upstream_status`` and ``late
 ``text`` (the default, for ``make run``) is one readable line; ``json`` is one JSON object per
 line with ``time``, ``level``, ``logger``, ``message`` and every field that is set. Secrets never
 reach a record: keys are logged by their visible prefix only, query strings are dropped from
-request lines (``imagegate/access_log.py``) and upstream texts are redacted before they are raised.
+request lines (:class:`DropQueryString`: httpx's here, in every process, uvicorn's access log in
+``imagegate/access_log.py``) and upstream texts are redacted before they are raised.
 """
 
 from __future__ import annotations
@@ -100,12 +101,43 @@ def formatter_config(log_format: str) -> dict[str, Any]:
     return {"format": TEXT_FORMAT}
 
 
+_URL_ARGUMENT = {"uvicorn.access": 2, "httpx": 1}
+"""Which argument of a logger's records is the URL. uvicorn logs a request as
+``'%s - "%s %s HTTP/%s" %d'`` with (client address, method, path with query string, HTTP version,
+status), the order its ``AccessFormatter`` reads them in; httpx as ``'HTTP Request: %s %s "%s %d %s"'``
+with (method, URL, HTTP version, status, reason)."""
+
+
+class DropQueryString(logging.Filter):
+    """Removes the query string from the URL of uvicorn's access records and httpx's request
+    records; other records pass unchanged.
+
+    Query strings carry secrets: an API key sent as ``?key=`` (as Google's clients do), the
+    ``signature`` of a signed file URL, the signature of a presigned URL a caller sends as an
+    image to fetch, the token a webhook receiver takes in its URL. uvicorn's access log writes
+    each request's path with its query string, and httpx logs the URL of every request it sends
+    (at INFO): the API's image fetches, the worker's upstream calls and webhook deliveries."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        position = _URL_ARGUMENT.get(record.name)
+        args = record.args
+        if position is None or not isinstance(args, tuple) or len(args) <= position:
+            return True
+        url = str(args[position])
+        if "?" in url:
+            record.args = (*args[:position], url.split("?", 1)[0], *args[position + 1:])
+        return True
+
+
 def logging_config(log_format: str, level: str) -> dict[str, Any]:
-    """A ``dictConfig`` sending every record to stderr in ``log_format``, with the context fields."""
+    """A ``dictConfig`` sending every record to stderr in ``log_format``, with the context fields,
+    and httpx's request records without their query strings."""
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"context": {"()": f"{__name__}.ContextFilter"}},
+        "filters": {"context": {"()": f"{__name__}.ContextFilter"},
+                    "drop_query_string": {"()": f"{__name__}.DropQueryString"}},
+        "loggers": {"httpx": {"filters": ["drop_query_string"]}},
         "formatters": {"imagegate": formatter_config(log_format)},
         "handlers": {
             "imagegate": {

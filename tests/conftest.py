@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from imagegate.access_log import DropQueryString
+from core.logcontext import DropQueryString
 from tests import secret_scan
 from tests.fakes.upstream import FakeUpstream
 from tests.harness import (
@@ -143,7 +143,7 @@ class _Recorder(logging.Handler):
         super().__init__(logging.NOTSET)
         self.lines: list[str] = []
         self.setFormatter(logging.Formatter("%(name)s %(levelname)s %(message)s"))
-        # as imagegate's own logging configuration does (imagegate/access_log.py)
+        # as imagegate's own logging configuration does (core/logcontext.py)
         self.addFilter(DropQueryString())
 
     def emit(self, record: logging.LogRecord) -> None:

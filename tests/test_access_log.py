@@ -1,5 +1,5 @@
-"""imagegate.access_log: uvicorn's access records and httpx's request records lose their query
-string, nothing else."""
+"""core.logcontext.DropQueryString, on uvicorn's access records (imagegate.access_log) and httpx's
+request records in every process: they lose their query string, nothing else."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import logging.config
 import httpx
 import pytest
 
-from imagegate.access_log import DropQueryString, uvicorn_log_config
+from core.logcontext import DropQueryString, logging_config
+from imagegate.access_log import uvicorn_log_config
 
 
 def access_record(path: str) -> logging.LogRecord:
@@ -55,4 +56,14 @@ def test_the_logging_configuration_installs_the_filter(capsys: pytest.CaptureFix
             logging.getLogger(name).filters.clear()
             logging.getLogger(name).handlers.clear()
     assert "GET /v1/models HTTP/1.1" in out and "ig-secret" not in out
+    assert installed == [DropQueryString]
+
+
+def test_imagegate_s_own_configuration_installs_it_on_httpx_too() -> None:
+    """The configuration of processes uvicorn does not start (``imagegate worker``, the CLI)."""
+    logging.config.dictConfig(logging_config("text", "INFO"))
+    try:
+        installed = [type(f) for f in logging.getLogger("httpx").filters]
+    finally:
+        logging.getLogger("httpx").filters.clear()
     assert installed == [DropQueryString]

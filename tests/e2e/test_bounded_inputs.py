@@ -119,6 +119,21 @@ def test_an_accepted_request_fetches_each_image_once(gateway: Stack, images: Ima
     assert sorted(images.fetched[before:]) == sorted(f"/once-{i}.png" for i in range(5))
 
 
+@pytest.mark.parametrize("dialect", DIALECTS, ids=["chat", "anthropic", "gemini", "edits"])
+def test_a_signed_image_url_is_fetched_but_never_logged(gateway: Stack, images: ImageServer,
+                                                        dialect: Callable[[list[str]], tuple[str, dict[str, Any]]]
+                                                        ) -> None:
+    """A presigned URL's query is a credential: the gateway fetches it, and no log line holds it
+    (httpx logs every request's URL at INFO)."""
+    key = gateway.create_key(f"signed-{dialect.__name__}")
+    signature = f"{dialect.__name__[1:]}5f0c9e" * 8
+    url = images.url(f"signed-{dialect.__name__}") + f"?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature={signature}"
+    response = _post(gateway, key, dialect([url]))
+    assert response.status_code == 200, response.text
+    assert any(signature in path for path in images.fetched)
+    assert signature not in gateway.logs(tail=10**9)
+
+
 @pytest.fixture(scope="module")
 def priced(make_stack: Callable[..., Stack], tmp_path_factory: pytest.TempPathFactory) -> Stack:
     prices = tmp_path_factory.mktemp("prices") / "prices.toml"

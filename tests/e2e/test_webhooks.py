@@ -154,6 +154,23 @@ def test_a_job_webhook_is_signed_retried_after_500_and_recorded_on_the_job(hooke
     assert len(receiver.wait(path, count=3)) == 3
 
 
+def test_a_webhook_url_s_query_reaches_the_receiver_and_no_log(hooked: Stack, receiver: Receiver) -> None:
+    """Receivers take credentials in the query (``?token=``, ``?code=``): the delivery carries it,
+    no log line of the gateway does (httpx logs each request's URL at INFO)."""
+    key = hooked.create_key(f"hook-query-{hooked.mode}")
+    token = f"{hooked.mode}7d1f0c2b9e4a6f83d5c1"
+    path = f"/ok/query-{hooked.mode}?token={token}"
+    response = httpx.post(f"{hooked.base_url}/v1/jobs", headers=_auth(key),
+                          json={"model": "demo", "prompt": "a quiet harbour", "size": "64x64",
+                                "webhook_url": receiver.url(path)})
+    assert response.status_code == 202, response.text
+    receiver.wait(path, count=1)
+    job = _job(hooked, key, response.json()["id"],
+               until=lambda j: bool(j.get("webhooks")) and j["webhooks"][0]["status"] == "delivered")
+    assert job["webhooks"][0]["status"] == "delivered"
+    assert token not in hooked.logs(tail=10**9)
+
+
 def test_prefer_respond_async_with_the_webhook_header(hooked: Stack, receiver: Receiver) -> None:
     key = hooked.create_key(f"hook-header-{hooked.mode}")
     path = f"/ok/header-{hooked.mode}"
