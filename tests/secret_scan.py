@@ -26,7 +26,7 @@ PATTERNS = {
     "API key": re.compile(r"\big-[A-Za-z0-9_-]{20,}"),  # core/keys.py: "ig-" + 43 characters; logs show 10
     "webhook secret": re.compile(r"\bwhsec_[A-Za-z0-9+/=_-]{8,}"),
     "webhook signature": re.compile(r"\bv1,[A-Za-z0-9+/]{20,}={0,2}"),
-    "URL signature": re.compile(r"[?&](?:signature|sig|X-Amz-Signature|key)=[^&\s\"']{8,}", re.IGNORECASE),
+    "URL signature": re.compile(r"[?&](?:signature|sig|X-Amz-Signature|key|token)=[^&\s\"']{8,}", re.IGNORECASE),
     "bearer token": re.compile(r"\bBearer\s+[A-Za-z0-9._~+/-]{16,}"),
     "private key": re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----"),
 }

@@ -19,6 +19,7 @@ from tests.secret_scan import leaks_in, scan_files
         ("secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "webhook secret"),
         ("webhook-signature: v1,K5oZfzN95Z9UVu1EsfQmfVNQhnkZ2pj9o9NDN/H/pI4=", "webhook signature"),
         ('"GET /v1/files/img_1?expires=1&signature=Zm9vYmFyYmF6cXV4 HTTP/1.1" 200', "URL signature"),
+        ("HTTP Request: POST http://hooks.example/in?token=7d1f0c2b9e4a6f83 \"HTTP/1.1 200 OK\"", "URL signature"),
         ("Authorization: Bearer sk-live-0123456789abcdef", "bearer token"),
     ],
 )
