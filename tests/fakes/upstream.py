@@ -417,9 +417,9 @@ class FakeUpstream:
             response = self._with_usage(call.endpoint, accepted.build(None), fault.body or {})
         elif fault.kind == "trickle":
             response = accepted.build(None)
-            size = -(-len(response.body) // TRICKLE_PIECES)
-            response.chunks = [(fault.delay_s if i else 0.0, response.body[i * size:(i + 1) * size])
-                               for i in range(TRICKLE_PIECES) if response.body[i * size:(i + 1) * size]]
+            body, size = response.body, max(1, -(-len(response.body) // TRICKLE_PIECES))
+            response.chunks = [(fault.delay_s if i else 0.0, body[start:start + size])
+                               for i, start in enumerate(range(0, len(body), size))]
             response.headers.update(fault.headers)
             return response
         else:
