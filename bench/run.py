@@ -45,7 +45,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from bench import bars, history, load, procstat, timeline
+from bench import bars, history, load, procstat, spans, timeline
 from bench.peer import LiteLLMProcess
 from bench.stack import FakeUpstreamProcess, Gateway
 
@@ -137,8 +137,9 @@ class Bench:
     """One target's run: the client, the CPU probes, the rows and the raw results."""
 
     def __init__(self, upstream: FakeUpstreamProcess, target: Target, plan: Plan,
-                 profile_dir: Path | None = None) -> None:
+                 profile_dir: Path | None = None, trace_dir: Path | None = None) -> None:
         self.profile_flag = profile_dir / "measuring" if profile_dir else None
+        self.trace_dir = trace_dir  # bench/spans.py: the gateway's function spans, placed on a's requests
         self.upstream = upstream
         self.target = target
         self.mode = target.mode
@@ -218,6 +219,12 @@ class Bench:
         cpu = _per(gateway_cpu, gateway)
         self.rows.append(Row(f"   gateway CPU per request, {model}", "", "", " | ".join(
             f"{k} {cpu.get(k, 0):.1f} ms" for k in self.target.gateway_groups), "(information)", ""))
+        if self.trace_dir is not None:
+            traced = spans.breakdown(spans.read(self.trace_dir), gateway.marks)
+            self.results[f"a_latency_{model}"]["spans_ms"] = traced
+            for row in traced:
+                self.rows.append(Row(f"   {row['name']}", "", "", f"at {row['start_ms']:.2f} ms, "
+                                     f"takes {row['took_ms']:.2f} ms", "trace", ""))
 
     # -- c. throughput at 50 in flight, and b. CPU per image meanwhile ------------------------------
     async def _closed_loop(self, client: load.ClientPool, work: load.Work) -> tuple[load.Sample, dict[str, float],
@@ -559,11 +566,16 @@ def _print_run(title: str, bench: Bench) -> float:
 def run_mode(mode: str, upstream: FakeUpstreamProcess, args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
     extra_env: dict[str, str] = {}
     profile_dir: Path | None = None
+    trace_dir: Path | None = None
+    site = Path(__file__).resolve().parent / "_profile_site"
     if args.profile:
         profile_dir = Path(tempfile.mkdtemp(prefix=f"imagegate-bench-profile-{mode}-"))
-        site = Path(__file__).resolve().parent / "_profile_site"
-        extra_env = {"IMAGEGATE_BENCH_PROFILE": str(profile_dir),
-                     "PYTHONPATH": f"{site}{os.pathsep}{site.parents[1]}"}
+        extra_env["IMAGEGATE_BENCH_PROFILE"] = str(profile_dir)
+    if args.trace:
+        trace_dir = Path(tempfile.mkdtemp(prefix=f"imagegate-bench-trace-{mode}-"))
+        extra_env["IMAGEGATE_BENCH_TRACE"] = str(trace_dir)
+    if extra_env:
+        extra_env["PYTHONPATH"] = f"{site}{os.pathsep}{site.parents[1]}"
     gateway = Gateway(mode=mode, upstream=upstream, api_workers=args.api_workers,
                       worker_processes=args.worker_processes, total_concurrency=args.concurrency,
                       log_level=args.log_level, db_connections=args.db_connections, extra_env=extra_env)
@@ -581,7 +593,7 @@ def run_mode(mode: str, upstream: FakeUpstreamProcess, args: argparse.Namespace,
         target = Target("imagegate", mode, gateway.stack.base_url, key, groups,
                         tuple(g for g in ("api", "workers", "postgres", "redis") if groups.get(g)),
                         gateway=gateway)
-        bench = Bench(upstream, target, plan, profile_dir)
+        bench = Bench(upstream, target, plan, profile_dir, trace_dir)
         started = time.monotonic()
         _run_async(bench.run(args.only))
         errors = gateway.log_findings()
@@ -614,6 +626,8 @@ def run_mode(mode: str, upstream: FakeUpstreamProcess, args: argparse.Namespace,
                 print(f"kept {profile_dir} (python -m bench.sampler {profile_dir} prints it again)", file=sys.stderr)
             else:
                 shutil.rmtree(profile_dir, ignore_errors=True)
+        if trace_dir is not None:
+            shutil.rmtree(trace_dir, ignore_errors=True)
 
 
 def run_peer(upstream: FakeUpstreamProcess, args: argparse.Namespace, plan: Plan) -> dict[str, Any]:
@@ -705,6 +719,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--profile", action="store_true",
                         help="sample the gateway's Python stacks, weighted by thread CPU time, while measuring "
                              "(bench/sampler.py), and print where the CPU went")
+    parser.add_argument("--trace", action="store_true",
+                        help="time the gateway's main functions in every process (bench/spans.py) and place "
+                             "them on scenario a's requests: when each starts and how long it takes")
     args = parser.parse_args(argv)
     if not args.only or set(args.only) - set(SCENARIOS):
         parser.error(f"--only takes letters of {SCENARIOS}")
@@ -718,7 +735,7 @@ def main(argv: list[str] | None = None) -> int:
         "local_changes": [line[3:] for line in _git("status", "--porcelain", "--", "api", "core", "worker",
                                                      "imagegate", "migrations").splitlines()],
         "quick": args.quick, "plan": asdict(plan),
-        "only": args.only, "profiled": args.profile,
+        "only": args.only, "profiled": args.profile, "traced": args.trace,
         "host": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                  "loadavg_at_start": os.getloadavg()},
         "bars": {k: v for k, v in vars(bars).items() if k.isupper()},
