@@ -164,7 +164,7 @@ def start(out_dir: str) -> None:
 # its innermost frame outwards, so psycopg's wait counts as database, not as "other".
 CATEGORIES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("image bytes: base64 decode/encode", ("base64.py:",)),
-    ("image bytes: file write/read", ("core/storage.py:",)),
+    ("image bytes: file write/read", ("core/storage/",)),
     ("logging", ("logging/__init__.py:",)),
     ("database driver + SQLAlchemy", ("sqlalchemy/", "psycopg/", "aiosqlite/", "sqlite3/", "greenlet")),
     ("broker: Celery/kombu", ("celery/", "kombu/")),
