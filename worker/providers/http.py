@@ -43,7 +43,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 import httpcore
 import httpx
@@ -324,6 +324,39 @@ def _count_call(provider: str, status: str, attempt: int, sent: float) -> int:
     return int(elapsed * 1000)
 
 
+@dataclass(frozen=True)
+class _Try:
+    """One attempt of :meth:`UpstreamClient.call`: what its methods need to know of it."""
+
+    attempt: int
+    limit_s: float
+    label: str
+    stream: bool
+    provider: str
+    hold: AnswerHold | None
+    may_refresh: bool
+
+
+@dataclass(frozen=True)
+class _Answered(Generic[T]):
+    value: T
+
+
+@dataclass(frozen=True)
+class _Failed:
+    error: GatewayError
+    latency_ms: int
+    delay_s: float | None = None
+    """How long the upstream asked to be left alone (Retry-After), if it did."""
+
+
+class _Unauthorized:
+    """A 401 with credentials that may be refreshed (once per call)."""
+
+
+UNAUTHORIZED = _Unauthorized()
+
+
 class UpstreamClient:
     """The HTTP clients of every provider of a worker process: one :class:`httpx.AsyncClient` per
     upstream host, made on first use; used from the process's event loop only."""
@@ -394,87 +427,110 @@ class UpstreamClient:
         attempt = 0
         while True:
             attempt += 1
-            delay: float | None = None
-            error: GatewayError
             request = await build()
-            sent, latency_ms, counted = time.perf_counter(), 0, False
             limit_s = max(0.0, deadline - clock.monotonic())
             if not stream:
                 limit_s = min(limit_s, self.read_timeout_s)
-            try:
-                async with asyncio.timeout(limit_s) as limit:
-                    try:
-                        response = await self._client_for(request.url).send(request, stream=True)
-                    except (httpx.TimeoutException, httpx.TransportError) as exc:
-                        latency_ms = _count_call(
-                            provider, "timeout" if isinstance(exc, httpx.TimeoutException) else "error", attempt, sent)
-                        counted = True
-                        error = self._transport_error(exc, label)
-                    else:
-                        latency_ms = _count_call(provider, str(response.status_code), attempt, sent)
-                        counted = True
-                        try:
-                            try:
-                                if hold is not None and response.is_success and not stream:
-                                    # kept until the attempt's images are recorded
-                                    await _not_timed(limit, self._reads, hold.take(self._reads))
-                                    await response.aread()
-                                elif not (stream and response.is_success):  # a whole answer read into memory
-                                    await _not_timed(limit, self._reads, self._reads.acquire())
-                                    try:
-                                        await response.aread()
-                                    finally:
-                                        self._reads.release()
-                            except (httpx.TimeoutException, httpx.TransportError) as exc:
-                                error = self._transport_error(exc, label)
-                            else:
-                                if response.is_success:
-                                    log.info("%s answered in %d ms", label, latency_ms,
-                                             extra={"upstream_status": response.status_code, "latency_ms": latency_ms})
-                                    try:
-                                        parsed = parse(response)
-                                        return await parsed if inspect.isawaitable(parsed) else parsed
-                                    except UpstreamError as exc:
-                                        error = exc
-                                        if not exc.retryable:
-                                            raise
-                                    except (httpx.TimeoutException, httpx.TransportError) as exc:  # broken off
-                                        error = self._transport_error(exc, label)
-                                else:
-                                    if response.status_code == 401 and on_unauthorized is not None and not refreshed:
-                                        refreshed = True
-                                        await on_unauthorized()
-                                        attempt -= 1
-                                        continue
-                                    decision = retry_decision(response, errors.retry_hint(response), now=clock.now())
-                                    error = errors.parse_error(response, retryable=decision.retry, redact=self.redact)
-                                    if not decision.retry:
-                                        raise error
-                                    delay = decision.delay_s
-                        finally:
-                            await response.aclose()
-                            _unbind(response)
-            except TimeoutError:
-                if not limit.expired():
-                    raise
-                # the answer did not end within the attempt's time (an upstream that trickles its
-                # bytes, each read inside the read timeout, would otherwise hold the call forever)
-                if not counted:
-                    latency_ms = _count_call(provider, "timeout", attempt, sent)
-                # worded as httpx's read timeout is, which a whole answer's limit may beat by a hair
-                within = f"within {round(limit_s, 1):g} s."
-                error = UpstreamTimeoutError(f"The {label} did not finish its streamed answer {within}" if stream
-                                             else f"The {label} did not answer {within}", retryable=True)
+            outcome = await self._attempt(request, parse, errors, _Try(
+                attempt=attempt, limit_s=limit_s, label=label, stream=stream, provider=provider, hold=hold,
+                may_refresh=on_unauthorized is not None and not refreshed))
+            if isinstance(outcome, _Answered):
+                return outcome.value
+            if outcome is UNAUTHORIZED:
+                assert on_unauthorized is not None
+                refreshed = True
+                await on_unauthorized()
+                attempt -= 1  # the credentials' fault, not the upstream's: not counted against it
+                continue
+            assert isinstance(outcome, _Failed)
             if hold is not None:
                 hold.give_back()  # this try's answer is dropped: another is awaited
+            error = outcome.error
             log.info("%s attempt %d failed: %s", label, attempt, error.code,
-                     extra={"upstream_status": getattr(error, "upstream_status", None), "latency_ms": latency_ms})
+                     extra={"upstream_status": getattr(error, "upstream_status", None),
+                            "latency_ms": outcome.latency_ms})
             if attempt >= policy.max_attempts:
                 raise error
-            wait = delay if delay is not None else policy.backoff(attempt)
+            wait = outcome.delay_s if outcome.delay_s is not None else policy.backoff(attempt)
             if clock.monotonic() + wait > deadline:
                 raise error
             await clock.sleep(wait)
+
+    async def _attempt(self, request: httpx.Request, parse: Callable[[httpx.Response], T | Awaitable[T]],
+                       errors: UpstreamErrors, how: _Try) -> _Answered[T] | _Failed | _Unauthorized:
+        """One try, sent, read and parsed within ``how.limit_s`` as a whole (an upstream that
+        trickles its bytes, each read inside the read timeout, would otherwise hold the call for
+        ever). Raises the errors not worth another try."""
+        sent = time.perf_counter()
+        latency_ms: int | None = None
+        try:
+            async with asyncio.timeout(how.limit_s) as limit:
+                try:
+                    response = await self._client_for(request.url).send(request, stream=True)
+                except (httpx.TimeoutException, httpx.TransportError) as exc:
+                    status = "timeout" if isinstance(exc, httpx.TimeoutException) else "error"
+                    return _Failed(self._transport_error(exc, how.label),
+                                   _count_call(how.provider, status, how.attempt, sent))
+                latency_ms = _count_call(how.provider, str(response.status_code), how.attempt, sent)
+                try:
+                    return await self._answer(response, parse, errors, how, limit, latency_ms)
+                finally:
+                    await response.aclose()
+                    _unbind(response)
+        except TimeoutError:
+            if not limit.expired():
+                raise
+            if latency_ms is None:
+                latency_ms = _count_call(how.provider, "timeout", how.attempt, sent)
+            # worded as httpx's read timeout is, which a whole answer's limit may beat by a hair
+            within = f"within {round(how.limit_s, 1):g} s."
+            return _Failed(UpstreamTimeoutError(f"The {how.label} did not finish its streamed answer {within}"
+                                                if how.stream else f"The {how.label} did not answer {within}",
+                                                retryable=True), latency_ms)
+
+    async def _answer(self, response: httpx.Response, parse: Callable[[httpx.Response], T | Awaitable[T]],
+                      errors: UpstreamErrors, how: _Try, limit: asyncio.Timeout,
+                      latency_ms: int) -> _Answered[T] | _Failed | _Unauthorized:
+        """What one answer comes to: its parse, or the error it says (and whether to try again)."""
+        try:
+            await self._read(response, how, limit)
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            return _Failed(self._transport_error(exc, how.label), latency_ms)
+        if response.is_success:
+            log.info("%s answered in %d ms", how.label, latency_ms,
+                     extra={"upstream_status": response.status_code, "latency_ms": latency_ms})
+            try:
+                parsed = parse(response)
+                return _Answered(await parsed if inspect.isawaitable(parsed) else parsed)
+            except UpstreamError as exc:
+                if not exc.retryable:
+                    raise
+                return _Failed(exc, latency_ms)
+            except (httpx.TimeoutException, httpx.TransportError) as exc:  # a stream broken off
+                return _Failed(self._transport_error(exc, how.label), latency_ms)
+        if response.status_code == 401 and how.may_refresh:
+            return UNAUTHORIZED
+        decision = retry_decision(response, errors.retry_hint(response), now=self.clock.now())
+        error = errors.parse_error(response, retryable=decision.retry, redact=self.redact)
+        if not decision.retry:
+            raise error
+        return _Failed(error, latency_ms, decision.delay_s)
+
+    async def _read(self, response: httpx.Response, how: _Try, limit: asyncio.Timeout) -> None:
+        """Read a whole answer into memory, once one of the reads at once is free (the wait for it
+        is not timed); a successful stream is left to its parser."""
+        if how.stream and response.is_success:
+            return
+        if how.hold is not None and response.is_success:
+            # the place is kept until the attempt's images are recorded
+            await _not_timed(limit, self._reads, how.hold.take(self._reads))
+            await response.aread()
+            return
+        await _not_timed(limit, self._reads, self._reads.acquire())
+        try:
+            await response.aread()
+        finally:
+            self._reads.release()
 
     def _transport_error(self, exc: httpx.TimeoutException | httpx.TransportError, label: str) -> UpstreamError:
         if isinstance(exc, httpx.TimeoutException):
