@@ -354,7 +354,7 @@ class _Unauthorized:
     """A 401 with credentials that may be refreshed (once per call)."""
 
 
-UNAUTHORIZED = _Unauthorized()
+_UNAUTHORIZED = _Unauthorized()
 
 
 class UpstreamClient:
@@ -436,7 +436,7 @@ class UpstreamClient:
                 may_refresh=on_unauthorized is not None and not refreshed))
             if isinstance(outcome, _Answered):
                 return outcome.value
-            if outcome is UNAUTHORIZED:
+            if outcome is _UNAUTHORIZED:
                 assert on_unauthorized is not None
                 refreshed = True
                 await on_unauthorized()
@@ -509,7 +509,7 @@ class UpstreamClient:
             except (httpx.TimeoutException, httpx.TransportError) as exc:  # a stream broken off
                 return _Failed(self._transport_error(exc, how.label), latency_ms)
         if response.status_code == 401 and how.may_refresh:
-            return UNAUTHORIZED
+            return _UNAUTHORIZED
         decision = retry_decision(response, errors.retry_hint(response), now=self.clock.now())
         error = errors.parse_error(response, retryable=decision.retry, redact=self.redact)
         if not decision.retry:
