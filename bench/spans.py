@@ -16,6 +16,7 @@ span (a wrapper and a line write); the figures measured while it runs are marked
 
 from __future__ import annotations
 
+import bisect
 import functools
 import importlib.abc
 import importlib.machinery
@@ -91,14 +92,20 @@ def timed(name: str, fn: Callable[..., Any], record: Callable[[str, float, float
     return timed_function
 
 
+def lookup(module: ModuleType, target: str) -> tuple[Any, str, Any]:
+    """Where ``target`` (``function`` or ``Class.method``) lives in ``module``: its owner (the module
+    or the class), its name there, and what it is (None when it is not there)."""
+    owner_name, _, attribute = target.rpartition(".")
+    owner: Any = getattr(module, owner_name, None) if owner_name else module
+    return owner, attribute, None if owner is None else vars(owner).get(attribute)
+
+
 def wrap_module(module: ModuleType, targets: Sequence[str], record: Callable[[str, float, float], None]) -> list[str]:
     """Replace each of ``targets`` in ``module`` by its :func:`timed` self; returns the targets not
     found (a renamed function: the trace goes on without it)."""
     missing = []
     for target in targets:
-        owner_name, _, attribute = target.rpartition(".")
-        owner: Any = getattr(module, owner_name, None) if owner_name else module
-        found = None if owner is None else (vars(owner) if owner_name else vars(module)).get(attribute)
+        owner, attribute, found = lookup(module, target)
         name = f"{module.__name__}.{target}"
         if isinstance(found, staticmethod):
             setattr(owner, attribute, staticmethod(timed(name, found.__func__, record)))
@@ -168,13 +175,13 @@ def breakdown(spans: list[tuple[str, float, float]], marks: list[tuple[str, floa
     end; one request in flight at a time): in how many requests it ran, the median of its first
     start after the request's start and of its total time in the request (ms), in order of start."""
     spans = sorted(spans, key=lambda span: span[1])
+    starts = [span[1] for span in spans]
     per_name: dict[str, dict[str, list[float]]] = {}
     for _job, begin, finish in marks:
         seen: dict[str, list[float]] = {}
-        for name, start, end in spans:
-            if begin <= start <= finish:
-                first_and_total = seen.setdefault(name, [start, 0.0])
-                first_and_total[1] += end - start
+        for name, start, end in spans[bisect.bisect_left(starts, begin):bisect.bisect_right(starts, finish)]:
+            first_and_total = seen.setdefault(name, [start, 0.0])
+            first_and_total[1] += end - start
         for name, (first, total) in seen.items():
             entry = per_name.setdefault(name, {"start": [], "took": []})
             entry["start"].append((first - begin) * 1000)

@@ -22,9 +22,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_every_traced_function_exists(module_name: str) -> None:
     module = importlib.import_module(module_name)
     for target in spans.SPANS[module_name]:
-        owner_name, _, attribute = target.rpartition(".")
-        owner = getattr(module, owner_name) if owner_name else module
-        assert callable(vars(owner).get(attribute)), f"{module_name}.{target} is gone: update bench/spans.py"
+        _, _, found = spans.lookup(module, target)
+        assert callable(found), f"{module_name}.{target} is gone: update bench/spans.py"
 
 
 def test_a_process_started_with_the_trace_writes_its_spans(tmp_path: Path) -> None:
