@@ -721,8 +721,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(bench/sampler.py), and print where the CPU went")
     parser.add_argument("--trace", action="store_true",
                         help="time the gateway's main functions in every process (bench/spans.py) and place "
-                             "them on scenario a's requests: when each starts and how long it takes (a line written per "
-                             "call: the other scenarios' figures are distorted, run it with --only a)")
+                             "them on scenario a's requests: when each starts and how long it takes (a line "
+                             "written per call distorts the other scenarios: run it with --only a)")
     args = parser.parse_args(argv)
     if not args.only or set(args.only) - set(SCENARIOS):
         parser.error(f"--only takes letters of {SCENARIOS}")
